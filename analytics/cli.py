@@ -1,0 +1,87 @@
+"""`fleetpulse sql`, `fleetpulse metrics`, `fleetpulse catalog`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import duckdb
+from rich.console import Console
+
+from fleetpulse.gateway import config
+from fleetpulse.gateway.errors import UserError
+
+from .dataset import connect, write_catalog
+from .show import print_result
+
+SUMMARY_QUERIES = {
+    "Daily active devices and temperature": """
+        SELECT d.day, d.active_devices, t.median_temperature_c, t.readings
+        FROM daily_active_devices d FULL JOIN daily_temperature t USING (day)
+        ORDER BY day""",
+    "Feature adoption (share of active devices that used each feature)": """
+        SELECT feature, devices, round(100 * share_of_active, 1) AS pct_of_active, uses
+        FROM feature_adoption ORDER BY devices DESC, feature""",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sql", help="run SQL over the dataset's views",
+                       description="Run one SQL query over the views readings, events, "
+                                   "quarantine, devices and every metric view.")
+    config.add_data_arg(p)
+    p.add_argument("query", help='for example "SELECT count(*) FROM events"')
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.set_defaults(func=_sql)
+
+    p = sub.add_parser("metrics", help="print the product metrics",
+                       description="Daily active devices, feature adoption and daily "
+                                   "median temperature.")
+    config.add_data_arg(p)
+    p.set_defaults(func=_metrics)
+
+    p = sub.add_parser("catalog", help="write a DuckDB file of views for BI tools",
+                       description="Write a DuckDB database holding only views over the "
+                                   "dataset's absolute paths; open it read-only.")
+    config.add_data_arg(p)
+    p.add_argument("--out", type=Path, default=Path("fleet.duckdb"),
+                   help="database file to write (default %(default)s)")
+    p.set_defaults(func=_catalog)
+
+
+def open_dataset(data_dir: Path) -> duckdb.DuckDBPyConnection:
+    if not data_dir.is_dir():
+        raise UserError(f"no dataset at {data_dir}: pass --data DIR (where ingest writes)")
+    return connect(data_dir)
+
+
+def _sql(args: argparse.Namespace) -> int:
+    con = open_dataset(args.data)
+    try:
+        rel = con.sql(args.query)
+    except duckdb.Error as e:
+        raise UserError(f"query failed: {str(e).splitlines()[0]}") from None
+    if rel is None:
+        return 0
+    print_result(rel, args.format)
+    return 0
+
+
+def print_metrics(data_dir: Path, console: Console | None = None) -> None:
+    con = open_dataset(data_dir)
+    for title, query in SUMMARY_QUERIES.items():
+        print_result(con.sql(query), title=title, console=console)
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    print_metrics(args.data)
+    return 0
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    if not args.data.is_dir():
+        raise UserError(f"no dataset at {args.data}: pass --data DIR (where ingest writes)")
+    names = write_catalog(args.data, args.out)
+    Console().print(f"wrote {args.out} with {len(names)} views: {', '.join(names)}\n"
+                    f"open it read-only: duckdb -readonly {args.out.resolve()}")
+    return 0

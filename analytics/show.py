@@ -1,0 +1,51 @@
+"""Print query results for people (rich tables) or scripts (CSV, JSON)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+import duckdb
+from rich.console import Console
+from rich.table import Table
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.3f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:.4g}"
+    return str(v)
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, dt.datetime | dt.date):
+        return v.isoformat()
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return v
+
+
+def print_result(rel: duckdb.DuckDBPyRelation, fmt: str = "table", title: str | None = None,
+                 console: Console | None = None) -> None:
+    cols = rel.columns
+    rows = rel.fetchall()
+    if fmt == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(cols)
+        w.writerows(rows)
+    elif fmt == "json":
+        json.dump([{c: _json_value(v) for c, v in zip(cols, r, strict=True)} for r in rows],
+                  sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        table = Table(title=title, title_justify="left", title_style="bold")
+        for c, t in zip(cols, rel.types, strict=True):
+            numeric = str(t) in ("BIGINT", "INTEGER", "DOUBLE", "HUGEINT", "FLOAT")
+            table.add_column(c, justify="right" if numeric else "left")
+        for r in rows:
+            table.add_row(*(_cell(v) for v in r))
+        (console or Console()).print(table)

@@ -1,0 +1,61 @@
+"""Command-line plumbing shared by every subcommand: env-var defaults, addresses, logs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """Default for a flag: FLEETPULSE_<NAME> from the environment, else `default`."""
+    return os.environ.get(f"FLEETPULSE_{name}", default)
+
+
+def add_broker_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", default=env("BROKER", "127.0.0.1:1883"), metavar="HOST:PORT",
+                   help="MQTT broker (env FLEETPULSE_BROKER, default %(default)s)")
+
+
+def add_data_arg(p: argparse.ArgumentParser, required_help: str = "dataset directory") -> None:
+    p.add_argument("--data", type=Path, default=env("DATA", "data"), metavar="DIR",
+                   help=f"{required_help} (env FLEETPULSE_DATA, default %(default)s)")
+
+
+def parse_broker(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        return value, 1883
+    try:
+        return host or "127.0.0.1", int(port)
+    except ValueError:
+        raise UserError(f"--broker {value!r} is not HOST:PORT (for example 127.0.0.1:1883)")
+
+
+class _KeyValueFormatter(logging.Formatter):
+    """One line per event, key=value, so logs grep and parse without a schema."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage().replace('"', "'")
+        line = (f"ts={self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} level={record.levelname.lower()}"
+                f" logger={record.name} msg=\"{msg}\"")
+        if record.exc_info:
+            line += f' exc="{record.exc_info[1]!r}"'
+        return line
+
+
+def setup_logging(verbosity: int) -> None:
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    level_env = env("LOG_LEVEL")
+    if level_env and verbosity == 0:
+        level = getattr(logging, level_env.upper(), logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_KeyValueFormatter())
+    root = logging.getLogger("fleetpulse")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -1,0 +1,279 @@
+"""Telemetry contract v1: validate one MQTT message and flatten it into table rows.
+
+docs/telemetry-contract.md is the prose; tests/vectors/ pin it down. Envelope-level
+problems reject the whole message; a bad record rejects only that record, so one
+faulty sensor value never costs the rest of the batch. Every rejection carries a
+stable reason code (for counting) and a one-line detail (for people).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+CONTRACT_VERSION = 1
+MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_RECORDS = 256
+TELEMETRY_TOPIC = "devices/{device_id}/telemetry"
+STATUS_TOPIC = "devices/{device_id}/status"
+CONFIG_TOPIC = "devices/{device_id}/config"
+TELEMETRY_FILTER = "devices/+/telemetry"
+
+# Records older than this are from a device whose clock was never set.
+MIN_TIME_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
+# Records further ahead of the receive time than this have a broken clock.
+MAX_CLOCK_AHEAD_MS = 24 * 3600 * 1000
+
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+REASONS = (
+    "oversize",
+    "bad_encoding",
+    "bad_json",
+    "not_an_object",
+    "bad_topic",
+    "topic_mismatch",
+    "unsupported_version",
+    "too_many_records",
+    "missing_field",
+    "bad_type",
+    "bad_value",
+    "bad_time",
+    "unknown_record_type",
+)
+
+# Events a person caused. A device is "active" on a day when it sent one of these;
+# power cycles, heartbeats and errors happen without anyone using the product.
+USAGE_EVENTS = ("feature_used", "setting_changed", "button_press", "session_start", "session_end")
+
+_NUM = (int, float)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_READING_REQUIRED = ("temperature_c", "humidity_pct")
+_READING_OPTIONAL = ("pressure_hpa", "light_lux", "battery_pct", "rssi_dbm")
+# Required fields per known event, with the JSON types each accepts.
+_EVENT_REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
+    "power_on": {},
+    "power_off": {},
+    "feature_used": {"feature": (str,)},
+    "setting_changed": {"name": (str,), "value": (str, int, float, bool)},
+    "button_press": {},
+    "session_start": {},
+    "session_end": {},
+    "error": {"code": (str, int)},
+    "heartbeat": {"uptime_s": (int,), "reconnects": (int,), "free_mem": (int,)},
+}
+_EVENT_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "feature": (str,),
+    "name": (str,),
+    "value": (str, int, float, bool),
+    "button": (str, int),
+    "code": (str, int),
+    "uptime_s": (int,),
+    "reconnects": (int,),
+    "free_mem": (int,),
+    "records_dropped": (int,),
+    "reset_cause": (str,),
+}
+_ENVELOPE_KEYS = ("v", "device_id", "boot", "seq", "fw", "hw", "sent_ms", "records")
+
+
+class Rejected(Exception):
+    """The whole message breaks the contract."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class RecordReject:
+    idx: int
+    reason: str
+    detail: str
+
+
+@dataclass
+class Parsed:
+    """Rows of one accepted message, plus the records that were refused."""
+
+    device_id: str
+    boot: int
+    seq: int
+    readings: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    rejects: list[RecordReject] = field(default_factory=list)
+
+
+def device_from_topic(topic: str) -> str:
+    parts = topic.split("/")
+    if len(parts) != 3 or parts[0] != "devices" or parts[2] != "telemetry":
+        raise Rejected("bad_topic", f"topic {topic!r} is not devices/<device_id>/telemetry")
+    if not DEVICE_ID.match(parts[1]):
+        raise Rejected("bad_topic", f"topic device id {parts[1]!r} is not a valid device id")
+    return parts[1]
+
+
+def _is_int(x: object) -> bool:
+    # Bounded to int64 because every integer lands in an int64 Parquet column.
+    return isinstance(x, int) and not isinstance(x, bool) and _INT64_MIN <= x <= _INT64_MAX
+
+
+def _is_num(x: object) -> bool:
+    if isinstance(x, bool) or not isinstance(x, _NUM):
+        return False
+    return math.isfinite(x) if isinstance(x, float) else _INT64_MIN <= x <= _INT64_MAX
+
+
+def _type_ok(x: object, types: tuple[type, ...]) -> bool:
+    if isinstance(x, bool):
+        return bool in types
+    if isinstance(x, int):
+        return int in types and _is_int(x) or float in types and _is_num(x)
+    if isinstance(x, float):
+        return float in types and math.isfinite(x)
+    return isinstance(x, types)
+
+
+def _type_name(x: object) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+        type(x), "null" if x is None else "number"
+    )
+
+
+def parse_message(topic: str, payload: bytes, received_ms: int) -> Parsed:
+    """Validate one telemetry message; raise Rejected if the envelope is unusable."""
+    topic_device = device_from_topic(topic)
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise Rejected("oversize", f"payload is {len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Rejected("bad_encoding", f"payload is not UTF-8 ({e.reason} at byte {e.start})")
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise Rejected("bad_json", f"payload is not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise Rejected("not_an_object", f"envelope must be a JSON object, got {_type_name(doc)}")
+    for key in _ENVELOPE_KEYS:
+        if key not in doc:
+            raise Rejected("missing_field", f"envelope has no {key!r}")
+    if doc["v"] != CONTRACT_VERSION or not _is_int(doc["v"]):
+        raise Rejected("unsupported_version", f"contract version {doc['v']!r}, expected 1")
+    device_id = doc["device_id"]
+    if not isinstance(device_id, str) or not DEVICE_ID.match(device_id):
+        raise Rejected("bad_value", f"device_id {device_id!r} is not a valid device id")
+    if device_id != topic_device:
+        raise Rejected(
+            "topic_mismatch", f"envelope device {device_id!r} published on {topic_device!r}'s topic"
+        )
+    for key in ("boot", "seq", "sent_ms"):
+        if not _is_int(doc[key]) or doc[key] < 0:
+            raise Rejected("bad_type", f"{key!r} must be a non-negative integer")
+    for key in ("fw", "hw"):
+        if not isinstance(doc[key], str) or not doc[key]:
+            raise Rejected("bad_type", f"{key!r} must be a non-empty string")
+    records = doc["records"]
+    if not isinstance(records, list):
+        raise Rejected("bad_type", f"'records' must be an array, got {_type_name(records)}")
+    if len(records) > MAX_RECORDS:
+        raise Rejected("too_many_records", f"{len(records)} records, limit {MAX_RECORDS}")
+
+    out = Parsed(device_id=device_id, boot=doc["boot"], seq=doc["seq"])
+    base = {
+        "device_id": device_id,
+        "boot": doc["boot"],
+        "seq": doc["seq"],
+        "fw": doc["fw"],
+        "hw": doc["hw"],
+        "received_at": received_ms,
+    }
+    for idx, rec in enumerate(records):
+        try:
+            table, row = _parse_record(rec, received_ms)
+        except Rejected as e:
+            out.rejects.append(RecordReject(idx, e.reason, f"record {idx}: {e.detail}"))
+            continue
+        row.update(base)
+        row["idx"] = idx
+        (out.readings if table == "readings" else out.events).append(row)
+    return out
+
+
+def _parse_record(rec: object, received_ms: int) -> tuple[str, dict[str, Any]]:
+    if not isinstance(rec, dict):
+        raise Rejected("bad_type", f"must be an object, got {_type_name(rec)}")
+    if "t" not in rec:
+        raise Rejected("missing_field", "has no 't'")
+    t = rec["t"]
+    if not _is_int(t):
+        raise Rejected("bad_type", "'t' must be an integer (Unix epoch milliseconds)")
+    if t < MIN_TIME_MS:
+        raise Rejected("bad_time", f"'t' {t} is before 2020: the device clock was not set")
+    if t > received_ms + MAX_CLOCK_AHEAD_MS:
+        raise Rejected("bad_time", f"'t' {t} is more than a day ahead of the receive time")
+    kind = rec.get("type")
+    if kind == "reading":
+        row = _parse_reading(rec)
+        table = "readings"
+    elif kind == "event":
+        row = _parse_event(rec)
+        table = "events"
+    else:
+        raise Rejected("unknown_record_type", f"'type' is {kind!r}, expected 'reading' or 'event'")
+    row["ts"] = t
+    return table, row
+
+
+def _parse_reading(rec: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for key in _READING_REQUIRED:
+        if key not in rec:
+            raise Rejected("missing_field", f"reading has no {key!r}")
+    for key in (*_READING_REQUIRED, *_READING_OPTIONAL):
+        if key in rec and rec[key] is not None:
+            if not _is_num(rec[key]):
+                raise Rejected("bad_type", f"{key!r} must be a number, got {_type_name(rec[key])}")
+            row[key] = float(rec[key])
+    row["extra"] = _extra(rec, {"t", "type", *_READING_REQUIRED, *_READING_OPTIONAL})
+    return row
+
+
+def _parse_event(rec: dict[str, Any]) -> dict[str, Any]:
+    name = rec.get("event")
+    if not isinstance(name, str) or not EVENT_NAME.match(name):
+        raise Rejected("bad_value", f"'event' {name!r} is not an event name")
+    # Unknown event names are accepted: newer firmware may add kinds, and the name
+    # pattern above already keeps garbage out.
+    required = _EVENT_REQUIRED.get(name, {})
+    for key, types in required.items():
+        if key not in rec or rec[key] is None:
+            raise Rejected("missing_field", f"{name} event has no {key!r}")
+        if not _type_ok(rec[key], types):
+            raise Rejected("bad_type", f"{name} event {key!r} has the wrong type")
+    row: dict[str, Any] = {"event": name}
+    for key, types in _EVENT_OPTIONAL.items():
+        if key not in rec or rec[key] is None:
+            continue
+        v = rec[key]
+        if not _type_ok(v, types):
+            raise Rejected("bad_type", f"{name} event {key!r} has the wrong type")
+        if key == "value" and not isinstance(v, str):
+            v = json.dumps(v)  # numbers and booleans keep their JSON spelling
+        elif key in ("code", "button"):
+            v = str(v)
+        elif key in ("uptime_s", "reconnects", "free_mem", "records_dropped") and v < 0:
+            raise Rejected("bad_value", f"{name} event {key!r} must not be negative")
+        row[key] = v
+    row["extra"] = _extra(rec, {"t", "type", "event", *_EVENT_OPTIONAL})
+    return row
+
+
+def _extra(rec: dict[str, Any], known: set[str]) -> str | None:
+    rest = {k: v for k, v in rec.items() if k not in known}
+    return json.dumps(rest, sort_keys=True, separators=(",", ":")) if rest else None

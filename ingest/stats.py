@@ -1,0 +1,53 @@
+"""Counters of one ingest process, published as a small JSON file next to the data.
+
+Other processes (the demo, tests, an operator with `cat`) read it to see what ingest
+has taken in without talking to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Stats:
+    client_id: str
+    subscribed: bool = False
+    messages: int = 0
+    messages_rejected: int = 0
+    readings: int = 0
+    events: int = 0
+    records_rejected: int = 0
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    buffered_rows: int = 0
+    files_written: int = 0
+    flushes: int = 0
+    connects: int = 0
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["rejected_by_reason"] = dict(sorted(self.rejected_by_reason.items()))
+        return json.dumps(d, indent=2, sort_keys=True)
+
+
+def stats_path(data_dir: Path, client_id: str) -> Path:
+    return data_dir / "_ingest" / f"{client_id}.json"
+
+
+def publish(stats: Stats, data_dir: Path) -> None:
+    path = stats_path(data_dir, stats.client_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(stats.to_json())
+    os.replace(tmp, path)
+
+
+def read(data_dir: Path, client_id: str) -> dict | None:
+    try:
+        return json.loads(stats_path(data_dir, client_id).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

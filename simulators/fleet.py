@@ -1,0 +1,200 @@
+"""A deterministic virtual fleet that produces contract-v1 envelopes hour by hour.
+
+Every device draws its whole life (hardware, activation day, how often it is used,
+which features it adopts and when, churn, firmware upgrade) from its own RNG seeded by
+(seed, device index), so the fleet is the same on every run with the same arguments,
+whatever order or speed it is published in.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+HARDWARE = {"thermostat-esp32": 0.5, "purifier-esp32": 0.3, "plug-picow": 0.2}
+# Feature -> share of devices that ever adopt it.
+FEATURES = {
+    "eco_mode": 0.7,
+    "schedule": 0.5,
+    "boost": 0.3,
+    "night_mode": 0.2,
+    "voice_control": 0.06,
+}
+FIRMWARE_OLD, FIRMWARE_NEW = "1.4.0", "1.5.0"
+# Relative chance that a usage session starts in each hour of the (UTC) day:
+# a morning and an evening peak, little at night.
+HOURLY_RHYTHM = [1, 1, 1, 1, 1, 2, 5, 9, 8, 4, 3, 3, 4, 3, 3, 3, 4, 6, 9, 10, 9, 6, 3, 2]
+ERROR_CODES = ("E_SENSOR_TIMEOUT", "E_WIFI_AUTH", "E_OVERHEAT")
+
+
+@dataclass
+class Device:
+    device_id: str
+    hw: str
+    activation_day: int
+    use_probability: float
+    base_temp_c: float
+    features: dict[str, int]  # feature -> first day it may be used
+    churn_day: int | None
+    churn_mode: str | None  # "idle" (still reports, unused) or "unplugged" (silent)
+    upgrade_day: int | None
+    rng: random.Random = field(repr=False)
+    boot: int = 1
+    seq: int = 0
+    fw: str = FIRMWARE_OLD
+    uptime_s: int = 0
+    session_hours: set[int] = field(default_factory=set)
+
+    def plan(self) -> dict[str, Any]:
+        return {
+            "hw": self.hw,
+            "activation_day": self.activation_day,
+            "features": dict(sorted(self.features.items())),
+            "churn_day": self.churn_day,
+            "churn_mode": self.churn_mode,
+            "upgrade_day": self.upgrade_day,
+        }
+
+
+def make_device(seed: int, index: int, days: int) -> Device:
+    rng = random.Random(f"fleetpulse:{seed}:{index}")
+    hw = rng.choices(list(HARDWARE), weights=list(HARDWARE.values()))[0]
+    activation = min(days - 1, int(rng.random() ** 1.6 * days * 0.8))
+    features = {
+        f: activation + rng.randint(0, 7) for f, share in FEATURES.items() if rng.random() < share
+    }
+    churn_day = activation + rng.randint(3, 2 * days) if rng.random() < 0.3 else None
+    churn_mode = rng.choice(("idle", "unplugged")) if churn_day is not None else None
+    upgrade_day = rng.randint(days // 3, days + days // 2)
+    return Device(
+        device_id=f"sim-{index:05d}",
+        hw=hw,
+        activation_day=activation,
+        use_probability=rng.uniform(0.45, 0.95),
+        base_temp_c=rng.uniform(19.0, 24.0),
+        features=features,
+        churn_day=churn_day,
+        churn_mode=churn_mode,
+        upgrade_day=upgrade_day,
+        rng=rng,
+    )
+
+
+def day_start_ms(start: date, day: int) -> int:
+    return int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp() * 1000) + (
+        day * DAY_MS
+    )
+
+
+class Fleet:
+    def __init__(self, devices: int, days: int, seed: int, start: date) -> None:
+        self.days = days
+        self.start = start
+        self.devices = [make_device(seed, i, days) for i in range(devices)]
+
+    def hours(self) -> Iterator[tuple[int, list[tuple[str, dict[str, Any]]]]]:
+        """Yield (day, [(device_id, envelope), ...]) for every virtual hour in order."""
+        for day in range(self.days):
+            t0 = day_start_ms(self.start, day)
+            for d in self.devices:
+                _plan_day(d, day)
+            for hour in range(24):
+                out = []
+                for d in self.devices:
+                    env = _device_hour(d, day, hour, t0 + hour * HOUR_MS)
+                    if env is not None:
+                        out.append((d.device_id, env))
+                yield day, out
+
+
+def _plan_day(d: Device, day: int) -> None:
+    d.session_hours = set()
+    if day < d.activation_day or (d.churn_day is not None and day >= d.churn_day):
+        return
+    if d.rng.random() < d.use_probability:
+        n = d.rng.choice((1, 1, 2, 2, 3))
+        d.session_hours = set(d.rng.choices(range(24), weights=HOURLY_RHYTHM, k=n))
+
+
+def _device_hour(d: Device, day: int, hour: int, t0: int) -> dict[str, Any] | None:
+    if day < d.activation_day:
+        return None
+    if d.churn_mode == "unplugged" and d.churn_day is not None and day >= d.churn_day:
+        if day == d.churn_day and hour == 0:
+            return _envelope(d, t0, [{"t": t0 + 1000, "type": "event", "event": "power_off"}])
+        return None
+    rng = d.rng
+    records: list[dict[str, Any]] = []
+    if day == d.activation_day and hour == 0:
+        records.append({"t": t0, "type": "event", "event": "power_on"})
+        d.uptime_s = 0
+    if day == d.upgrade_day and hour == 3:
+        d.boot += 1
+        d.seq = 0
+        d.fw = FIRMWARE_NEW
+        d.uptime_s = 0
+        records.append({"t": t0 + 5000, "type": "event", "event": "power_on"})
+    for quarter in range(4):
+        t = t0 + quarter * 15 * 60_000
+        phase = 2 * math.pi * ((hour + quarter / 4) - 9) / 24
+        records.append({
+            "t": t,
+            "type": "reading",
+            "temperature_c": round(d.base_temp_c + 2.5 * math.sin(phase) + rng.gauss(0, 0.3), 2),
+            "humidity_pct": round(45 - 8 * math.sin(phase) + rng.gauss(0, 1.5), 1),
+            "rssi_dbm": rng.randint(-82, -48),
+        })
+    if hour in d.session_hours:
+        records.extend(_session(d, day, t0))
+    if rng.random() < 0.002:
+        records.append({
+            "t": t0 + rng.randint(0, 59) * 60_000, "type": "event", "event": "error",
+            "code": rng.choice(ERROR_CODES),
+        })
+    d.uptime_s += 3600
+    records.append({
+        "t": t0 + 59 * 60_000 + 30_000, "type": "event", "event": "heartbeat",
+        "uptime_s": d.uptime_s, "reconnects": 0, "free_mem": rng.randint(80_000, 120_000),
+    })
+    records.sort(key=lambda r: r["t"])
+    return _envelope(d, t0 + HOUR_MS - 1, records)
+
+
+def _session(d: Device, day: int, t0: int) -> list[dict[str, Any]]:
+    rng = d.rng
+    minute = rng.randint(0, 30)
+    out: list[dict[str, Any]] = [
+        {"t": t0 + minute * 60_000, "type": "event", "event": "session_start"}
+    ]
+    for feature, first_day in d.features.items():
+        if day >= first_day and rng.random() < 0.6:
+            for _ in range(rng.randint(1, 3)):
+                minute = min(58, minute + rng.randint(0, 4))
+                out.append({"t": t0 + minute * 60_000 + 1, "type": "event",
+                            "event": "feature_used", "feature": feature})
+    if rng.random() < 0.5:
+        minute = min(58, minute + 1)
+        out.append({"t": t0 + minute * 60_000 + 2, "type": "event", "event": "button_press",
+                    "button": "main"})
+    if rng.random() < 0.3:
+        minute = min(58, minute + 1)
+        out.append({"t": t0 + minute * 60_000 + 3, "type": "event", "event": "setting_changed",
+                    "name": "target_temp_c", "value": round(rng.uniform(18, 24), 1)})
+    out.append({"t": t0 + min(59, minute + 1) * 60_000, "type": "event", "event": "session_end"})
+    return out
+
+
+def _envelope(d: Device, sent_ms: int, records: list[dict[str, Any]]) -> dict[str, Any]:
+    env = {
+        "v": 1, "device_id": d.device_id, "boot": d.boot, "seq": d.seq, "fw": d.fw, "hw": d.hw,
+        "sent_ms": sent_ms, "records": records,
+    }
+    d.seq += 1
+    return env
