@@ -6,10 +6,9 @@ import argparse
 from pathlib import Path
 
 import duckdb
-from rich.console import Console
-
 from fleetpulse.gateway import config
 from fleetpulse.gateway.errors import UserError
+from rich.console import Console
 
 from .dataset import connect, write_catalog
 from .show import print_result

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-
 from fleetpulse.ingest.contract import USAGE_EVENTS
 from fleetpulse.ingest.schema import TABLES
 

@@ -76,7 +76,9 @@ class Broker:
             None,
         )
         if exe is None:
-            raise UserError("mosquitto is not installed: run `make demo` or apt-get install mosquitto")
+            raise UserError(
+                "mosquitto is not installed: run `make demo` or apt-get install mosquitto"
+            )
         if not self.conf.exists():
             raise UserError(f"broker config {self.conf} not found")
         if _accepts(self.host, self.port):

@@ -33,7 +33,9 @@ def parse_broker(value: str) -> tuple[str, int]:
     try:
         return host or "127.0.0.1", int(port)
     except ValueError:
-        raise UserError(f"--broker {value!r} is not HOST:PORT (for example 127.0.0.1:1883)")
+        raise UserError(
+            f"--broker {value!r} is not HOST:PORT (for example 127.0.0.1:1883)"
+        ) from None
 
 
 class _KeyValueFormatter(logging.Formatter):
@@ -41,8 +43,8 @@ class _KeyValueFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         msg = record.getMessage().replace('"', "'")
-        line = (f"ts={self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} level={record.levelname.lower()}"
-                f" logger={record.name} msg=\"{msg}\"")
+        ts = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        line = f'ts={ts} level={record.levelname.lower()} logger={record.name} msg="{msg}"'
         if record.exc_info:
             line += f' exc="{record.exc_info[1]!r}"'
         return line

@@ -133,7 +133,7 @@ def _type_ok(x: object, types: tuple[type, ...]) -> bool:
     if isinstance(x, bool):
         return bool in types
     if isinstance(x, int):
-        return int in types and _is_int(x) or float in types and _is_num(x)
+        return (int in types and _is_int(x)) or (float in types and _is_num(x))
     if isinstance(x, float):
         return float in types and math.isfinite(x)
     return isinstance(x, types)
@@ -153,7 +153,9 @@ def parse_message(topic: str, payload: bytes, received_ms: int) -> Parsed:
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise Rejected("bad_encoding", f"payload is not UTF-8 ({e.reason} at byte {e.start})")
+        raise Rejected(
+            "bad_encoding", f"payload is not UTF-8 ({e.reason} at byte {e.start})"
+        ) from None
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError) as e:

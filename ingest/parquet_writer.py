@@ -26,7 +26,9 @@ def utc_date(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
 
 
-def write_rows(data_dir: Path, table: str, rows: list[dict[str, Any]], writer_id: str) -> list[Path]:
+def write_rows(
+    data_dir: Path, table: str, rows: list[dict[str, Any]], writer_id: str
+) -> list[Path]:
     """Write rows of one table, one file per UTC date partition; return the files."""
     by_date: dict[str, list[dict[str, Any]]] = defaultdict(list)
     time_col = PARTITION_TIME[table]

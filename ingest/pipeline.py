@@ -12,6 +12,7 @@ from typing import Any
 
 from . import parquet_writer
 from .contract import Rejected, parse_message
+from .schema import TABLES
 from .stats import Stats
 
 
@@ -20,7 +21,7 @@ class Pipeline:
         self.data_dir = data_dir
         self.stats = Stats(client_id=client_id)
         self._writer_id = client_id
-        self._rows: dict[str, list[dict[str, Any]]] = {"readings": [], "events": [], "quarantine": []}
+        self._rows: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
         self._oldest: float | None = None
 
     @property

@@ -51,7 +51,7 @@ async def run(cfg: IngestConfig, stop: asyncio.Event | None = None) -> stats.Sta
     consumer = asyncio.create_task(_consume(cfg, pipeline))
     ticker = asyncio.create_task(_tick(cfg, pipeline))
     stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
     for task in (consumer, ticker, stopper):
         task.cancel()
     for task in (consumer, ticker, stopper):

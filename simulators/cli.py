@@ -6,9 +6,8 @@ import argparse
 from datetime import date
 from pathlib import Path
 
-from rich.console import Console
-
 from fleetpulse.gateway import config
+from rich.console import Console
 
 from .demo import run_demo
 from .simulate import DEFAULT_START, simulate
@@ -38,9 +37,18 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: run_demo(a.devices, a.days, a.seed, a.workdir))
 
 
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    return n
+
+
 def _fleet_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--devices", type=int, default=200, help="fleet size (default %(default)s)")
-    p.add_argument("--days", type=int, default=30, help="days to simulate (default %(default)s)")
+    p.add_argument("--devices", type=_positive, default=200,
+                   help="fleet size (default %(default)s)")
+    p.add_argument("--days", type=_positive, default=30,
+                   help="days to simulate (default %(default)s)")
     p.add_argument("--seed", type=int, default=7, help="random seed (default %(default)s)")
 
 

@@ -70,7 +70,7 @@ def make_device(seed: int, index: int, days: int) -> Device:
     features = {
         f: activation + rng.randint(0, 7) for f, share in FEATURES.items() if rng.random() < share
     }
-    churn_day = activation + rng.randint(3, 2 * days) if rng.random() < 0.3 else None
+    churn_day = activation + rng.randint(3, max(3, 2 * days)) if rng.random() < 0.3 else None
     churn_mode = rng.choice(("idle", "unplugged")) if churn_day is not None else None
     upgrade_day = rng.randint(days // 3, days + days // 2)
     return Device(

@@ -12,7 +12,6 @@ import time
 import uuid
 
 import paho.mqtt.client as mqtt
-
 from fleetpulse.gateway.errors import UserError
 
 MAX_UNACKED = 5000
@@ -37,7 +36,9 @@ class Publisher:
         try:
             self._client.connect(host, port, keepalive=30)
         except OSError as e:
-            raise UserError(f"cannot reach the broker at {host}:{port} ({e}): is it running?")
+            raise UserError(
+                f"cannot reach the broker at {host}:{port} ({e}): is it running?"
+            ) from None
         self._client.loop_start()
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int,

@@ -29,7 +29,9 @@ class Truth:
         self.readings = 0
         self.events: Counter[str] = Counter()
         self._active: dict[str, set[str]] = defaultdict(set)
-        self._feature_devices: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        self._feature_devices: dict[str, dict[str, set[str]]] = defaultdict(
+            lambda: defaultdict(set)
+        )
         self._feature_events: dict[str, Counter[str]] = defaultdict(Counter)
         self._temps: dict[str, list[float]] = defaultdict(list)
 

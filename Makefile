@@ -1,0 +1,47 @@
+# `make demo` and `make test` each install what they need, then run.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PYTHON  ?= python3
+SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: demo test lint bench clean deps mosquitto
+
+demo: deps
+	$(VENV)/bin/fleetpulse demo
+
+test: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy gateway ingest analytics simulators
+
+deps: $(STAMP) mosquitto
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "fleetpulse needs Python 3.11 or newer as $(PYTHON) (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing python3-venv with apt-get"; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv && \
+	    rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
+	  else echo "cannot create a virtualenv: install the venv module for $(PYTHON)" >&2; exit 1; fi; }
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing mosquitto with apt-get"; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
+	  else \
+	    echo "mosquitto is not installed and this system has no apt-get: install mosquitto 2.x (brew install mosquitto, dnf install mosquitto, ...) and run make again" >&2; \
+	    exit 1; \
+	  fi; }
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts

@@ -1,0 +1,41 @@
+"""The broker launcher renders the repository's mosquitto.conf and manages mosquitto."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from pathlib import Path
+
+import pytest
+from fleetpulse.gateway.broker import DEFAULT_CONF, Broker, free_port, render_conf
+from fleetpulse.gateway.errors import UserError
+
+
+def test_render_sets_port_persistence_and_user_only(tmp_path: Path) -> None:
+    original = DEFAULT_CONF.read_text()
+    rendered = render_conf(original, 43210, tmp_path)
+    assert "listener 43210 127.0.0.1" in rendered
+    assert f"persistence_location {tmp_path}/" in rendered
+    assert f"user {getpass.getuser()}" in rendered
+    changed = set(rendered.splitlines()) ^ set(original.splitlines())
+    assert len(changed) == 6  # three lines out, three in
+    assert DEFAULT_CONF.read_text() == original
+
+
+def test_session_broker_accepts_connections(broker: Broker) -> None:
+    with socket.create_connection((broker.host, broker.port), timeout=2):
+        pass
+    assert (broker.data_dir / "mosquitto.conf").exists()
+
+
+def test_port_in_use_is_a_clear_error(broker: Broker, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="already in use"):
+        Broker(broker.port, tmp_path).start()
+
+
+def test_stop_ends_the_process_and_keeps_persistence(tmp_path: Path) -> None:
+    b = Broker(free_port(), tmp_path).start()
+    proc = b.proc
+    b.stop()
+    assert proc is not None and proc.poll() == 0
+    assert (tmp_path / "mosquitto.db").exists()

@@ -1,0 +1,80 @@
+"""The `fleetpulse` command as a user runs it: subcommands, formats, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fleetpulse.ingest.pipeline import Pipeline
+
+T = 1767268800000
+
+
+def fleetpulse(*args: str, cwd: Path | None = None, env: dict | None = None
+               ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=120,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    pipe = Pipeline(tmp_path / "data", "cli")
+    for i, dev in enumerate(("a", "b", "c")):
+        env = {"v": 1, "device_id": dev, "boot": 1, "seq": 0, "fw": "1", "hw": "h", "sent_ms": T,
+               "records": [{"t": T, "type": "reading", "temperature_c": 20 + i, "humidity_pct": 50},
+                           {"t": T, "type": "event", "event": "feature_used", "feature": "eco"}]}
+        pipe.handle(f"devices/{dev}/telemetry", json.dumps(env).encode(), T)
+    pipe.flush()
+    return tmp_path / "data"
+
+
+def test_help_lists_every_subcommand() -> None:
+    out = fleetpulse("--help").stdout
+    for cmd in ("demo", "broker", "ingest", "simulate", "sql", "metrics", "catalog"):
+        assert cmd in out
+
+
+def test_sql_formats(dataset: Path) -> None:
+    q = "SELECT device_id, temperature_c FROM readings ORDER BY device_id"
+    r = fleetpulse("sql", "--data", str(dataset), q, "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    assert list(csv.reader(io.StringIO(r.stdout))) == [
+        ["device_id", "temperature_c"], ["a", "20.0"], ["b", "21.0"], ["c", "22.0"]]
+    r = fleetpulse("sql", "--data", str(dataset), "SELECT * FROM devices ORDER BY 1",
+                   "--format", "json")
+    assert [d["device_id"] for d in json.loads(r.stdout)] == ["a", "b", "c"]
+    r = fleetpulse("sql", q, env={"FLEETPULSE_DATA": str(dataset)})
+    assert r.returncode == 0 and "22" in r.stdout
+
+
+def test_metrics_prints_the_three_metrics(dataset: Path) -> None:
+    r = fleetpulse("metrics", "--data", str(dataset))
+    assert r.returncode == 0, r.stderr
+    assert "Daily active devices" in r.stdout and "Feature adoption" in r.stdout
+    assert "2026-01-01" in r.stdout and "eco" in r.stdout and "100" in r.stdout
+
+
+def test_catalog_command(dataset: Path, tmp_path: Path) -> None:
+    r = fleetpulse("catalog", "--data", str(dataset), "--out", str(tmp_path / "f.duckdb"))
+    assert r.returncode == 0 and "daily_active_devices" in r.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (["sql", "--data", "/nonexistent/x", "SELECT 1"], "no dataset at /nonexistent/x"),
+    (["sql", "--data", ".", "SELEC nonsense"], "query failed"),
+    (["simulate", "--broker", "127.0.0.1:1", "--devices", "1", "--days", "1", "--no-progress"],
+     "cannot reach the broker"),
+    (["ingest", "--broker", "host:notaport"], "is not HOST:PORT"),
+])
+def test_errors_are_one_line_without_traceback(args: list[str], says: str, tmp_path) -> None:
+    r = fleetpulse(*args, cwd=tmp_path)
+    assert r.returncode == 2
+    assert says in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -1,0 +1,47 @@
+"""The simulator is a producer of the contract: everything it sends must be accepted whole."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from fleetpulse.ingest.contract import MAX_PAYLOAD_BYTES, TELEMETRY_TOPIC, parse_message
+from fleetpulse.simulators.fleet import Fleet
+
+
+def _envelopes(seed: int) -> list[tuple[str, dict]]:
+    return [e for _, hour in Fleet(12, 4, seed, date(2026, 3, 1)).hours() for e in hour]
+
+
+def test_every_simulated_envelope_is_accepted_whole() -> None:
+    envs = _envelopes(3)
+    assert len(envs) > 500
+    for device_id, env in envs:
+        payload = json.dumps(env, separators=(",", ":")).encode()
+        assert len(payload) <= MAX_PAYLOAD_BYTES
+        parsed = parse_message(TELEMETRY_TOPIC.format(device_id=device_id), payload,
+                               env["sent_ms"] + 1000)
+        assert parsed.rejects == []
+        assert len(parsed.readings) + len(parsed.events) == len(env["records"])
+
+
+def test_identity_is_unique_and_seq_restarts_per_boot() -> None:
+    seen = set()
+    last: dict[tuple[str, int], int] = {}
+    for device_id, env in _envelopes(5):
+        key = (device_id, env["boot"], env["seq"])
+        assert key not in seen
+        seen.add(key)
+        prev = last.get((device_id, env["boot"]), -1)
+        assert env["seq"] == prev + 1
+        last[(device_id, env["boot"])] = env["seq"]
+
+
+def test_same_seed_same_fleet_different_seed_different_fleet() -> None:
+    assert _envelopes(11) == _envelopes(11)
+    assert _envelopes(11) != _envelopes(12)
+
+
+def test_tiny_fleets_work() -> None:
+    for days in (1, 2):
+        assert [e for _, hour in Fleet(3, days, 1, date(2026, 3, 1)).hours() for e in hour]
