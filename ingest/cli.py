@@ -1,36 +1,54 @@
-"""`fleetpulse ingest`."""
+"""`fleetpulse ingest` and `fleetpulse compact`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
+import subprocess
+import sys
 
 from fleetpulse.gateway import config
 
 from .service import IngestConfig, run
 
 
+def _int_env(name: str, default: int) -> int:
+    return int(config.env(name, str(default)) or default)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ingest", help="MQTT telemetry -> validated rows -> Parquet",
-                       description="Subscribe to devices/+/telemetry and write Parquet "
-                                   "partitioned by UTC date. SIGINT/SIGTERM flush and exit.")
+    p = sub.add_parser(
+        "ingest", help="MQTT telemetry -> validated rows -> Parquet",
+        description="Subscribe to devices/+/telemetry at QoS 1, make every message durable "
+                    "in a write-ahead log before acknowledging it, and write Parquet "
+                    "partitioned by UTC date. SIGINT/SIGTERM flush and exit.")
     config.add_broker_arg(p)
     config.add_data_arg(p)
     p.add_argument("--client-id", default=config.env("INGEST_CLIENT_ID", "fleetpulse-ingest"),
-                   help="MQTT client id of the persistent session (env "
-                        "FLEETPULSE_INGEST_CLIENT_ID, default %(default)s)")
-    p.add_argument("--flush-rows", type=int,
-                   default=int(config.env("FLUSH_ROWS", "50000") or 50000),
+                   help="MQTT client id of the persistent session; also names this process's "
+                        "files and log (env FLEETPULSE_INGEST_CLIENT_ID, default %(default)s)")
+    p.add_argument("--flush-rows", type=int, default=_int_env("FLUSH_ROWS", 100_000),
                    help="flush when this many rows are buffered (env FLEETPULSE_FLUSH_ROWS, "
                         "default %(default)s)")
     p.add_argument("--flush-seconds", type=float,
                    default=float(config.env("FLUSH_SECONDS", "5") or 5),
                    help="flush when the oldest buffered row is this old (env "
                         "FLEETPULSE_FLUSH_SECONDS, default %(default)s)")
-    p.add_argument("--session-expiry", type=int,
-                   default=int(config.env("SESSION_EXPIRY", str(7 * 86400)) or 0),
+    p.add_argument("--session-expiry", type=int, default=_int_env("SESSION_EXPIRY", 7 * 86400),
                    help="seconds the broker keeps messages for a stopped ingest (env "
                         "FLEETPULSE_SESSION_EXPIRY, default %(default)s)")
+    p.add_argument("--workers", type=int, default=_int_env("INGEST_WORKERS", 1),
+                   help="processes sharing the load through an MQTT 5 shared subscription "
+                        "(env FLEETPULSE_INGEST_WORKERS, default %(default)s)")
+    p.add_argument("--shared-group", default=config.env("SHARED_GROUP"),
+                   help="join the shared subscription $share/GROUP/devices/+/telemetry, to "
+                        "split the load with other ingest processes (env "
+                        "FLEETPULSE_SHARED_GROUP)")
+    p.add_argument("--metrics-port", type=int,
+                   default=int(config.env("METRICS_PORT", "0") or 0) or None,
+                   help="serve Prometheus /metrics on 127.0.0.1:PORT (env "
+                        "FLEETPULSE_METRICS_PORT; off by default)")
     p.add_argument("--username", default=config.env("MQTT_USERNAME"),
                    help="MQTT username (env FLEETPULSE_MQTT_USERNAME)")
     p.add_argument("--password", default=config.env("MQTT_PASSWORD"),
@@ -40,10 +58,49 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _ingest(args: argparse.Namespace) -> int:
     host, port = config.parse_broker(args.broker)
+    if args.workers > 1:
+        return _run_workers(args)
     cfg = IngestConfig(
         host=host, port=port, data_dir=args.data, client_id=args.client_id,
         flush_rows=args.flush_rows, flush_seconds=args.flush_seconds,
-        session_expiry_s=args.session_expiry, username=args.username, password=args.password,
+        session_expiry_s=args.session_expiry, shared_group=args.shared_group,
+        username=args.username, password=args.password, metrics_port=args.metrics_port,
     )
-    asyncio.run(run(cfg))
-    return 0
+    return asyncio.run(run(cfg))
+
+
+def _run_workers(args: argparse.Namespace) -> int:
+    """Start N single-worker processes in one shared-subscription group and supervise them:
+    signals are passed on, and the exit code is the worst of theirs."""
+    group = args.shared_group or args.client_id
+    procs = []
+    for i in range(args.workers):
+        cmd = [sys.executable, "-m", "fleetpulse.gateway.cli"]
+        cmd += ["-v"] * args.verbose
+        cmd += ["ingest", "--broker", args.broker, "--data", str(args.data),
+                "--client-id", f"{args.client_id}-{i}", "--shared-group", group,
+                "--flush-rows", str(args.flush_rows), "--flush-seconds", str(args.flush_seconds),
+                "--session-expiry", str(args.session_expiry)]
+        if args.metrics_port:
+            cmd += ["--metrics-port", str(args.metrics_port + i)]
+        if args.username:
+            cmd += ["--username", args.username]
+        procs.append(subprocess.Popen(cmd, env=_env_with_password(args.password)))
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return max(p.wait() for p in procs)
+
+
+def _env_with_password(password: str | None) -> dict[str, str] | None:
+    if not password:
+        return None
+    import os
+
+    # The password travels in the environment, not on a command line others can read.
+    return {**os.environ, "FLEETPULSE_MQTT_PASSWORD": password}

@@ -44,6 +44,7 @@ REASONS = (
     "bad_value",
     "bad_time",
     "unknown_record_type",
+    "type_conflict",
 )
 
 # Events a person caused. A device is "active" on a day when it sent one of these;
@@ -78,6 +79,12 @@ _EVENT_OPTIONAL: dict[str, tuple[type, ...]] = {
     "records_dropped": (int,),
     "reset_cause": (str,),
 }
+_READING_KNOWN = {"t", "type", *_READING_REQUIRED, *_READING_OPTIONAL}
+_EVENT_KNOWN = {"t", "type", "event", *_EVENT_OPTIONAL}
+COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Column names a learned field may not take: the stored tables' own columns.
+_RESERVED = {"device_id", "boot", "seq", "idx", "fw", "hw", "ts", "received_at", "extra", "date",
+             "reason", "detail", "topic", "payload", *_READING_KNOWN, *_EVENT_KNOWN}
 _ENVELOPE_KEYS = ("v", "device_id", "boot", "seq", "fw", "hw", "sent_ms", "records")
 
 
@@ -242,7 +249,7 @@ def _parse_reading(rec: dict[str, Any]) -> dict[str, Any]:
             if not _is_num(rec[key]):
                 raise Rejected("bad_type", f"{key!r} must be a number, got {_type_name(rec[key])}")
             row[key] = float(rec[key])
-    row["extra"] = _extra(rec, {"t", "type", *_READING_REQUIRED, *_READING_OPTIONAL})
+    _extra(rec, _READING_KNOWN, row)
     return row
 
 
@@ -272,10 +279,23 @@ def _parse_event(rec: dict[str, Any]) -> dict[str, Any]:
         elif key in ("uptime_s", "reconnects", "free_mem", "records_dropped") and v < 0:
             raise Rejected("bad_value", f"{name} event {key!r} must not be negative")
         row[key] = v
-    row["extra"] = _extra(rec, {"t", "type", "event", *_EVENT_OPTIONAL})
+    _extra(rec, _EVENT_KNOWN, row)
     return row
 
 
-def _extra(rec: dict[str, Any], known: set[str]) -> str | None:
-    rest = {k: v for k, v in rec.items() if k not in known}
-    return json.dumps(rest, sort_keys=True, separators=(",", ":")) if rest else None
+def _extra(rec: dict[str, Any], known: set[str], row: dict[str, Any]) -> None:
+    """Sort fields the contract does not name: scalars with column-like names go to
+    row["_new"] (ingest makes them columns), anything else into the JSON `extra`."""
+    new: dict[str, Any] = {}
+    rest: dict[str, Any] = {}
+    for k, v in rec.items():
+        if k in known:
+            continue
+        if (v is not None and not isinstance(v, dict | list) and COLUMN_NAME.match(k)
+                and k not in _RESERVED and (not isinstance(v, int | float) or _is_num(v))):
+            new[k] = v
+        else:
+            rest[k] = v
+    if new:
+        row["_new"] = new
+    row["extra"] = json.dumps(rest, sort_keys=True, separators=(",", ":")) if rest else None

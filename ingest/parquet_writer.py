@@ -8,7 +8,6 @@ even if the process is killed mid-write.
 from __future__ import annotations
 
 import os
-import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,32 +26,37 @@ def utc_date(ms: int) -> str:
 
 
 def write_rows(
-    data_dir: Path, table: str, rows: list[dict[str, Any]], writer_id: str
+    data_dir: Path, table: str, rows: list[dict[str, Any]], name: str,
+    schema: pa.Schema | None = None,
 ) -> list[Path]:
-    """Write rows of one table, one file per UTC date partition; return the files."""
+    """Write rows of one table as DIR/<table>/date=<UTC date>/part-<name>.parquet, one
+    file per date; return the files. Writing the same name again replaces the file."""
     by_date: dict[str, list[dict[str, Any]]] = defaultdict(list)
     time_col = PARTITION_TIME[table]
     for row in rows:
         by_date[utc_date(row[time_col])].append(row)
-    schema = TABLES[table]
+    schema = schema or TABLES[table]
     written = []
     for date, part in sorted(by_date.items()):
         arrow = pa.Table.from_pylist(part, schema=schema)
-        written.append(write_table(data_dir / table / f"date={date}", arrow, writer_id))
+        written.append(write_table(data_dir / table / f"date={date}" / f"part-{name}.parquet",
+                                   arrow))
     return written
 
 
-def write_table(directory: Path, table: pa.Table, writer_id: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    final = directory / f"part-{stamp}-{writer_id}-{uuid.uuid4().hex[:12]}.parquet"
+def write_table(final: Path, table: pa.Table, row_group_size: int | None = None) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.stem + TMP_SUFFIX)
-    with open(tmp, "wb") as f:
-        pq.write_table(table, f, compression="zstd")
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, final)
-    fsync_dir(directory)
+    try:
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f, compression="zstd", row_group_size=row_group_size)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind, not even a tmp
+        raise
+    fsync_dir(final.parent)
     return final
 
 

@@ -1,28 +1,38 @@
 """The transport-free core of ingest: message in, validated rows buffered, Parquet out.
 
-The MQTT service feeds it; tests feed it contract vectors directly. It never raises
-on bad input: every refusal becomes a quarantine row with its reason.
+The MQTT service feeds it (and replays the write-ahead log into it after a crash);
+tests feed it contract vectors directly. It never raises on bad input: every refusal
+becomes a quarantine row with its reason. A message whose identity (device, boot, seq)
+it has already taken recently is dropped as a duplicate: QoS 1 redelivers after
+reconnects, and the analytics views deduplicate again across files and restarts.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from . import parquet_writer
 from .contract import Rejected, parse_message
+from .learned_columns import LearnedColumns
 from .schema import TABLES
 from .stats import Stats
 
+DEDUP_WINDOW = 200_000  # message identities remembered, ~30 MB
+
 
 class Pipeline:
-    def __init__(self, data_dir: Path, client_id: str) -> None:
+    def __init__(self, data_dir: Path, writer_id: str, dedup_window: int = DEDUP_WINDOW) -> None:
         self.data_dir = data_dir
-        self.stats = Stats(client_id=client_id)
-        self._writer_id = client_id
+        self.stats = Stats(client_id=writer_id)
+        self.writer_id = writer_id
+        self.columns = LearnedColumns(data_dir)
         self._rows: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
         self._oldest: float | None = None
+        self._seen: dict[tuple[str, int, int], None] = {}
+        self._window = dedup_window
 
     @property
     def buffered(self) -> int:
@@ -34,26 +44,43 @@ class Pipeline:
     def handle(self, topic: str, payload: bytes, received_ms: int) -> None:
         if self._oldest is None:
             self._oldest = time.monotonic()
-        self.stats.messages += 1
+        st = self.stats
+        st.messages += 1
         try:
             parsed = parse_message(topic, payload, received_ms)
         except Rejected as e:
-            self.stats.messages_rejected += 1
-            self.stats.rejected_by_reason[e.reason] += 1
+            st.messages_rejected += 1
+            st.rejected_by_reason[e.reason] += 1
             self._quarantine(topic, payload, received_ms, e.reason, e.detail)
             return
-        self._rows["readings"].extend(parsed.readings)
-        self._rows["events"].extend(parsed.events)
-        self.stats.readings += len(parsed.readings)
-        self.stats.events += len(parsed.events)
+        key = (parsed.device_id, parsed.boot, parsed.seq)
+        if key in self._seen:
+            st.duplicates += 1
+            return
+        self._seen[key] = None
+        if len(self._seen) > self._window:
+            del self._seen[next(iter(self._seen))]
+        ident = {"device_id": parsed.device_id, "boot": parsed.boot, "seq": parsed.seq}
+        for table, rows in (("readings", parsed.readings), ("events", parsed.events)):
+            out = self._rows[table]
+            for row in rows:
+                new = row.pop("_new", None)
+                if new is not None:
+                    conflict = self.columns.add(table, row, new)
+                    if conflict is not None:
+                        st.records_rejected += 1
+                        st.rejected_by_reason["type_conflict"] += 1
+                        self._quarantine(topic, payload, received_ms, "type_conflict",
+                                         f"record {row['idx']}: {conflict}", idx=row["idx"],
+                                         **ident)
+                        continue
+                out.append(row)
+            setattr(st, table, getattr(st, table) + len(rows))
         for r in parsed.rejects:
-            self.stats.records_rejected += 1
-            self.stats.rejected_by_reason[r.reason] += 1
-            self._quarantine(
-                topic, payload, received_ms, r.reason, r.detail,
-                device_id=parsed.device_id, boot=parsed.boot, seq=parsed.seq, idx=r.idx,
-            )
-        self.stats.buffered_rows = self.buffered
+            st.records_rejected += 1
+            st.rejected_by_reason[r.reason] += 1
+            self._quarantine(topic, payload, received_ms, r.reason, r.detail, idx=r.idx, **ident)
+        st.buffered_rows = self.buffered
 
     def _quarantine(
         self, topic: str, payload: bytes, received_ms: int, reason: str, detail: str, **ident: Any
@@ -63,15 +90,23 @@ class Pipeline:
              "payload": payload, **ident}
         )
 
-    def flush(self) -> list[Path]:
-        """Write everything buffered; rows stay buffered if the write fails."""
+    def flush(self, name: str | None = None) -> list[Path]:
+        """Write everything buffered as files named `part-<name>.parquet` (one per table
+        and date); a table's rows stay buffered if its write fails."""
+        started = time.monotonic()
+        name = name or f"{self.writer_id}-{uuid.uuid4().hex[:12]}"
+        self.columns.save()
         written: list[Path] = []
         for table, rows in self._rows.items():
             if rows:
-                written += parquet_writer.write_rows(self.data_dir, table, rows, self._writer_id)
+                schema = self.columns.schema(table)
+                written += parquet_writer.write_rows(self.data_dir, table, rows, name, schema)
                 self._rows[table] = []
+                self.columns.written(table)
         self._oldest = None
-        self.stats.files_written += len(written)
-        self.stats.flushes += 1
-        self.stats.buffered_rows = 0
+        st = self.stats
+        st.files_written += len(written)
+        st.flushes += 1
+        st.buffered_rows = 0
+        st.last_flush_seconds = round(time.monotonic() - started, 4)
         return written

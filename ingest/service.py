@@ -1,9 +1,16 @@
-"""The ingest service: subscribe to device telemetry over MQTT and feed the pipeline.
+"""The ingest service: MQTT telemetry -> write-ahead log -> acknowledgement -> Parquet.
 
-It keeps a persistent MQTT 5 session (fixed client id, clean start off, a session
-expiry), so messages published while it is down or reconnecting wait in the broker.
-Rows are flushed when the buffer reaches `flush_rows` or its oldest row is
-`flush_seconds` old; SIGINT/SIGTERM flush what is buffered and return.
+Order of events for every batch the socket delivers:
+  1. append the raw messages to the write-ahead log and fdatasync (group commit),
+  2. validate them into buffered rows,
+  3. PUBACK them: only now may the broker forget them.
+Buffered rows become Parquet when there are `flush_rows` of them or the oldest is
+`flush_seconds` old; the log segments they came from are then deleted. A crash at any
+point loses nothing acknowledged: leftover segments are replayed at the next start.
+
+If the log or the Parquet store cannot be written (disk full, store down), ingest
+stops reading and acknowledging, says so in one log line, and retries; the broker
+keeps the messages meanwhile (persistent session, QoS 1) and redelivers them.
 """
 
 from __future__ import annotations
@@ -11,18 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from . import parquet_writer, stats
 from .contract import TELEMETRY_FILTER
+from .mqtt_subscriber import MqttProtocolError, Subscriber
 from .pipeline import Pipeline
+from .wal import WriteAheadLog, read_segment
 
 log = logging.getLogger("fleetpulse.ingest")
 
@@ -33,35 +39,205 @@ class IngestConfig:
     port: int
     data_dir: Path
     client_id: str = "fleetpulse-ingest"
-    flush_rows: int = 50_000
+    flush_rows: int = 100_000
     flush_seconds: float = 5.0
     session_expiry_s: int = 7 * 24 * 3600
+    shared_group: str | None = None
     username: str | None = None
     password: str | None = None
+    metrics_port: int | None = None
 
 
-async def run(cfg: IngestConfig, stop: asyncio.Event | None = None) -> stats.Stats:
-    """Run until `stop` is set (or SIGINT/SIGTERM when no event is given)."""
+class StoreError(Exception):
+    """The write-ahead log or the Parquet store cannot be written."""
+
+
+class IngestService:
+    def __init__(self, cfg: IngestConfig) -> None:
+        self.cfg = cfg
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.pipeline = Pipeline(cfg.data_dir, cfg.client_id)
+        self.stats = self.pipeline.stats
+        self.wal = WriteAheadLog(cfg.data_dir / "_wal" / cfg.client_id)
+        self.topic_filter = (f"$share/{cfg.shared_group}/{TELEMETRY_FILTER}"
+                             if cfg.shared_group else TELEMETRY_FILTER)
+        self._store_ok = asyncio.Event()
+        self._store_ok.set()
+        self._batch_started: float | None = None
+
+    # -- durability -----------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Replay what a crash left in the write-ahead log; remove partial Parquet files."""
+        removed = parquet_writer.remove_leftovers(self.cfg.data_dir)
+        segments = self.wal.segments()
+        for path in segments:
+            n = 0
+            for received_ms, topic, payload in read_segment(path):
+                self.pipeline.handle(topic, payload, received_ms)
+                n += 1
+            # Same name as the flush the crash interrupted would have used: a file it
+            # managed to write is replaced, not duplicated.
+            self.pipeline.flush(name=self._flush_name(int(path.stem)))
+            self.wal.delete_through(int(path.stem))
+            log.info("replayed %d messages from %s", n, path.name)
+        if removed or segments:
+            log.warning("recovered from an unclean stop: replayed %d log segments, removed %d "
+                        "partial files", len(segments), removed)
+
+    def _flush_name(self, segment: int) -> str:
+        return f"{self.cfg.client_id}-{segment:012d}"
+
+    def flush(self) -> bool:
+        """Write buffered rows; True when nothing is left buffered."""
+        segment = self.wal.rotate()
+        if not self.pipeline.buffered and segment is None:
+            return True
+        try:
+            self.pipeline.flush(name=self._flush_name(segment) if segment else None)
+        except OSError as e:
+            self._store_failed(f"cannot write Parquet under {self.cfg.data_dir} ({e.strerror})")
+            return False
+        if segment is not None:
+            self.wal.delete_through(segment)
+        return True
+
+    def _log_batch(self, frames: list[tuple[int, str, bytes]]) -> None:
+        try:
+            self.wal.append(frames)
+        except OSError as e:
+            self._store_failed(f"cannot write the write-ahead log under {self.cfg.data_dir} "
+                               f"({e.strerror})")
+            raise StoreError(str(e)) from None
+        self._store_recovered()
+
+    def _probe_store(self) -> bool:
+        """Can the write-ahead log's disk take a write again?"""
+        probe = self.wal.directory / ".probe"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        except OSError:
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+
+    def _store_failed(self, what: str) -> None:
+        self.stats.store_errors += 1
+        if self._store_ok.is_set():
+            log.error("%s: not acknowledging new messages (the broker keeps them); retrying",
+                      what)
+        self._store_ok.clear()
+        self.stats.store_ok = False
+
+    def _store_recovered(self) -> None:
+        if not self._store_ok.is_set():
+            log.warning("store writable again: resuming")
+        self._store_ok.set()
+        self.stats.store_ok = True
+
+    # -- MQTT -------------------------------------------------------------------------
+
+    async def consume(self) -> None:
+        cfg = self.cfg
+        backoff = 0.2
+        while True:
+            await self._store_ok.wait()
+            sub = Subscriber(cfg.host, cfg.port, cfg.client_id, clean_start=False,
+                             session_expiry=cfg.session_expiry_s, username=cfg.username,
+                             password=cfg.password)
+            try:
+                await sub.connect()
+                await sub.subscribe(self.topic_filter, qos=1)
+                self.stats.connects += 1
+                self.stats.subscribed = True
+                stats.publish(self.stats, cfg.data_dir)
+                log.info("subscribed to %s on %s:%d", self.topic_filter, cfg.host, cfg.port)
+                backoff = 0.2
+                while True:
+                    batch = await sub.read_batch()
+                    self._take(sub, batch)
+                    await sub.drain()
+                    if self.pipeline.buffered >= cfg.flush_rows and not self.flush():
+                        break  # store failing: stop taking messages until it recovers
+            except StoreError:
+                pass
+            except (OSError, MqttProtocolError, TimeoutError) as e:
+                log.warning("broker %s:%d: %s; reconnecting in %.1fs", cfg.host, cfg.port,
+                            e or type(e).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                self.stats.subscribed = False
+                self._batch_started = None
+                await sub.close()
+
+    def _take(self, sub: Subscriber, batch: list) -> None:
+        self._batch_started = time.monotonic()
+        now = time.time_ns() // 1_000_000
+        self._log_batch([(now, p.topic, p.payload) for p in batch])
+        handle = self.pipeline.handle
+        for p in batch:
+            handle(p.topic, p.payload, now)
+        sub.ack([p.packet_id for p in batch if p.packet_id])
+        self._batch_started = None
+
+    def unacked_age(self) -> float:
+        return 0.0 if self._batch_started is None else time.monotonic() - self._batch_started
+
+    async def tick(self) -> None:
+        last = ""
+        retry_at = 0.0
+        while True:
+            await asyncio.sleep(0.1)
+            now = time.monotonic()
+            failing = not self._store_ok.is_set()
+            due = self.pipeline.buffered and self.pipeline.buffer_age() >= self.cfg.flush_seconds
+            if (due or failing) and now >= retry_at:
+                if self.flush() and (not failing or self._probe_store()):
+                    self._store_recovered()
+                else:
+                    retry_at = now + 1.0
+            self.stats.wal_segments = len(self.wal.segments()) if failing else 0
+            snapshot = self.stats.to_json()
+            if snapshot != last:
+                with contextlib.suppress(OSError):  # a full disk must not stop the service
+                    stats.publish(self.stats, self.cfg.data_dir)
+                last = snapshot
+
+
+async def run(cfg: IngestConfig, stop: asyncio.Event | None = None) -> int:
+    """Run until `stop` is set (or SIGINT/SIGTERM); return the process exit code."""
     stop = stop or _stop_on_signals()
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    removed = parquet_writer.remove_leftovers(cfg.data_dir)
-    if removed:
-        log.info("removed %d partial files left by an earlier crash", removed)
-    pipeline = Pipeline(cfg.data_dir, cfg.client_id)
-    consumer = asyncio.create_task(_consume(cfg, pipeline))
-    ticker = asyncio.create_task(_tick(cfg, pipeline))
+    service = IngestService(cfg)
+    service.recover()
+    if cfg.metrics_port is not None:
+        from .metrics_http import serve_metrics
+
+        serve_metrics(service, cfg.metrics_port)
+    tasks = [asyncio.create_task(service.consume()), asyncio.create_task(service.tick())]
     stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    for task in (consumer, ticker, stopper):
+    await asyncio.wait({tasks[0], stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (*tasks, stopper):
         task.cancel()
-    for task in (consumer, ticker, stopper):
+    for task in (*tasks, stopper):
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    pipeline.flush()
-    pipeline.stats.subscribed = False
-    stats.publish(pipeline.stats, cfg.data_dir)
-    log.info("stopped: %s", pipeline.stats.to_json().replace("\n", ""))
-    return pipeline.stats
+    ok = service.flush()
+    service.wal.close()
+    service.stats.subscribed = False
+    with contextlib.suppress(OSError):
+        stats.publish(service.stats, cfg.data_dir)
+    if not ok:
+        log.error("%d rows could not be written; they are safe in the write-ahead log and "
+                  "are written at the next start", service.pipeline.buffered)
+        return 3
+    log.info("stopped: %s", service.stats.to_json().replace("\n", ""))
+    return 0
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -70,66 +246,3 @@ def _stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
-
-
-def _client(cfg: IngestConfig) -> aiomqtt.Client:
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = cfg.session_expiry_s
-    return aiomqtt.Client(
-        cfg.host,
-        cfg.port,
-        identifier=cfg.client_id,
-        username=cfg.username,
-        password=cfg.password,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        clean_start=False,
-        properties=props,
-        keepalive=30,
-    )
-
-
-async def _consume(cfg: IngestConfig, pipeline: Pipeline) -> None:
-    backoff = 0.5
-    while True:
-        try:
-            async with _client(cfg) as client:
-                await client.subscribe(TELEMETRY_FILTER, qos=1)
-                pipeline.stats.connects += 1
-                pipeline.stats.subscribed = True
-                stats.publish(pipeline.stats, cfg.data_dir)
-                log.info("subscribed to %s on %s:%d", TELEMETRY_FILTER, cfg.host, cfg.port)
-                backoff = 0.5
-                async for msg in client.messages:
-                    payload = msg.payload if isinstance(msg.payload, bytes) else b""
-                    pipeline.handle(str(msg.topic), payload, time.time_ns() // 1_000_000)
-                    if pipeline.buffered >= cfg.flush_rows:
-                        _flush(pipeline, cfg)
-        except aiomqtt.MqttError as e:
-            pipeline.stats.subscribed = False
-            log.warning(
-                "broker %s:%d unreachable (%s); retrying in %.1fs", cfg.host, cfg.port, e, backoff
-            )
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
-
-
-def _flush(pipeline: Pipeline, cfg: IngestConfig) -> None:
-    try:
-        pipeline.flush()
-    except OSError as e:
-        # Rows stay buffered and the next tick retries; say so once per failure.
-        log.error("cannot write to %s (%s); keeping %d rows buffered", cfg.data_dir, e,
-                  pipeline.buffered)
-    stats.publish(pipeline.stats, cfg.data_dir)
-
-
-async def _tick(cfg: IngestConfig, pipeline: Pipeline) -> None:
-    last = ""
-    while True:
-        await asyncio.sleep(0.2)
-        if pipeline.buffered and pipeline.buffer_age() >= cfg.flush_seconds:
-            _flush(pipeline, cfg)
-        snapshot = pipeline.stats.to_json()
-        if snapshot != last:
-            stats.publish(pipeline.stats, cfg.data_dir)
-            last = snapshot

@@ -23,7 +23,12 @@ class Stats:
     events: int = 0
     records_rejected: int = 0
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
     buffered_rows: int = 0
+    last_flush_seconds: float = 0.0
+    wal_segments: int = 0
+    store_errors: int = 0
+    store_ok: bool = True
     files_written: int = 0
     flushes: int = 0
     connects: int = 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from fleetpulse.analytics.dataset import connect
-from vectorlib import load_vectors, payload_bytes
+from vectorlib import load_vectors, payload_bytes, preceding_payloads
 
 T = 1767268800000
 
@@ -65,9 +65,14 @@ def test_every_vector_through_the_broker(start_ingest, publisher) -> None:
                and " " not in v["topic"]]
     ingest = start_ingest()
     ingest.wait_subscribed()
-    for v in vectors:
-        publisher.send(v["topic"], payload_bytes(v))
-    ingest.wait_messages(len(vectors), timeout=30)
+    sent = 0
+    for i, v in enumerate(vectors):
+        for earlier in preceding_payloads(v):
+            publisher.send(v["topic"], earlier)
+            sent += 1
+        publisher.send(v["topic"], payload_bytes(v, seq=1000 + i))
+        sent += 1
+    ingest.wait_messages(sent, timeout=30)
     assert ingest.stop() == 0
     s = ingest.stats()
     want_msg_rejects = sum(1 for v in vectors if "reject" in v["expect"])
@@ -77,3 +82,4 @@ def test_every_vector_through_the_broker(start_ingest, publisher) -> None:
     want_events = sum(v["expect"].get("events_count", len(v["expect"].get("events", [])))
                       for v in vectors if "reject" not in v["expect"])
     assert s["events"] == want_events
+    assert s["duplicates"] == 0
