@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulators_cli.register_demo(sub)
     _register_broker(sub)
     ingest_cli.register(sub)
+    ingest_cli.register_compact(sub)
     simulators_cli.register(sub)
     analytics_cli.register(sub)
     return parser

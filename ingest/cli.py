@@ -104,3 +104,41 @@ def _env_with_password(password: str | None) -> dict[str, str] | None:
 
     # The password travels in the environment, not on a command line others can read.
     return {**os.environ, "FLEETPULSE_MQTT_PASSWORD": password}
+
+
+def register_compact(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compact", help="merge each partition's small Parquet files into one",
+        description="Merge the files of every date partition into one file with large row "
+                    "groups, one row per record. Safe while ingest and queries run.")
+    config.add_data_arg(p)
+    p.add_argument("--grace", type=float, default=10.0,
+                   help="seconds to keep replaced files for queries already reading them "
+                        "(default %(default)s)")
+    p.add_argument("--min-files", type=int, default=2,
+                   help="compact partitions with at least this many files (default %(default)s)")
+    p.add_argument("--row-group-rows", type=int, default=500_000,
+                   help="rows per Parquet row group (default %(default)s)")
+    p.set_defaults(func=_compact)
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from fleetpulse.gateway.errors import UserError
+    from rich.console import Console
+    from rich.table import Table
+
+    from .compact import compact
+
+    if not args.data.is_dir():
+        raise UserError(f"no dataset at {args.data}: pass --data DIR (where ingest writes)")
+    done = compact(args.data, args.grace, args.min_files, args.row_group_rows)
+    console = Console()
+    if not done:
+        console.print(f"nothing to compact: no partition has {args.min_files} or more files")
+        return 0
+    table = Table("table", "partition", "files", "rows before", "rows after")
+    for c in done:
+        table.add_row(c.table, c.partition, f"{c.files_before} -> 1", f"{c.rows_before:,}",
+                      f"{c.rows_after:,}")
+    console.print(table)
+    return 0

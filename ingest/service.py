@@ -78,15 +78,15 @@ class IngestService:
                 n += 1
             # Same name as the flush the crash interrupted would have used: a file it
             # managed to write is replaced, not duplicated.
-            self.pipeline.flush(name=self._flush_name(int(path.stem)))
-            self.wal.delete_through(int(path.stem))
+            self.pipeline.flush(name=self._flush_name(path))
+            self.wal.delete_through(path)
             log.info("replayed %d messages from %s", n, path.name)
         if removed or segments:
             log.warning("recovered from an unclean stop: replayed %d log segments, removed %d "
                         "partial files", len(segments), removed)
 
-    def _flush_name(self, segment: int) -> str:
-        return f"{self.cfg.client_id}-{segment:012d}"
+    def _flush_name(self, segment: Path) -> str:
+        return f"{self.cfg.client_id}-{segment.stem}"
 
     def flush(self) -> bool:
         """Write buffered rows; True when nothing is left buffered."""

@@ -4,8 +4,11 @@ A batch of messages is appended and fdatasync'ed once (group commit), then acked
 Every Parquet flush closes the current segment; once the flush's files are renamed
 into place, the segments it covered are deleted. After a crash, leftover segments are
 replayed through the pipeline, and because a flush's file names derive from its
-segment number, a replay overwrites a file that was already written instead of adding
-a second copy.
+segment's name, a replay overwrites a file that was already written instead of adding
+a second copy. Segment names are `<number>-<token>`: the number orders them, the
+random token of each process run keeps a name from ever being used twice, even after
+every segment was deleted and numbering started again (a reused name would let a new
+flush overwrite an older flush's Parquet file).
 
 Frame: crc32 (of everything after it), payload length, receive time (ms), topic
 length, topic, payload. A frame cut short by a crash ends the segment; a frame whose
@@ -35,25 +38,22 @@ class WriteAheadLog:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         existing = self.segments()
-        self._next = (int(existing[-1].stem) + 1) if existing else 1
+        self._next = (segment_number(existing[-1]) + 1) if existing else 1
+        self._token = os.urandom(4).hex()
         self._file: int | None = None
-        self.current: int | None = None
-        # Highest segment with frames not yet covered by a flush; what rotate() returns.
-        self._pending: int | None = int(existing[-1].stem) if existing else None
+        self.current: Path | None = None
+        # Newest segment with frames not yet covered by a flush; what rotate() returns.
+        self._pending: Path | None = existing[-1] if existing else None
 
     def segments(self) -> list[Path]:
-        return sorted(self.directory.glob(f"*{SUFFIX}"))
-
-    def _path(self, n: int) -> Path:
-        return self.directory / f"{n:012d}{SUFFIX}"
+        return sorted(self.directory.glob(f"*{SUFFIX}"), key=segment_number)
 
     def append(self, frames: list[tuple[int, str, bytes]]) -> None:
         """Append (received_ms, topic, payload) frames; durable when this returns."""
         if self._file is None:
-            self.current = self._next
+            self.current = self.directory / f"{self._next:012d}-{self._token}{SUFFIX}"
             self._next += 1
-            self._file = os.open(self._path(self.current),
-                                 os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._file = os.open(self.current, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             _fsync_dir(self.directory)
             self._pending = self.current
         parts = []
@@ -79,8 +79,8 @@ class WriteAheadLog:
             self.rotate()
             raise
 
-    def rotate(self) -> int | None:
-        """Close the current segment (the next append opens a new one); return the highest
+    def rotate(self) -> Path | None:
+        """Close the current segment (the next append opens a new one); return the newest
         segment holding frames that no flush has covered yet, or None."""
         if self._file is not None:
             with contextlib.suppress(OSError):
@@ -89,16 +89,22 @@ class WriteAheadLog:
             self.current = None
         return self._pending
 
-    def delete_through(self, n: int) -> None:
+    def delete_through(self, last: Path) -> None:
+        """Delete `last` and every older segment."""
+        n = segment_number(last)
         for path in self.segments():
-            if int(path.stem) <= n:
+            if segment_number(path) <= n:
                 path.unlink(missing_ok=True)
         _fsync_dir(self.directory)
-        if self._pending is not None and self._pending <= n:
+        if self._pending is not None and segment_number(self._pending) <= n:
             self._pending = None
 
     def close(self) -> None:
         self.rotate()
+
+
+def segment_number(path: Path) -> int:
+    return int(path.stem.split("-", 1)[0])
 
 
 def read_segment(path: Path) -> Iterator[tuple[int, str, bytes]]:

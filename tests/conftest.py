@@ -69,3 +69,100 @@ def publisher(broker: Broker) -> Iterator[SyncPublisher]:
     p = SyncPublisher(broker)
     yield p
     p.close()
+
+
+class LoadPublisher:
+    """Publishes `messages` envelopes of `per_message` readings each, at QoS 1, from a
+    background thread, spread over `devices` devices. paho re-sends what the broker did
+    not acknowledge after a reconnect, so a broker restart loses nothing here."""
+
+    T0 = 1767268800000
+
+    def __init__(self, host: str, port: int, messages: int, per_message: int,
+                 devices: int = 50, prefix: str = "load") -> None:
+        import threading
+
+        self.messages, self.per_message = messages, per_message
+        self.devices, self.prefix = devices, prefix
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=f"{prefix}-pub-{next(_ids)}")
+        self.client.max_inflight_messages_set(200)
+        self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(0.1, 1)
+        self.acked = 0
+        self._lock = threading.Lock()
+        self.client.on_publish = self._on_publish
+        self.client.connect(host, port)
+        self.client.loop_start()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def records(self) -> int:
+        return self.messages * self.per_message
+
+    def _on_publish(self, *args: object) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def envelope(self, i: int) -> tuple[str, bytes]:
+        dev = f"{self.prefix}-{i % self.devices:04d}"
+        seq = i // self.devices
+        t = self.T0 + seq * 1000
+        recs = [{"t": t + k, "type": "reading", "temperature_c": 20.0 + k % 7,
+                 "humidity_pct": 40.0} for k in range(self.per_message)]
+        env = {"v": 1, "device_id": dev, "boot": 1, "seq": seq, "fw": "1.0", "hw": "load",
+               "sent_ms": t, "records": recs}
+        return f"devices/{dev}/telemetry", json.dumps(env, separators=(",", ":")).encode()
+
+    def _run(self) -> None:
+        import time
+
+        for i in range(self.messages):
+            while i - self.acked > 2000:  # keep paho's queue bounded
+                time.sleep(0.001)
+            topic, payload = self.envelope(i)
+            self.client.publish(topic, payload, qos=1)
+
+    def start(self) -> LoadPublisher:
+        self.thread.start()
+        return self
+
+    def wait_acked(self, timeout: float) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.acked < self.messages:
+            assert time.monotonic() < deadline, f"broker acked {self.acked}/{self.messages}"
+            time.sleep(0.05)
+        self.thread.join(timeout=5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait_until(what: str, condition, timeout: float, interval: float = 0.1):
+    """Poll condition() until it returns a truthy value; fail with `what` at the deadline."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def dataset_counts(data: Path) -> tuple[int, int, int]:
+    """(raw rows, distinct record identities, rows in the deduplicating view) of readings."""
+    from fleetpulse.analytics.dataset import connect
+
+    con = connect(data)
+    row = con.execute(
+        "SELECT (SELECT count(*) FROM readings_raw), "
+        "(SELECT count(DISTINCT (device_id, boot, seq, idx)) FROM readings_raw), "
+        "(SELECT count(*) FROM readings)").fetchone()
+    con.close()
+    return row
