@@ -10,7 +10,7 @@ from fleetpulse.gateway import config
 from fleetpulse.gateway.errors import UserError
 from rich.console import Console
 
-from .dataset import connect, write_catalog
+from .dataset import connect, query, write_catalog
 from .show import print_result
 
 SUMMARY_QUERIES = {
@@ -57,19 +57,18 @@ def open_dataset(data_dir: Path) -> duckdb.DuckDBPyConnection:
 def _sql(args: argparse.Namespace) -> int:
     con = open_dataset(args.data)
     try:
-        rel = con.sql(args.query)
+        result = query(con, args.query)
     except duckdb.Error as e:
         raise UserError(f"query failed: {str(e).splitlines()[0]}") from None
-    if rel is None:
-        return 0
-    print_result(rel, args.format)
+    if result.columns:
+        print_result(result, args.format)
     return 0
 
 
 def print_metrics(data_dir: Path, console: Console | None = None) -> None:
     con = open_dataset(data_dir)
-    for title, query in SUMMARY_QUERIES.items():
-        print_result(con.sql(query), title=title, console=console)
+    for title, sql in SUMMARY_QUERIES.items():
+        print_result(query(con, sql), title=title, console=console)
 
 
 def _metrics(args: argparse.Namespace) -> int:

@@ -8,7 +8,11 @@ broker delivered twice is counted once. `*_raw` views show the files as they are
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -70,10 +74,48 @@ def _has_sql(chunk: str) -> bool:
     return any(line.strip() and not line.strip().startswith("--") for line in chunk.splitlines())
 
 
+@dataclass
+class Result:
+    columns: list[str]
+    types: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+T = TypeVar("T")
+
+
+def _rerun_if_file_vanished(action: Callable[[], T], attempts: int = 5) -> T:
+    """Compaction deletes the files it replaced after a grace period; a statement that
+    listed the files just before that finds one gone. Running it again lists the files
+    afresh and sees the compacted file instead. The pause lets compaction finish
+    deleting, so the next listing is stable."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except duckdb.IOException as e:
+            if "Cannot open file" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def query(con: duckdb.DuckDBPyConnection, sql: str) -> Result:
+    """Run a query to completion over the dataset's views."""
+
+    def run() -> Result:
+        rel = con.sql(sql)
+        if rel is None:
+            return Result([], [], [])
+        return Result(list(rel.columns), [str(t) for t in rel.types], rel.fetchall())
+
+    return _rerun_if_file_vanished(run)
+
+
 def connect(data_dir: Path, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(database)
     for stmt in view_statements(data_dir):
-        con.execute(stmt)
+        # Binding a view reads every file's footer (columns are united by name).
+        _rerun_if_file_vanished(lambda s=stmt: con.execute(s))
     return con
 
 

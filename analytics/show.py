@@ -8,9 +8,10 @@ import json
 import sys
 from typing import Any
 
-import duckdb
 from rich.console import Console
 from rich.table import Table
+
+from .dataset import Result
 
 
 def _cell(v: Any) -> str:
@@ -29,10 +30,10 @@ def _json_value(v: Any) -> Any:
     return v
 
 
-def print_result(rel: duckdb.DuckDBPyRelation, fmt: str = "table", title: str | None = None,
+def print_result(result: Result, fmt: str = "table", title: str | None = None,
                  console: Console | None = None) -> None:
-    cols = rel.columns
-    rows = rel.fetchall()
+    cols = result.columns
+    rows = result.rows
     if fmt == "csv":
         w = csv.writer(sys.stdout)
         w.writerow(cols)
@@ -43,8 +44,8 @@ def print_result(rel: duckdb.DuckDBPyRelation, fmt: str = "table", title: str | 
         sys.stdout.write("\n")
     else:
         table = Table(title=title, title_justify="left", title_style="bold")
-        for c, t in zip(cols, rel.types, strict=True):
-            numeric = str(t) in ("BIGINT", "INTEGER", "DOUBLE", "HUGEINT", "FLOAT")
+        for c, t in zip(cols, result.types, strict=True):
+            numeric = t in ("BIGINT", "INTEGER", "DOUBLE", "HUGEINT", "FLOAT")
             table.add_column(c, justify="right" if numeric else "left")
         for r in rows:
             table.add_row(*(_cell(v) for v in r))

@@ -1,26 +1,30 @@
 """Merge each partition's small Parquet files into one, while readers keep reading.
 
 For every date partition with at least `min_files` files: DuckDB reads them (columns
-united by name), keeps one row per record identity, sorts, and writes one file with
-large row groups under a temporary name; the file is fsynced and renamed into place,
+united by name), keeps one row per record identity and sorts; the result is cast back
+to the declared schema and written with large row groups by ingest's own atomic writer
+(temporary name, fsync, rename),
 and only after `grace_s` seconds are the files it replaces deleted. In between, both
 copies are on disk and the deduplicating views show each record once; a query that
 listed the old files before the rename can still open them during the grace period.
-So at no moment does a record show twice or not at all.
+So at no moment does a record show twice or not at all. One window stays: a query
+that lists the files in the instant before the old ones are deleted cannot open them
+and fails; fleetpulse's own readers run it again (analytics.dataset.query), other
+readers see an error and must re-run.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
-from .parquet_writer import TMP_SUFFIX, fsync_dir
+from .parquet_writer import fsync_dir, write_table
 from .schema import TABLES
 
 log = logging.getLogger("fleetpulse.compact")
@@ -50,34 +54,27 @@ def compact_partition(folder: Path, table: str, row_group_rows: int) -> Compacte
     files = sorted(folder.glob("*.parquet"))
     stamp = time.strftime("%Y%m%dT%H%M%S")
     final = folder / f"part-compacted-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = final.with_name(final.stem + TMP_SUFFIX)
     con = duckdb.connect()
     src = f"read_parquet({_sql_list(files)}, union_by_name = true, hive_partitioning = false)"
     try:
         rows_before = _count(con, src)
         dedup = _DEDUP if table != "quarantine" else ""
-        con.execute(
-            f"COPY (SELECT * FROM {src} {dedup} ORDER BY {_ORDER[table]}) TO "
-            f"'{tmp}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {row_group_rows})")
-        rows_after = _count(con, f"read_parquet('{tmp}')")
-        fd = os.open(tmp, os.O_RDONLY)  # DuckDB wrote it; fsync through our own handle
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, final)
-        fsync_dir(folder)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        merged = con.sql(f"SELECT * FROM {src} {dedup} ORDER BY {_ORDER[table]}").to_arrow_table()
     finally:
         con.close()
-    return Compacted(table, folder.name, len(files), rows_before, rows_after, final, files)
+    write_table(final, _declared_types(merged, table), row_group_size=row_group_rows)
+    return Compacted(table, folder.name, len(files), rows_before, merged.num_rows, final, files)
+
+
+def _declared_types(t: pa.Table, table: str) -> pa.Table:
+    """DuckDB hands timestamps back as microseconds; keep the dataset's declared types."""
+    declared = TABLES[table]
+    fields = [declared.field(f.name) if f.name in declared.names else f for f in t.schema]
+    return t.cast(pa.schema(fields))
 
 
 def _count(con: duckdb.DuckDBPyConnection, source: str) -> int:
-    row = con.execute(f"SELECT count(*) FROM {source}").fetchone()
-    return int(row[0]) if row else 0
+    return int(con.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0])
 
 
 def compact(data_dir: Path, grace_s: float = 10.0, min_files: int = 2,
