@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -115,7 +116,7 @@ def connect(data_dir: Path, database: str = ":memory:") -> duckdb.DuckDBPyConnec
     con = duckdb.connect(database)
     for stmt in view_statements(data_dir):
         # Binding a view reads every file's footer (columns are united by name).
-        _rerun_if_file_vanished(lambda s=stmt: con.execute(s))
+        _rerun_if_file_vanished(partial(con.execute, stmt))
     return con
 
 
