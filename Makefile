@@ -12,6 +12,7 @@ demo: deps
 
 test: deps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy gateway ingest analytics simulators
 	$(VENV)/bin/pytest
 
 lint: deps

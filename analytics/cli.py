@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
-from fleetpulse.gateway import config
-from fleetpulse.gateway.errors import UserError
 from rich.console import Console
 
-from .dataset import connect, query, write_catalog
-from .show import print_result
+from fleetpulse.gateway import config
+from fleetpulse.gateway.errors import UserError
+
+# DuckDB and pyarrow load only when an analytics command runs, so that `fleetpulse
+# ingest` and the other long-running commands do not carry them in memory.
+if TYPE_CHECKING:
+    import duckdb
 
 SUMMARY_QUERIES = {
     "Daily active devices and temperature": """
@@ -49,12 +52,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def open_dataset(data_dir: Path) -> duckdb.DuckDBPyConnection:
+    from .dataset import connect
+
     if not data_dir.is_dir():
         raise UserError(f"no dataset at {data_dir}: pass --data DIR (where ingest writes)")
     return connect(data_dir)
 
 
 def _sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from .dataset import query
+    from .show import print_result
+
     con = open_dataset(args.data)
     try:
         result = query(con, args.query)
@@ -66,6 +76,9 @@ def _sql(args: argparse.Namespace) -> int:
 
 
 def print_metrics(data_dir: Path, console: Console | None = None) -> None:
+    from .dataset import query
+    from .show import print_result
+
     con = open_dataset(data_dir)
     for title, sql in SUMMARY_QUERIES.items():
         print_result(query(con, sql), title=title, console=console)
@@ -77,6 +90,8 @@ def _metrics(args: argparse.Namespace) -> int:
 
 
 def _catalog(args: argparse.Namespace) -> int:
+    from .dataset import write_catalog
+
     if not args.data.is_dir():
         raise UserError(f"no dataset at {args.data}: pass --data DIR (where ingest writes)")
     names = write_catalog(args.data, args.out)

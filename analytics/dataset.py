@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
+
 from fleetpulse.ingest.contract import USAGE_EVENTS
 from fleetpulse.ingest.schema import TABLES
 

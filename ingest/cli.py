@@ -10,8 +10,6 @@ import sys
 
 from fleetpulse.gateway import config
 
-from .service import IngestConfig, run
-
 
 def _int_env(name: str, default: int) -> int:
     return int(config.env(name, str(default)) or default)
@@ -28,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--client-id", default=config.env("INGEST_CLIENT_ID", "fleetpulse-ingest"),
                    help="MQTT client id of the persistent session; also names this process's "
                         "files and log (env FLEETPULSE_INGEST_CLIENT_ID, default %(default)s)")
-    p.add_argument("--flush-rows", type=int, default=_int_env("FLUSH_ROWS", 100_000),
+    p.add_argument("--flush-rows", type=int, default=_int_env("FLUSH_ROWS", 50_000),
                    help="flush when this many rows are buffered (env FLEETPULSE_FLUSH_ROWS, "
                         "default %(default)s)")
     p.add_argument("--flush-seconds", type=float,
@@ -57,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    from .service import IngestConfig, run
+
     host, port = config.parse_broker(args.broker)
     if args.workers > 1:
         return _run_workers(args)
@@ -123,9 +123,10 @@ def register_compact(sub: argparse._SubParsersAction) -> None:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    from fleetpulse.gateway.errors import UserError
     from rich.console import Console
     from rich.table import Table
+
+    from fleetpulse.gateway.errors import UserError
 
     from .compact import compact
 

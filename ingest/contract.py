@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 CONTRACT_VERSION = 1
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_RECORDS = 256
@@ -125,6 +127,26 @@ def device_from_topic(topic: str) -> str:
     return parts[1]
 
 
+def _slow_parse(payload: bytes) -> Any:
+    """What orjson refused, parsed again by the standard library, which names the exact
+    problem (bad UTF-8 vs bad JSON) and reads integers beyond 64 bits, so that they are
+    refused as out of range rather than as malformed."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Rejected(
+            "bad_encoding", f"payload is not UTF-8 ({e.reason} at byte {e.start})"
+        ) from None
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:
+        raise Rejected("bad_json", f"payload is not JSON: {e}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _is_int(x: object) -> bool:
     # Bounded to int64 because every integer lands in an int64 Parquet column.
     return isinstance(x, int) and not isinstance(x, bool) and _INT64_MIN <= x <= _INT64_MAX
@@ -158,15 +180,9 @@ def parse_message(topic: str, payload: bytes, received_ms: int) -> Parsed:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise Rejected("oversize", f"payload is {len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}")
     try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise Rejected(
-            "bad_encoding", f"payload is not UTF-8 ({e.reason} at byte {e.start})"
-        ) from None
-    try:
-        doc = json.loads(text)
-    except (ValueError, RecursionError) as e:
-        raise Rejected("bad_json", f"payload is not JSON: {e}") from None
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        doc = _slow_parse(payload)
     if not isinstance(doc, dict):
         raise Rejected("not_an_object", f"envelope must be a JSON object, got {_type_name(doc)}")
     for key in _ENVELOPE_KEYS:

@@ -19,8 +19,15 @@ CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
 SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 12, 13, 14
 
 READ_SIZE = 1 << 20
+# Most bytes of PUBLISH packets handed over as one batch. After a resumed session the
+# broker sends its whole backlog at once; batches stay bounded, so memory does too.
+MAX_BATCH_BYTES = 1 << 20
 
 _CONNACK_REASONS = {
+    # MQTT 3.1.1 return codes: what a broker answers when it does not speak MQTT 5
+    0x01: "unacceptable protocol version (the broker needs MQTT 5)",
+    0x02: "client identifier rejected", 0x03: "server unavailable",
+    0x04: "bad user name or password", 0x05: "not authorized",
     0x80: "unspecified error", 0x81: "malformed packet", 0x84: "unsupported protocol version",
     0x85: "client identifier not valid", 0x86: "bad user name or password",
     0x87: "not authorized", 0x88: "server unavailable", 0x89: "server busy", 0x8A: "banned",
@@ -100,8 +107,9 @@ def puback_packets(packet_ids: list[int]) -> bytes:
     return b"".join([pack(0x40, 2, pid) for pid in packet_ids])
 
 
-def parse_packets(buf: bytearray) -> tuple[list[Publish], list[tuple[int, bytes]], int]:
-    """Parse every complete packet at the start of buf.
+def parse_packets(buf: bytearray, max_bytes: int = MAX_BATCH_BYTES
+                  ) -> tuple[list[Publish], list[tuple[int, bytes]], int]:
+    """Parse complete packets at the start of buf, stopping after about max_bytes.
 
     Returns (publishes, other packets as (type, body), bytes consumed). The hot path is
     PUBLISH, so it is parsed inline with as few Python operations as possible.
@@ -110,9 +118,10 @@ def parse_packets(buf: bytearray) -> tuple[list[Publish], list[tuple[int, bytes]
     others: list[tuple[int, bytes]] = []
     pos = 0
     end = len(buf)
+    limit = min(end, max_bytes)
     mv = memoryview(buf)
     try:
-        while pos < end:
+        while pos < limit:
             header = buf[pos]
             length, body = _read_varint(buf, pos + 1)
             stop = body + length
@@ -147,7 +156,7 @@ class Subscriber:
 
     def __init__(self, host: str, port: int, client_id: str, *, keepalive: int = 30,
                  clean_start: bool = False, session_expiry: int = 7 * 86400,
-                 receive_maximum: int = 20000, username: str | None = None,
+                 receive_maximum: int = 10000, username: str | None = None,
                  password: str | None = None) -> None:
         self.host, self.port, self.client_id = host, port, client_id
         self.keepalive = keepalive

@@ -39,7 +39,7 @@ class IngestConfig:
     port: int
     data_dir: Path
     client_id: str = "fleetpulse-ingest"
-    flush_rows: int = 100_000
+    flush_rows: int = 50_000
     flush_seconds: float = 5.0
     session_expiry_s: int = 7 * 24 * 3600
     shared_group: str | None = None
@@ -185,6 +185,10 @@ class IngestService:
             handle(p.topic, p.payload, now)
         sub.ack([p.packet_id for p in batch if p.packet_id])
         self._batch_started = None
+        st = self.stats
+        st.last_durable_at = time.time()
+        if not st.first_message_at:
+            st.first_message_at = now / 1000
 
     def unacked_age(self) -> float:
         return 0.0 if self._batch_started is None else time.monotonic() - self._batch_started

@@ -32,6 +32,9 @@ class Stats:
     files_written: int = 0
     flushes: int = 0
     connects: int = 0
+    # Wall-clock seconds of the first message taken and of the last one made durable.
+    first_message_at: float = 0.0
+    last_durable_at: float = 0.0
 
     def to_json(self) -> str:
         d = asdict(self)

@@ -6,11 +6,11 @@ import argparse
 from datetime import date
 from pathlib import Path
 
-from fleetpulse.gateway import config
 from rich.console import Console
 
-from .demo import run_demo
-from .simulate import DEFAULT_START, simulate
+from fleetpulse.gateway import config
+
+DEFAULT_START = date(2026, 1, 1)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,13 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", type=Path, default=None,
                    help="keep broker data, dataset and truth here (default: a temporary "
                         "directory, removed at the end)")
-    p.set_defaults(func=lambda a: run_demo(a.devices, a.days, a.seed, a.workdir))
+    p.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.devices, args.days, args.seed, args.workdir)
 
 
 def _positive(value: str) -> int:
@@ -53,6 +59,8 @@ def _fleet_args(p: argparse.ArgumentParser) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from .simulate import simulate
+
     host, port = config.parse_broker(args.broker)
     truth = simulate(host, port, args.devices, args.days, args.seed, args.truth, args.start,
                      progress=not args.no_progress)

@@ -11,11 +11,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from rich.console import Console
+
 from fleetpulse.analytics.cli import print_metrics
 from fleetpulse.gateway.broker import Broker, free_port
 from fleetpulse.gateway.errors import UserError
 from fleetpulse.ingest.process import IngestProcess
-from rich.console import Console
 
 from .simulate import simulate
 

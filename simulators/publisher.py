@@ -12,6 +12,7 @@ import time
 import uuid
 
 import paho.mqtt.client as mqtt
+
 from fleetpulse.gateway.errors import UserError
 
 MAX_UNACKED = 5000

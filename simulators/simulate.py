@@ -7,14 +7,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from fleetpulse.ingest.contract import TELEMETRY_TOPIC
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fleetpulse.ingest.contract import TELEMETRY_TOPIC
+
+from .cli import DEFAULT_START
 from .fleet import Fleet
 from .publisher import Publisher
 from .truth import Truth
-
-DEFAULT_START = date(2026, 1, 1)
 
 
 def simulate(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+
 from fleetpulse.gateway.broker import Broker, free_port
 from fleetpulse.ingest.process import IngestProcess
 

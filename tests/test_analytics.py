@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from fleetpulse.analytics.dataset import connect, write_catalog
 from fleetpulse.ingest.pipeline import Pipeline
 

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from fleetpulse.gateway.broker import DEFAULT_CONF, Broker, free_port, render_conf
 from fleetpulse.gateway.errors import UserError
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from fleetpulse.ingest.pipeline import Pipeline
 
 T = 1767268800000

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
 from fleetpulse.analytics.dataset import connect, query
 from fleetpulse.ingest.compact import compact
 from fleetpulse.ingest.pipeline import Pipeline

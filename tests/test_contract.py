@@ -8,9 +8,10 @@ from typing import Any
 
 import duckdb
 import pytest
+from vectorlib import load_vectors, payload_bytes, preceding_payloads
+
 from fleetpulse.ingest.contract import REASONS, Rejected, parse_message
 from fleetpulse.ingest.pipeline import Pipeline
-from vectorlib import load_vectors, payload_bytes, preceding_payloads
 
 VECTORS = load_vectors()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import LoadPublisher, dataset_counts, wait_until
+
 from fleetpulse.gateway.broker import Broker, free_port
 from fleetpulse.ingest.process import IngestProcess
 

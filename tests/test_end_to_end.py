@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from fleetpulse.analytics.dataset import connect
 from fleetpulse.simulators.simulate import simulate
 

@@ -6,10 +6,11 @@ import json
 import tempfile
 from pathlib import Path
 
-from fleetpulse.ingest.contract import Rejected, parse_message
-from fleetpulse.ingest.pipeline import Pipeline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from fleetpulse.ingest.contract import Rejected, parse_message
+from fleetpulse.ingest.pipeline import Pipeline
 
 T = 1767268800000
 TOPIC = "devices/dev-1/telemetry"

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
-from fleetpulse.analytics.dataset import connect
 from vectorlib import load_vectors, payload_bytes, preceding_payloads
+
+from fleetpulse.analytics.dataset import connect
 
 T = 1767268800000
 
