@@ -51,12 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_catalog)
 
 
-def open_dataset(data_dir: Path) -> duckdb.DuckDBPyConnection:
+def open_dataset(data: str | Path) -> duckdb.DuckDBPyConnection:
     from .dataset import connect
 
-    if not data_dir.is_dir():
-        raise UserError(f"no dataset at {data_dir}: pass --data DIR (where ingest writes)")
-    return connect(data_dir)
+    config.require_dataset(str(data))
+    return connect(data)
 
 
 def _sql(args: argparse.Namespace) -> int:
@@ -75,7 +74,7 @@ def _sql(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_metrics(data_dir: Path, console: Console | None = None) -> None:
+def print_metrics(data_dir: str | Path, console: Console | None = None) -> None:
     from .dataset import query
     from .show import print_result
 
@@ -92,8 +91,7 @@ def _metrics(args: argparse.Namespace) -> int:
 def _catalog(args: argparse.Namespace) -> int:
     from .dataset import write_catalog
 
-    if not args.data.is_dir():
-        raise UserError(f"no dataset at {args.data}: pass --data DIR (where ingest writes)")
+    config.require_dataset(args.data)
     names = write_catalog(args.data, args.out)
     Console().print(f"wrote {args.out} with {len(names)} views: {', '.join(names)}\n"
                     f"open it read-only: duckdb -readonly {args.out.resolve()}")

@@ -4,6 +4,12 @@
 by UTC date, columns united by name so files from older and newer writers mix). The
 first two keep one row per record identity (device_id, boot, seq, idx): a message the
 broker delivered twice is counted once. `*_raw` views show the files as they are.
+
+A local dataset is read with DuckDB's own Parquet reader over a glob, so a view sees
+files written after it was created. A dataset in object storage is read through
+pyarrow datasets registered into DuckDB: that needs no DuckDB extension (httpfs cannot
+be installed on machines without internet), but a connection sees the files that
+existed when it was opened.
 """
 
 from __future__ import annotations
@@ -17,9 +23,13 @@ from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
+from fleetpulse.gateway.errors import UserError
 from fleetpulse.ingest.contract import USAGE_EVENTS
 from fleetpulse.ingest.schema import TABLES
+from fleetpulse.ingest.store import Store
 
 METRICS_SQL = Path(__file__).with_name("metrics.sql")
 
@@ -42,23 +52,27 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def _source(data_dir: Path, table: str) -> str:
-    """A SELECT over the table's files, or an empty one of the same shape."""
-    folder = data_dir / table
-    if any(folder.glob("date=*/*.parquet")):
-        glob = _sql_str(str(folder / "date=*" / "*.parquet"))
-        return (f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, "
-                f"union_by_name = true, hive_types = {{'date': DATE}})")
+def _empty(table: str) -> str:
     cols = [f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in TABLES[table]]
     return f"SELECT {', '.join(cols)}, CAST(NULL AS DATE) AS date WHERE false"
 
 
-def view_statements(data_dir: Path) -> list[str]:
+def _source(store: Store, table: str) -> str:
+    """A SELECT over the table's files by glob (absolute path or s3:// URL), or an empty
+    one of the same shape when the table has no files yet."""
+    if not store.files(table):
+        return _empty(table)
+    glob = _sql_str(store.url(table, "date=*", "*.parquet"))
+    return (f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, "
+            f"union_by_name = true, hive_types = {{'date': DATE}})")
+
+
+def view_statements(store: Store, raw_views: bool = True) -> list[str]:
     """Every view of the dataset and its metrics, over absolute paths."""
-    data_dir = data_dir.resolve()
     stmts = []
-    for table in TABLES:
-        stmts.append(f"CREATE OR REPLACE VIEW {table}_raw AS {_source(data_dir, table)}")
+    if raw_views:
+        for table in TABLES:
+            stmts.append(f"CREATE OR REPLACE VIEW {table}_raw AS {_source(store, table)}")
     for table in ("readings", "events"):
         stmts.append(
             f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {table}_raw "
@@ -74,6 +88,24 @@ def view_statements(data_dir: Path) -> list[str]:
 
 def _has_sql(chunk: str) -> bool:
     return any(line.strip() and not line.strip().startswith("--") for line in chunk.splitlines())
+
+
+def _remote_catalog(store: Store, path: Path) -> duckdb.DuckDBPyConnection:
+    """Views over s3:// URLs, for readers with DuckDB's httpfs extension (BI tools on
+    machines with internet). Creating them needs httpfs here too."""
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("LOAD httpfs")
+        for stmt in view_statements(store):
+            con.execute(stmt)
+    except duckdb.Error as e:
+        con.close()
+        path.unlink(missing_ok=True)
+        raise UserError(
+            "a catalog over object storage needs DuckDB's httpfs extension: run "
+            f"`INSTALL httpfs` once on a machine with internet ({str(e).splitlines()[0]})"
+        ) from None
+    return con
 
 
 @dataclass
@@ -113,20 +145,44 @@ def query(con: duckdb.DuckDBPyConnection, sql: str) -> Result:
     return _rerun_if_file_vanished(run)
 
 
-def connect(data_dir: Path, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+def _register_remote(con: duckdb.DuckDBPyConnection, store: Store) -> None:
+    """`<table>_raw` views over pyarrow datasets of the store's files."""
+    for table in TABLES:
+        files = store.files(table)
+        if not files:
+            con.execute(f"CREATE OR REPLACE VIEW {table}_raw AS {_empty(table)}")
+            continue
+        # Columns united by name across files, as read_parquet(union_by_name) does.
+        schema = pa.unify_schemas(
+            [pq.read_schema(f, filesystem=store.fs) for f in files],
+            promote_options="permissive")
+        part = pa.schema([pa.field("date", pa.date32())])
+        dataset = ds.dataset(files, filesystem=store.fs, format="parquet",
+                             schema=pa.unify_schemas([schema, part]),
+                             partitioning=ds.partitioning(part, flavor="hive"),
+                             partition_base_dir=store.path(table))
+        con.register(f"_{table}_files", dataset)
+        con.execute(f"CREATE OR REPLACE VIEW {table}_raw AS SELECT * FROM _{table}_files")
+
+
+def connect(data: str | Path | Store, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+    store = data if isinstance(data, Store) else Store(data)
     con = duckdb.connect(database)
-    for stmt in view_statements(data_dir):
+    if not store.local:
+        _register_remote(con, store)
+    for stmt in view_statements(store, raw_views=store.local):
         # Binding a view reads every file's footer (columns are united by name).
         _rerun_if_file_vanished(partial(con.execute, stmt))
     return con
 
 
-def write_catalog(data_dir: Path, out: Path) -> list[str]:
+def write_catalog(data: str | Path, out: Path) -> list[str]:
     """A DuckDB file holding only views over absolute paths; return the view names."""
+    store = Store(data)
     out = out.resolve()
     tmp = out.with_name(out.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    con = connect(data_dir, str(tmp))
+    con = connect(store, str(tmp)) if store.local else _remote_catalog(store, tmp)
     names = [r[0] for r in con.execute(
         "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY view_name").fetchall()]
     con.close()

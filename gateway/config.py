@@ -21,9 +21,16 @@ def add_broker_arg(p: argparse.ArgumentParser) -> None:
                    help="MQTT broker (env FLEETPULSE_BROKER, default %(default)s)")
 
 
-def add_data_arg(p: argparse.ArgumentParser, required_help: str = "dataset directory") -> None:
-    p.add_argument("--data", type=Path, default=env("DATA", "data"), metavar="DIR",
-                   help=f"{required_help} (env FLEETPULSE_DATA, default %(default)s)")
+def add_data_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=env("DATA", "data"), metavar="DIR|s3://BUCKET/PREFIX",
+                   help="the dataset: a directory or an S3 prefix (env FLEETPULSE_DATA, "
+                        "default %(default)s)")
+
+
+def require_dataset(data: str) -> None:
+    """A local dataset must exist before it is read; object storage is checked on use."""
+    if not data.startswith("s3://") and not Path(data).is_dir():
+        raise UserError(f"no dataset at {data}: pass --data DIR (where ingest writes)")
 
 
 def parse_broker(value: str) -> tuple[str, int]:

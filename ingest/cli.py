@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 from fleetpulse.gateway import config
 
@@ -23,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "partitioned by UTC date. SIGINT/SIGTERM flush and exit.")
     config.add_broker_arg(p)
     config.add_data_arg(p)
+    p.add_argument("--state-dir", type=Path, default=config.env("STATE_DIR"),
+                   help="local directory for the write-ahead log and counters (env "
+                        "FLEETPULSE_STATE_DIR; default: the data directory, or "
+                        "./fleetpulse-state when --data is s3://)")
     p.add_argument("--client-id", default=config.env("INGEST_CLIENT_ID", "fleetpulse-ingest"),
                    help="MQTT client id of the persistent session; also names this process's "
                         "files and log (env FLEETPULSE_INGEST_CLIENT_ID, default %(default)s)")
@@ -55,18 +62,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    # A stop request that comes while ingest is still starting (importing, replaying its
+    # log) is kept and honoured once the service runs, instead of killing the process.
+    early_stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: early_stop.set())
     from .service import IngestConfig, run
+    from .stats import Stats, publish
 
     host, port = config.parse_broker(args.broker)
     if args.workers > 1:
         return _run_workers(args)
+    from .store import is_remote
+
+    state_dir = args.state_dir
+    if state_dir is None and is_remote(args.data):
+        state_dir = Path("fleetpulse-state")
+    with contextlib.suppress(OSError):
+        publish(Stats(client_id=args.client_id), state_dir or Path(args.data))
     cfg = IngestConfig(
-        host=host, port=port, data_dir=args.data, client_id=args.client_id,
+        host=host, port=port, data=args.data, state_dir=state_dir, client_id=args.client_id,
         flush_rows=args.flush_rows, flush_seconds=args.flush_seconds,
         session_expiry_s=args.session_expiry, shared_group=args.shared_group,
         username=args.username, password=args.password, metrics_port=args.metrics_port,
     )
-    return asyncio.run(run(cfg))
+    return asyncio.run(run(cfg, early_stop=early_stop))
 
 
 def _run_workers(args: argparse.Namespace) -> int:
@@ -81,6 +101,8 @@ def _run_workers(args: argparse.Namespace) -> int:
                 "--client-id", f"{args.client_id}-{i}", "--shared-group", group,
                 "--flush-rows", str(args.flush_rows), "--flush-seconds", str(args.flush_seconds),
                 "--session-expiry", str(args.session_expiry)]
+        if args.state_dir:
+            cmd += ["--state-dir", str(args.state_dir)]
         if args.metrics_port:
             cmd += ["--metrics-port", str(args.metrics_port + i)]
         if args.username:
@@ -126,12 +148,9 @@ def _compact(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from fleetpulse.gateway.errors import UserError
-
     from .compact import compact
 
-    if not args.data.is_dir():
-        raise UserError(f"no dataset at {args.data}: pass --data DIR (where ingest writes)")
+    config.require_dataset(args.data)
     done = compact(args.data, args.grace, args.min_files, args.row_group_rows)
     console = Console()
     if not done:

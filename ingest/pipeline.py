@@ -14,21 +14,27 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from . import parquet_writer
 from .contract import Rejected, parse_message
 from .learned_columns import LearnedColumns
 from .schema import TABLES
 from .stats import Stats
+from .store import Store
 
 DEDUP_WINDOW = 200_000  # message identities remembered, ~30 MB
 
 
 class Pipeline:
-    def __init__(self, data_dir: Path, writer_id: str, dedup_window: int = DEDUP_WINDOW) -> None:
-        self.data_dir = data_dir
+    def __init__(self, data: Store | str | Path, writer_id: str, state_dir: Path | None = None,
+                 dedup_window: int = DEDUP_WINDOW) -> None:
+        self.store = data if isinstance(data, Store) else Store(data)
+        if state_dir is None:
+            if not self.store.local:
+                raise ValueError("a dataset in object storage needs a local state directory")
+            state_dir = Path(self.store.root)
+        self.state_dir = state_dir
         self.stats = Stats(client_id=writer_id)
         self.writer_id = writer_id
-        self.columns = LearnedColumns(data_dir)
+        self.columns = LearnedColumns(state_dir)
         self._rows: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
         self._oldest: float | None = None
         self._seen: dict[tuple[str, int, int], None] = {}
@@ -90,17 +96,17 @@ class Pipeline:
              "payload": payload, **ident}
         )
 
-    def flush(self, name: str | None = None) -> list[Path]:
+    def flush(self, name: str | None = None) -> list[str]:
         """Write everything buffered as files named `part-<name>.parquet` (one per table
         and date); a table's rows stay buffered if its write fails."""
         started = time.monotonic()
         name = name or f"{self.writer_id}-{uuid.uuid4().hex[:12]}"
         self.columns.save()
-        written: list[Path] = []
+        written: list[str] = []
         for table, rows in self._rows.items():
             if rows:
                 schema = self.columns.schema(table)
-                written += parquet_writer.write_rows(self.data_dir, table, rows, name, schema)
+                written += self.store.write_rows(table, rows, name, schema)
                 self._rows[table] = []
                 self.columns.written(table)
         self._oldest = None

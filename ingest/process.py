@@ -20,13 +20,18 @@ from . import stats
 
 
 class IngestProcess:
-    def __init__(self, broker: str, data_dir: Path, client_id: str = "fleetpulse-ingest",
-                 extra_args: list[str] | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, broker: str, data_dir: Path | str, client_id: str = "fleetpulse-ingest",
+                 extra_args: list[str] | None = None, log_path: Path | None = None,
+                 state_dir: Path | None = None) -> None:
         self.broker = broker
-        self.data_dir = data_dir
+        self.data = str(data_dir)
+        # where the stats file is: the state directory, which is the data directory
+        # unless the data is in object storage
+        self.data_dir = state_dir or Path(data_dir)
+        self.state_dir = state_dir
         self.client_id = client_id
         self.extra_args = extra_args or []
-        self.log_path = log_path or data_dir.parent / f"{client_id}.log"
+        self.log_path = log_path or self.data_dir.parent / f"{client_id}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> IngestProcess:
@@ -34,8 +39,10 @@ class IngestProcess:
         # A stats file from an earlier run would make the waits below pass too early.
         stats.stats_path(self.data_dir, self.client_id).unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "fleetpulse.gateway.cli", "-v", "ingest",
-               "--broker", self.broker, "--data", str(self.data_dir),
+               "--broker", self.broker, "--data", self.data,
                "--client-id", self.client_id, *self.extra_args]
+        if self.state_dir is not None:
+            cmd += ["--state-dir", str(self.state_dir)]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                          start_new_session=True)

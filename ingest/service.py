@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from . import parquet_writer, stats
 from .contract import TELEMETRY_FILTER
 from .mqtt_subscriber import MqttProtocolError, Subscriber
 from .pipeline import Pipeline
+from .store import Store
 from .wal import WriteAheadLog, read_segment
 
 log = logging.getLogger("fleetpulse.ingest")
@@ -37,8 +39,11 @@ log = logging.getLogger("fleetpulse.ingest")
 class IngestConfig:
     host: str
     port: int
-    data_dir: Path
+    data: str | Path  # a directory or s3://bucket/prefix
     client_id: str = "fleetpulse-ingest"
+    # Write-ahead log, counters, learned columns: always on local disk. Defaults to the
+    # data directory when that is local; required for object storage.
+    state_dir: Path | None = None
     flush_rows: int = 50_000
     flush_seconds: float = 5.0
     session_expiry_s: int = 7 * 24 * 3600
@@ -55,10 +60,16 @@ class StoreError(Exception):
 class IngestService:
     def __init__(self, cfg: IngestConfig) -> None:
         self.cfg = cfg
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        self.pipeline = Pipeline(cfg.data_dir, cfg.client_id)
+        self.store = Store(cfg.data)
+        if self.store.local:
+            Path(self.store.root).mkdir(parents=True, exist_ok=True)
+        self.state_dir = cfg.state_dir or Path(self.store.root)
+        if not self.store.local and cfg.state_dir is None:
+            raise ValueError("a dataset in object storage needs a local state directory")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.pipeline = Pipeline(self.store, cfg.client_id, self.state_dir)
         self.stats = self.pipeline.stats
-        self.wal = WriteAheadLog(cfg.data_dir / "_wal" / cfg.client_id)
+        self.wal = WriteAheadLog(self.state_dir / "_wal" / cfg.client_id)
         self.topic_filter = (f"$share/{cfg.shared_group}/{TELEMETRY_FILTER}"
                              if cfg.shared_group else TELEMETRY_FILTER)
         self._store_ok = asyncio.Event()
@@ -69,7 +80,7 @@ class IngestService:
 
     def recover(self) -> None:
         """Replay what a crash left in the write-ahead log; remove partial Parquet files."""
-        removed = parquet_writer.remove_leftovers(self.cfg.data_dir)
+        removed = parquet_writer.remove_leftovers(Path(self.store.root)) if self.store.local else 0
         segments = self.wal.segments()
         for path in segments:
             n = 0
@@ -96,7 +107,7 @@ class IngestService:
         try:
             self.pipeline.flush(name=self._flush_name(segment) if segment else None)
         except OSError as e:
-            self._store_failed(f"cannot write Parquet under {self.cfg.data_dir} ({e.strerror})")
+            self._store_failed(f"cannot write Parquet to {self.store} ({e.strerror or e})")
             return False
         if segment is not None:
             self.wal.delete_through(segment)
@@ -106,7 +117,7 @@ class IngestService:
         try:
             self.wal.append(frames)
         except OSError as e:
-            self._store_failed(f"cannot write the write-ahead log under {self.cfg.data_dir} "
+            self._store_failed(f"cannot write the write-ahead log under {self.state_dir} "
                                f"({e.strerror})")
             raise StoreError(str(e)) from None
         self._store_recovered()
@@ -155,7 +166,7 @@ class IngestService:
                 await sub.subscribe(self.topic_filter, qos=1)
                 self.stats.connects += 1
                 self.stats.subscribed = True
-                stats.publish(self.stats, cfg.data_dir)
+                stats.publish(self.stats, self.state_dir)
                 log.info("subscribed to %s on %s:%d", self.topic_filter, cfg.host, cfg.port)
                 backoff = 0.2
                 while True:
@@ -210,15 +221,20 @@ class IngestService:
             snapshot = self.stats.to_json()
             if snapshot != last:
                 with contextlib.suppress(OSError):  # a full disk must not stop the service
-                    stats.publish(self.stats, self.cfg.data_dir)
+                    stats.publish(self.stats, self.state_dir)
                 last = snapshot
 
 
-async def run(cfg: IngestConfig, stop: asyncio.Event | None = None) -> int:
-    """Run until `stop` is set (or SIGINT/SIGTERM); return the process exit code."""
+async def run(cfg: IngestConfig, stop: asyncio.Event | None = None,
+              early_stop: threading.Event | None = None) -> int:
+    """Run until `stop` is set (or SIGINT/SIGTERM); return the process exit code.
+    `early_stop` carries a signal that arrived before the event loop ran."""
     stop = stop or _stop_on_signals()
     service = IngestService(cfg)
     service.recover()
+    if early_stop is not None and early_stop.is_set():
+        stop.set()
+    service.stats.state = "running"
     if cfg.metrics_port is not None:
         from .metrics_http import serve_metrics
 
@@ -234,8 +250,9 @@ async def run(cfg: IngestConfig, stop: asyncio.Event | None = None) -> int:
     ok = service.flush()
     service.wal.close()
     service.stats.subscribed = False
+    service.stats.state = "stopped"
     with contextlib.suppress(OSError):
-        stats.publish(service.stats, cfg.data_dir)
+        stats.publish(service.stats, service.state_dir)
     if not ok:
         log.error("%d rows could not be written; they are safe in the write-ahead log and "
                   "are written at the next start", service.pipeline.buffered)

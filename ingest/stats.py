@@ -16,6 +16,7 @@ from pathlib import Path
 @dataclass
 class Stats:
     client_id: str
+    state: str = "starting"  # starting (replaying its log), running, stopped
     subscribed: bool = False
     messages: int = 0
     messages_rejected: int = 0

@@ -104,7 +104,7 @@ def test_partition_is_utc_date_of_record_time(tmp_path: Path) -> None:
     v = next(v for v in VECTORS if v["name"] == "reading_minimal")
     pipe = Pipeline(tmp_path, "t")
     pipe.handle(v["topic"], payload_bytes(v), v["received_ms"])
-    [path] = pipe.flush()
+    [path] = map(Path, pipe.flush())
     day = dt.datetime.fromtimestamp(v["payload"]["records"][0]["t"] / 1000, dt.UTC).date()
     assert path.parent.name == f"date={day.isoformat()}"
     assert not list(tmp_path.rglob("*.tmp"))

@@ -6,6 +6,7 @@ import json
 import random
 import threading
 import time
+from pathlib import Path
 
 from fleetpulse.analytics.dataset import connect
 
@@ -65,7 +66,7 @@ def test_partial_file_from_a_killed_writer_is_invisible_and_removed(start_ingest
         {"v": 1, "device_id": "a", "boot": 1, "seq": 0, "fw": "1", "hw": "h", "sent_ms": T,
          "records": [{"t": T, "type": "reading", "temperature_c": 1, "humidity_pct": 2}]}
     ).encode(), T)
-    [good] = pipe.flush()
+    [good] = map(Path, pipe.flush())
     partial = good.with_name("part-killed.parquet.tmp")
     partial.write_bytes(good.read_bytes()[:40])  # no footer, like a write cut short
     assert connect(data).execute("SELECT count(*) FROM readings").fetchone() == (1,)
@@ -73,4 +74,23 @@ def test_partial_file_from_a_killed_writer_is_invisible_and_removed(start_ingest
     ingest.wait_subscribed()
     assert ingest.stop() == 0
     assert not partial.exists()
+    assert connect(data).execute("SELECT count(*) FROM readings").fetchone() == (1,)
+
+
+def test_sigterm_while_starting_is_a_clean_stop(start_ingest, tmp_path):
+    """A supervisor may stop ingest while it is still importing or replaying its log."""
+    data = tmp_path / "data"
+    wal = data / "_wal" / "ingest-early"
+    wal.mkdir(parents=True)
+    from fleetpulse.ingest.wal import WriteAheadLog
+
+    log = WriteAheadLog(wal)  # a log left by a crash, to replay at start
+    env = {"v": 1, "device_id": "a", "boot": 1, "seq": 0, "fw": "1", "hw": "h", "sent_ms": T,
+           "records": [{"t": T, "type": "reading", "temperature_c": 1, "humidity_pct": 2}]}
+    log.append([(T, "devices/a/telemetry", json.dumps(env).encode())])
+    log.close()
+    ingest = start_ingest(data=data, client_id="ingest-early")
+    ingest.wait_for("started", lambda s: s.get("state"), timeout=20)
+    assert ingest.stop() == 0  # while starting, or just after: a clean stop either way
+    assert ingest.stats()["state"] == "stopped"
     assert connect(data).execute("SELECT count(*) FROM readings").fetchone() == (1,)

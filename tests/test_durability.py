@@ -42,6 +42,7 @@ def test_sigkill_five_times_under_load_loses_and_duplicates_nothing(broker, star
             ingest.kill()  # SIGKILL: no flush, no goodbye
             kills += 1
             ingest = start_ingest(data=data, client_id="ingest-crashloop", args=args)
+        ingest.wait_subscribed()
         load.wait_acked(timeout=120)
         _raw, distinct, view = wait_until("every record stored", _all_stored(data, load.records),
                                           timeout=120)

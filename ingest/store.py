@@ -1,0 +1,111 @@
+"""Where the Parquet dataset lives: a local directory or an S3 prefix (pyarrow.fs).
+
+Layout in both: <root>/<table>/date=YYYY-MM-DD/part-*.parquet. A local file is written
+under a temporary name, fsynced and renamed; an object store makes a PUT visible whole
+or not at all, so objects are written in place.
+
+S3 settings come from the environment, as AWS tools expect: AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_REGION (default us-east-1), and FLEETPULSE_S3_ENDPOINT
+(e.g. http://127.0.0.1:9000) for S3-compatible stores such as MinIO.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .parquet_writer import utc_date, write_table
+from .schema import PARTITION_TIME, TABLES
+
+
+def is_remote(uri: str | Path) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    kwargs: dict[str, Any] = {
+        "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        or "us-east-1",
+    }
+    endpoint = os.environ.get("FLEETPULSE_S3_ENDPOINT")
+    if endpoint:
+        u = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kwargs["endpoint_override"] = u.netloc
+        kwargs["scheme"] = u.scheme
+    return pafs.S3FileSystem(**kwargs)
+
+
+class Store:
+    def __init__(self, uri: str | Path) -> None:
+        self.uri = str(uri)
+        self.local = not is_remote(uri)
+        if self.local:
+            self.fs: pafs.FileSystem = pafs.LocalFileSystem()
+            self.root = str(Path(uri).resolve())
+        else:
+            self.fs = s3_filesystem()
+            self.root = self.uri.removeprefix("s3://").rstrip("/")
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def url(self, *parts: str) -> str:
+        """The location as readers outside this process name it (a path or s3:// URL)."""
+        return self.path(*parts) if self.local else "s3://" + self.path(*parts)
+
+    def write_table(self, rel: str, table: pa.Table, row_group_size: int | None = None) -> str:
+        if self.local:
+            return str(write_table(Path(self.path(rel)), table, row_group_size))
+        with self.fs.open_output_stream(self.path(rel)) as f:
+            pq.write_table(table, f, compression="zstd", row_group_size=row_group_size)
+        return self.url(rel)
+
+    def write_rows(self, table: str, rows: list[dict[str, Any]], name: str,
+                   schema: pa.Schema | None = None) -> list[str]:
+        """Rows of one table as <table>/date=<UTC date>/part-<name>.parquet, one file per
+        date. Writing the same name again replaces the file."""
+        by_date: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        time_col = PARTITION_TIME[table]
+        for row in rows:
+            by_date[utc_date(row[time_col])].append(row)
+        schema = schema or TABLES[table]
+        return [
+            self.write_table(f"{table}/date={date}/part-{name}.parquet",
+                             pa.Table.from_pylist(part, schema=schema))
+            for date, part in sorted(by_date.items())
+        ]
+
+    def partitions(self, table: str) -> dict[str, list[str]]:
+        """date=YYYY-MM-DD -> that partition's Parquet files (store paths), sorted."""
+        sel = pafs.FileSelector(self.path(table), recursive=True, allow_not_found=True)
+        out: dict[str, list[str]] = defaultdict(list)
+        for info in self.fs.get_file_info(sel):
+            parts = info.path.rsplit("/", 2)
+            if (info.type == pafs.FileType.File and info.path.endswith(".parquet")
+                    and len(parts) == 3 and parts[1].startswith("date=")):
+                out[parts[1]].append(info.path)
+        return {k: sorted(v) for k, v in sorted(out.items())}
+
+    def files(self, table: str) -> list[str]:
+        return [f for files in self.partitions(table).values() for f in files]
+
+    def read(self, paths: list[str]) -> pa.Table:
+        """The files as one table, columns united by name (missing ones become nulls)."""
+        tables = [pq.ParquetFile(self.fs.open_input_file(p)).read() for p in paths]
+        return pa.concat_tables(tables, promote_options="permissive")
+
+    def delete(self, paths: list[str]) -> None:
+        for p in paths:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.delete_file(p)
