@@ -39,6 +39,7 @@ _DUCK_TYPES = {
     pa.int32(): "INTEGER",
     pa.float64(): "DOUBLE",
     pa.binary(): "BLOB",
+    pa.bool_(): "BOOLEAN",
 }
 
 
@@ -80,14 +81,16 @@ def view_statements(store: Store, raw_views: bool = True) -> list[str]:
             "ORDER BY received_at) = 1"
         )
     stmts.append("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM quarantine_raw")
+    stmts.append("CREATE OR REPLACE VIEW presence AS SELECT * FROM presence_raw")
     usage = ", ".join(_sql_str(e) for e in USAGE_EVENTS)
-    text = METRICS_SQL.read_text().replace("{usage_events}", usage)
-    stmts += [s.strip() for s in text.split(";") if _has_sql(s)]
+    stmts += _statements(METRICS_SQL.read_text().replace("{usage_events}", usage))
     return stmts
 
 
-def _has_sql(chunk: str) -> bool:
-    return any(line.strip() and not line.strip().startswith("--") for line in chunk.splitlines())
+def _statements(text: str) -> list[str]:
+    """Split a SQL file into statements; comment lines (which may hold ';') go first."""
+    code = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
+    return [s.strip() for s in code.split(";") if s.strip()]
 
 
 def _remote_catalog(store: Store, path: Path) -> duckdb.DuckDBPyConnection:

@@ -7,20 +7,37 @@
 CREATE OR REPLACE VIEW usage_events AS
 SELECT * FROM events WHERE event IN ({usage_events});
 
--- devices: every device seen, with its latest firmware and hardware
+-- devices: every device seen, its latest firmware and hardware, and its connection state
+-- status: online/offline from the gateway's presence service, unknown without it.
+-- last_seen: now while online; when it went offline; else the time of its last record.
+-- A state learned only from a retained message gives no time: nothing is invented.
 CREATE OR REPLACE VIEW devices AS
 WITH seen AS (
     SELECT device_id, hw, fw, ts FROM readings
     UNION ALL
     SELECT device_id, hw, fw, ts FROM events
+),
+telemetry AS (
+    SELECT device_id, arg_max(hw, ts) AS hw, arg_max(fw, ts) AS fw,
+           min(ts) AS first_record, max(ts) AS last_record, count(*) AS records
+    FROM seen GROUP BY device_id
+),
+state AS (
+    SELECT device_id,
+           arg_max(status, seen_at) AS status,
+           max(seen_at) FILTER (WHERE NOT retained) AS status_changed_at
+    FROM presence GROUP BY device_id
 )
-SELECT device_id,
-       arg_max(hw, ts) AS hw,
-       arg_max(fw, ts) AS fw,
-       min(ts) AS first_seen,
-       max(ts) AS last_seen,
-       count(*) AS records
-FROM seen GROUP BY device_id;
+SELECT coalesce(t.device_id, s.device_id) AS device_id,
+       t.hw, t.fw, t.first_record AS first_seen,
+       coalesce(s.status, 'unknown') AS status,
+       CASE WHEN s.status = 'online' THEN current_timestamp
+            WHEN s.status = 'offline' AND s.status_changed_at IS NOT NULL
+                THEN s.status_changed_at
+            ELSE t.last_record END AS last_seen,
+       t.last_record,
+       coalesce(t.records, 0) AS records
+FROM telemetry t FULL JOIN state s USING (device_id);
 
 -- daily_active_devices: devices with at least one usage event, per UTC day
 CREATE OR REPLACE VIEW daily_active_devices AS

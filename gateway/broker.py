@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from .certs import ensure_certs
 from .errors import UserError
+from .registry import Credentials, Registry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONF = REPO_ROOT / "mosquitto.conf"
@@ -28,23 +30,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def render_conf(conf_text: str, port: int, data_dir: Path) -> str:
-    """The config with the plain listener's port, persistence dir and user replaced."""
+def render_conf(conf_text: str, ports: list[int], data_dir: Path, registry: Path,
+                certs: Path) -> str:
+    """The config with launch-time values: listener ports in order (plain, TLS), the
+    persistence directory, the user, and the registry's and certificates' paths."""
+    paths = {
+        "persistence_location": f"{data_dir}/",
+        "user": getpass.getuser(),
+        "password_file": str(registry / "passwd"),
+        "acl_file": str(registry / "acl"),
+        "cafile": str(certs / "ca.crt"),
+        "certfile": str(certs / "server.crt"),
+        "keyfile": str(certs / "server.key"),
+    }
     out = []
-    replaced_listener = False
+    listeners = iter(ports)
     for line in conf_text.splitlines():
         words = line.split()
-        if words[:1] == ["listener"] and not replaced_listener:
-            # The first listener is the plain one; later ones (TLS) keep their ports.
-            line = re.sub(r"^(\s*listener\s+)\d+", rf"\g<1>{port}", line)
-            replaced_listener = True
-        elif words[:1] == ["persistence_location"]:
-            line = f"persistence_location {data_dir}/"
-        elif words[:1] == ["user"]:
-            line = f"user {getpass.getuser()}"
+        if words[:1] == ["listener"]:
+            line = re.sub(r"^(\s*listener\s+)\d+", rf"\g<1>{next(listeners)}", line)
+        elif words and words[0] in paths:
+            line = f"{words[0]} {paths[words[0]]}"
         out.append(line)
-    if not replaced_listener:
-        out.append(f"listener {port} 127.0.0.1")
     return "\n".join(out) + "\n"
 
 
@@ -57,14 +64,25 @@ def _accepts(host: str, port: int) -> bool:
 
 
 class Broker:
-    """A mosquitto process; use as a context manager or call start()/stop()."""
+    """A mosquitto process; use as a context manager or call start()/stop().
 
-    def __init__(self, port: int, data_dir: Path, conf: Path = DEFAULT_CONF) -> None:
+    Its registry (accounts, ACL) defaults to DATA/registry and its TLS certificates to
+    DATA/certs; both are created on first start."""
+
+    def __init__(self, port: int, data_dir: Path, conf: Path = DEFAULT_CONF,
+                 tls_port: int | None = None, registry: Path | None = None,
+                 certs: Path | None = None) -> None:
         self.port = port
+        self.tls_port = tls_port or free_port()
         self.host = "127.0.0.1"
         self.data_dir = data_dir.resolve()
         self.conf = conf
+        self.registry = Registry(registry or self.data_dir / "registry")
+        self.certs = (certs or self.data_dir / "certs").resolve()
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def credentials(self, service: str) -> Credentials:
+        return self.registry.service(service)
 
     @property
     def address(self) -> str:
@@ -83,15 +101,22 @@ class Broker:
             raise UserError(f"broker config {self.conf} not found")
         if _accepts(self.host, self.port):
             raise UserError(f"port {self.port} is already in use: choose another with --port")
+        if _accepts(self.host, self.tls_port):
+            raise UserError(f"port {self.tls_port} is already in use: choose another with "
+                            "--tls-port")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.registry.init()
+        ensure_certs(self.certs)
         rendered = self.data_dir / "mosquitto.conf"
-        rendered.write_text(render_conf(self.conf.read_text(), self.port, self.data_dir))
+        rendered.write_text(render_conf(self.conf.read_text(), [self.port, self.tls_port],
+                                        self.data_dir, self.registry.dir, self.certs))
         log = open(self.data_dir / "mosquitto.log", "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [exe, "-c", str(rendered)], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C meant for us reaches it only through stop()
         )
         log.close()
+        self.registry.pid_path.write_text(str(self.proc.pid))
         deadline = time.monotonic() + timeout
         while not _accepts(self.host, self.port):
             if self.proc.poll() is not None:
@@ -111,6 +136,7 @@ class Broker:
         """SIGTERM (mosquitto saves its persistence file), then SIGKILL if it hangs."""
         if self.proc is None or self.proc.poll() is not None:
             return
+        self.registry.pid_path.unlink(missing_ok=True)
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout)

@@ -26,14 +26,24 @@ def _register_broker(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=Path(config.env("BROKER_DATA", "broker-data")
                                                      or "broker-data"),
                    help="persistence directory (env FLEETPULSE_BROKER_DATA, default %(default)s)")
+    p.add_argument("--tls-port", type=int,
+                   default=int(config.env("BROKER_TLS_PORT", "8883") or 8883),
+                   help="TLS listener port (env FLEETPULSE_BROKER_TLS_PORT, default %(default)s)")
+    p.add_argument("--registry", type=Path, default=None,
+                   help="device registry (default: DATA/registry, created on first start)")
+    p.add_argument("--certs", type=Path, default=None,
+                   help="TLS certificates (default: DATA/certs, created on first start)")
     p.add_argument("--conf", type=Path, default=DEFAULT_CONF, help="config file to render")
     p.set_defaults(func=_broker)
 
 
 def _broker(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
-    with Broker(args.port, args.data, args.conf) as b:
-        console.print(f"mosquitto listening on {b.address} (data in {b.data_dir}); Ctrl-C stops it")
+    with Broker(args.port, args.data, args.conf, args.tls_port, args.registry, args.certs) as b:
+        console.print(f"mosquitto listening on {b.address} and TLS on port {b.tls_port} "
+                      f"(data in {b.data_dir}); Ctrl-C stops it\n"
+                      f"accounts: {b.registry.dir} (add devices with `fleetpulse devices add "
+                      f"ID --registry {b.registry.dir}`); CA for devices: {b.certs / 'ca.crt'}")
         try:
             while b.proc is not None and b.proc.poll() is None:
                 time.sleep(0.5)
@@ -49,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     from fleetpulse.ingest import cli as ingest_cli
     from fleetpulse.simulators import cli as simulators_cli
 
+    from . import devices_cli, gateway_cli
+
     parser = argparse.ArgumentParser(
         prog="fleetpulse",
         description="Device telemetry from MQTT to Parquet to product metrics.",
@@ -62,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest_cli.register_compact(sub)
     simulators_cli.register(sub)
     analytics_cli.register(sub)
+    devices_cli.register(sub)
+    gateway_cli.register(sub)
     return parser
 
 

@@ -27,6 +27,38 @@ def add_data_arg(p: argparse.ArgumentParser) -> None:
                         "default %(default)s)")
 
 
+DEFAULT_REGISTRY = "broker-data/registry"  # where `fleetpulse broker` keeps it by default
+
+
+def add_registry_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", type=Path, default=Path(env("REGISTRY", DEFAULT_REGISTRY)
+                                                         or DEFAULT_REGISTRY),
+                   help="device registry directory (env FLEETPULSE_REGISTRY, default "
+                        "%(default)s)")
+
+
+def add_auth_args(p: argparse.ArgumentParser, service: str) -> None:
+    """--username/--password, or the command's own service account from --registry."""
+    p.add_argument("--username", default=env("MQTT_USERNAME"),
+                   help=f"MQTT username (env FLEETPULSE_MQTT_USERNAME; default: the "
+                        f"{service} service account from --registry)")
+    p.add_argument("--password", default=env("MQTT_PASSWORD"),
+                   help="MQTT password (env FLEETPULSE_MQTT_PASSWORD)")
+    add_registry_arg(p)
+    p.set_defaults(service_account=service)
+
+
+def resolve_auth(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    if args.username:
+        return args.username, args.password
+    if (args.registry / "services.json").exists():
+        from .registry import Registry
+
+        c = Registry(args.registry).service(args.service_account)
+        return c.username, c.password
+    return None, None
+
+
 def require_dataset(data: str) -> None:
     """A local dataset must exist before it is read; object storage is checked on use."""
     if not data.startswith("s3://") and not Path(data).is_dir():

@@ -54,10 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    default=int(config.env("METRICS_PORT", "0") or 0) or None,
                    help="serve Prometheus /metrics on 127.0.0.1:PORT (env "
                         "FLEETPULSE_METRICS_PORT; off by default)")
-    p.add_argument("--username", default=config.env("MQTT_USERNAME"),
-                   help="MQTT username (env FLEETPULSE_MQTT_USERNAME)")
-    p.add_argument("--password", default=config.env("MQTT_PASSWORD"),
-                   help="MQTT password (env FLEETPULSE_MQTT_PASSWORD)")
+    config.add_auth_args(p, "fleetpulse-ingest")
     p.set_defaults(func=_ingest)
 
 
@@ -71,6 +68,7 @@ def _ingest(args: argparse.Namespace) -> int:
     from .stats import Stats, publish
 
     host, port = config.parse_broker(args.broker)
+    args.username, args.password = config.resolve_auth(args)
     if args.workers > 1:
         return _run_workers(args)
     from .store import is_remote

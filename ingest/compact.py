@@ -30,7 +30,8 @@ from .store import Store
 
 log = logging.getLogger("fleetpulse.compact")
 
-_ORDER = {"readings": "device_id, ts", "events": "device_id, ts", "quarantine": "received_at"}
+_ORDER = {"readings": "device_id, ts", "events": "device_id, ts", "quarantine": "received_at",
+          "presence": "device_id, seen_at"}
 _DEDUP = ("QUALIFY row_number() OVER (PARTITION BY device_id, boot, seq, idx "
           "ORDER BY received_at) = 1")
 
@@ -53,7 +54,7 @@ def compact_partition(store: Store, table: str, partition: str, files: list[str]
     con = duckdb.connect()
     try:
         con.register("merged", merged)
-        dedup = _DEDUP if table != "quarantine" else ""
+        dedup = _DEDUP if table in ("readings", "events") else ""
         result = con.sql(f"SELECT * FROM merged {dedup} ORDER BY {_ORDER[table]}"
                          ).to_arrow_table()
     finally:

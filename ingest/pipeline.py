@@ -16,7 +16,6 @@ from typing import Any
 
 from .contract import Rejected, parse_message
 from .learned_columns import LearnedColumns
-from .schema import TABLES
 from .stats import Stats
 from .store import Store
 
@@ -35,7 +34,8 @@ class Pipeline:
         self.stats = Stats(client_id=writer_id)
         self.writer_id = writer_id
         self.columns = LearnedColumns(state_dir)
-        self._rows: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
+        self._rows: dict[str, list[dict[str, Any]]] = {
+            t: [] for t in ("readings", "events", "quarantine")}
         self._oldest: float | None = None
         self._seen: dict[tuple[str, int, int], None] = {}
         self._window = dedup_window

@@ -22,13 +22,15 @@ from . import stats
 class IngestProcess:
     def __init__(self, broker: str, data_dir: Path | str, client_id: str = "fleetpulse-ingest",
                  extra_args: list[str] | None = None, log_path: Path | None = None,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None,
+                 credentials: tuple[str, str] | None = None) -> None:
         self.broker = broker
         self.data = str(data_dir)
         # where the stats file is: the state directory, which is the data directory
         # unless the data is in object storage
         self.data_dir = state_dir or Path(data_dir)
         self.state_dir = state_dir
+        self.credentials = credentials
         self.client_id = client_id
         self.extra_args = extra_args or []
         self.log_path = log_path or self.data_dir.parent / f"{client_id}.log"
@@ -43,9 +45,13 @@ class IngestProcess:
                "--client-id", self.client_id, *self.extra_args]
         if self.state_dir is not None:
             cmd += ["--state-dir", str(self.state_dir)]
+        env = dict(os.environ)
+        if self.credentials:
+            # in the environment, not on a command line that `ps` shows to everyone
+            env["FLEETPULSE_MQTT_USERNAME"], env["FLEETPULSE_MQTT_PASSWORD"] = self.credentials
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+                                         start_new_session=True, env=env)
         return self
 
     def stats(self) -> dict[str, Any]:

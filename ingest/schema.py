@@ -68,7 +68,22 @@ QUARANTINE = pa.schema(
     ]
 )
 
-TABLES: dict[str, pa.Schema] = {"readings": READINGS, "events": EVENTS, "quarantine": QUARANTINE}
+# Device connection state, written by the gateway's presence service from the retained
+# devices/<id>/status messages (the broker publishes "offline" as the last will).
+# `retained` marks a state the gateway learned at subscribe time: its `seen_at` is when the
+# gateway heard it, not when it changed.
+PRESENCE = pa.schema(
+    [
+        pa.field("device_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("seen_at", TS, nullable=False),
+        pa.field("retained", pa.bool_(), nullable=False),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {"readings": READINGS, "events": EVENTS,
+                                "quarantine": QUARANTINE, "presence": PRESENCE}
 
 # Column whose UTC date names the hive partition (date=YYYY-MM-DD) a row lands in.
-PARTITION_TIME = {"readings": "ts", "events": "ts", "quarantine": "received_at"}
+PARTITION_TIME = {"readings": "ts", "events": "ts", "quarantine": "received_at",
+                  "presence": "seen_at"}

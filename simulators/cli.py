@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="first simulated UTC day (default %(default)s)")
     p.add_argument("--truth", type=Path, default=None, help="write the ground truth JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    config.add_auth_args(p, "fleetpulse-simulator")
     p.set_defaults(func=_simulate)
 
 
@@ -62,8 +63,9 @@ def _simulate(args: argparse.Namespace) -> int:
     from .simulate import simulate
 
     host, port = config.parse_broker(args.broker)
+    username, password = config.resolve_auth(args)
     truth = simulate(host, port, args.devices, args.days, args.seed, args.truth, args.start,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, username=username, password=password)
     Console(stderr=True).print(
         f"published {truth['messages']:,} messages, {truth['records']:,} records"
         + (f"; truth in {args.truth}" if args.truth else "")

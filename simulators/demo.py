@@ -28,15 +28,20 @@ def run_demo(devices: int, days: int, seed: int, workdir: Path | None) -> int:
     data = root / "data"
     t0 = time.monotonic()
     broker = Broker(free_port(), root / "broker")
-    ingest = IngestProcess(broker.address, data, log_path=root / "ingest.log",
-                           extra_args=["--flush-seconds", "1"])
+    ingest: IngestProcess | None = None
     try:
         broker.start()
+        ing = broker.credentials("fleetpulse-ingest")
+        fleet = broker.credentials("fleetpulse-simulator")
+        ingest = IngestProcess(broker.address, data, log_path=root / "ingest.log",
+                               extra_args=["--flush-seconds", "1"],
+                               credentials=(ing.username, ing.password))
         console.print(f"[bold]1/4[/] mosquitto up on {broker.address}")
         ingest.start().wait_subscribed()
         console.print(f"[bold]2/4[/] ingest subscribed, writing Parquet to {data}")
         truth = simulate(broker.host, broker.port, devices, days, seed,
-                         truth_path=root / "truth.json")
+                         truth_path=root / "truth.json", username=fleet.username,
+                         password=fleet.password)
         with console.status("[bold]3/4[/] ingest catching up with the broker..."):
             ingest.wait_messages(truth["messages"], timeout=180)
             code = ingest.stop()
@@ -56,7 +61,8 @@ def run_demo(devices: int, days: int, seed: int, workdir: Path | None) -> int:
                       "(run with --workdir DIR to keep the dataset)")
         return 0
     finally:
-        ingest.kill()
+        if ingest is not None:
+            ingest.kill()
         broker.stop()
         if not keep:
             with contextlib.suppress(OSError):

@@ -34,6 +34,16 @@ class Publisher:
         self._cond = threading.Condition()
         self.sent = 0
         self.acked = 0
+        refused: list[str] = []
+        connected = threading.Event()
+
+        def on_connect(client: mqtt.Client, userdata: object, flags: object, rc: object,
+                       props: object) -> None:
+            if getattr(rc, "is_failure", False):
+                refused.append(str(rc))
+            connected.set()
+
+        self._client.on_connect = on_connect
         try:
             self._client.connect(host, port, keepalive=30)
         except OSError as e:
@@ -41,6 +51,11 @@ class Publisher:
                 f"cannot reach the broker at {host}:{port} ({e}): is it running?"
             ) from None
         self._client.loop_start()
+        if not connected.wait(10) or refused:
+            self.close()
+            raise UserError(f"the broker at {host}:{port} refused the connection "
+                            f"({refused[0] if refused else 'no answer'}): check --username "
+                            "and --password, or --registry")
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int,
                     reason: object, props: object) -> None:

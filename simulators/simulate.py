@@ -26,11 +26,13 @@ def simulate(
     truth_path: Path | None = None,
     start: date = DEFAULT_START,
     progress: bool = True,
+    username: str | None = None,
+    password: str | None = None,
 ) -> dict[str, Any]:
     """Publish the whole fleet at QoS 1, wait for every ack, return (and write) the truth."""
     fleet = Fleet(devices, days, seed, start)
     truth = Truth()
-    pub = Publisher(host, port)
+    pub = Publisher(host, port, username, password)
     bar = Progress(
         TextColumn("simulating {task.fields[devices]} devices"),
         BarColumn(),

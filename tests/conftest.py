@@ -37,6 +37,7 @@ def start_ingest(broker: Broker, tmp_path: Path) -> Iterator:
             client_id=client_id or f"ingest-test-{next(_ids)}-{tmp_path.name}"[:60],
             extra_args=["--flush-seconds", "0.3", "--session-expiry", "120", *(args or [])],
             log_path=tmp_path / f"ingest-{len(procs)}.log",
+            credentials=ingest_credentials(broker),
         )
         procs.append(p.start())
         return p
@@ -46,12 +47,24 @@ def start_ingest(broker: Broker, tmp_path: Path) -> Iterator:
         p.kill()
 
 
+def ingest_credentials(broker: Broker) -> tuple[str, str]:
+    c = broker.credentials("fleetpulse-ingest")
+    return c.username, c.password
+
+
+def fleet_credentials(broker: Broker) -> tuple[str, str]:
+    """The simulator's account: it may publish telemetry for any device."""
+    c = broker.credentials("fleetpulse-simulator")
+    return c.username, c.password
+
+
 class SyncPublisher:
     """A paho client that publishes at QoS 1 and waits for every PUBACK."""
 
     def __init__(self, broker: Broker) -> None:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=f"test-pub-{next(_ids)}")
+        self.client.username_pw_set(*fleet_credentials(broker))
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
 
@@ -79,7 +92,7 @@ class LoadPublisher:
 
     T0 = 1767268800000
 
-    def __init__(self, host: str, port: int, messages: int, per_message: int,
+    def __init__(self, broker: Broker, messages: int, per_message: int,
                  devices: int = 50, prefix: str = "load") -> None:
         import threading
 
@@ -93,7 +106,8 @@ class LoadPublisher:
         self.acked = 0
         self._lock = threading.Lock()
         self.client.on_publish = self._on_publish
-        self.client.connect(host, port)
+        self.client.username_pw_set(*fleet_credentials(broker))
+        self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         self.thread = threading.Thread(target=self._run, daemon=True)
 

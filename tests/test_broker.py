@@ -12,14 +12,18 @@ from fleetpulse.gateway.broker import DEFAULT_CONF, Broker, free_port, render_co
 from fleetpulse.gateway.errors import UserError
 
 
-def test_render_sets_port_persistence_and_user_only(tmp_path: Path) -> None:
+def test_render_sets_only_the_launch_time_values(tmp_path: Path) -> None:
     original = DEFAULT_CONF.read_text()
-    rendered = render_conf(original, 43210, tmp_path)
+    rendered = render_conf(original, [43210, 43211], tmp_path, tmp_path / "reg", tmp_path / "c")
     assert "listener 43210 127.0.0.1" in rendered
+    assert "listener 43211" in rendered
     assert f"persistence_location {tmp_path}/" in rendered
     assert f"user {getpass.getuser()}" in rendered
-    changed = set(rendered.splitlines()) ^ set(original.splitlines())
-    assert len(changed) == 6  # three lines out, three in
+    assert f"password_file {tmp_path}/reg/passwd" in rendered
+    assert f"keyfile {tmp_path}/c/server.key" in rendered
+    assert "allow_anonymous false" in rendered
+    removed = set(original.splitlines()) - set(rendered.splitlines())
+    assert len(removed) == 9  # 2 listeners, persistence dir, user, 2 auth files, 3 TLS files
     assert DEFAULT_CONF.read_text() == original
 
 

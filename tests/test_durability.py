@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import LoadPublisher, dataset_counts, wait_until
+from conftest import LoadPublisher, dataset_counts, ingest_credentials, wait_until
 
 from fleetpulse.gateway.broker import Broker, free_port
 from fleetpulse.ingest.process import IngestProcess
@@ -27,7 +27,7 @@ def _all_stored(data: Path, expected: int):
 def test_sigkill_five_times_under_load_loses_and_duplicates_nothing(broker, start_ingest,
                                                                      tmp_path):
     data = tmp_path / "data"
-    load = LoadPublisher(broker.host, broker.port, messages=25_000, per_message=4,
+    load = LoadPublisher(broker, messages=25_000, per_message=4,
                          prefix="crash")
     assert load.records >= 100_000
     args = ["--flush-rows", "3000", "--flush-seconds", "0.2"]
@@ -65,9 +65,10 @@ def test_broker_restart_loses_nothing(start_ingest, tmp_path):
     try:
         ingest = IngestProcess(b.address, data, client_id="ingest-restart",
                                extra_args=["--flush-seconds", "0.2", "--session-expiry", "300"],
-                               log_path=tmp_path / "ingest.log").start()
+                               log_path=tmp_path / "ingest.log",
+                               credentials=ingest_credentials(b)).start()
         ingest.wait_subscribed()
-        load = LoadPublisher(b.host, port, messages=6000, per_message=5, prefix="rst").start()
+        load = LoadPublisher(b, messages=6000, per_message=5, prefix="rst").start()
         wait_until("ingest receiving", lambda: ingest.stats().get("messages", 0) > 500, 30)
         b.stop()  # mosquitto saves its queues on SIGTERM
         wait_until("ingest notices", lambda: not ingest.stats().get("subscribed"), 30)
@@ -105,7 +106,7 @@ def test_disk_full_stops_acking_then_recovers(broker, start_ingest, small_disk):
     ingest = start_ingest(data=data, client_id="ingest-diskfull",
                           args=["--flush-rows", "50000", "--flush-seconds", "30"])
     ingest.wait_subscribed()
-    load = LoadPublisher(broker.host, broker.port, messages=4000, per_message=5,
+    load = LoadPublisher(broker, messages=4000, per_message=5,
                          prefix="full").start()  # ~2.5 MB of payload: more than fits
     try:
         # The stats file is on the full disk too: the log line is what an operator sees.
@@ -131,13 +132,14 @@ def test_two_workers_share_the_load_exactly_once(broker, tmp_path):
     ingest = IngestProcess(broker.address, data, client_id="ingest-pair",
                            extra_args=["--workers", "2", "--flush-seconds", "0.2",
                                        "--session-expiry", "60"],
-                           log_path=tmp_path / "workers.log")
+                           log_path=tmp_path / "workers.log",
+                           credentials=ingest_credentials(broker))
     ingest.start()
     workers = [IngestProcess(broker.address, data, client_id=f"ingest-pair-{i}")
                for i in range(2)]
     for w in workers:
         w.wait_for("subscribed", lambda s: s.get("subscribed"), 30)
-    load = LoadPublisher(broker.host, broker.port, messages=4000, per_message=3,
+    load = LoadPublisher(broker, messages=4000, per_message=3,
                          prefix="share").start()
     try:
         load.wait_acked(timeout=60)

@@ -12,17 +12,21 @@ from fleetpulse.simulators.simulate import simulate
 
 @pytest.fixture(scope="module")
 def fleet_run(broker, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    from conftest import fleet_credentials, ingest_credentials
+
     from fleetpulse.ingest.process import IngestProcess
 
     root = tmp_path_factory.mktemp("e2e")
     ingest = IngestProcess(broker.address, root / "data", client_id="ingest-e2e",
                            extra_args=["--flush-seconds", "0.5", "--flush-rows", "20000",
                                        "--session-expiry", "120"],
-                           log_path=root / "ingest.log")
+                           log_path=root / "ingest.log", credentials=ingest_credentials(broker))
     try:
         ingest.start().wait_subscribed()
+        user, password = fleet_credentials(broker)
         truth = simulate(broker.host, broker.port, devices=60, days=12, seed=21,
-                         truth_path=root / "truth.json", progress=False)
+                         truth_path=root / "truth.json", progress=False, username=user,
+                         password=password)
         ingest.wait_messages(truth["messages"], timeout=120)
         assert ingest.stop() == 0
     finally:

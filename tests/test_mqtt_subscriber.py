@@ -71,14 +71,19 @@ def test_pubacks() -> None:
 
 
 async def test_session_against_mosquitto(broker) -> None:
-    sub = Subscriber(broker.host, broker.port, "unit-sub", session_expiry=60)
+    ing = broker.credentials("fleetpulse-ingest")
+    sub = Subscriber(broker.host, broker.port, "unit-sub", session_expiry=60,
+                     username=ing.username, password=ing.password)
     await sub.connect()
-    await sub.subscribe("unit/+", qos=1)
+    await sub.subscribe("devices/+/telemetry", qos=1)
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    fleet = broker.credentials("fleetpulse-simulator")
+    pub.username_pw_set(fleet.username, fleet.password)
     pub.connect(broker.host, broker.port)
     pub.loop_start()
     for i in range(50):
-        pub.publish(f"unit/{i % 3}", f"m{i}", qos=1 if i % 2 else 0).wait_for_publish(5)
+        pub.publish(f"devices/u{i % 3}/telemetry", f"m{i}", qos=1 if i % 2 else 0
+                    ).wait_for_publish(5)
     got = []
     while len(got) < 50:
         batch = await asyncio.wait_for(sub.read_batch(), 5)
@@ -91,7 +96,8 @@ async def test_session_against_mosquitto(broker) -> None:
 
 
 async def test_refused_connection_is_a_clear_error(broker) -> None:
-    sub = Subscriber(broker.host, broker.port, "unit-refused")
+    sub = Subscriber(broker.host, broker.port, "unit-refused", username="nobody",
+                     password="wrong")
     # a protocol level the broker does not know
     sub._connect = sub._connect.replace(b"\x04MQTT\x05", b"\x04MQTT\x09")
     with pytest.raises(MqttProtocolError, match="unacceptable protocol version"):

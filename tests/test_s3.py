@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pyarrow.fs as pafs
 import pytest
-from conftest import LoadPublisher, wait_until
+from conftest import LoadPublisher, ingest_credentials, wait_until
 
 from fleetpulse.analytics.dataset import connect
 from fleetpulse.gateway.broker import free_port
@@ -58,9 +58,10 @@ def test_ingest_compact_and_query_on_s3(broker, s3, tmp_path) -> None:
     ingest = IngestProcess(broker.address, s3, client_id="ingest-s3", state_dir=state,
                            extra_args=["--flush-rows", "500", "--flush-seconds", "0.3",
                                        "--session-expiry", "60"],
-                           log_path=tmp_path / "ingest.log").start()
+                           log_path=tmp_path / "ingest.log",
+                           credentials=ingest_credentials(broker)).start()
     ingest.wait_subscribed()
-    load = LoadPublisher(broker.host, broker.port, messages=1500, per_message=4, prefix="s3")
+    load = LoadPublisher(broker, messages=1500, per_message=4, prefix="s3")
     try:
         load.start().wait_acked(timeout=60)
         ingest.wait_messages(load.messages, timeout=60)

@@ -1,0 +1,216 @@
+"""The device registry: who may connect to the broker, and as what.
+
+Files in the registry directory:
+  registry.json   devices (model, added/revoked/rotated time, last seen)
+  services.json   service accounts with their secrets (mode 0600: services read them)
+  passwd          mosquitto's password file, in the format mosquitto_passwd writes
+  acl             mosquitto's ACL file, generated from the registry
+  broker.pid      the running broker, which is sent SIGHUP after every change
+
+A device's MQTT username is its device id. The ACL lets it publish only to
+devices/<its id>/telemetry and devices/<its id>/status and subscribe only to
+devices/<its id>/config; service accounts get what their job needs and no more.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleetpulse.ingest.contract import DEVICE_ID
+
+from .errors import UserError
+
+# mosquitto_passwd (2.x) format: $7$<iterations>$<base64 salt>$<base64 PBKDF2-SHA512>.
+# Written here because no maintained Python package produces it; it is a few lines of
+# hashlib, and tests check it against the mosquitto_passwd binary.
+_ITERATIONS = 101
+_SALT_BYTES = 12
+
+# Service account -> ACL lines. Shared subscriptions are checked by mosquitto against
+# the topic filter after the $share/<group>/ prefix.
+SERVICES: dict[str, list[str]] = {
+    "fleetpulse-ingest": ["topic read devices/+/telemetry"],
+    "fleetpulse-gateway": [
+        "topic read devices/+/status",
+        "topic write devices/+/telemetry",  # the serial bridge speaks for wired devices
+        "topic readwrite devices/+/config",
+    ],
+    # For the simulator and tests only: one client publishing as a whole virtual fleet.
+    "fleetpulse-simulator": ["topic write devices/+/telemetry", "topic write devices/+/status"],
+}
+
+_DEVICE_ACL = [
+    "pattern write devices/%u/telemetry",
+    "pattern write devices/%u/status",
+    "pattern read devices/%u/config",
+]
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = salt or os.urandom(_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _ITERATIONS)
+    return f"$7${_ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def check_password(password: str, hashed: str) -> bool:
+    _, seven, iterations, salt, digest = hashed.split("$")
+    got = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(salt),
+                              int(iterations))
+    return seven == "7" and secrets.compare_digest(base64.b64encode(got).decode(), digest)
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass
+class Credentials:
+    username: str
+    password: str
+
+
+class Registry:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory.resolve()
+
+    # -- files --------------------------------------------------------------------------
+
+    @property
+    def passwd_path(self) -> Path:
+        return self.dir / "passwd"
+
+    @property
+    def acl_path(self) -> Path:
+        return self.dir / "acl"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.dir / "broker.pid"
+
+    def _read(self, name: str) -> dict[str, Any]:
+        try:
+            return json.loads((self.dir / name).read_text())
+        except FileNotFoundError:
+            return {}
+
+    def _write(self, name: str, data: object, mode: int = 0o644) -> None:
+        path = self.dir / name
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(data if isinstance(data, str) else json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+    def init(self) -> Registry:
+        """Create the registry with service accounts, once; safe to call again."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        services = self._read("services.json")
+        changed = False
+        for name in SERVICES:
+            if name not in services:
+                services[name] = new_secret()
+                changed = True
+        if changed:
+            self._write("services.json", services, mode=0o600)
+        if changed or not self.passwd_path.exists():
+            self._render()
+        return self
+
+    def service(self, name: str) -> Credentials:
+        secret = self._read("services.json").get(name)
+        if secret is None:
+            raise UserError(f"no service account {name!r} in {self.dir}: run "
+                            "`fleetpulse devices list --registry DIR` to create the registry")
+        return Credentials(name, secret)
+
+    def devices(self) -> dict[str, dict[str, Any]]:
+        return self._read("registry.json")
+
+    # -- changes ------------------------------------------------------------------------
+
+    def add(self, device_id: str, model: str | None = None) -> Credentials:
+        if not DEVICE_ID.match(device_id):
+            raise UserError(f"{device_id!r} is not a valid device id (letters, digits, _ . -)")
+        if device_id in SERVICES:
+            raise UserError(f"{device_id!r} is the name of a service account")
+        devices = self.devices()
+        if device_id in devices and not devices[device_id].get("revoked_at"):
+            raise UserError(f"device {device_id} exists: use `devices rotate {device_id}` "
+                            "for new credentials")
+        secret = new_secret()
+        devices[device_id] = {"model": model, "added_at": _now(), "revoked_at": None,
+                              "rotated_at": None, "last_seen": None,
+                              "password_hash": hash_password(secret)}
+        self._save(devices)
+        return Credentials(device_id, secret)
+
+    def rotate(self, device_id: str) -> Credentials:
+        devices = self._existing(device_id)
+        secret = new_secret()
+        devices[device_id].update(password_hash=hash_password(secret), rotated_at=_now())
+        self._save(devices)
+        return Credentials(device_id, secret)
+
+    def revoke(self, device_id: str) -> None:
+        devices = self._existing(device_id)
+        devices[device_id]["revoked_at"] = _now()
+        self._save(devices)
+
+    def touch(self, seen: dict[str, float]) -> None:
+        """Record when devices were last seen (from presence)."""
+        devices = self.devices()
+        for device_id, at in seen.items():
+            if device_id in devices:
+                devices[device_id]["last_seen"] = _iso(at)
+        self._write("registry.json", devices)
+
+    def _existing(self, device_id: str) -> dict[str, dict[str, Any]]:
+        devices = self.devices()
+        if device_id not in devices or devices[device_id].get("revoked_at"):
+            raise UserError(f"no active device {device_id} in {self.dir}")
+        return devices
+
+    def _save(self, devices: dict[str, dict[str, Any]]) -> None:
+        self._write("registry.json", devices)
+        self._render()
+        self.reload_broker()
+
+    def _render(self) -> None:
+        """Regenerate mosquitto's password and ACL files from the registry."""
+        services = self._read("services.json")
+        lines = [f"{name}:{hash_password(secret)}" for name, secret in sorted(services.items())]
+        lines += [f"{d}:{info['password_hash']}" for d, info in sorted(self.devices().items())
+                  if not info.get("revoked_at")]
+        self._write("passwd", "\n".join(lines) + "\n", mode=0o600)
+        acl = ["# Generated by fleetpulse from registry.json: do not edit.", ""]
+        for name, rules in SERVICES.items():
+            acl += [f"user {name}", *rules, ""]
+        acl += ["# Every device: its own topics only (the username is the device id).",
+                *_DEVICE_ACL, ""]
+        self._write("acl", "\n".join(acl))
+
+    def reload_broker(self) -> bool:
+        """SIGHUP the running broker: it rereads the password and ACL files."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+            os.kill(pid, signal.SIGHUP)
+            return True
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return False
+
+
+def _now() -> str:
+    return _iso(time.time())
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
