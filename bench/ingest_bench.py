@@ -60,6 +60,7 @@ def preload(b: Broker, messages: int, per_message: int) -> None:
             done.set()
 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-loader")
+    c.username_pw_set(*_creds(b, "fleetpulse-simulator"))
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
     c.on_publish = on_publish
@@ -74,11 +75,17 @@ def preload(b: Broker, messages: int, per_message: int) -> None:
     c.loop_stop()
 
 
+def _creds(b: Broker, account: str) -> tuple[str, str]:
+    c = b.credentials(account)
+    return c.username, c.password
+
+
 def drop_session(b: Broker, client_id: str) -> None:
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 0
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                     protocol=mqtt.MQTTv5)
+    c.username_pw_set(*_creds(b, "fleetpulse-ingest"))
     c.connect(b.host, b.port, clean_start=True, properties=props)
     c.loop_start()
     time.sleep(0.2)
@@ -114,13 +121,16 @@ class PeakRss:
 
 def run_mosquitto_sub(b: Broker, messages: int, per: int, work: Path) -> tuple[float, float]:
     cid = "bench-c"
+    user, password = _creds(b, "fleetpulse-ingest")
+    auth = ["-u", user, "-P", password]
     subprocess.run(["mosquitto_sub", "-h", b.host, "-p", str(b.port), "-c", "-i", cid, "-q",
-                    "1", "-t", FILTER, "-W", "1"], capture_output=True)
+                    "1", "-t", FILTER, "-W", "1", *auth], capture_output=True)
     preload(b, messages, per)
     out = work / "mosquitto_sub.out"
     with open(out, "wb") as f:
         p = subprocess.Popen(["mosquitto_sub", "-h", b.host, "-p", str(b.port), "-c", "-i", cid,
-                              "-q", "1", "-t", FILTER, "-C", str(messages), "-F", "%U %p"],
+                              "-q", "1", "-t", FILTER, "-C", str(messages), "-F", "%U %p",
+                              *auth],
                              stdout=f)
         rss = PeakRss(p.pid)
         p.wait()
@@ -140,6 +150,7 @@ def run_naive(b: Broker, messages: int, per: int, work: Path) -> tuple[float, fl
     out.mkdir()
     # A first run with 0 messages to wait for creates the persistent session.
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=False)
+    c.username_pw_set(*_creds(b, "fleetpulse-ingest"))
     c.connect(b.host, b.port)
     c.subscribe(FILTER, qos=1)
     c.loop_start()
@@ -149,7 +160,7 @@ def run_naive(b: Broker, messages: int, per: int, work: Path) -> tuple[float, fl
     preload(b, messages, per)
     p = subprocess.Popen([sys.executable, str(Path(__file__).with_name("naive_aiomqtt.py")),
                           b.host, str(b.port), cid, str(messages), str(out)],
-                         stdout=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, text=True, env=_env(b))
     rss = PeakRss(p.pid)
     line, _ = p.communicate()
     peak = rss.stop()
@@ -163,13 +174,13 @@ def run_fleetpulse(b: Broker, messages: int, per: int, work: Path) -> tuple[floa
     data = work / "fleetpulse"
     cmd = [sys.executable, "-m", "fleetpulse.gateway.cli", "ingest", "--broker", b.address,
            "--data", str(data), "--client-id", cid, "--flush-seconds", "1"]
-    first_run = subprocess.Popen(cmd)
+    first_run = subprocess.Popen(cmd, env=_env(b))
     _wait(lambda: (ingest_stats.read(data, cid) or {}).get("subscribed"), 30)
     first_run.terminate()
     first_run.wait()
     preload(b, messages, per)
     ingest_stats.stats_path(data, cid).unlink()
-    p = subprocess.Popen(cmd)
+    p = subprocess.Popen(cmd, env=_env(b))
     rss = PeakRss(p.pid)
     s = _wait(lambda: (lambda s: s if s.get("messages", 0) >= messages else None)(
         ingest_stats.read(data, cid) or {}), 600)
@@ -180,6 +191,11 @@ def run_fleetpulse(b: Broker, messages: int, per: int, work: Path) -> tuple[floa
     assert final["readings"] == messages * per, final
     drop_session(b, cid)
     return s["last_durable_at"] - s["first_message_at"], peak
+
+
+def _env(b: Broker) -> dict[str, str]:
+    user, password = _creds(b, "fleetpulse-ingest")
+    return {**os.environ, "FLEETPULSE_MQTT_USERNAME": user, "FLEETPULSE_MQTT_PASSWORD": password}
 
 
 def _wait(cond, timeout: float):  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,9 @@ async def main(host: str, port: int, client_id: str, messages: int, out: Path) -
             files += 1
             rows = []
 
-    async with aiomqtt.Client(host, port, identifier=client_id, clean_session=False) as c:
+    async with aiomqtt.Client(host, port, identifier=client_id, clean_session=False,
+                              username=os.environ.get("FLEETPULSE_MQTT_USERNAME"),
+                              password=os.environ.get("FLEETPULSE_MQTT_PASSWORD")) as c:
         await c.subscribe("devices/+/telemetry", qos=1)
         async for msg in c.messages:
             if not first:
