@@ -7,8 +7,9 @@ errors meant for people into one line on stderr.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 from rich.console import Console
@@ -39,15 +40,17 @@ def _register_broker(sub: argparse._SubParsersAction) -> None:
 
 def _broker(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
+    # SIGTERM (a service manager) and SIGINT (Ctrl-C, also when started from a script
+    # that ignores it) both stop mosquitto, which runs in a session of its own.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     with Broker(args.port, args.data, args.conf, args.tls_port, args.registry, args.certs) as b:
         console.print(f"mosquitto listening on {b.address} and TLS on port {b.tls_port} "
                       f"(data in {b.data_dir}); Ctrl-C stops it\n"
                       f"accounts: {b.registry.dir} (add devices with `fleetpulse devices add "
                       f"ID --registry {b.registry.dir}`); CA for devices: {b.certs / 'ca.crt'}")
-        try:
-            while b.proc is not None and b.proc.poll() is None:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
+        while b.proc is not None and b.proc.poll() is None and not stop.wait(0.5):
             pass
         if b.proc is not None and b.proc.poll() not in (None, 0):
             raise UserError(f"mosquitto exited with {b.proc.returncode}: see {b.data_dir}")

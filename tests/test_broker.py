@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import getpass
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,3 +49,31 @@ def test_stop_ends_the_process_and_keeps_persistence(tmp_path: Path) -> None:
     b.stop()
     assert proc is not None and proc.poll() == 0
     assert (tmp_path / "mosquitto.db").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_broker_command_stops_mosquitto_on_signal(tmp_path: Path, sig: int) -> None:
+    port = free_port()
+    p = subprocess.Popen([sys.executable, "-m", "fleetpulse.gateway.cli", "broker", "--port",
+                          str(port), "--tls-port", str(free_port()), "--data", str(tmp_path)],
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "registry" / "broker.pid").exists():
+        assert time.monotonic() < deadline and p.poll() is None, p.stderr
+        time.sleep(0.05)
+    mosquitto_pid = int((tmp_path / "registry" / "broker.pid").read_text())
+    while not _accepts(port):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    p.send_signal(sig)
+    assert p.wait(20) == 0
+    with pytest.raises(ProcessLookupError):  # no mosquitto left behind
+        os.kill(mosquitto_pid, 0)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
