@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,12 +19,14 @@ if TYPE_CHECKING:
 
 SUMMARY_QUERIES = {
     "Daily active devices and temperature": """
-        SELECT d.day, d.active_devices, t.median_temperature_c, t.readings
-        FROM daily_active_devices d FULL JOIN daily_temperature t USING (day)
+        SELECT coalesce(d.day, t.day) AS day, d.dau AS active_devices,
+               round(t.median_temperature_c, 2) AS median_temperature_c, t.readings
+        FROM active_devices() d FULL JOIN daily_temperature() t USING (day)
         ORDER BY day""",
     "Feature adoption (share of active devices that used each feature)": """
-        SELECT feature, devices, round(100 * share_of_active, 1) AS pct_of_active, uses
-        FROM feature_adoption ORDER BY devices DESC, feature""",
+        SELECT feature, devices, round(100 * share_of_active, 1) AS pct_of_active,
+               uses_per_device
+        FROM feature_adoption() ORDER BY devices DESC, feature""",
 }
 
 
@@ -36,10 +39,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.set_defaults(func=_sql)
 
-    p = sub.add_parser("metrics", help="print the product metrics",
-                       description="Daily active devices, feature adoption and daily "
-                                   "median temperature.")
+    p = sub.add_parser("metrics", help="print product metrics (--list shows them all)",
+                       description="Without NAME: daily active devices, feature adoption "
+                                   "and daily median temperature. With NAME: that metric. "
+                                   "Every metric is also a SQL table macro of that name.")
     config.add_data_arg(p)
+    p.add_argument("name", nargs="?", help="metric name (see --list), or 'experiment'")
+    p.add_argument("--list", action="store_true", help="list the metrics, one line each")
+    p.add_argument("--since", type=date.fromisoformat, help="first UTC day (YYYY-MM-DD)")
+    p.add_argument("--until", type=date.fromisoformat, help="last UTC day (YYYY-MM-DD)")
+    p.add_argument("--by", choices=("fw", "hw"), help="break down by firmware or hardware")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="another parameter of the metric, e.g. --param step2=session_start")
+    p.add_argument("--key", help="experiment: the experiment key")
+    p.add_argument("--feature", default="eco_mode", help="experiment: the feature whose use "
+                   "is compared (default %(default)s)")
+    p.add_argument("--share-b", type=float, default=0.5,
+                   help="experiment: planned share of variant B (default %(default)s)")
+    p.add_argument("--min-sample", type=int, default=100,
+                   help="experiment: devices per variant below which there is no verdict "
+                        "(default %(default)s)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.set_defaults(func=_metrics)
 
     p = sub.add_parser("catalog", help="write a DuckDB file of views for BI tools",
@@ -84,7 +104,88 @@ def print_metrics(data_dir: str | Path, console: Console | None = None) -> None:
 
 
 def _metrics(args: argparse.Namespace) -> int:
-    print_metrics(args.data)
+    from .dataset import metric_catalog
+
+    catalog = {m.name: m for m in metric_catalog()}
+    if args.list:
+        for m in catalog.values():
+            Console(highlight=False).print(f"[bold]{m.name:24s}[/] {m.description}")
+        Console(highlight=False).print(f"[bold]{'experiment':24s}[/] A/B verdict for --key: "
+                                       "lift, 95% interval, p-values, sample-ratio check")
+        return 0
+    if args.name is None:
+        print_metrics(args.data)
+        return 0
+    if args.name == "experiment":
+        return _experiment(args)
+    if args.name not in catalog:
+        raise UserError(f"no metric {args.name!r}: `fleetpulse metrics --list` shows them")
+    metric = catalog[args.name]
+    params: dict[str, str] = {}
+    if args.since:
+        params["since"] = f"DATE '{args.since}'"
+    if args.until:
+        params["until"] = f"DATE '{args.until}'"
+    if args.by:
+        params["segment_by"] = f"'{args.by}'"
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--param {item!r} is not NAME=VALUE")
+        params[name] = value if value.replace(".", "", 1).isdigit() else _quote(value)
+    unknown = set(params) - set(metric.parameters)
+    if unknown:
+        raise UserError(f"{args.name} takes no {', '.join(sorted(unknown))}: its parameters "
+                        f"are {', '.join(metric.parameters)}")
+    sql = f"SELECT * FROM {args.name}({', '.join(f'{k} := {v}' for k, v in params.items())})"
+    import duckdb
+
+    from .dataset import query
+    from .show import print_result
+
+    con = open_dataset(args.data)
+    try:
+        result = query(con, sql)
+    except duckdb.Error as e:
+        raise UserError(f"{args.name} failed: {str(e).splitlines()[0]}") from None
+    print_result(result, args.format, title=metric.description)
+    return 0
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .dataset import query
+    from .experiments import analyze
+
+    if not args.key:
+        raise UserError("experiment needs --key (the experiment key devices were assigned by)")
+    con = open_dataset(args.data)
+    params = [f"{_quote(args.key)}", f"feature_name := {_quote(args.feature)}",
+              f"share_b := {args.share_b}"]
+    if args.since:
+        params.append(f"since := DATE '{args.since}'")
+    if args.until:
+        params.append(f"until := DATE '{args.until}'")
+    rows = query(con, "SELECT variant, uses, converted FROM experiment_exposure("
+                      + ", ".join(params) + ")").rows
+    r = analyze([(v, int(u), bool(c)) for v, u, c in rows], args.share_b, args.min_sample)
+    console = Console()
+    console.print(f"experiment [bold]{args.key}[/], feature [bold]{args.feature}[/]: exposed "
+                  f"A={r['exposed']['A']} B={r['exposed']['B']}, sample-ratio check "
+                  f"p={r['srm_p_value']:.3f}")
+    if r["comparisons"]:
+        t = Table("metric", "A", "B", "lift (B-A)", "95% interval", "relative", "p-value")
+        for c in r["comparisons"]:
+            rel = f"{100 * c.relative_lift:+.1f}%" if c.relative_lift is not None else ""
+            t.add_row(c.metric, f"{c.a:.4f}", f"{c.b:.4f}", f"{c.lift:+.4f}",
+                      f"[{c.lift_low:+.4f}, {c.lift_high:+.4f}]", rel, f"{c.p_value:.4f}")
+        console.print(t)
+    console.print(f"verdict: {r['verdict']}")
     return 0
 
 
@@ -93,6 +194,7 @@ def _catalog(args: argparse.Namespace) -> int:
 
     config.require_dataset(args.data)
     names = write_catalog(args.data, args.out)
-    Console().print(f"wrote {args.out} with {len(names)} views: {', '.join(names)}\n"
+    Console().print(f"wrote {args.out} with {len(names)} views and metrics: "
+                    f"{', '.join(names)}\n"
                     f"open it read-only: duckdb -readonly {args.out.resolve()}")
     return 0

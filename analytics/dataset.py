@@ -84,7 +84,42 @@ def view_statements(store: Store, raw_views: bool = True) -> list[str]:
     stmts.append("CREATE OR REPLACE VIEW presence AS SELECT * FROM presence_raw")
     usage = ", ".join(_sql_str(e) for e in USAGE_EVENTS)
     stmts += _statements(METRICS_SQL.read_text().replace("{usage_events}", usage))
-    return stmts
+    return stmts + _comments()
+
+
+@dataclass
+class Metric:
+    name: str
+    description: str
+    parameters: list[str]
+
+
+def metric_catalog() -> list[Metric]:
+    """The metrics metrics.sql declares with '-- metric: NAME: description' lines."""
+    out = []
+    lines = METRICS_SQL.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("-- metric: "):
+            name, description = line.removeprefix("-- metric: ").split(": ", 1)
+            params = _macro_params(lines[i + 1:], name)
+            out.append(Metric(name, description, params))
+    return out
+
+
+def _macro_params(lines: list[str], name: str) -> list[str]:
+    head = ""
+    for line in lines:
+        head += " " + line.strip()
+        if ") AS TABLE" in head or ")\n" in head or " AS TABLE" in head:
+            break
+    inside = head.split(f"MACRO {name}(", 1)[1].rsplit(")", 1)[0]
+    return [p.split(":=")[0].strip() for p in inside.split(",") if p.strip()]
+
+
+def _comments() -> list[str]:
+    """COMMENT ON statements, so BI tools show what each metric means."""
+    return [f"COMMENT ON MACRO TABLE {m.name} IS {_sql_str(m.description)}"
+            for m in metric_catalog()]
 
 
 def _statements(text: str) -> list[str]:
@@ -180,7 +215,8 @@ def connect(data: str | Path | Store, database: str = ":memory:") -> duckdb.Duck
 
 
 def write_catalog(data: str | Path, out: Path) -> list[str]:
-    """A DuckDB file holding only views over absolute paths; return the view names."""
+    """A DuckDB file holding only views and macros over absolute paths; return their
+    names (views first)."""
     store = Store(data)
     out = out.resolve()
     tmp = out.with_name(out.name + ".tmp")
@@ -188,6 +224,9 @@ def write_catalog(data: str | Path, out: Path) -> list[str]:
     con = connect(store, str(tmp)) if store.local else _remote_catalog(store, tmp)
     names = [r[0] for r in con.execute(
         "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY view_name").fetchall()]
+    names += [f"{r[0]}()" for r in con.execute(
+        "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = "
+        "'table_macro' AND NOT internal ORDER BY function_name").fetchall()]
     con.close()
     tmp.replace(out)
     return names

@@ -1,7 +1,12 @@
 -- Product metrics over the deduplicated `readings` and `events` views.
--- Days are UTC dates (the `date` partition column), whatever the client's time zone.
--- Each view starts with a comment line "-- name: one-line description" used by
--- `fleetpulse metrics --list`.
+--
+-- Days are UTC dates (the `date` partition column), whatever the client's time zone;
+-- weeks start on Monday. Every metric is a table macro with named parameters
+--   since := DATE, until := DATE   (inclusive; default: everything)
+--   segment_by := 'all' | 'fw' | 'hw'   (firmware version or hardware model)
+-- e.g. SELECT * FROM active_devices(since := DATE '2026-01-01', segment_by := 'fw').
+-- A metric is declared by a line "-- metric: NAME: description" before its macro;
+-- `fleetpulse metrics --list` and the catalog's comments come from those lines.
 
 -- usage_events: events a person caused (the contract's usage events)
 CREATE OR REPLACE VIEW usage_events AS
@@ -9,7 +14,7 @@ SELECT * FROM events WHERE event IN ({usage_events});
 
 -- devices: every device seen, its latest firmware and hardware, and its connection state
 -- status: online/offline from the gateway's presence service, unknown without it.
--- last_seen: now while online; when it went offline; else the time of its last record.
+-- last_seen: now while online, when it went offline, else the time of its last record.
 -- A state learned only from a retained message gives no time: nothing is invented.
 CREATE OR REPLACE VIEW devices AS
 WITH seen AS (
@@ -39,38 +44,349 @@ SELECT coalesce(t.device_id, s.device_id) AS device_id,
        coalesce(t.records, 0) AS records
 FROM telemetry t FULL JOIN state s USING (device_id);
 
--- daily_active_devices: devices with at least one usage event, per UTC day
-CREATE OR REPLACE VIEW daily_active_devices AS
-SELECT date AS day, count(DISTINCT device_id) AS active_devices
-FROM usage_events GROUP BY date;
+-- device_days: one row per device and UTC day on which it sent anything. fw and hw are
+-- those of its last record that day (a device updated mid-day counts on the new
+-- version); active means it sent at least one usage event that day.
+CREATE OR REPLACE VIEW device_days AS
+WITH recs AS (
+    SELECT device_id, date, ts, fw, hw FROM readings
+    UNION ALL
+    SELECT device_id, date, ts, fw, hw FROM events
+),
+per_day AS (
+    SELECT device_id, date AS day, arg_max(fw, ts) AS fw, arg_max(hw, ts) AS hw,
+           count(*) AS records
+    FROM recs GROUP BY device_id, date
+),
+use AS (
+    SELECT device_id, date AS day, count(*) AS usage_events
+    FROM usage_events GROUP BY device_id, date
+)
+SELECT p.*, coalesce(u.usage_events, 0) AS usage_events, u.usage_events IS NOT NULL AS active
+FROM per_day p LEFT JOIN use u USING (device_id, day);
 
--- feature_usage_daily: per day and feature, devices that used it, uses, share of active devices
-CREATE OR REPLACE VIEW feature_usage_daily AS
-SELECT u.date AS day,
-       u.feature,
+-- activations: a device is activated on the first day it sent anything; its cohort
+-- is that day's week.
+CREATE OR REPLACE VIEW activations AS
+SELECT device_id, min(day) AS activation_day, date_trunc('week', min(day))::DATE AS cohort_week
+FROM device_days GROUP BY device_id;
+
+CREATE OR REPLACE MACRO segment_of(segment_by, fw, hw) AS
+    CASE segment_by WHEN 'fw' THEN fw WHEN 'hw' THEN hw ELSE 'all' END;
+
+-- metric: active_devices: DAU, WAU and MAU (rolling 7 and 30 days) and stickiness (DAU/MAU) per day
+CREATE OR REPLACE MACRO active_devices(since := DATE '1970-01-01', until := DATE '2999-12-31',
+                                       segment_by := 'all') AS TABLE
+WITH act AS (
+    SELECT device_id, day, segment_of(segment_by, fw, hw) AS segment
+    FROM device_days WHERE active
+),
+days AS (SELECT DISTINCT day FROM device_days WHERE day BETWEEN since AND until),
+segments AS (SELECT DISTINCT segment FROM act),
+windowed AS (
+    SELECT d.day, s.segment, a.device_id, a.day AS active_day
+    FROM days d CROSS JOIN segments s
+    LEFT JOIN act a ON a.segment = s.segment AND a.day BETWEEN d.day - 29 AND d.day
+)
+SELECT day, segment,
+       count(DISTINCT device_id) FILTER (WHERE active_day = day) AS dau,
+       count(DISTINCT device_id) FILTER (WHERE active_day > day - 7) AS wau,
+       count(DISTINCT device_id) AS mau,
+       round(count(DISTINCT device_id) FILTER (WHERE active_day = day)
+             / nullif(count(DISTINCT device_id), 0), 4) AS stickiness
+FROM windowed GROUP BY day, segment ORDER BY day, segment;
+
+-- metric: active_days_per_week: how many devices were active on 1, 2, ... 7 days of each week
+CREATE OR REPLACE MACRO active_days_per_week(since := DATE '1970-01-01',
+                                             until := DATE '2999-12-31',
+                                             segment_by := 'all') AS TABLE
+WITH per_device AS (
+    SELECT date_trunc('week', day)::DATE AS week, device_id,
+           arg_max(segment_of(segment_by, fw, hw), day) AS segment, count(*) AS active_days
+    FROM device_days WHERE active AND day BETWEEN since AND until
+    GROUP BY ALL
+)
+SELECT week, segment, active_days, count(*) AS devices
+FROM per_device GROUP BY ALL ORDER BY week, segment, active_days;
+
+-- metric: lifecycle: new, returning, resurrecting and dormant devices per week
+CREATE OR REPLACE MACRO lifecycle(since := DATE '1970-01-01', until := DATE '2999-12-31')
+    AS TABLE
+WITH active_weeks AS (
+    SELECT DISTINCT device_id, date_trunc('week', day)::DATE AS week
+    FROM device_days WHERE active
+),
+first_week AS (SELECT device_id, min(week) AS first_week FROM active_weeks GROUP BY ALL),
+weeks AS (SELECT DISTINCT date_trunc('week', day)::DATE AS week FROM device_days),
+grid AS (
+    SELECT w.week, f.device_id, f.first_week,
+           EXISTS (SELECT 1 FROM active_weeks a WHERE a.device_id = f.device_id
+                   AND a.week = w.week) AS now_active,
+           EXISTS (SELECT 1 FROM active_weeks a WHERE a.device_id = f.device_id
+                   AND a.week = w.week - 7) AS before_active
+    FROM weeks w JOIN first_week f ON w.week >= f.first_week
+)
+SELECT week,
+       count(*) FILTER (WHERE week = first_week) AS new,
+       count(*) FILTER (WHERE now_active AND before_active) AS returning,
+       count(*) FILTER (WHERE now_active AND NOT before_active AND week > first_week)
+           AS resurrecting,
+       count(*) FILTER (WHERE NOT now_active AND before_active) AS dormant
+FROM grid WHERE week BETWEEN date_trunc('week', since) AND until
+GROUP BY week ORDER BY week;
+
+-- metric: retention: cohorts by activation week x weeks since activation, active in week N and in week N or later
+CREATE OR REPLACE MACRO retention(since := DATE '1970-01-01', until := DATE '2999-12-31')
+    AS TABLE
+WITH cohort AS (
+    SELECT device_id, cohort_week FROM activations
+    WHERE activation_day BETWEEN since AND until
+),
+active_weeks AS (
+    SELECT DISTINCT device_id, date_trunc('week', day)::DATE AS week
+    FROM device_days WHERE active
+),
+last_week AS (SELECT max(date_trunc('week', day))::DATE AS w FROM device_days),
+sizes AS (SELECT cohort_week, count(*) AS cohort_size FROM cohort GROUP BY ALL),
+-- a cohort only has the columns it has reached
+grid AS (
+    SELECT s.cohort_week, s.cohort_size, n.range AS weeks_since
+    FROM sizes s, range(0, 105) n, last_week l
+    WHERE s.cohort_week + (7 * n.range)::INTEGER <= l.w
+),
+hits AS (
+    SELECT c.cohort_week, c.device_id, ((a.week - c.cohort_week) / 7)::INTEGER AS weeks_since
+    FROM cohort c JOIN active_weeks a USING (device_id)
+)
+SELECT g.cohort_week, g.cohort_size, g.weeks_since,
+       count(DISTINCT h.device_id) FILTER (WHERE h.weeks_since = g.weeks_since)
+           AS active_in_week,
+       count(DISTINCT h.device_id) FILTER (WHERE h.weeks_since >= g.weeks_since)
+           AS active_in_or_after,
+       round(count(DISTINCT h.device_id) FILTER (WHERE h.weeks_since = g.weeks_since)
+             / g.cohort_size, 4) AS retention,
+       round(count(DISTINCT h.device_id) FILTER (WHERE h.weeks_since >= g.weeks_since)
+             / g.cohort_size, 4) AS unbounded_retention
+FROM grid g LEFT JOIN hits h USING (cohort_week)
+GROUP BY g.cohort_week, g.cohort_size, g.weeks_since ORDER BY g.cohort_week, g.weeks_since;
+
+-- metric: feature_adoption: per feature, devices that used it, share of active devices, days from activation to first use, uses per device
+CREATE OR REPLACE MACRO feature_adoption(since := DATE '1970-01-01',
+                                         until := DATE '2999-12-31',
+                                         segment_by := 'all') AS TABLE
+WITH uses AS (
+    SELECT device_id, feature, date, ts, segment_of(segment_by, fw, hw) AS segment
+    FROM usage_events
+    WHERE event = 'feature_used' AND date BETWEEN since AND until
+),
+active AS (
+    SELECT segment_of(segment_by, fw, hw) AS segment, count(DISTINCT device_id) AS n
+    FROM device_days WHERE active AND day BETWEEN since AND until GROUP BY ALL
+),
+per_device AS (
+    SELECT u.segment, u.feature, u.device_id, min(u.date) AS first_use, count(*) AS uses,
+           count(DISTINCT u.date) AS days_used
+    FROM uses u GROUP BY ALL
+)
+SELECT p.feature, p.segment,
+       count(*) AS devices,
+       round(count(*) / any_value(a.n), 4) AS share_of_active,
+       median(p.first_use - act.activation_day) AS median_days_to_first_use,
+       round(avg(p.uses), 2) AS uses_per_device,
+       round(sum(p.uses) / sum(p.days_used), 2) AS uses_per_day_used
+FROM per_device p
+JOIN active a USING (segment)
+JOIN activations act USING (device_id)
+GROUP BY p.feature, p.segment ORDER BY p.segment, devices DESC, p.feature;
+
+-- metric: feature_usage_daily: per day and feature, devices that used it, uses, share of active devices
+CREATE OR REPLACE MACRO feature_usage_daily(since := DATE '1970-01-01',
+                                            until := DATE '2999-12-31') AS TABLE
+WITH dau AS (SELECT day, count(*) AS active_devices FROM device_days WHERE active GROUP BY day)
+SELECT u.date AS day, u.feature,
        count(DISTINCT u.device_id) AS devices,
        count(*) AS uses,
-       count(DISTINCT u.device_id) / any_value(d.active_devices) AS share_of_active
-FROM usage_events u JOIN daily_active_devices d ON d.day = u.date
-WHERE u.event = 'feature_used'
-GROUP BY u.date, u.feature;
+       round(count(DISTINCT u.device_id) / any_value(d.active_devices), 4) AS share_of_active
+FROM usage_events u JOIN dau d ON d.day = u.date
+WHERE u.event = 'feature_used' AND u.date BETWEEN since AND until
+GROUP BY u.date, u.feature ORDER BY day, u.feature;
 
--- feature_adoption: share of all active devices in the dataset that ever used each feature
-CREATE OR REPLACE VIEW feature_adoption AS
-SELECT feature,
+-- metric: funnel: devices reaching each of three ordered steps within a window (days) from step 1, and median minutes between steps
+CREATE OR REPLACE MACRO funnel(step1 := 'power_on', step2 := 'session_start',
+                               step3 := 'feature_used', window_days := 14,
+                               since := DATE '1970-01-01', until := DATE '2999-12-31') AS TABLE
+-- a step is an event name, or feature_used:<feature> for one feature
+WITH ev AS (
+    SELECT device_id, ts, event,
+           CASE WHEN event = 'feature_used' THEN 'feature_used:' || feature END AS feature_key
+    FROM events WHERE date BETWEEN since AND until
+),
+s1 AS (
+    SELECT device_id, min(ts) AS t1 FROM ev
+    WHERE event = step1 OR feature_key = step1 GROUP BY device_id
+),
+s2 AS (
+    SELECT s1.device_id, s1.t1, min(ev.ts) AS t2
+    FROM s1 JOIN ev ON ev.device_id = s1.device_id
+        AND (ev.event = step2 OR ev.feature_key = step2)
+        AND ev.ts >= s1.t1 AND ev.ts <= s1.t1 + to_days(CAST(window_days AS INTEGER))
+    GROUP BY s1.device_id, s1.t1
+),
+s3 AS (
+    SELECT s2.device_id, s2.t2, min(ev.ts) AS t3
+    FROM s2 JOIN ev ON ev.device_id = s2.device_id
+        AND (ev.event = step3 OR ev.feature_key = step3)
+        AND ev.ts >= s2.t2 AND ev.ts <= s2.t1 + to_days(CAST(window_days AS INTEGER))
+    GROUP BY s2.device_id, s2.t2
+)
+SELECT 1 AS step, step1 AS name, count(*) AS devices,
+       NULL::DOUBLE AS median_minutes_from_previous FROM s1
+UNION ALL
+SELECT 2, step2, count(*), median(epoch(t2 - t1) / 60) FROM s2
+UNION ALL
+SELECT 3, step3, count(*), median(epoch(t3 - t2) / 60) FROM s3
+ORDER BY step;
+
+-- metric: sessions: usage sessions (a gap of 30 minutes ends one, none lasts over 24 h) per device-day and their length
+CREATE OR REPLACE MACRO sessions(since := DATE '1970-01-01', until := DATE '2999-12-31',
+                                 segment_by := 'all') AS TABLE
+WITH u AS (
+    SELECT device_id, ts, segment_of(segment_by, fw, hw) AS segment FROM usage_events
+),
+gaps AS (
+    SELECT *, CASE WHEN ts - lag(ts) OVER w <= INTERVAL 30 MINUTE THEN 0 ELSE 1 END AS starts
+    FROM u WINDOW w AS (PARTITION BY device_id ORDER BY ts)
+),
+numbered AS (
+    SELECT *, sum(starts) OVER (PARTITION BY device_id ORDER BY ts) AS run FROM gaps
+),
+runs AS (
+    SELECT *, min(ts) OVER (PARTITION BY device_id, run) AS run_start FROM numbered
+),
+-- a run of events longer than 24 h is cut into sessions of at most 24 h
+sess AS (
+    SELECT device_id, run, floor(epoch(ts - run_start) / 86400)::INTEGER AS part,
+           min(ts) AS started, max(ts) AS ended, arg_min(segment, ts) AS segment
+    FROM runs GROUP BY ALL
+)
+SELECT started::DATE AS day, segment,
        count(DISTINCT device_id) AS devices,
-       count(DISTINCT device_id) / (SELECT count(DISTINCT device_id) FROM usage_events)
-           AS share_of_active,
-       count(*) AS uses
-FROM usage_events WHERE event = 'feature_used'
-GROUP BY feature;
+       count(*) AS sessions,
+       round(count(*) / count(DISTINCT device_id), 3) AS sessions_per_device_day,
+       round(median(epoch(ended - started) / 60), 2) AS median_minutes,
+       round(avg(epoch(ended - started) / 60), 2) AS mean_minutes
+FROM sess WHERE started::DATE BETWEEN since AND until
+GROUP BY ALL ORDER BY day, segment;
 
--- daily_temperature: median and spread of reported temperature per UTC day
-CREATE OR REPLACE VIEW daily_temperature AS
+-- metric: firmware_rollout: per day, active devices on each firmware version and their share
+CREATE OR REPLACE MACRO firmware_rollout(since := DATE '1970-01-01',
+                                         until := DATE '2999-12-31') AS TABLE
+SELECT day, fw, count(*) AS devices,
+       round(count(*) / sum(count(*)) OVER (PARTITION BY day), 4) AS share
+FROM device_days WHERE active AND day BETWEEN since AND until
+GROUP BY day, fw ORDER BY day, fw;
+
+-- metric: fleet_health: crash-free devices, reboots per device-day, connectivity from heartbeats and records dropped, by firmware (default)
+CREATE OR REPLACE MACRO fleet_health(since := DATE '1970-01-01', until := DATE '2999-12-31',
+                                     segment_by := 'fw') AS TABLE
+-- a crash is an error event or a power_on whose reset_cause says it was not planned
+WITH ev AS (
+    SELECT device_id, segment_of(segment_by, fw, hw) AS segment, event, reset_cause,
+           records_dropped
+    FROM events WHERE date BETWEEN since AND until
+),
+days AS (
+    SELECT segment_of(segment_by, fw, hw) AS segment, device_id, count(*) AS device_days
+    FROM device_days WHERE day BETWEEN since AND until GROUP BY ALL
+),
+per_device AS (
+    SELECT d.segment, d.device_id, d.device_days,
+           count(e.event) FILTER (WHERE e.event = 'error' OR (e.event = 'power_on'
+               AND e.reset_cause IN ('panic', 'watchdog', 'brownout', 'exception')))
+               AS crashes,
+           count(e.event) FILTER (WHERE e.event = 'power_on') AS reboots,
+           count(e.event) FILTER (WHERE e.event = 'heartbeat') AS heartbeats,
+           coalesce(sum(e.records_dropped), 0) AS records_dropped
+    FROM days d LEFT JOIN ev e USING (segment, device_id)
+    GROUP BY ALL
+)
+SELECT segment,
+       count(*) AS devices,
+       count(*) FILTER (WHERE crashes = 0) AS crash_free_devices,
+       round(count(*) FILTER (WHERE crashes = 0) / count(*), 4) AS crash_free_share,
+       sum(crashes) AS crashes,
+       round(sum(reboots) / sum(device_days), 4) AS reboots_per_device_day,
+       round(sum(heartbeats) / (24 * sum(device_days)), 4) AS connectivity,
+       sum(records_dropped) AS records_dropped
+FROM per_device GROUP BY segment ORDER BY segment;
+
+-- metric: usage_by_environment: usage events per device-hour in each temperature band (2 degC) and humidity band (10 %)
+CREATE OR REPLACE MACRO usage_by_environment(since := DATE '1970-01-01',
+                                             until := DATE '2999-12-31') AS TABLE
+WITH hours AS (
+    SELECT device_id, date_trunc('hour', ts) AS hour, avg(temperature_c) AS t,
+           avg(humidity_pct) AS h
+    FROM readings WHERE date BETWEEN since AND until GROUP BY ALL
+),
+use AS (
+    SELECT device_id, date_trunc('hour', ts) AS hour, count(*) AS n
+    FROM usage_events WHERE date BETWEEN since AND until GROUP BY ALL
+),
+banded AS (
+    SELECT (floor(t / 2) * 2)::INTEGER AS temp_from_c, (floor(h / 10) * 10)::INTEGER
+               AS humidity_from_pct, coalesce(u.n, 0) AS n
+    FROM hours LEFT JOIN use u USING (device_id, hour)
+)
+SELECT temp_from_c, temp_from_c + 2 AS temp_to_c, humidity_from_pct,
+       humidity_from_pct + 10 AS humidity_to_pct, count(*) AS device_hours,
+       sum(n) AS usage_events, round(sum(n) / count(*), 4) AS usage_per_device_hour
+FROM banded GROUP BY ALL ORDER BY temp_from_c, humidity_from_pct;
+
+-- metric: readings_by_model: reading distributions (temperature, humidity) per hardware model
+CREATE OR REPLACE MACRO readings_by_model(since := DATE '1970-01-01',
+                                          until := DATE '2999-12-31') AS TABLE
+SELECT hw, count(DISTINCT device_id) AS devices, count(*) AS readings,
+       round(quantile_cont(temperature_c, 0.1), 2) AS p10_temperature_c,
+       round(median(temperature_c), 2) AS median_temperature_c,
+       round(quantile_cont(temperature_c, 0.9), 2) AS p90_temperature_c,
+       round(median(humidity_pct), 2) AS median_humidity_pct
+FROM readings WHERE date BETWEEN since AND until GROUP BY hw ORDER BY hw;
+
+-- metric: daily_temperature: median and spread of reported temperature per UTC day
+CREATE OR REPLACE MACRO daily_temperature(since := DATE '1970-01-01',
+                                          until := DATE '2999-12-31') AS TABLE
 SELECT date AS day,
        median(temperature_c) AS median_temperature_c,
        quantile_cont(temperature_c, 0.1) AS p10_temperature_c,
        quantile_cont(temperature_c, 0.9) AS p90_temperature_c,
        median(humidity_pct) AS median_humidity_pct,
        count(*) AS readings
-FROM readings GROUP BY date;
+FROM readings WHERE date BETWEEN since AND until GROUP BY date ORDER BY day;
+
+-- experiment_assignment: the variant of every device seen, for experiment `key`.
+-- bucket = first 8 hex digits of sha256("<key>:<device_id>") as an integer, mod 10000;
+-- variant B when bucket < share_b * 10000, else A. Firmware computes the same with
+-- hashlib.sha256 (docs/experiments.md).
+CREATE OR REPLACE MACRO experiment_assignment(key, share_b := 0.5) AS TABLE
+SELECT device_id,
+       ('0x' || left(sha256(key || ':' || device_id), 8))::UBIGINT % 10000 AS bucket,
+       CASE WHEN ('0x' || left(sha256(key || ':' || device_id), 8))::UBIGINT % 10000
+                 < share_b * 10000 THEN 'B' ELSE 'A' END AS variant
+FROM (SELECT DISTINCT device_id FROM device_days);
+
+-- metric: experiment_exposure: per device exposed to experiment `key` (active in the period): variant, whether it used `feature_name`, and how often
+CREATE OR REPLACE MACRO experiment_exposure(key, feature_name := 'eco_mode', share_b := 0.5,
+                                            since := DATE '1970-01-01',
+                                            until := DATE '2999-12-31') AS TABLE
+WITH exposed AS (
+    SELECT DISTINCT device_id FROM device_days WHERE active AND day BETWEEN since AND until
+),
+uses AS (
+    SELECT device_id, count(*) AS uses FROM usage_events
+    WHERE event = 'feature_used' AND feature = feature_name
+      AND date BETWEEN since AND until
+    GROUP BY device_id
+)
+SELECT a.device_id, a.variant, coalesce(u.uses, 0) AS uses, u.uses IS NOT NULL AS converted
+FROM exposed e JOIN experiment_assignment(key, share_b) a USING (device_id)
+LEFT JOIN uses u USING (device_id);

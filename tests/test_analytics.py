@@ -43,7 +43,7 @@ def test_redelivered_message_is_counted_once(tmp_path: Path) -> None:
     con = connect(tmp_path)
     assert con.execute("SELECT count(*) FROM events_raw").fetchone() == (4,)
     assert con.execute("SELECT count(*) FROM events").fetchone() == (2,)
-    assert con.execute("SELECT uses FROM feature_usage_daily").fetchone() == (1,)
+    assert con.execute("SELECT uses FROM feature_usage_daily()").fetchone() == (1,)
 
 
 def test_hand_computed_daily_metrics(tmp_path: Path) -> None:
@@ -60,24 +60,25 @@ def test_hand_computed_daily_metrics(tmp_path: Path) -> None:
         ("b", _env("b", 1, [_use(end_of_day1, "eco")])),
     ])
     con = connect(tmp_path)
-    assert con.execute("SELECT day::VARCHAR, active_devices FROM daily_active_devices "
+    assert con.execute("SELECT day::VARCHAR, dau FROM active_devices() "
                        "ORDER BY day").fetchall() == [("2026-01-01", 2), ("2026-01-02", 2)]
     assert con.execute(
-        "SELECT day::VARCHAR, feature, devices, uses, share_of_active FROM feature_usage_daily "
+        "SELECT day::VARCHAR, feature, devices, uses, share_of_active FROM feature_usage_daily() "
         "ORDER BY day, feature").fetchall() == [
         ("2026-01-01", "eco", 1, 2, 0.5),
         ("2026-01-02", "boost", 1, 1, 0.5),
         ("2026-01-02", "eco", 1, 1, 0.5),
     ]
-    assert con.execute("SELECT feature, devices, share_of_active FROM feature_adoption "
+    assert con.execute("SELECT feature, devices, share_of_active FROM feature_adoption() "
                        "ORDER BY feature").fetchall() == [("boost", 1, 0.5), ("eco", 2, 1.0)]
 
 
 def test_empty_dataset_has_every_view_with_its_columns(tmp_path: Path) -> None:
     con = connect(tmp_path)
-    for view in ("readings", "events", "quarantine", "devices", "daily_active_devices",
-                 "feature_adoption", "daily_temperature"):
-        assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,)
+    for view in ("readings", "events", "quarantine", "devices", "active_devices()",
+                 "feature_adoption()", "daily_temperature()", "retention()", "sessions()",
+                 "fleet_health()", "experiment_exposure('k')"):
+        assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,), view
     cols = [c[0] for c in con.execute("DESCRIBE readings").fetchall()]
     assert cols[:3] == ["device_id", "boot", "seq"] and "date" in cols
 
@@ -97,11 +98,11 @@ def test_catalog_opens_read_only_from_another_directory(tmp_path: Path) -> None:
     _write(data, [("a", _env("a", 0, [_use(T, "eco")]))])
     out = tmp_path / "fleet.duckdb"
     names = write_catalog(data, out)
-    assert {"readings", "events", "devices", "daily_active_devices"} <= set(names)
+    assert {"readings", "events", "devices", "device_days"} <= set(names)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     code = ("import duckdb; c = duckdb.connect('" + str(out) + "', read_only=True); "
-            "print(c.execute('SELECT count(*) FROM daily_active_devices').fetchone()[0])")
+            "print(c.execute('SELECT count(*) FROM active_devices()').fetchone()[0])")
     r = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True,
                        text=True, check=True)
     assert r.stdout.strip() == "1"

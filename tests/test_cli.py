@@ -64,7 +64,7 @@ def test_metrics_prints_the_three_metrics(dataset: Path) -> None:
 
 def test_catalog_command(dataset: Path, tmp_path: Path) -> None:
     r = fleetpulse("catalog", "--data", str(dataset), "--out", str(tmp_path / "f.duckdb"))
-    assert r.returncode == 0 and "daily_active_devices" in r.stdout
+    assert r.returncode == 0 and "device_days" in r.stdout
 
 
 @pytest.mark.parametrize("args, says", [

@@ -50,7 +50,7 @@ def test_daily_active_devices_equal_truth_every_day(fleet_run) -> None:
     truth, data = fleet_run
     con = connect(data)
     got = {str(d): n for d, n in con.execute(
-        "SELECT day, active_devices FROM daily_active_devices").fetchall()}
+        "SELECT day, dau FROM active_devices()").fetchall()}
     want = {d: v["active_devices"] for d, v in truth["days"].items() if v["active_devices"]}
     assert len(want) == 12
     assert got == want
@@ -62,7 +62,7 @@ def test_devices_and_uses_per_feature_equal_truth_every_day(fleet_run) -> None:
     devices: dict[str, dict[str, int]] = {}
     uses: dict[str, dict[str, int]] = {}
     for day, feature, n_dev, n_use in con.execute(
-            "SELECT day, feature, devices, uses FROM feature_usage_daily").fetchall():
+            "SELECT day, feature, devices, uses FROM feature_usage_daily()").fetchall():
         devices.setdefault(str(day), {})[feature] = n_dev
         uses.setdefault(str(day), {})[feature] = n_use
     assert devices == {d: v["devices_per_feature"] for d, v in truth["days"].items()
@@ -74,7 +74,7 @@ def test_devices_and_uses_per_feature_equal_truth_every_day(fleet_run) -> None:
 def test_daily_median_temperature_equals_truth(fleet_run) -> None:
     truth, data = fleet_run
     con = connect(data)
-    got = dict(con.execute("SELECT day::VARCHAR, median_temperature_c FROM daily_temperature"
+    got = dict(con.execute("SELECT day::VARCHAR, median_temperature_c FROM daily_temperature()"
                            ).fetchall())
     want = {d: v["median_temperature_c"] for d, v in truth["days"].items()}
     assert got.keys() == want.keys()

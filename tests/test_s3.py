@@ -76,7 +76,7 @@ def test_ingest_compact_and_query_on_s3(broker, s3, tmp_path) -> None:
     con = connect(s3)
     assert con.execute("SELECT count(*), count(DISTINCT device_id) FROM readings").fetchall() \
         == [(load.records, 50)]
-    assert con.execute("SELECT count(*) FROM daily_active_devices").fetchall() == [(0,)]
+    assert con.execute("SELECT count(*) FROM active_devices()").fetchall() == [(0,)]
     con.close()
 
     done = compact(s3, grace_s=0)
