@@ -127,11 +127,11 @@ grid AS (
     FROM weeks w JOIN first_week f ON w.week >= f.first_week
 )
 SELECT week,
-       count(*) FILTER (WHERE week = first_week) AS new,
-       count(*) FILTER (WHERE now_active AND before_active) AS returning,
+       count(*) FILTER (WHERE week = first_week) AS new_devices,
+       count(*) FILTER (WHERE now_active AND before_active) AS returning_devices,
        count(*) FILTER (WHERE now_active AND NOT before_active AND week > first_week)
-           AS resurrecting,
-       count(*) FILTER (WHERE NOT now_active AND before_active) AS dormant
+           AS resurrecting_devices,
+       count(*) FILTER (WHERE NOT now_active AND before_active) AS dormant_devices
 FROM grid WHERE week BETWEEN date_trunc('week', since) AND until
 GROUP BY week ORDER BY week;
 

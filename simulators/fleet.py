@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from fleetpulse.analytics.assignment import variant
+
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
@@ -28,10 +30,32 @@ FEATURES = {
     "voice_control": 0.06,
 }
 FIRMWARE_OLD, FIRMWARE_NEW = "1.4.0", "1.5.0"
+# Planted truths the analytics tests look for:
+# - an experiment whose variant B raises eco_mode adoption by a known amount,
+
+
+@dataclass(frozen=True)
+class Experiment:
+    key: str = "eco_nudge"
+    feature: str = "eco_mode"
+    share_b: float = 0.5
+    adoption_a: float = 0.70
+    adoption_b: float = 0.85
+
+    @property
+    def effect(self) -> float:
+        return round(self.adoption_b - self.adoption_a, 6)
+
+
+EXPERIMENT = Experiment()
+# - an experiment key nothing depends on (A/A),
+AA_KEY = "aa_check"
+# - a firmware that crashes (error + panic reboot) twenty times as often as the old one.
+CRASHES_PER_HOUR = {FIRMWARE_OLD: 0.0005, FIRMWARE_NEW: 0.01}
 # Relative chance that a usage session starts in each hour of the (UTC) day:
 # a morning and an evening peak, little at night.
 HOURLY_RHYTHM = [1, 1, 1, 1, 1, 2, 5, 9, 8, 4, 3, 3, 4, 3, 3, 3, 4, 6, 9, 10, 9, 6, 3, 2]
-ERROR_CODES = ("E_SENSOR_TIMEOUT", "E_WIFI_AUTH", "E_OVERHEAT")
+ERROR_CODES = ("E_PANIC", "E_WATCHDOG", "E_STACK_OVERFLOW")
 
 
 @dataclass
@@ -42,6 +66,7 @@ class Device:
     use_probability: float
     base_temp_c: float
     features: dict[str, int]  # feature -> first day it may be used
+    variant: str  # in the EXPERIMENT
     churn_day: int | None
     churn_mode: str | None  # "idle" (still reports, unused) or "unplugged" (silent)
     upgrade_day: int | None
@@ -51,6 +76,7 @@ class Device:
     fw: str = FIRMWARE_OLD
     uptime_s: int = 0
     session_hours: set[int] = field(default_factory=set)
+    used: set[str] = field(default_factory=set)  # features used at least once
 
     def plan(self) -> dict[str, Any]:
         return {
@@ -60,21 +86,27 @@ class Device:
             "churn_day": self.churn_day,
             "churn_mode": self.churn_mode,
             "upgrade_day": self.upgrade_day,
+            "variant": self.variant,
         }
 
 
 def make_device(seed: int, index: int, days: int) -> Device:
     rng = random.Random(f"fleetpulse:{seed}:{index}")
+    device_id = f"sim-{index:05d}"
+    group = variant(EXPERIMENT.key, device_id, EXPERIMENT.share_b)
+    shares = dict(FEATURES)
+    shares[EXPERIMENT.feature] = EXPERIMENT.adoption_b if group == "B" else EXPERIMENT.adoption_a
     hw = rng.choices(list(HARDWARE), weights=list(HARDWARE.values()))[0]
     activation = min(days - 1, int(rng.random() ** 1.6 * days * 0.8))
     features = {
-        f: activation + rng.randint(0, 7) for f, share in FEATURES.items() if rng.random() < share
+        f: activation + rng.randint(0, 7) for f, share in shares.items() if rng.random() < share
     }
     churn_day = activation + rng.randint(3, max(3, 2 * days)) if rng.random() < 0.3 else None
     churn_mode = rng.choice(("idle", "unplugged")) if churn_day is not None else None
     upgrade_day = rng.randint(days // 3, days + days // 2)
     return Device(
-        device_id=f"sim-{index:05d}",
+        device_id=device_id,
+        variant=group,
         hw=hw,
         activation_day=activation,
         use_probability=rng.uniform(0.45, 0.95),
@@ -153,11 +185,16 @@ def _device_hour(d: Device, day: int, hour: int, t0: int) -> dict[str, Any] | No
         })
     if hour in d.session_hours:
         records.extend(_session(d, day, t0))
-    if rng.random() < 0.002:
-        records.append({
-            "t": t0 + rng.randint(0, 59) * 60_000, "type": "event", "event": "error",
-            "code": rng.choice(ERROR_CODES),
-        })
+    if rng.random() < CRASHES_PER_HOUR[d.fw]:
+        # A crash: the error, then the reboot it causes (a new boot, seq from 0).
+        at = t0 + rng.randint(0, 58) * 60_000
+        records.append({"t": at, "type": "event", "event": "error",
+                        "code": rng.choice(ERROR_CODES)})
+        records.append({"t": at + 30_000, "type": "event", "event": "power_on",
+                        "reset_cause": "panic"})
+        d.boot += 1
+        d.seq = 0
+        d.uptime_s = 0
     d.uptime_s += 3600
     records.append({
         "t": t0 + 59 * 60_000 + 30_000, "type": "event", "event": "heartbeat",
@@ -174,7 +211,9 @@ def _session(d: Device, day: int, t0: int) -> list[dict[str, Any]]:
         {"t": t0 + minute * 60_000, "type": "event", "event": "session_start"}
     ]
     for feature, first_day in d.features.items():
-        if day >= first_day and rng.random() < 0.6:
+        # an adopted feature is used in the first session it is available, then often
+        if day >= first_day and (feature not in d.used or rng.random() < 0.6):
+            d.used.add(feature)
             for _ in range(rng.randint(1, 3)):
                 minute = min(58, minute + rng.randint(0, 4))
                 out.append({"t": t0 + minute * 60_000 + 1, "type": "event",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fleetpulse.ingest.contract import TELEMETRY_TOPIC
 
 from .cli import DEFAULT_START
-from .fleet import Fleet
+from .fleet import (
+    AA_KEY,
+    CRASHES_PER_HOUR,
+    EXPERIMENT,
+    FIRMWARE_NEW,
+    FIRMWARE_OLD,
+    Fleet,
+)
 from .publisher import Publisher
 from .truth import Truth
 
@@ -58,6 +66,12 @@ def simulate(
         pub.close()
     meta = {
         "seed": seed, "devices": devices, "days_simulated": days, "start": start.isoformat(),
+        "planted": {
+            "experiment": {**asdict(EXPERIMENT), "effect": EXPERIMENT.effect},
+            "aa_key": AA_KEY,
+            "crashes_per_hour": CRASHES_PER_HOUR,
+            "firmware_rollout": [FIRMWARE_OLD, FIRMWARE_NEW],
+        },
         "plan": {d.device_id: d.plan() for d in fleet.devices},
     }
     if truth_path is not None:

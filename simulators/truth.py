@@ -1,7 +1,11 @@
 """Ground truth of what a simulated fleet published, counted from the envelopes sent.
 
 It is computed from the very records that went out, not from the fleet's intentions,
-so a test comparing it with analytics checks the pipeline, not the model.
+and by plain Python rather than SQL, so a test comparing it with the analytics views
+checks the pipeline and the metric definitions, not the model. The definitions
+mirror analytics/metrics.sql: a device-day's firmware is that of its last record that
+day; a device is active on a day with a usage event; weeks start on Monday; a device
+is activated on the first day it sent anything.
 """
 
 from __future__ import annotations
@@ -9,17 +13,22 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from fleetpulse.ingest.contract import USAGE_EVENTS
 
 _USAGE = frozenset(USAGE_EVENTS)
+CRASH_RESET_CAUSES = frozenset({"panic", "watchdog", "brownout", "exception"})
 
 
-def _date(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
+def _day(ms: int) -> date:
+    return datetime.fromtimestamp(ms / 1000, UTC).date()
+
+
+def _week(d: date) -> date:
+    return d - timedelta(days=d.weekday())
 
 
 class Truth:
@@ -28,32 +37,128 @@ class Truth:
         self.records = 0
         self.readings = 0
         self.events: Counter[str] = Counter()
-        self._active: dict[str, set[str]] = defaultdict(set)
-        self._feature_devices: dict[str, dict[str, set[str]]] = defaultdict(
+        self._active: dict[date, set[str]] = defaultdict(set)
+        self._feature_devices: dict[date, dict[str, set[str]]] = defaultdict(
             lambda: defaultdict(set)
         )
-        self._feature_events: dict[str, Counter[str]] = defaultdict(Counter)
-        self._temps: dict[str, list[float]] = defaultdict(list)
+        self._feature_events: dict[date, Counter[str]] = defaultdict(Counter)
+        self._temps: dict[date, list[float]] = defaultdict(list)
+        self._day_fw: dict[tuple[str, date], tuple[int, str]] = {}
+        self._crashed: dict[str, set[str]] = defaultdict(set)  # fw -> devices
 
     def add(self, env: dict[str, Any]) -> None:
         self.messages += 1
         dev = env["device_id"]
+        fw = env["fw"]
         for r in env["records"]:
             self.records += 1
-            day = _date(r["t"])
+            day = _day(r["t"])
+            last = self._day_fw.get((dev, day))
+            if last is None or r["t"] >= last[0]:
+                self._day_fw[(dev, day)] = (r["t"], fw)
             if r["type"] == "reading":
                 self.readings += 1
                 self._temps[day].append(r["temperature_c"])
                 continue
-            self.events[r["event"]] += 1
-            if r["event"] in _USAGE:
+            name = r["event"]
+            self.events[name] += 1
+            if name in _USAGE:
                 self._active[day].add(dev)
-            if r["event"] == "feature_used":
+            if name == "feature_used":
                 self._feature_devices[day][r["feature"]].add(dev)
                 self._feature_events[day][r["feature"]] += 1
+            if name == "error" or (name == "power_on"
+                                   and r.get("reset_cause") in CRASH_RESET_CAUSES):
+                self._crashed[fw].add(dev)
+
+    # -- derived ------------------------------------------------------------------------
+
+    def _days_dict(self) -> dict[str, Any]:
+        days = sorted({d for _, d in self._day_fw})
+        fw_of = {k: v[1] for k, v in self._day_fw.items()}
+        out = {}
+        for d in days:
+            window7 = set().union(*(self._active.get(d - timedelta(i), set()) for i in range(7)))
+            window30 = set().union(*(self._active.get(d - timedelta(i), set())
+                                     for i in range(30)))
+            active = self._active.get(d, set())
+            out[d.isoformat()] = {
+                "active_devices": len(active),
+                "wau": len(window7),
+                "mau": len(window30),
+                "active_by_fw": dict(sorted(Counter(fw_of[(dev, d)] for dev in active).items())),
+                "devices_per_feature": {
+                    f: len(s) for f, s in sorted(self._feature_devices.get(d, {}).items())
+                },
+                "events_per_feature": dict(sorted(self._feature_events.get(d, {}).items())),
+                "readings": len(self._temps.get(d, ())),
+                "median_temperature_c": (
+                    statistics.median(self._temps[d]) if self._temps.get(d) else None
+                ),
+            }
+        return out
+
+    def _weeks_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(lifecycle per week, retention per cohort week)."""
+        all_weeks = sorted({_week(d) for _, d in self._day_fw})
+        active_weeks: dict[str, set[date]] = defaultdict(set)
+        for d, devs in self._active.items():
+            for dev in devs:
+                active_weeks[dev].add(_week(d))
+        lifecycle = {}
+        for w in all_weeks:
+            counts = Counter()  # type: Counter[str]
+            for weeks in active_weeks.values():
+                first = min(weeks)
+                if w < first:
+                    continue
+                now, before = w in weeks, (w - timedelta(7)) in weeks
+                if w == first:
+                    counts["new"] += 1
+                if now and before:
+                    counts["returning"] += 1
+                if now and not before and w > first:
+                    counts["resurrecting"] += 1
+                if not now and before:
+                    counts["dormant"] += 1
+            lifecycle[w.isoformat()] = {k: counts[k] for k in
+                                        ("new", "returning", "resurrecting", "dormant")}
+        first_day: dict[str, date] = {}
+        for dev, d in self._day_fw:
+            if dev not in first_day or d < first_day[dev]:
+                first_day[dev] = d
+        cohorts: dict[date, list[str]] = defaultdict(list)
+        for dev, d in first_day.items():
+            cohorts[_week(d)].append(dev)
+        last = all_weeks[-1] if all_weeks else None
+        retention = {}
+        for c, members in sorted(cohorts.items()):
+            in_week, in_or_after = [], []
+            n = 0
+            while last is not None and c + timedelta(7 * n) <= last:
+                w = c + timedelta(7 * n)
+                in_week.append(sum(1 for dev in members if w in active_weeks.get(dev, ())))
+                in_or_after.append(sum(1 for dev in members
+                                       if any(x >= w for x in active_weeks.get(dev, ()))))
+                n += 1
+            retention[c.isoformat()] = {"size": len(members), "active_in_week": in_week,
+                                        "active_in_or_after": in_or_after}
+        return lifecycle, retention
+
+    def _health_dict(self) -> dict[str, Any]:
+        devices_on: dict[str, set[str]] = defaultdict(set)
+        for (dev, _), (_, fw) in self._day_fw.items():
+            devices_on[fw].add(dev)
+        return {fw: {"devices": len(devs),
+                     "crash_free_devices": len(devs - self._crashed.get(fw, set()))}
+                for fw, devs in sorted(devices_on.items())}
 
     def to_dict(self, meta: dict[str, Any]) -> dict[str, Any]:
-        days = sorted(set(self._temps) | set(self._active))
+        lifecycle, retention = self._weeks_dict()
+        adopters: dict[str, set[str]] = defaultdict(set)
+        for per_feature in self._feature_devices.values():
+            for f, devs in per_feature.items():
+                adopters[f] |= devs
         return {
             **meta,
             "messages": self.messages,
@@ -61,20 +166,11 @@ class Truth:
             "readings": self.readings,
             "events": sum(self.events.values()),
             "events_by_name": dict(sorted(self.events.items())),
-            "days": {
-                d: {
-                    "active_devices": len(self._active.get(d, ())),
-                    "devices_per_feature": {
-                        f: len(s) for f, s in sorted(self._feature_devices.get(d, {}).items())
-                    },
-                    "events_per_feature": dict(sorted(self._feature_events.get(d, {}).items())),
-                    "readings": len(self._temps.get(d, ())),
-                    "median_temperature_c": (
-                        statistics.median(self._temps[d]) if self._temps.get(d) else None
-                    ),
-                }
-                for d in days
-            },
+            "days": self._days_dict(),
+            "lifecycle": lifecycle,
+            "retention": retention,
+            "fleet_health": self._health_dict(),
+            "feature_devices": {f: len(d) for f, d in sorted(adopters.items())},
         }
 
     def write(self, path: Path, meta: dict[str, Any]) -> None:

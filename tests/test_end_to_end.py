@@ -24,7 +24,8 @@ def fleet_run(broker, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, P
     try:
         ingest.start().wait_subscribed()
         user, password = fleet_credentials(broker)
-        truth = simulate(broker.host, broker.port, devices=60, days=12, seed=21,
+        # Large enough for the planted experiment to be measurable (about 200 a variant).
+        truth = simulate(broker.host, broker.port, devices=400, days=21, seed=21,
                          truth_path=root / "truth.json", progress=False, username=user,
                          password=password)
         ingest.wait_messages(truth["messages"], timeout=120)
@@ -52,7 +53,7 @@ def test_daily_active_devices_equal_truth_every_day(fleet_run) -> None:
     got = {str(d): n for d, n in con.execute(
         "SELECT day, dau FROM active_devices()").fetchall()}
     want = {d: v["active_devices"] for d, v in truth["days"].items() if v["active_devices"]}
-    assert len(want) == 12
+    assert len(want) == 21
     assert got == want
 
 
@@ -90,3 +91,106 @@ def test_devices_view_knows_every_device_and_its_firmware(fleet_run) -> None:
     seen = {d for d, p in plan.items()}
     assert {r[0] for r in rows} <= seen
     assert all(plan[d]["hw"] == hw for d, hw in rows)
+
+
+def test_wau_mau_equal_truth_every_day(fleet_run) -> None:
+    truth, data = fleet_run
+    got = {str(d): (dau, wau, mau) for d, dau, wau, mau in connect(data).execute(
+        "SELECT day, dau, wau, mau FROM active_devices()").fetchall()}
+    want = {d: (v["active_devices"], v["wau"], v["mau"]) for d, v in truth["days"].items()}
+    assert got == want
+
+
+def test_firmware_rollout_equals_truth(fleet_run) -> None:
+    truth, data = fleet_run
+    got: dict[str, dict[str, int]] = {}
+    for day, fw, n in connect(data).execute(
+            "SELECT day, fw, devices FROM firmware_rollout()").fetchall():
+        got.setdefault(str(day), {})[fw] = n
+    want = {d: v["active_by_fw"] for d, v in truth["days"].items() if v["active_by_fw"]}
+    assert got == want
+    _, new = truth["planted"]["firmware_rollout"]
+    first, last = min(got), max(got)
+    assert new not in got[first] and got[last].get(new, 0) > 0, "the rollout is visible"
+
+
+def test_lifecycle_equals_truth(fleet_run) -> None:
+    truth, data = fleet_run
+    got = {str(w): {"new": a, "returning": b, "resurrecting": c, "dormant": d}
+           for w, a, b, c, d in connect(data).execute(
+               "SELECT week, new_devices, returning_devices, resurrecting_devices, "
+               "dormant_devices FROM lifecycle()").fetchall()}
+    assert got == truth["lifecycle"]
+    assert sum(v["new"] for v in got.values()) > 0
+    assert sum(v["dormant"] for v in got.values()) > 0, "the planted churn shows up"
+
+
+def test_retention_matrix_equals_truth(fleet_run) -> None:
+    truth, data = fleet_run
+    got: dict[str, dict] = {}
+    for cohort, size, n, in_week, after in connect(data).execute(
+            "SELECT cohort_week, cohort_size, weeks_since, active_in_week, active_in_or_after "
+            "FROM retention() ORDER BY cohort_week, weeks_since").fetchall():
+        c = got.setdefault(str(cohort), {"size": size, "active_in_week": [],
+                                         "active_in_or_after": []})
+        assert n == len(c["active_in_week"])
+        c["active_in_week"].append(in_week)
+        c["active_in_or_after"].append(after)
+    assert got == truth["retention"]
+    youngest = max(got)
+    assert len(got[youngest]["active_in_week"]) < len(got[min(got)]["active_in_week"]), \
+        "a young cohort has fewer columns"
+
+
+def test_feature_adoption_equals_truth(fleet_run) -> None:
+    truth, data = fleet_run
+    got = dict(connect(data).execute(
+        "SELECT feature, devices FROM feature_adoption()").fetchall())
+    assert got == truth["feature_devices"]
+
+
+def test_fleet_health_finds_the_crashing_firmware(fleet_run) -> None:
+    truth, data = fleet_run
+    rows = connect(data).execute(
+        "SELECT segment, devices, crash_free_devices, crash_free_share FROM fleet_health()"
+    ).fetchall()
+    got = {fw: {"devices": n, "crash_free_devices": ok} for fw, n, ok, _ in rows}
+    assert got == truth["fleet_health"]
+    share = {fw: s for fw, _, _, s in rows}
+    crashes = truth["planted"]["crashes_per_hour"]
+    worst = max(crashes, key=crashes.get)
+    assert share[worst] < min(s for fw, s in share.items() if fw != worst)
+
+
+def _experiment(data, key: str, feature: str) -> dict:
+    from fleetpulse.analytics.dataset import query
+    from fleetpulse.analytics.experiments import analyze
+
+    rows = query(connect(data), "SELECT variant, uses, converted FROM experiment_exposure("
+                                f"'{key}', feature_name := '{feature}')").rows
+    return analyze([(v, int(u), bool(c)) for v, u, c in rows])
+
+
+def test_experiment_finds_the_planted_effect(fleet_run) -> None:
+    truth, data = fleet_run
+    planted = truth["planted"]["experiment"]
+    r = _experiment(data, planted["key"], planted["feature"])
+    assert not r["sample_ratio_mismatch"]
+    conversion = next(c for c in r["comparisons"] if c.metric == "conversion")
+    assert conversion.lift_low <= planted["effect"] <= conversion.lift_high
+    assert conversion.p_value < 0.05 and r["verdict"].startswith("significant")
+
+
+def test_an_aa_experiment_is_not_significant(fleet_run) -> None:
+    truth, data = fleet_run
+    r = _experiment(data, truth["planted"]["aa_key"], truth["planted"]["experiment"]["feature"])
+    assert all(c.p_value >= 0.05 for c in r["comparisons"])
+    assert r["verdict"] == "no significant difference"
+    assert all(c.lift_low <= 0 <= c.lift_high for c in r["comparisons"])
+
+
+def test_experiment_below_minimum_sample_gives_no_verdict() -> None:
+    from fleetpulse.analytics.experiments import analyze
+
+    r = analyze([("A", 1, True)] * 20 + [("B", 2, True)] * 20, min_sample=100)
+    assert r["verdict"].startswith("not enough data") and r["comparisons"] == []
