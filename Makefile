@@ -5,12 +5,12 @@ STAMP   := $(VENV)/.installed
 PYTHON  ?= python3
 SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test lint bench clean deps mosquitto
+.PHONY: demo test lint bench clean deps test-deps mosquitto chromium
 
 demo: deps
 	$(VENV)/bin/fleetpulse demo
 
-test: deps
+test: test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy gateway ingest analytics simulators
 	$(VENV)/bin/pytest
@@ -20,6 +20,8 @@ lint: deps
 	$(VENV)/bin/mypy gateway ingest analytics simulators
 
 deps: $(STAMP) mosquitto
+
+test-deps: deps chromium
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -41,6 +43,18 @@ mosquitto:
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
 	  else \
 	    echo "mosquitto is not installed and this system has no apt-get: install mosquitto 2.x (brew install mosquitto, dnf install mosquitto, ...) and run make again" >&2; \
+	    exit 1; \
+	  fi; }
+
+# The dashboard test drives Debian's chromium (a browser download is not possible here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium with apt-get (for the dashboard test)"; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is not installed and this system has no apt-get: install chromium for the dashboard test" >&2; \
 	    exit 1; \
 	  fi; }
 

@@ -62,6 +62,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.set_defaults(func=_metrics)
 
+    p = sub.add_parser("report", help="write the dashboard as one self-contained HTML file",
+                       description="A chart per metric group with its table, data and code "
+                                   "inline: works offline, can be mailed.")
+    config.add_data_arg(p)
+    p.add_argument("--out", type=Path, default=Path("report.html"),
+                   help="file to write (default %(default)s)")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("dashboard", help="serve the dashboard locally, fresh on every load",
+                       description="Serve the report page; each load re-queries the dataset.")
+    config.add_data_arg(p)
+    p.add_argument("--port", type=int, default=8050, help="port (default %(default)s)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default %(default)s: this machine only)")
+    p.set_defaults(func=_dashboard)
+
     p = sub.add_parser("catalog", help="write a DuckDB file of views for BI tools",
                        description="Write a DuckDB database holding only views over the "
                                    "dataset's absolute paths; open it read-only.")
@@ -186,6 +202,38 @@ def _experiment(args: argparse.Namespace) -> int:
                       f"[{c.lift_low:+.4f}, {c.lift_high:+.4f}]", rel, f"{c.p_value:.4f}")
         console.print(t)
     console.print(f"verdict: {r['verdict']}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    config.require_dataset(args.data)
+    html = build_report(args.data)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(html)
+    tmp.replace(args.out)
+    Console().print(f"wrote {args.out} ({len(html) // 1024} KB): open it in any browser")
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import make_server
+
+    config.require_dataset(args.data)
+    try:
+        server = make_server(args.data, args.host, args.port)
+    except OSError as e:
+        raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror}): choose "
+                        "another --port") from None
+    Console(stderr=True).print(f"dashboard on http://{args.host}:{server.server_port}/ "
+                               "(Ctrl-C stops it)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0
 
 
