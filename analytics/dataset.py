@@ -64,8 +64,11 @@ def _source(store: Store, table: str) -> str:
     if not store.files(table):
         return _empty(table)
     glob = _sql_str(store.url(table, "date=*", "*.parquet"))
+    # United by name with the empty typed table, so every declared column exists even
+    # if no file has it yet (files from an older writer or another tool).
     return (f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, "
-            f"union_by_name = true, hive_types = {{'date': DATE}})")
+            f"union_by_name = true, hive_types = {{'date': DATE}}) "
+            f"UNION ALL BY NAME {_empty(table)}")
 
 
 def view_statements(store: Store, raw_views: bool = True) -> list[str]:
@@ -192,7 +195,7 @@ def _register_remote(con: duckdb.DuckDBPyConnection, store: Store) -> None:
             continue
         # Columns united by name across files, as read_parquet(union_by_name) does.
         schema = pa.unify_schemas(
-            [pq.read_schema(f, filesystem=store.fs) for f in files],
+            [TABLES[table], *(pq.read_schema(f, filesystem=store.fs) for f in files)],
             promote_options="permissive")
         part = pa.schema([pa.field("date", pa.date32())])
         dataset = ds.dataset(files, filesystem=store.fs, format="parquet",

@@ -108,3 +108,17 @@ def test_catalog_opens_read_only_from_another_directory(tmp_path: Path) -> None:
     assert r.stdout.strip() == "1"
     con = duckdb.connect(str(out), read_only=True)
     assert con.execute("SELECT count(*) FROM duckdb_tables()").fetchone() == (0,)  # views only
+
+
+def test_files_missing_declared_columns_still_serve_every_metric(tmp_path: Path) -> None:
+    """A file from another writer with only some columns must not break the metrics."""
+    folder = tmp_path / "events" / "date=2026-01-01"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({
+        "device_id": ["x"], "boot": [1], "seq": [0], "idx": pa.array([0], pa.int32()),
+        "ts": pa.array([T], pa.timestamp("ms", tz="UTC")),
+        "received_at": pa.array([T], pa.timestamp("ms", tz="UTC")), "event": ["button_press"]}),
+        folder / "part-other.parquet")
+    con = connect(tmp_path)
+    assert con.execute("SELECT dau FROM active_devices()").fetchall() == [(1,)]
+    assert con.execute("SELECT count(*) FROM fleet_health()").fetchall() == [(1,)]
