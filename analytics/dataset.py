@@ -71,6 +71,29 @@ def _source(store: Store, table: str) -> str:
             f"UNION ALL BY NAME {_empty(table)}")
 
 
+_DEDUP = ("QUALIFY row_number() OVER (PARTITION BY device_id, boot, seq, idx "
+          "ORDER BY received_at) = 1")
+
+
+def _deduplicated(store: Store, table: str) -> str:
+    """One row per record identity. Deduplicating is most of a query's cost, and a
+    partition holding a single file needs none: compaction leaves one deduplicated file,
+    and ingest drops repeats within what it writes at once. So only partitions with
+    several files go through the window; which ones is read from the file listing at
+    query time (DuckDB's glob), so the view stays live as files come and go. Files that
+    compaction has superseded count too: a query that listed them just before they
+    were moved aside still deduplicates their partition."""
+    if not store.local:
+        return f"SELECT * FROM {table}_raw {_DEDUP}"
+    files = _sql_str(store.url(table, "date=*", "*.parquet*"))
+    return (f"WITH parts AS (SELECT regexp_extract(file, 'date=([0-9-]+)', 1)::DATE AS d, "
+            f"count(*) AS n FROM glob({files}) WHERE file NOT LIKE '%.tmp' GROUP BY 1) "
+            f"SELECT * FROM {table}_raw WHERE date IN (SELECT d FROM parts WHERE n = 1) "
+            f"UNION ALL BY NAME "
+            f"SELECT * FROM {table}_raw WHERE date IN (SELECT d FROM parts WHERE n > 1) "
+            f"{_DEDUP}")
+
+
 def view_statements(store: Store, raw_views: bool = True) -> list[str]:
     """Every view of the dataset and its metrics, over absolute paths."""
     stmts = []
@@ -78,11 +101,7 @@ def view_statements(store: Store, raw_views: bool = True) -> list[str]:
         for table in TABLES:
             stmts.append(f"CREATE OR REPLACE VIEW {table}_raw AS {_source(store, table)}")
     for table in ("readings", "events"):
-        stmts.append(
-            f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {table}_raw "
-            "QUALIFY row_number() OVER (PARTITION BY device_id, boot, seq, idx "
-            "ORDER BY received_at) = 1"
-        )
+        stmts.append(f"CREATE OR REPLACE VIEW {table} AS {_deduplicated(store, table)}")
     stmts.append("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM quarantine_raw")
     stmts.append("CREATE OR REPLACE VIEW presence AS SELECT * FROM presence_raw")
     usage = ", ".join(_sql_str(e) for e in USAGE_EVENTS)

@@ -8,6 +8,9 @@ one PUT),
 and only after `grace_s` seconds are the files it replaces deleted. In between, both
 copies are on disk and the deduplicating views show each record once; a query that
 listed the old files before the rename can still open them during the grace period.
+Then the old files are renamed to *.parquet.superseded (out of readers' globs, but
+still counted by the views' choice of which partitions need deduplicating) and deleted
+after a second grace period.
 So at no moment does a record show twice or not at all. One window stays: a query
 that lists the files in the instant before the old ones are deleted cannot open them
 and fails; fleetpulse's own readers run it again (analytics.dataset.query), other
@@ -87,6 +90,12 @@ def compact(data: str | Path | Store, grace_s: float = 10.0, min_files: int = 2,
             log.info("compacted %s/%s: %d files, %d -> %d rows", table, partition,
                      report.files_before, report.rows_before, report.rows_after)
     if superseded:
-        time.sleep(grace_s)  # let queries that listed the old files finish reading them
-        store.delete(superseded)
+        # Queries that listed the old files before the merged one appeared finish first;
+        # then the old files leave readers' globs but stay visible as "superseded", so a
+        # query still running sees its partition as several files and deduplicates;
+        # after a second grace they are deleted.
+        time.sleep(grace_s)
+        renamed = store.supersede(superseded)
+        time.sleep(grace_s)
+        store.delete(renamed)
     return done

@@ -33,6 +33,7 @@ from .store import Store
 from .wal import WriteAheadLog, read_segment
 
 log = logging.getLogger("fleetpulse.ingest")
+OUTAGE_MERGE_S = 30.0
 
 
 @dataclass
@@ -74,6 +75,10 @@ class IngestService:
                              if cfg.shared_group else TELEMETRY_FILTER)
         self._store_ok = asyncio.Event()
         self._store_ok.set()
+        # A store that fails again soon after recovering (a nearly full disk: each flush
+        # frees a little room) is one outage, said once, not a line per cycle.
+        self._recovered_at = -OUTAGE_MERGE_S
+        self._outage_said = False
         self._batch_started: float | None = None
 
     # -- durability -----------------------------------------------------------------
@@ -139,15 +144,18 @@ class IngestService:
 
     def _store_failed(self, what: str) -> None:
         self.stats.store_errors += 1
-        if self._store_ok.is_set():
+        new_outage = time.monotonic() - self._recovered_at > OUTAGE_MERGE_S
+        if self._store_ok.is_set() and (new_outage or not self._outage_said):
             log.error("%s: not acknowledging new messages (the broker keeps them); retrying",
                       what)
+            self._outage_said = True
         self._store_ok.clear()
         self.stats.store_ok = False
 
     def _store_recovered(self) -> None:
         if not self._store_ok.is_set():
-            log.warning("store writable again: resuming")
+            self._recovered_at = time.monotonic()
+            log.info("store writable again: resuming")
         self._store_ok.set()
         self.stats.store_ok = True
 

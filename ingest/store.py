@@ -25,6 +25,8 @@ import pyarrow.parquet as pq
 from .parquet_writer import utc_date, write_table
 from .schema import PARTITION_TIME, TABLES
 
+SUPERSEDED_SUFFIX = ".superseded"
+
 
 def is_remote(uri: str | Path) -> bool:
     return str(uri).startswith("s3://")
@@ -104,6 +106,16 @@ class Store:
         """The files as one table, columns united by name (missing ones become nulls)."""
         tables = [pq.ParquetFile(self.fs.open_input_file(p)).read() for p in paths]
         return pa.concat_tables(tables, promote_options="permissive")
+
+    def supersede(self, paths: list[str]) -> list[str]:
+        """Move files out of readers' *.parquet globs; return their new paths."""
+        out = []
+        for p in paths:
+            new = p + SUPERSEDED_SUFFIX
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.move(p, new)
+                out.append(new)
+        return out
 
     def delete(self, paths: list[str]) -> None:
         for p in paths:
