@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from fleetpulse.gateway.errors import UserError
-from fleetpulse.ingest.contract import USAGE_EVENTS
+from fleetpulse.ingest.contract import CRASH_RESET_CAUSES, USAGE_EVENTS
 from fleetpulse.ingest.schema import TABLES
 from fleetpulse.ingest.store import Store
 
@@ -104,8 +104,7 @@ def view_statements(store: Store, raw_views: bool = True) -> list[str]:
         stmts.append(f"CREATE OR REPLACE VIEW {table} AS {_deduplicated(store, table)}")
     stmts.append("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM quarantine_raw")
     stmts.append("CREATE OR REPLACE VIEW presence AS SELECT * FROM presence_raw")
-    usage = ", ".join(_sql_str(e) for e in USAGE_EVENTS)
-    stmts += _statements(METRICS_SQL.read_text().replace("{usage_events}", usage))
+    stmts += _statements(_metrics_sql())
     return stmts + _comments()
 
 
@@ -116,7 +115,18 @@ class Metric:
     parameters: list[str]
 
 
-def metric_catalog() -> list[Metric]:
+@cache
+def _metrics_sql() -> str:
+    """metrics.sql with the contract's lists filled in (read once per process)."""
+    def sql_list(items: tuple[str, ...]) -> str:
+        return ", ".join(_sql_str(i) for i in items)
+
+    return (METRICS_SQL.read_text().replace("{usage_events}", sql_list(USAGE_EVENTS))
+            .replace("{crash_reset_causes}", sql_list(CRASH_RESET_CAUSES)))
+
+
+@cache
+def metric_catalog() -> tuple[Metric, ...]:
     """The metrics metrics.sql declares with '-- metric: NAME: description' lines."""
     out = []
     lines = METRICS_SQL.read_text().splitlines()
@@ -125,14 +135,14 @@ def metric_catalog() -> list[Metric]:
             name, description = line.removeprefix("-- metric: ").split(": ", 1)
             params = _macro_params(lines[i + 1:], name)
             out.append(Metric(name, description, params))
-    return out
+    return tuple(out)
 
 
 def _macro_params(lines: list[str], name: str) -> list[str]:
     head = ""
     for line in lines:
         head += " " + line.strip()
-        if ") AS TABLE" in head or ")\n" in head or " AS TABLE" in head:
+        if " AS TABLE" in head:
             break
     inside = head.split(f"MACRO {name}(", 1)[1].rsplit(")", 1)[0]
     return [p.split(":=")[0].strip() for p in inside.split(",") if p.strip()]

@@ -302,7 +302,7 @@ days AS (
 per_device AS (
     SELECT d.segment, d.device_id, d.device_days,
            count(e.event) FILTER (WHERE e.event = 'error' OR (e.event = 'power_on'
-               AND e.reset_cause IN ('panic', 'watchdog', 'brownout', 'exception')))
+               AND e.reset_cause IN ({crash_reset_causes})))
                AS crashes,
            count(e.event) FILTER (WHERE e.event = 'power_on') AS reboots,
            count(e.event) FILTER (WHERE e.event = 'heartbeat') AS heartbeats,
@@ -368,11 +368,12 @@ FROM readings WHERE date BETWEEN since AND until GROUP BY date ORDER BY day;
 -- variant B when bucket < share_b * 10000, else A. Firmware computes the same with
 -- hashlib.sha256 (docs/experiments.md).
 CREATE OR REPLACE MACRO experiment_assignment(key, share_b := 0.5) AS TABLE
-SELECT device_id,
-       ('0x' || left(sha256(key || ':' || device_id), 8))::UBIGINT % 10000 AS bucket,
-       CASE WHEN ('0x' || left(sha256(key || ':' || device_id), 8))::UBIGINT % 10000
-                 < share_b * 10000 THEN 'B' ELSE 'A' END AS variant
-FROM (SELECT DISTINCT device_id FROM device_days);
+SELECT device_id, bucket, CASE WHEN bucket < share_b * 10000 THEN 'B' ELSE 'A' END AS variant
+FROM (
+    SELECT device_id,
+           ('0x' || left(sha256(key || ':' || device_id), 8))::UBIGINT % 10000 AS bucket
+    FROM (SELECT DISTINCT device_id FROM device_days)
+);
 
 -- metric: experiment_exposure: per device exposed to experiment `key` (active in the period): variant, whether it used `feature_name`, and how often
 CREATE OR REPLACE MACRO experiment_exposure(key, feature_name := 'eco_mode', share_b := 0.5,

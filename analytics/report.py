@@ -13,11 +13,12 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .dataset import Result, connect, query
+from .show import json_value
 
 MAX_TABLE_ROWS = 200
 
@@ -64,14 +65,8 @@ GROUPS = [
 
 
 def _json_value(v: Any) -> Any:
-    if isinstance(v, datetime | date):
-        return v.isoformat()[:10] if isinstance(v, date) and not isinstance(v, datetime) \
-            else v.isoformat()
-    if isinstance(v, float):
-        return round(v, 6)
-    if isinstance(v, int | str | bool) or v is None:
-        return v
-    return str(v)
+    v = json_value(v)
+    return round(v, 6) if isinstance(v, float) else v
 
 
 def _chart(group: Group, result: Result) -> dict[str, Any]:

@@ -22,7 +22,8 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _json_value(v: Any) -> Any:
+def json_value(v: Any) -> Any:
+    """A query result value as JSON can hold it."""
     if isinstance(v, dt.datetime | dt.date):
         return v.isoformat()
     if isinstance(v, bytes):
@@ -39,7 +40,7 @@ def print_result(result: Result, fmt: str = "table", title: str | None = None,
         w.writerow(cols)
         w.writerows(rows)
     elif fmt == "json":
-        json.dump([{c: _json_value(v) for c, v in zip(cols, r, strict=True)} for r in rows],
+        json.dump([{c: json_value(v) for c, v in zip(cols, r, strict=True)} for r in rows],
                   sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:

@@ -33,6 +33,7 @@ from paho.mqtt.properties import Properties
 
 from fleetpulse.gateway.broker import Broker, free_port
 from fleetpulse.ingest import stats as ingest_stats
+from fleetpulse.simulators.publisher import Publisher
 
 T0 = 1767268800000
 FILTER = "devices/+/telemetry"
@@ -50,29 +51,13 @@ def envelope(i: int, per_message: int, devices: int = 500) -> tuple[str, bytes]:
 
 def preload(b: Broker, messages: int, per_message: int) -> None:
     """Publish the load at QoS 1 and wait until the broker acknowledged all of it."""
-    acked = 0
-    done = threading.Event()
-
-    def on_publish(*_: object) -> None:
-        nonlocal acked
-        acked += 1
-        if acked == messages:
-            done.set()
-
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-loader")
-    c.username_pw_set(*_creds(b, "fleetpulse-simulator"))
-    c.max_inflight_messages_set(1000)
-    c.max_queued_messages_set(0)
-    c.on_publish = on_publish
-    c.connect(b.host, b.port)
-    c.loop_start()
-    for i in range(messages):
-        while i - acked > 5000:
-            time.sleep(0.001)
-        c.publish(*envelope(i, per_message), qos=1)
-    assert done.wait(300), f"broker acked {acked}/{messages}"
-    c.disconnect()
-    c.loop_stop()
+    pub = Publisher(b.host, b.port, *_creds(b, "fleetpulse-simulator"))
+    try:
+        for i in range(messages):
+            pub.publish(*envelope(i, per_message))
+        pub.drain(timeout=300)
+    finally:
+        pub.close()
 
 
 def _creds(b: Broker, account: str) -> tuple[str, str]:

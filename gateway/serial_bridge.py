@@ -49,6 +49,8 @@ class SerialBridge:
         self.registry = registry
         self.stats = BridgeStats()
         self.stats_file = stats_file
+        self._devices: dict[str, dict] = {}
+        self._registry_stamp = -1
         self._lock = threading.Lock()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                    client_id=f"fleetpulse-serial-{os.getpid()}")
@@ -133,7 +135,7 @@ class SerialBridge:
         topic = TELEMETRY_TOPIC.format(device_id=device_id or "unknown")
         try:
             parse_message(topic, line, now)
-            if self.registry is not None and not _active(self.registry, device_id):
+            if self.registry is not None and not self._active(device_id):
                 raise Rejected("unknown_device", f"{device_id!r} is not an active device in "
                                                  "the registry")
         except Rejected as e:
@@ -143,6 +145,21 @@ class SerialBridge:
             return
         self._client.publish(topic, line, qos=1)
         self.stats.published += 1
+
+    def _active(self, device_id: str | None) -> bool:
+        """Is the device registered and not revoked? The registry file is read again only
+        when it changed (a revoke takes effect at the next line), not for every line."""
+        assert self.registry is not None
+        path = self.registry.dir / "registry.json"
+        try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = 0
+        if stamp != self._registry_stamp:
+            self._devices = self.registry.devices()
+            self._registry_stamp = stamp
+        info = self._devices.get(device_id or "")
+        return info is not None and not info.get("revoked_at")
 
     def _write_stats(self) -> None:
         if self.stats_file is None:
@@ -163,6 +180,4 @@ def _device_id(line: bytes) -> str | None:
     return d if isinstance(d, str) and d else None
 
 
-def _active(registry: Registry, device_id: str | None) -> bool:
-    info = registry.devices().get(device_id or "")
-    return info is not None and not info.get("revoked_at")
+

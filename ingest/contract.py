@@ -53,6 +53,10 @@ REASONS = (
 # power cycles, heartbeats and errors happen without anyone using the product.
 USAGE_EVENTS = ("feature_used", "setting_changed", "button_press", "session_start", "session_end")
 
+# power_on reset causes that mean the device crashed rather than was switched on or
+# updated; an error event or one of these makes a device-day not crash-free.
+CRASH_RESET_CAUSES = ("panic", "watchdog", "brownout", "exception")
+
 _NUM = (int, float)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _READING_REQUIRED = ("temperature_c", "humidity_pct")

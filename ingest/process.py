@@ -26,20 +26,21 @@ class IngestProcess:
                  credentials: tuple[str, str] | None = None) -> None:
         self.broker = broker
         self.data = str(data_dir)
-        # where the stats file is: the state directory, which is the data directory
-        # unless the data is in object storage
-        self.data_dir = state_dir or Path(data_dir)
+        self.data_dir = Path(data_dir)  # meaningful for a local dataset only
         self.state_dir = state_dir
+        # ingest keeps its stats file in its state directory, which is the data directory
+        # unless the data is in object storage
+        self.stats_dir = state_dir or Path(data_dir)
         self.credentials = credentials
         self.client_id = client_id
         self.extra_args = extra_args or []
-        self.log_path = log_path or self.data_dir.parent / f"{client_id}.log"
+        self.log_path = log_path or self.stats_dir.parent / f"{client_id}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> IngestProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.stats_dir.mkdir(parents=True, exist_ok=True)
         # A stats file from an earlier run would make the waits below pass too early.
-        stats.stats_path(self.data_dir, self.client_id).unlink(missing_ok=True)
+        stats.stats_path(self.stats_dir, self.client_id).unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "fleetpulse.gateway.cli", "-v", "ingest",
                "--broker", self.broker, "--data", self.data,
                "--client-id", self.client_id, *self.extra_args]
@@ -55,7 +56,7 @@ class IngestProcess:
         return self
 
     def stats(self) -> dict[str, Any]:
-        return stats.read(self.data_dir, self.client_id) or {}
+        return stats.read(self.stats_dir, self.client_id) or {}
 
     def wait_for(self, what: str, condition: Any, timeout: float) -> dict[str, Any]:
         """Poll the stats file until condition(stats) holds; fail with one clear line."""

@@ -125,7 +125,6 @@ class IngestService:
             self._store_failed(f"cannot write the write-ahead log under {self.state_dir} "
                                f"({e.strerror})")
             raise StoreError(str(e)) from None
-        self._store_recovered()
 
     def _probe_store(self) -> bool:
         """Can the write-ahead log's disk take a write again?"""

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from fleetpulse.gateway import config
 
-DEFAULT_START = date(2026, 1, 1)
+from .fleet import DEFAULT_START
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from fleetpulse.analytics.assignment import variant
 
+DEFAULT_START = date(2026, 1, 1)  # fixed, so a seed gives the same fleet on every run
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 

@@ -30,6 +30,7 @@ class Publisher:
             self._client.username_pw_set(username, password)
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(1, 5)  # back within seconds of a broker restart
         self._client.on_publish = self._on_publish
         self._cond = threading.Condition()
         self.sent = 0

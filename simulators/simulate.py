@@ -12,10 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fleetpulse.ingest.contract import TELEMETRY_TOPIC
 
-from .cli import DEFAULT_START
 from .fleet import (
     AA_KEY,
     CRASHES_PER_HOUR,
+    DEFAULT_START,
     EXPERIMENT,
     FIRMWARE_NEW,
     FIRMWARE_OLD,

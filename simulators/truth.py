@@ -17,10 +17,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fleetpulse.ingest.contract import USAGE_EVENTS
+from fleetpulse.ingest.contract import CRASH_RESET_CAUSES, USAGE_EVENTS
 
 _USAGE = frozenset(USAGE_EVENTS)
-CRASH_RESET_CAUSES = frozenset({"panic", "watchdog", "brownout", "exception"})
+_CRASH_CAUSES = frozenset(CRASH_RESET_CAUSES)
 
 
 def _day(ms: int) -> date:
@@ -68,7 +68,7 @@ class Truth:
                 self._feature_devices[day][r["feature"]].add(dev)
                 self._feature_events[day][r["feature"]] += 1
             if name == "error" or (name == "power_on"
-                                   and r.get("reset_cause") in CRASH_RESET_CAUSES):
+                                   and r.get("reset_cause") in _CRASH_CAUSES):
                 self._crashed[fw].add(dev)
 
     # -- derived ------------------------------------------------------------------------

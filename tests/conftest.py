@@ -87,8 +87,9 @@ def publisher(broker: Broker) -> Iterator[SyncPublisher]:
 
 class LoadPublisher:
     """Publishes `messages` envelopes of `per_message` readings each, at QoS 1, from a
-    background thread, spread over `devices` devices. paho re-sends what the broker did
-    not acknowledge after a reconnect, so a broker restart loses nothing here."""
+    background thread, spread over `devices` devices, through the simulator's publisher
+    (bounded un-acked messages; paho re-sends what the broker did not acknowledge after
+    a reconnect, so a broker restart loses nothing here)."""
 
     T0 = 1767268800000
 
@@ -96,28 +97,20 @@ class LoadPublisher:
                  devices: int = 50, prefix: str = "load") -> None:
         import threading
 
+        from fleetpulse.simulators.publisher import Publisher
+
         self.messages, self.per_message = messages, per_message
         self.devices, self.prefix = devices, prefix
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"{prefix}-pub-{next(_ids)}")
-        self.client.max_inflight_messages_set(200)
-        self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(0.1, 1)
-        self.acked = 0
-        self._lock = threading.Lock()
-        self.client.on_publish = self._on_publish
-        self.client.username_pw_set(*fleet_credentials(broker))
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
+        self.pub = Publisher(broker.host, broker.port, *fleet_credentials(broker))
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     @property
     def records(self) -> int:
         return self.messages * self.per_message
 
-    def _on_publish(self, *args: object) -> None:
-        with self._lock:
-            self.acked += 1
+    @property
+    def acked(self) -> int:
+        return self.pub.acked
 
     def envelope(self, i: int) -> tuple[str, bytes]:
         dev = f"{self.prefix}-{i % self.devices:04d}"
@@ -130,13 +123,8 @@ class LoadPublisher:
         return f"devices/{dev}/telemetry", json.dumps(env, separators=(",", ":")).encode()
 
     def _run(self) -> None:
-        import time
-
         for i in range(self.messages):
-            while i - self.acked > 2000:  # keep paho's queue bounded
-                time.sleep(0.001)
-            topic, payload = self.envelope(i)
-            self.client.publish(topic, payload, qos=1)
+            self.pub.publish(*self.envelope(i))
 
     def start(self) -> LoadPublisher:
         self.thread.start()
@@ -146,14 +134,12 @@ class LoadPublisher:
         import time
 
         deadline = time.monotonic() + timeout
-        while self.acked < self.messages:
-            assert time.monotonic() < deadline, f"broker acked {self.acked}/{self.messages}"
-            time.sleep(0.05)
-        self.thread.join(timeout=5)
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"published {self.pub.sent}/{self.messages}"
+        self.pub.drain(max(0.1, deadline - time.monotonic()))
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.pub.close()
 
 
 def wait_until(what: str, condition, timeout: float, interval: float = 0.1):
