@@ -59,6 +59,7 @@ def _broker(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from fleetpulse.analytics import cli as analytics_cli
+    from fleetpulse.firmware import cli as firmware_cli
     from fleetpulse.ingest import cli as ingest_cli
     from fleetpulse.simulators import cli as simulators_cli
 
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     analytics_cli.register(sub)
     devices_cli.register(sub)
     gateway_cli.register(sub)
+    firmware_cli.register(sub)
     return parser
 
 

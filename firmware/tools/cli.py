@@ -1,0 +1,105 @@
+"""`fleetpulse firmware build|run|check|config`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fleetpulse.gateway.errors import UserError
+
+from . import BOARDS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("firmware", help="build, type-check and run the device firmware",
+                       description="The MicroPython firmware in firmware/: bundles for "
+                                   "boards, and the firmware-in-the-loop simulator.")
+    fw = p.add_subparsers(dest="firmware_command", metavar="ACTION", required=True)
+
+    b = fw.add_parser("build", help="compile the firmware with mpy-cross into a bundle")
+    b.add_argument("--board", choices=sorted(BOARDS), required=True)
+    b.add_argument("--out", type=Path, required=True, help="bundle directory (replaced)")
+    b.set_defaults(func=_build)
+
+    r = fw.add_parser("run", help="run the real firmware in MicroPython on the sim board",
+                      description="Boot the firmware in the MicroPython unix port with a "
+                                  "folder as its flash; sensors, buttons and network come "
+                                  "from the scenario, MQTT goes to a real broker.")
+    r.add_argument("--board", choices=["sim"], default="sim")
+    r.add_argument("--config", type=Path, default=None,
+                   help="config.json to copy onto the flash (default: keep the flash's own)")
+    r.add_argument("--scenario", type=Path, default=None, help="scenario JSON for the sim board")
+    r.add_argument("--flash", type=Path, default=Path("sim-flash"),
+                   help="folder standing in for the device's flash (default %(default)s)")
+    r.add_argument("--bundle", type=Path, default=None,
+                   help="run a built bundle instead of the sources in firmware/")
+    r.add_argument("--heap", default=None, help="MicroPython heap size, e.g. 40K")
+    r.set_defaults(func=_run)
+
+    c = fw.add_parser("check", help="type-check the firmware against a board's stubs")
+    c.add_argument("--board", choices=["esp32", "rp2"], action="append",
+                   help="board (repeatable; default both)")
+    c.set_defaults(func=_check)
+
+    g = fw.add_parser("config", help="print a config.json for a registered device")
+    g.add_argument("device_id")
+    g.add_argument("--password", required=True, help="the password `devices add` printed")
+    g.add_argument("--host", default="192.168.1.10", help="broker address as devices see it")
+    g.add_argument("--port", type=int, default=8883)
+    g.add_argument("--no-tls", action="store_true", help="plain MQTT (loopback/testing only)")
+    g.add_argument("--ssid", default="", help="WiFi network")
+    g.add_argument("--wifi-password", default="")
+    g.set_defaults(func=_config)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .bundle import build
+
+    m = build(args.board, args.out)
+    t = Table(title=f"firmware {m['firmware_version']} for {m['board']} ({m['arch']})")
+    t.add_column("file")
+    t.add_column("bytes", justify="right")
+    for f in m["files"]:
+        t.add_row(f["path"], f"{f['bytes']:,}")
+    t.add_row("[bold]total", f"[bold]{m['total_bytes']:,}")
+    Console().print(t)
+    Console().print(f"bundle in {args.out}; copy it onto a board with "
+                    f"`mpremote cp -r {args.out}/. :`")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .loop import run
+
+    return run(args.flash, args.config, args.scenario, args.bundle, args.heap)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .typecheck import check
+
+    failed = []
+    for board in args.board or ["esp32", "rp2"]:
+        ok, out = check(board)
+        Console().print(f"{board}: {'ok' if ok else 'type errors'}", highlight=False)
+        if not ok:
+            Console().print(out, highlight=False, markup=False)
+            failed.append(board)
+    if failed:
+        raise UserError(f"the firmware does not type-check for {', '.join(failed)}")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    cfg = {
+        "device_id": args.device_id,
+        "wifi": {"ssid": args.ssid, "password": args.wifi_password},
+        "mqtt": {"host": args.host, "port": args.port, "username": args.device_id,
+                 "password": args.password, "tls": not args.no_tls,
+                 **({} if args.no_tls else {"ca": "ca.crt"})},
+    }
+    print(json.dumps(cfg, indent=2))
+    return 0

