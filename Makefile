@@ -2,6 +2,7 @@
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+STUBS   := $(VENV)/stubs/.installed
 PYTHON  ?= python3
 SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
@@ -12,16 +13,23 @@ demo: deps
 
 test: test-deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy gateway ingest analytics simulators
+	$(VENV)/bin/mypy gateway ingest analytics simulators firmware/tools
 	$(VENV)/bin/pytest
 
 lint: deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy gateway ingest analytics simulators
+	$(VENV)/bin/mypy gateway ingest analytics simulators firmware/tools
 
 deps: $(STAMP) mosquitto
 
-test-deps: deps chromium
+test-deps: deps chromium $(STUBS)
+
+# MicroPython stubs for the firmware type-check: one folder per board, since both
+# packages install top-level modules of the same names (machine, network, ...).
+$(STUBS): pyproject.toml
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade --target $(VENV)/stubs/esp32 micropython-esp32-stubs~=1.29.0
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade --target $(VENV)/stubs/rp2 micropython-rp2-rpi-pico-w-stubs~=1.29.0
+	@touch $@
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \

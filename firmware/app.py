@@ -2,11 +2,11 @@
 # QoS 1 or journal on flash, take config from the retained config topic, and keep the
 # watchdog fed. Everything board-specific is behind the board object (hw/).
 import binascii
-import gc
 import hashlib
 import json
 import random
 
+import buffers
 import conf
 import flash
 from clock import Clock
@@ -17,6 +17,8 @@ from version import FW_VERSION
 STATE = "state.json"
 SETTINGS = "settings.json"
 ENVELOPE_BYTES = 900  # stop a batch here: with the envelope fields it stays near 1 KiB
+UNTIMED_BYTES = 100  # size estimate of a record kept unserialised until it has a time
+SEP = (",", ":")
 TICK_MS = 100  # inputs are polled at least this often
 WDT_MS = 30000
 BACKOFF_MIN_MS = 1000
@@ -49,12 +51,15 @@ class App:
         flash.write_json(STATE, self.state)
         self.settings = conf.merged(cfg.get("settings"), flash.read_json(SETTINGS))
         self.clock = Clock(board)
-        self.journal = Journal("journal", self.settings["journal_kb"] * 1024)
+        self.journal = Journal("journal", self.settings["journal_kb"] * 1024,
+                               buffers.READ)
         self.seq = 0
         self.batch = []
         self.batch_bytes = 0
         self.batch_up = 0
-        self.inflight = {}  # packet id -> (envelope line, journal token or None)
+        self.inflight = {}  # packet id -> journal token
+        # envelopes are built in a buffer allocated at boot, never in a fresh allocation
+        self.buf = buffers.ENVELOPE
         self.client = None
         self.connects = 0
         self.backoff = BACKOFF_MIN_MS
@@ -64,6 +69,9 @@ class App:
         self.session_up = None  # uptime of the last input while a session is open
         self.next_sample = 0
         self.cause = board.reset_cause()
+        # the envelope fields that never change, serialised once
+        self.ident = ('"device_id":%s,"fw":%s,"hw":%s,' % (
+            json.dumps(self.dev), json.dumps(FW_VERSION), json.dumps(self.hw))).encode()
         base = "devices/" + self.dev
         self.t_telemetry = base + "/telemetry"
         self.t_status = base + "/status"
@@ -71,15 +79,21 @@ class App:
 
     # -- records ----------------------------------------------------------------------
     def record(self, rec):
+        # A timed record is serialised at once: a few small strings fit in a fragmented
+        # heap, where one envelope-sized json.dumps at flush time may not.
         t = self.clock.now()
         if t is None:
             rec["u"] = self.clock.up()
+            item = rec  # serialised when it can be placed in time
+            size = UNTIMED_BYTES
         else:
             rec["t"] = t
+            item = json.dumps(rec, separators=SEP).encode()
+            size = len(item)
         if not self.batch:
             self.batch_up = self.clock.up()
-        self.batch.append(rec)
-        self.batch_bytes += len(json.dumps(rec)) + 1
+        self.batch.append(item)
+        self.batch_bytes += size + 1
 
     def event(self, kind, **fields):
         # not "name": setting_changed events carry a field of that name
@@ -128,47 +142,59 @@ class App:
         recs = self.batch
         self.batch = []
         self.batch_bytes = 0
-        env = {"v": 1, "device_id": self.dev, "boot": self.boot, "seq": self.seq,
-               "fw": FW_VERSION, "hw": self.hw, "sent_ms": 0, "records": recs}
         self.seq += 1
-        line = self.place(env)
-        kind = "U" if line is None else "T"
-        text = "%s%d %s" % (kind, len(recs), line or json.dumps(env, separators=(",", ":")))
-        return text.encode()
+        return self.encode(self.boot, self.seq - 1, recs)
 
-    def place(self, env):
-        """The envelope's JSON with every record timed, or None while the clock is not
-        set (records then keep their uptime "u" and are placed later)."""
+    def encode(self, boot, seq, recs):
+        """The journal line "<T|U><n> <envelope JSON>", written into the buffer
+        allocated at boot; returns a view of it, valid until the next encode. Records
+        still carrying uptime are placed in time if the clock is known now; if it is
+        not, the line is U and they stay as they are."""
         now = self.clock.now()
-        if now is None:
-            return None
-        for r in env["records"]:
-            if "u" in r:
-                r["t"] = self.clock.at(r.pop("u"))
-        env["sent_ms"] = now
-        return json.dumps(env, separators=(",", ":"))
+        buf = self.buf
+        n = 0
+        parts = [("%s%d " % ("U" if now is None else "T", len(recs))).encode(), b'{"v":1,',
+                 self.ident,
+                 ('"boot":%d,"seq":%d,"sent_ms":%d,"records":[' % (boot, seq, now or 0)).encode()]
+        for i, r in enumerate(recs):
+            if i:
+                parts.append(b",")
+            if not isinstance(r, bytes):
+                if now is not None and "u" in r:
+                    r["t"] = self.clock.at(r.pop("u"))
+                r = json.dumps(r, separators=SEP).encode()
+            parts.append(r)
+        parts.append(b"]}")
+        for p in parts:
+            if n + len(p) > len(buf):
+                raise ValueError("envelope over %d bytes" % len(buf))
+            buf[n:n + len(p)] = p
+            n += len(p)
+        return memoryview(buf)[:n]
 
     def send(self, line):
-        if (self.client is not None and self.journal.empty() and line[0] == 84  # "T"
-                and len(self.inflight) < self.settings["window"]):
+        """Journal first: every closed envelope is on flash before it is published, so a
+        reboot loses nothing that was closed, and a lost connection needs no copies in
+        RAM (what was not acknowledged is read again from the journal)."""
+        self.count_dropped(self.journal.append(line))
+        if self.client is not None:
             try:
-                self.publish(line, None)
-                return
+                self.drain()
             except OSError as e:
                 self.lost(e)
-        self.count_dropped(self.journal.append(line))
 
     def publish(self, line, token):
-        payload = line[line.index(b" ") + 1:]
         c = self.client
         assert c is not None
-        pid = c.publish(self.t_telemetry, payload, qos=1)
-        self.inflight[pid] = (line, token)
+        start = 0
+        while line[start] != 32:  # the payload is the line after its "T<n> " prefix
+            start += 1
+        self.inflight[c.publish(self.t_telemetry, line[start + 1:], qos=1)] = token
 
     def on_puback(self, pid):
-        entry = self.inflight.pop(pid, None)
-        if entry is not None and entry[1] is not None:
-            self.journal.ack(entry[1])
+        token = self.inflight.pop(pid, None)
+        if token is not None:
+            self.journal.ack(token)
 
     def drain(self):
         while len(self.inflight) < self.settings["window"]:
@@ -177,18 +203,18 @@ class App:
                 return
             line, token = item
             if line[0] == 85:  # "U": records still carry uptime
-                env = json.loads(line[line.index(b" ") + 1:])
+                text = bytes(line)
+                env = json.loads(text[text.index(b" ") + 1:])
                 if env["boot"] != self.boot:
                     # The clock was never known during that boot, so its records cannot
                     # be placed in time: counted as dropped, not sent with made-up times.
                     self.count_dropped(len(env["records"]))
                     self.journal.ack(token)
                     continue
-                placed = self.place(env)
-                if placed is None:
+                line = self.encode(env["boot"], env["seq"], env["records"])
+                if line[0] == 85:  # the clock is still unknown: try again later
                     self.journal.rewind()
                     return
-                line = ("T%d %s" % (len(env["records"]), placed)).encode()
             self.publish(line, token)
 
     # -- connection -------------------------------------------------------------------
@@ -229,14 +255,11 @@ class App:
         self.down_since = None
 
     def lost(self, err):
-        """The connection is gone: what was sent straight and not acknowledged goes to
-        the journal; what came from the journal is read again from there."""
+        """The connection is gone: what was not acknowledged is read again from the
+        journal after the next connect."""
         if self.client is not None:
             self.client.close()
         self.client = None
-        for line, token in self.inflight.values():
-            if token is None:
-                self.count_dropped(self.journal.append(line))
         self.inflight = {}
         self.journal.rewind()
         self.retry_later(err)
@@ -329,7 +352,8 @@ class App:
         if self.cause != "deepsleep":
             self.event("power_on", reset_cause=self.cause)
         if self.settings["low_power"]:
-            return self.wake()
+            import lowpower  # only battery devices carry this code in RAM
+            return lowpower.wake(self)
         up = self.clock.up()
         self.next_sample = up
         next_hb = up + self.settings["heartbeat_s"] * 1000
@@ -380,34 +404,6 @@ class App:
             self.client.disconnect()
         log("scenario finished: boot %d, %d envelopes, %s" % (
             self.boot, self.seq, "all acknowledged" if not left else "some still journaled"))
-
-    def wake(self):
-        """Low-power mode, one wake: sample, journal, and every publish_every-th wake
-        connect and drain the journal; then deep sleep. The journal and state.json are
-        what survives the sleep."""
-        s = self.settings
-        self.sample()
-        self.flush_to_journal()
-        wakes = self.state.get("wakes", 0) + 1
-        self.state["wakes"] = wakes
-        flash.write_json(STATE, self.state)
-        # connect every publish_every-th wake, at the last one, and whenever the clock
-        # is not known yet (records of a boot that never learnt the time are lost)
-        if wakes % s["publish_every"] == 0 or self.b.finished() or not self.clock.known():
-            end = self.clock.up() + 60000
-            while not self.journal.empty() and self.clock.up() < end:
-                self.b.wdt_feed()
-                self.network()
-                if self.client is None and self.next_connect > end:
-                    break
-                self.b.idle(TICK_MS, self.client.poller if self.client is not None else None)
-            if self.client is not None:
-                self.client.disconnect()
-        if self.b.finished():
-            log("scenario finished: low-power, %d wakes" % wakes)
-            return
-        gc.collect()
-        self.b.deep_sleep(s["sleep_s"] * 1000)
 
     def flush_to_journal(self):
         if self.batch:

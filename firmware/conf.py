@@ -1,6 +1,6 @@
-# config.json (device identity, WiFi, broker, credentials) and the runtime settings
-# (sampling, batching, features, experiments) that the retained config topic can change.
-import json
+# The runtime settings (sampling, batching, features, experiments) that config.json
+# starts and the retained config topic changes. config.json itself is checked by
+# configfile.py, which is unloaded after boot.
 
 # Settings and their defaults; the retained devices/<id>/config message may change any
 # of them, and config.json may set their starting values under "settings".
@@ -22,46 +22,6 @@ DEFAULTS = {
 _INTS = ("sample_s", "flush_s", "batch_records", "heartbeat_s", "session_idle_s", "window",
          "journal_kb", "sleep_s", "publish_every")
 _DICTS = ("buttons", "features", "experiments")
-_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
-
-
-class ConfigError(Exception):
-    pass
-
-
-def load(path="config.json"):
-    """Read and check config.json; raise ConfigError with one line saying what to fix."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        raise ConfigError("%s is missing: copy one onto the device "
-                          "(mpremote cp config.json :config.json)" % path)
-    try:
-        cfg = json.loads(text)
-    except ValueError:
-        raise ConfigError("%s is not valid JSON: fix it and copy it again" % path)
-    if not isinstance(cfg, dict):
-        raise ConfigError("%s must hold a JSON object" % path)
-    dev = cfg.get("device_id")
-    if not isinstance(dev, str) or not 0 < len(dev) <= 64 or dev[0] in "_.-" or [
-            c for c in dev if c not in _ID_CHARS]:
-        raise ConfigError("%s: device_id must be 1-64 characters of A-Z a-z 0-9 _ . -" % path)
-    m = cfg.get("mqtt")
-    if not isinstance(m, dict) or not isinstance(m.get("host"), str):
-        raise ConfigError("%s: mqtt.host (the broker's address) is missing" % path)
-    if not isinstance(m.get("port", 1883), int):
-        raise ConfigError("%s: mqtt.port must be a number" % path)
-    if not isinstance(m.get("username"), str) or not isinstance(m.get("password"), str):
-        raise ConfigError("%s: mqtt.username and mqtt.password are required "
-                          "(fleetpulse devices add prints them)" % path)
-    w = cfg.get("wifi", {})
-    if not isinstance(w, dict) or not isinstance(w.get("ssid", ""), str):
-        raise ConfigError("%s: wifi must hold ssid and password" % path)
-    err = check_settings(cfg.get("settings", {}))
-    if err:
-        raise ConfigError("%s: settings: %s" % (path, err))
-    return cfg
 
 
 def check_settings(new):

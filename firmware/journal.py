@@ -12,8 +12,9 @@ from flash import ensure_dir
 
 
 class Journal:
-    def __init__(self, root="journal", max_bytes=65536, seg_bytes=4096):
+    def __init__(self, root, max_bytes, rbuf, seg_bytes=4096):
         self.root = root
+        self.rbuf = rbuf  # lines are read back into this buffer (buffers.READ)
         self.max_bytes = max_bytes
         self.seg_bytes = seg_bytes
         ensure_dir(root)
@@ -84,24 +85,29 @@ class Journal:
         self.pending = {}
 
     def next(self):
-        """The next envelope line to send and a token to ack it with, or None."""
+        """The next envelope line (a view of the read buffer, valid until the next
+        call) and a token to ack it with, or None."""
         while True:
             if self.rseg is None:
                 if not self.segs:
                     return None
                 self.rseg, self.rpos, self.reof = self.segs[0], 0, False
             n = self.rseg
-            line = b""
+            got = 0
             try:
                 with open(self._path(n), "rb") as f:
                     f.seek(self.rpos)
-                    line = f.readline()
+                    got = f.readinto(self.rbuf) or 0
             except OSError:
                 pass
-            if line.endswith(b"\n"):
-                self.rpos += len(line)
+            buf = self.rbuf
+            end = 0
+            while end < got and buf[end] != 10:
+                end += 1
+            if end < got:
+                self.rpos += end + 1
                 self.pending[n] = self.pending.get(n, 0) + 1
-                return line[:-1], n
+                return memoryview(buf)[:end], n
             # end of this segment (a torn last line is skipped)
             if n == self.segs[-1] and n == self.head:
                 self.reof = True

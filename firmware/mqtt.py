@@ -164,7 +164,7 @@ class Client:
         if qos:
             pid = pid or self.next_pid()
             body += struct.pack("!H", pid)
-        self._send(first, body, payload if isinstance(payload, bytes) else payload.encode())
+        self._send(first, body, payload.encode() if isinstance(payload, str) else payload)
         return pid
 
     def subscribe(self, topic, qos=1):

@@ -4,6 +4,7 @@ sim board, publishing through the real mosquitto into real ingest and Parquet.""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from conftest import wait_until
+from firmwarelib import ENVIRONMENT, SimDevice, expected_value, raw_count, rows
 
 from fleetpulse.analytics.assignment import variant
 from fleetpulse.firmware import BOARDS
@@ -20,9 +23,6 @@ from fleetpulse.firmware.bundle import build, firmware_version
 from fleetpulse.firmware.typecheck import check
 from fleetpulse.gateway.broker import Broker, free_port
 from fleetpulse.ingest.contract import parse_message
-
-from conftest import wait_until
-from firmwarelib import ENVIRONMENT, SimDevice, expected_value, raw_count, rows
 
 BUNDLE_LIMIT = 48 * 1024
 
@@ -86,7 +86,7 @@ def test_firmware_in_the_loop_rows_equal_the_scenario(broker, start_ingest, tmp_
                           and r, timeout=30)
     assert len(readings) == 600 // 10
     times = [int(r["ts"].timestamp() * 1000) for r in readings]
-    assert [b - a for a, b in zip(times, times[1:], strict=False)] == [10_000] * 59
+    assert [b - a for a, b in itertools.pairwise(times)] == [10_000] * 59
     for r, t in zip(readings, times, strict=True):
         for key, spec in ENVIRONMENT.items():
             assert abs(r[key] - expected_value(spec, t)) < 0.006, (key, t, r[key])
@@ -257,7 +257,7 @@ def test_low_power_mode_samples_journals_and_sleeps(broker, start_ingest, tmp_pa
     assert sorted(r["boot"] for r in readings) == list(range(wakes))
     times = [int(r["ts"].timestamp() * 1000) for r in readings]
     # 60 s of sleep, plus the time awake: longer on wakes that connect and wait for acks
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(60_000 <= g <= 80_000 for g in gaps) and gaps.count(60_000) >= wakes // 2, gaps
     power_on = [e for e in rows(tmp_path / "data", "events", "lp-0001")
                 if e["event"] == "power_on"]
@@ -300,11 +300,11 @@ def test_broker_outage_loses_nothing_and_duplicates_nothing(own_broker, tmp_path
         want = 1200 // 5
         wait_until(f"{want} readings", lambda: raw_count(tmp_path / "data", "readings",
                                                          "out-0001")[1] >= want, timeout=60)
-        n, distinct = raw_count(tmp_path / "data", "readings", "out-0001")
+        _n, distinct = raw_count(tmp_path / "data", "readings", "out-0001")
         assert distinct == want
         readings = rows(tmp_path / "data", "readings", "out-0001")
         assert len(readings) == want  # the view: each record once
         times = [int(r["ts"].timestamp() * 1000) for r in readings]
-        assert [b - a for a, b in zip(times, times[1:], strict=False)] == [5000] * (want - 1)
+        assert [b - a for a, b in itertools.pairwise(times)] == [5000] * (want - 1)
     finally:
         ingest.kill()

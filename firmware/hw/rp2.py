@@ -101,5 +101,8 @@ class Board:
     def deep_sleep(self, ms):
         machine.deepsleep(ms)
 
+    def reset(self):
+        machine.reset()
+
     def finished(self):
         return False

@@ -14,6 +14,7 @@ _MASK = 0x3FFFFFFF
 # as a board wakes up. 75 is EX_TEMPFAIL, unlikely to clash with a crash.
 DEEP_SLEEP_EXIT = 75
 WATCHDOG_EXIT = 76
+RESET_EXIT = 77
 _STATE = ".sim_board"
 
 
@@ -33,14 +34,17 @@ class Board:
         sc = _read_json(path) if path else None
         if path and sc is None:
             print("fleetpulse: scenario %s is missing or not JSON; running without inputs" % path)
-        self.sc = sc or {}
-        self.hw = self.sc.get("hw", "thermostat-sim")
-        self.speed = float(self.sc.get("speed", 1))
-        self.duration_ms = int(self.sc.get("duration_s", 0) * 1000)
-        self.inputs = sorted(self.sc.get("inputs", ()), key=lambda i: i["at_s"])
+        sc = sc or {}
+        # Only compact copies of the scenario are kept: its heap is the firmware's heap.
+        self.hw = sc.get("hw", "thermostat-sim")
+        self.speed = float(sc.get("speed", 1))
+        self.duration_ms = int(sc.get("duration_s", 0) * 1000)
+        self.inputs = sorted((int(i["at_s"] * 1000), i["button"]) for i in sc.get("inputs", ()))
         self._next_input = 0
-        self.down = self.sc.get("network_down", ())
-        self.ntp_after_ms = int(self.sc.get("ntp_after_s", 0) * 1000)
+        self.down = [(a * 1000, b * 1000) for a, b in sc.get("network_down", ())]
+        self.ntp_after_ms = int(sc.get("ntp_after_s", 0) * 1000)
+        self.env = [(k, v[0], v[1], v[2]) for k, v in sc.get("environment", {}).items()]
+        sc = None
         # what the previous process left: a deep sleep keeps the RTC and says why it woke
         st = _read_json(_STATE) or {}
         try:
@@ -60,6 +64,10 @@ class Board:
         self._net0 = int(time.time() * 1000) if self._rtc0 is None else self._rtc0
         self._wdt_ms = 0
         self._fed = 0
+        # FLEETPULSE_SIM_HEAP=1 (the benchmark): the largest live heap seen at any idle,
+        # collected first so garbage does not count, printed when the process ends
+        self._heap = os.getenv("FLEETPULSE_SIM_HEAP") == "1"
+        self.heap_peak = 0
 
     # -- time -------------------------------------------------------------------------
     def ticks_ms(self):
@@ -76,6 +84,10 @@ class Board:
                 time.sleep_ms(real)
             self._v += ms
         self._check_wdt()
+        if self._heap:
+            import gc
+            gc.collect()
+            self.heap_peak = max(self.heap_peak, gc.mem_alloc())
 
     def rtc_ms(self):
         """Epoch ms from the real-time clock, or None when it was never set."""
@@ -93,9 +105,9 @@ class Board:
         return self.wlan_up()
 
     def wlan_up(self):
-        s = (self._t0 + self._v) / 1000
+        now = self._t0 + self._v
         for a, b in self.down:
-            if a <= s < b:
+            if a <= now < b:
                 return False
         return True
 
@@ -108,8 +120,7 @@ class Board:
         # rounded to 0.01, so a test can recompute every value from the row's time.
         t = (self._net0 + self._v) / 1000
         out = {}
-        for key, spec in self.sc.get("environment", {}).items():
-            base, amp, period = spec
+        for key, base, amp, period in self.env:
             out[key] = round(base + amp * math.sin(2 * math.pi * t / period), 2)
         if not out:
             out = {"temperature_c": 21.0, "humidity_pct": 45.0}
@@ -118,10 +129,10 @@ class Board:
     def poll_inputs(self):
         got = []
         while self._next_input < len(self.inputs):
-            i = self.inputs[self._next_input]
-            if i["at_s"] * 1000 > self._t0 + self._v:
+            at, button = self.inputs[self._next_input]
+            if at > self._t0 + self._v:
                 break
-            got.append(i["button"])
+            got.append(button)
             self._next_input += 1
         return got
 
@@ -149,6 +160,9 @@ class Board:
         rtc = self.rtc_ms()
         self._leave("deepsleep", None if rtc is None else rtc + ms, DEEP_SLEEP_EXIT, ms)
 
+    def reset(self):
+        self._leave("soft_reset", self.rtc_ms(), RESET_EXIT)
+
     def _leave(self, cause, epoch_ms, code, sleep_ms=0):
         st = {"cause": cause, "elapsed_ms": self._t0 + self._v + sleep_ms}
         if epoch_ms is not None:
@@ -161,4 +175,7 @@ class Board:
 
     def finished(self):
         """The scenario's duration is over (real boards never finish)."""
-        return self.duration_ms > 0 and self._t0 + self._v >= self.duration_ms
+        done = self.duration_ms > 0 and self._t0 + self._v >= self.duration_ms
+        if done and self._heap:
+            print("sim: live heap peak %d bytes" % self.heap_peak)
+        return done

