@@ -308,3 +308,29 @@ def test_broker_outage_loses_nothing_and_duplicates_nothing(own_broker, tmp_path
         assert [b - a for a, b in itertools.pairwise(times)] == [5000] * (want - 1)
     finally:
         ingest.kill()
+
+
+def test_board_modules_run_in_micropython_against_fake_hardware() -> None:
+    """hw/esp32.py and hw/rp2.py executed by the real MicroPython VM, with fakes only
+    for machine, network and dht (the hardware edge)."""
+    from fleetpulse.firmware import FIRMWARE_DIR
+    from fleetpulse.firmware.loop import micropython_binary
+
+    here = Path(__file__).parent
+    env = {"MICROPYPATH": f"{here / 'mpfakes'}:{FIRMWARE_DIR}"}
+    proc = subprocess.run([micropython_binary(), str(here / "mp_boards.py")], env=env,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["esp32_env"] == {"temperature_c": 22.5, "humidity_pct": 41.0}
+    assert out["esp32_env_failed"] is None  # a failed read is skipped, not invented
+    assert out["esp32_press"] == ["fan"] and out["esp32_held"] == []
+    assert out["esp32_again"] == ["fan"]
+    assert out["esp32_wlan"] == [False, True, -61]
+    assert out["esp32_cause"] == "deepsleep" and out["rp2_cause"] == "watchdog"
+    # 27 - (14000 * 3.3 / 65535 - 0.706) / 0.001721
+    assert out["rp2_env"] == {"temperature_c": round(27 - (14000 * 3.3 / 65535 - 0.706)
+                                                     / 0.001721, 2), "humidity_pct": 40.0}
+    assert out["rp2_no_humidity"] is None
+    assert out["fake"]["wdt"] == [["start", 30000], ["feed"], ["start", 8388]]
+    assert out["fake"]["slept"] == 60000

@@ -8,16 +8,16 @@ FIRMWARE_DIR = Path(__file__).resolve().parent.parent
 COMMON = ("start.py", "buffers.py", "app.py", "conf.py", "configfile.py", "flash.py", "clock.py", "journal.py",
           "lowpower.py", "mqtt.py", "version.py", "hw/__init__.py")
 BOARDS = {
-    # board -> (its hardware module, mpy-cross architecture or None for bytecode only)
-    "esp32": ("hw/esp32.py", "xtensawin"),
-    "rp2": ("hw/rp2.py", "armv6m"),
-    "sim": ("hw/sim.py", None),
+    # board -> (its hardware modules, mpy-cross architecture or None for bytecode only)
+    "esp32": (("hw/board.py", "hw/esp32.py"), "xtensawin"),
+    "rp2": (("hw/board.py", "hw/rp2.py"), "armv6m"),
+    "sim": (("hw/sim.py",), None),
 }
 
 
 def board_modules(board: str) -> list[str]:
     """Every module a board's firmware consists of, main.py last."""
-    return [*COMMON, BOARDS[board][0], "main.py"]
+    return [*COMMON, *BOARDS[board][0], "main.py"]
 
 
 def setting_names() -> set[str]:

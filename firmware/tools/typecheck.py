@@ -48,7 +48,7 @@ def check(board: str, stubs_root: Path | None = None) -> tuple[bool, str]:
     others = [f"hw.{b}" for b in BOARDS if b not in (board, "sim")]
     cfg.write_text(_CONFIG + "".join(_SKIP.format(m) for m in others))
     # the sim board is MicroPython too, and must hold to the same stubs
-    files = [str(FIRMWARE_DIR / m) for m in (*board_modules(board), BOARDS["sim"][0])]
+    files = [str(FIRMWARE_DIR / m) for m in (*board_modules(board), *BOARDS["sim"][0])]
     env = dict(os.environ, MYPYPATH=str(stubs))
     proc = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(cfg), "--cache-dir", str(cache),
