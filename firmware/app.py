@@ -11,7 +11,7 @@ import conf
 import flash
 from clock import Clock
 from journal import Journal
-from mqtt import Client, MQTTError
+from mqtt import Client, MQTTError, tls_context
 from version import FW_VERSION
 
 STATE = "state.json"
@@ -61,6 +61,7 @@ class App:
         # envelopes are built in a buffer allocated at boot, never in a fresh allocation
         self.buf = buffers.ENVELOPE
         self.client = None
+        self.tls = None  # SSLContext, built at the first TLS connect
         self.connects = 0
         self.backoff = BACKOFF_MIN_MS
         self.next_connect = 0
@@ -231,12 +232,9 @@ class App:
                 self.synced_up = up
         tls = None
         if m.get("tls"):
-            import tls as _tls
-            tls = _tls.SSLContext(_tls.PROTOCOL_TLS_CLIENT)
-            ca = m.get("ca")
-            if ca:
-                with open(ca, "rb") as f:
-                    tls.load_verify_locations(cadata=f.read())
+            if self.tls is None:  # parsed once: mbedTLS keeps the CA in the context
+                self.tls = tls_context(m["ca"])
+            tls = self.tls
         c = Client(self.dev, m["host"], m.get("port", 8883 if tls else 1883), m["username"],
                    m["password"], keepalive=m.get("keepalive", 60), tls=tls,
                    ticks=self.b.ticks_ms)

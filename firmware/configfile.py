@@ -44,6 +44,16 @@ def _load(path):
     if not isinstance(m.get("username"), str) or not isinstance(m.get("password"), str):
         raise ConfigError("%s: mqtt.username and mqtt.password are required "
                           "(fleetpulse devices add prints them)" % path)
+    if m.get("tls"):
+        ca = m.get("ca")
+        if not isinstance(ca, str):
+            raise ConfigError("%s: mqtt.ca must name the broker's CA file on the device "
+                              "(ca.crt); set mqtt.tls to false only on a trusted LAN" % path)
+        try:
+            open(ca).close()
+        except OSError:
+            raise ConfigError("%s is missing: copy the broker's CA onto the device "
+                              "(mpremote cp ca.crt :%s)" % (ca, ca))
     w = cfg.get("wifi", {})
     if not isinstance(w, dict) or not isinstance(w.get("ssid", ""), str):
         raise ConfigError("%s: wifi must hold ssid and password" % path)

@@ -35,6 +35,28 @@ def _varlen(n):
             return out
 
 
+def tls_context(ca_path):
+    """An SSLContext that trusts only the CA in `ca_path` (PEM as openssl writes it, or
+    DER). Raises MQTTError with what to fix when the file is not a certificate."""
+    import tls
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)  # verifies the broker and its name
+    with open(ca_path, "rb") as f:
+        data = f.read()
+    if data.startswith(b"-----"):
+        # MicroPython's mbedTLS binding rejects PEM (mbedTLS wants it NUL-terminated and
+        # the binding passes the length without one), so hand it the DER inside.
+        import binascii
+        data = binascii.a2b_base64(b"".join(
+            line.strip() for line in data.split(b"\n") if line.strip()
+            and not line.startswith(b"-----")))
+    try:
+        ctx.load_verify_locations(data)
+    except ValueError:
+        raise MQTTError("%s is not a CA certificate: copy the broker's ca.crt onto the "
+                        "device" % ca_path)
+    return ctx
+
+
 class Client:
     def __init__(self, client_id, host, port=1883, user=None, password=None,
                  keepalive=60, tls=None, ticks=None):
@@ -69,6 +91,9 @@ class Client:
             sock.connect(addr)
             if self.tls is not None:
                 sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+        except ValueError as e:  # mbedTLS reports a certificate it does not trust so
+            sock.close()
+            raise MQTTError("TLS: %s (is mqtt.ca the broker's CA?)" % e)
         except Exception:
             sock.close()
             raise

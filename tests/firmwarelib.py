@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class SimDevice:
     settings: dict[str, Any] = field(default_factory=dict)
     scenario: dict[str, Any] = field(default_factory=dict)
     password: str = ""
+    tls: bool = False  # connect to the broker's TLS listener, trusting its CA
 
     def __post_init__(self) -> None:
         self.flash = self.root / "flash"
@@ -40,11 +42,11 @@ class SimDevice:
 
     @property
     def config(self) -> dict[str, Any]:
-        return {"device_id": self.device_id,
-                "mqtt": {"host": self.broker.host, "port": self.broker.port,
-                         "username": self.device_id, "password": self.password,
-                         "keepalive": 30},
-                "settings": self.settings}
+        mqtt = {"host": self.broker.host, "port": self.broker.port,
+                "username": self.device_id, "password": self.password, "keepalive": 30}
+        if self.tls:
+            mqtt.update(host="localhost", port=self.broker.tls_port, tls=True, ca="ca.crt")
+        return {"device_id": self.device_id, "mqtt": mqtt, "settings": self.settings}
 
     def write(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -52,6 +54,8 @@ class SimDevice:
         sc = {"environment": ENVIRONMENT, **self.scenario}
         (self.root / "scenario.json").write_text(json.dumps(sc))
         prepare_flash(self.flash, self.root / "config.json")
+        if self.tls:
+            shutil.copyfile(self.broker.certs / "ca.crt", self.flash / "ca.crt")
 
     def run(self, timeout: float = 120) -> str:
         """`fleetpulse firmware run` until the scenario ends (deep sleeps included)."""

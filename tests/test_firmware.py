@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from fleetpulse.firmware import BOARDS
 from fleetpulse.firmware.bundle import build, firmware_version
 from fleetpulse.firmware.typecheck import check
 from fleetpulse.gateway.broker import Broker, free_port
+from fleetpulse.gateway.certs import ensure_certs
 from fleetpulse.ingest.contract import parse_message
 
 BUNDLE_LIMIT = 48 * 1024
@@ -119,6 +121,30 @@ def test_firmware_in_the_loop_rows_equal_the_scenario(broker, start_ingest, tmp_
     assert sorted(set(seqs)) == list(range(max(seqs) + 1))
     stats = ingest.stats()
     assert stats["messages_rejected"] == 0 and stats["records_rejected"] == 0
+
+
+def test_firmware_publishes_over_tls_trusting_the_broker_ca(broker, start_ingest,
+                                                          tmp_path) -> None:
+    ingest = start_ingest()
+    ingest.wait_subscribed()
+    dev = SimDevice(broker, tmp_path / "dev", "tls-0001", tls=True,
+                    settings={"sample_s": 10, "flush_s": 30},
+                    scenario={"speed": 40, "duration_s": 60})
+    out = dev.run()
+    assert f"connected to localhost:{broker.tls_port}" in out and "all acknowledged" in out
+    wait_until("6 readings over TLS", lambda: raw_count(tmp_path / "data", "readings",
+                                                        "tls-0001")[1] == 6, timeout=30)
+    # a CA the broker's certificate does not chain to is refused: the device stays
+    # offline and journals instead of sending to a broker it cannot verify
+    ensure_certs(tmp_path / "other-certs")
+    shutil.copyfile(tmp_path / "other-certs" / "ca.crt", dev.flash / "ca.crt")
+    out = dev.run()
+    assert "offline (" in out and "connected" not in out and "some still journaled" in out
+    # no CA on the device at all: a config error naming the fix, not a plain connection
+    (dev.flash / "ca.crt").unlink()
+    out = dev.run()
+    assert ("config error: ca.crt is missing: copy the broker's CA onto the device "
+            "(mpremote cp ca.crt :ca.crt); retrying in 10 s") in out
 
 
 def test_config_message_is_applied_persisted_and_reported(broker, start_ingest, tmp_path) -> None:
