@@ -16,6 +16,9 @@ from version import FW_VERSION
 
 STATE = "state.json"
 SETTINGS = "settings.json"
+# not "journal": on a board the filesystem root comes first on sys.path, and a directory
+# named like a module is imported in its place (found running from ROMFS)
+JOURNAL_DIR = "outbox"
 ENVELOPE_BYTES = 900  # stop a batch here: with the envelope fields it stays near 1 KiB
 UNTIMED_BYTES = 100  # size estimate of a record kept unserialised until it has a time
 SEP = (",", ":")
@@ -51,7 +54,7 @@ class App:
         flash.write_json(STATE, self.state)
         self.settings = conf.merged(cfg.get("settings"), flash.read_json(SETTINGS))
         self.clock = Clock(board)
-        self.journal = Journal("journal", self.settings["journal_kb"] * 1024,
+        self.journal = Journal(JOURNAL_DIR, self.settings["journal_kb"] * 1024,
                                buffers.READ)
         self.seq = 0
         self.batch = []

@@ -34,6 +34,7 @@ class SimDevice:
     scenario: dict[str, Any] = field(default_factory=dict)
     password: str = ""
     tls: bool = False  # connect to the broker's TLS listener, trusting its CA
+    romfs: Path | None = None  # run the modules from this ROMFS image, mounted at /rom
 
     def __post_init__(self) -> None:
         self.flash = self.root / "flash"
@@ -61,7 +62,8 @@ class SimDevice:
         """`fleetpulse firmware run` until the scenario ends (deep sleeps included)."""
         proc = subprocess.run(
             [sys.executable, "-m", "fleetpulse.gateway.cli", "firmware", "run",
-             "--scenario", str(self.root / "scenario.json"), "--flash", str(self.flash)],
+             "--scenario", str(self.root / "scenario.json"), "--flash", str(self.flash),
+             *(["--romfs", str(self.romfs)] if self.romfs else [])],
             capture_output=True, text=True, timeout=timeout, check=False)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout

@@ -147,6 +147,33 @@ def test_firmware_publishes_over_tls_trusting_the_broker_ca(broker, start_ingest
             "(mpremote cp ca.crt :ca.crt); retrying in 10 s") in out
 
 
+def test_firmware_runs_from_a_romfs_image(broker, start_ingest, tmp_path) -> None:
+    """Deployed as a ROM partition (bytecode in place from flash), the same firmware
+    delivers the same rows; only main.py and the device's own files are on the flash,
+    which comes first on sys.path as on a board."""
+    m = build("sim", tmp_path / "bundle", romfs=True)
+    image = (tmp_path / "bundle" / "romfs.img").read_bytes()
+    assert image[:3] == b"\xd2\xcd\x31"  # the ROMFS header
+    assert m["romfs"]["bytes"] == len(image)
+    assert m["romfs"]["sha256"] == hashlib.sha256(image).hexdigest()
+    ingest = start_ingest()
+    ingest.wait_subscribed()
+    dev = SimDevice(broker, tmp_path / "dev", "rom-0001", romfs=tmp_path / "bundle" / "romfs.img",
+                    settings={"sample_s": 10, "flush_s": 30},
+                    scenario={"speed": 40, "duration_s": 120, "network_down": [[40, 70]],
+                              "inputs": [{"at_s": 15, "button": "eco"}]})
+    out = dev.run()
+    assert "mounted at /rom" in out and "all acknowledged" in out, out
+    assert sorted(p.name for p in dev.flash.iterdir() if p.suffix in (".py", ".mpy")) == [
+        "main.py"]
+    wait_until("12 readings from ROMFS", lambda: raw_count(tmp_path / "data", "readings",
+                                                           "rom-0001") == (12, 12), timeout=30)
+    reads = rows(tmp_path / "data", "readings", "rom-0001")
+    t0 = int(reads[0]["ts"].timestamp() * 1000)
+    assert [int(r["ts"].timestamp() * 1000) - t0 for r in reads] == list(range(0, 120_000,
+                                                                              10_000))
+
+
 def test_config_message_is_applied_persisted_and_reported(broker, start_ingest, tmp_path) -> None:
     def configure(*args: str) -> None:
         subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "devices", "configure",
@@ -226,7 +253,7 @@ def test_reboot_delivers_the_journal_and_counts_boots(broker, start_ingest, tmp_
                     settings={"sample_s": 5, "flush_s": 20},
                     scenario={"speed": 20, "duration_s": 100000, "network_down": [[30, 1e9]]})
     proc = dev.start()
-    journal = dev.flash / "journal"
+    journal = dev.flash / "outbox"
 
     def journaled() -> list[tuple[int, int, int]]:
         out = []

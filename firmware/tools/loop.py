@@ -31,15 +31,27 @@ def micropython_binary() -> str:
 
 
 def command(flash: Path, scenario: Path | None = None, source: Path | None = None,
-            heap: str | None = None) -> tuple[list[str], dict[str, str]]:
+            heap: str | None = None, romfs: Path | None = None,
+            ) -> tuple[list[str], dict[str, str]]:
     """argv and environment that boot the firmware with `flash` as its file system.
-    `source` is firmware/ (default) or a bundle built by `fleetpulse firmware build`."""
+    `source` is firmware/ (default) or a bundle built by `fleetpulse firmware build`;
+    `romfs` a ROMFS image of the modules, mounted at /rom as a board with a ROM partition
+    does (main.py is then copied onto the flash, as it would be deployed)."""
     src = (source or FIRMWARE_DIR).resolve()
     argv = [micropython_binary()]
     if heap:
         argv += ["-X", f"heapsize={heap}"]
-    argv.append(str(src / "main.py"))
-    env = dict(os.environ, MICROPYPATH=str(src))
+    if romfs is not None:
+        if not romfs.is_file():
+            raise UserError(f"{romfs} does not exist: build it with "
+                            "`fleetpulse firmware build --board sim --romfs --out DIR`")
+        shutil.copyfile(src / "main.py", flash / "main.py")
+        argv.append(str(Path(__file__).with_name("romboot.py")))
+        env = dict(os.environ, FLEETPULSE_ROMFS=str(romfs.resolve()))
+        env.pop("MICROPYPATH", None)
+    else:
+        argv.append(str(src / "main.py"))
+        env = dict(os.environ, MICROPYPATH=str(src))
     if scenario is not None:
         env["FLEETPULSE_SCENARIO"] = str(scenario.resolve())
     return argv, env
@@ -55,11 +67,11 @@ def prepare_flash(flash: Path, config: Path | None) -> None:
 
 
 def run(flash: Path, config: Path | None, scenario: Path | None, source: Path | None = None,
-        heap: str | None = None) -> int:
+        heap: str | None = None, romfs: Path | None = None) -> int:
     """Boot the firmware and wake it again after each deep sleep until it stops;
     return its exit status."""
     prepare_flash(flash, config)
-    argv, env = command(flash, scenario, source, heap)
+    argv, env = command(flash, scenario, source, heap, romfs)
     while True:
         proc = subprocess.Popen(argv, cwd=flash, env=env)
         old = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
