@@ -58,10 +58,12 @@ def test_broker_command_stops_mosquitto_on_signal(tmp_path: Path, sig: int) -> N
                           str(port), "--tls-port", str(free_port()), "--data", str(tmp_path)],
                          stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
-    while not (tmp_path / "registry" / "broker.pid").exists():
+    pid_file = tmp_path / "registry" / "broker.pid"
+    # mosquitto creates its pid file before it writes the number into it
+    while not (pid_file.exists() and pid_file.read_text().strip().isdigit()):
         assert time.monotonic() < deadline and p.poll() is None, p.stderr
         time.sleep(0.05)
-    mosquitto_pid = int((tmp_path / "registry" / "broker.pid").read_text())
+    mosquitto_pid = int(pid_file.read_text())
     while not _accepts(port):
         assert time.monotonic() < deadline
         time.sleep(0.05)

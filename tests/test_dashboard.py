@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetpulse.analytics.report import GROUPS, build_report
+from fleetpulse.analytics.dataset import connect, query
+from fleetpulse.analytics.report import GROUPS, build_report, run_groups
 from fleetpulse.gateway.broker import free_port
 from fleetpulse.ingest.contract import TELEMETRY_TOPIC
 from fleetpulse.ingest.pipeline import Pipeline
@@ -53,6 +54,19 @@ def test_report_is_one_offline_file(dataset: Path, tmp_path: Path) -> None:
                         str(dataset), "--out", str(tmp_path / "r.html")],
                        capture_output=True, text=True)
     assert r.returncode == 0 and (tmp_path / "r.html").stat().st_size > 5000
+
+
+def test_snapshot_of_shared_views_changes_no_number(dataset: Path) -> None:
+    """A page refresh reads device_days and activations from one snapshot: every group
+    equals its query over the live views, and the snapshot is gone afterwards."""
+    con = connect(dataset)
+    live = [query(con, g.sql).rows for g in GROUPS]
+    steps: list[str] = []
+    snap = run_groups(con, lambda step, _secs: steps.append(step))
+    assert [r.rows for r in snap] == live
+    assert steps[:2] == ["snapshot device_days", "snapshot activations"]
+    assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall() == [(0,)]
+    con.close()
 
 
 @pytest.fixture
