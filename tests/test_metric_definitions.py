@@ -65,18 +65,70 @@ FLEET: dict[str, list[tuple[str, list[dict]]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def con(tmp_path_factory: pytest.TempPathFactory):
-    data: Path = tmp_path_factory.mktemp("fixtures")
+def _dataset(data: Path, fleet: dict[str, list[tuple[str, list[dict]]]],
+             hw: dict[str, str] | None = None):
     pipe = Pipeline(data, "fixture")
-    for device, envelopes in FLEET.items():
+    for device, envelopes in fleet.items():
         for seq, (fw, records) in enumerate(envelopes):
-            env = {"v": 1, "device_id": device, "boot": 1, "seq": seq, "fw": fw, "hw": "h",
-                   "sent_ms": t(25), "records": records}
+            env = {"v": 1, "device_id": device, "boot": 1, "seq": seq, "fw": fw,
+                   "hw": (hw or {}).get(device, "h"), "sent_ms": t(25), "records": records}
             pipe.handle(f"devices/{device}/telemetry", json.dumps(env).encode(), t(25))
     pipe.flush()
     assert pipe.stats.records_rejected == 0 and pipe.stats.messages_rejected == 0
     return connect(data)
+
+
+@pytest.fixture(scope="module")
+def con(tmp_path_factory: pytest.TempPathFactory):
+    return _dataset(tmp_path_factory.mktemp("fixtures"), FLEET)
+
+
+def env_reading(ts: int, temperature_c: float, humidity_pct: float) -> dict:
+    return {"t": ts, "type": "reading", "temperature_c": temperature_c,
+            "humidity_pct": humidity_pct}
+
+
+# Environment context, on devices of their own (the fleet above reads 21.0 / 45 % only)
+ENV_FLEET: dict[str, list[tuple[str, list[dict]]]] = {
+    # e1 (plug), Jan 10. Hour 10: readings 19.0 / 41 and 20.6 / 43 average 19.8 / 42, so the
+    # 18-20 degC and 40-50 % band, with two usage events (the heartbeat is not usage).
+    # Hour 11: 22.5 / 55 with no usage. Hour 12 has usage but no reading: no device-hour.
+    "e1": [("1.0", [env_reading(t(10, 10), 19.0, 41.0), ev(t(10, 10, 15), "button_press"),
+                    env_reading(t(10, 10, 30), 20.6, 43.0),
+                    ev(t(10, 10, 45), "feature_used", feature="eco"),
+                    env_reading(t(10, 11), 22.5, 55.0), ev(t(10, 11, 5), "heartbeat",
+                                                           uptime_s=1, reconnects=0,
+                                                           free_mem=1),
+                    ev(t(10, 12, 5), "button_press")])],
+    # e2 (thermostat): 23:30 Jan 10 at 22.0 / 50 with one press, and 00:10 Jan 11 at
+    # 23.9 / 59 with one press: two device-hours in the 22-24 degC, 50-60 % band
+    "e2": [("1.0", [env_reading(t(10, 23, 30), 22.0, 50.0), ev(t(10, 23, 50), "button_press"),
+                    env_reading(t(11, 0, 10), 23.9, 59.0), ev(t(11, 0, 20), "button_press")])],
+}
+
+
+@pytest.fixture(scope="module")
+def env_con(tmp_path_factory: pytest.TempPathFactory):
+    return _dataset(tmp_path_factory.mktemp("env-fixtures"), ENV_FLEET,
+                    {"e1": "plug", "e2": "thermostat"})
+
+
+def test_usage_by_temperature_and_humidity_band(env_con) -> None:
+    got = rows(env_con, "SELECT temp_from_c, temp_to_c, humidity_from_pct, humidity_to_pct, "
+                        "device_hours, usage_events, usage_per_device_hour "
+                        "FROM usage_by_environment()")
+    # 22-24 / 50-60: e1 hour 11 (0 uses), e2 23:00 (1) and 00:00 (1) -> 2 / 3
+    assert got == [(18, 20, 40, 50, 1, 2, 2.0), (22, 24, 50, 60, 3, 2, 0.6667)]
+    assert rows(env_con, "SELECT device_hours FROM usage_by_environment("
+                         "since := DATE '2026-01-11')") == [(1,)]
+
+
+def test_reading_distributions_by_model(env_con) -> None:
+    # plug 19.0, 20.6, 22.5: p10 at position 0.2 -> 19.32; p90 at 1.8 -> 22.12
+    # thermostat 22.0, 23.9: p10 at 0.1 -> 22.19; median 22.95; p90 at 0.9 -> 23.71
+    assert rows(env_con, "SELECT * FROM readings_by_model()") == [
+        ("plug", 1, 3, 19.32, 20.6, 22.12, 43.0),
+        ("thermostat", 1, 2, 22.19, 22.95, 23.71, 54.5)]
 
 
 def rows(con, sql: str) -> list[tuple]:
