@@ -96,7 +96,8 @@ def generate(root: Path, scale: float, small_files: int) -> tuple[Path, Path]:
 
 def time_dashboard(data: Path, runs: int = 5) -> tuple[float, dict[str, float]]:
     """The dashboard's queries as a page refresh runs them (analytics/report.py)."""
-    totals, per_step = [], {}  # type: ignore[var-annotated]
+    totals: list[float] = []
+    per_step: dict[str, list[float]] = {}
     for _ in range(runs):
         con = connect(data)
         start = time.perf_counter()

@@ -52,7 +52,7 @@ def run_once(broker: Broker, password: str, bundle: Path, work: Path, minutes: i
            "settings": {"sample_s": 10, "flush_s": 60, "heartbeat_s": 120}}
     (work / "config.json").write_text(json.dumps(cfg))
     (work / "scenario.json").write_text(json.dumps(scenario(minutes)))
-    prepare_flash(flash, work / "config.json")
+    prepare_flash(flash, work / "config.json", bundle / "main.py" if romfs else None)
     argv, env = command(flash, work / "scenario.json", bundle, heap, romfs)
     if stats:
         env["FLEETPULSE_SIM_HEAP"] = "1"

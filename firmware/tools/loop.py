@@ -36,7 +36,7 @@ def command(flash: Path, scenario: Path | None = None, source: Path | None = Non
     """argv and environment that boot the firmware with `flash` as its file system.
     `source` is firmware/ (default) or a bundle built by `fleetpulse firmware build`;
     `romfs` a ROMFS image of the modules, mounted at /rom as a board with a ROM partition
-    does (main.py is then copied onto the flash, as it would be deployed)."""
+    does (main.py must then be on the flash: prepare_flash puts it there)."""
     src = (source or FIRMWARE_DIR).resolve()
     argv = [micropython_binary()]
     if heap:
@@ -45,7 +45,6 @@ def command(flash: Path, scenario: Path | None = None, source: Path | None = Non
         if not romfs.is_file():
             raise UserError(f"{romfs} does not exist: build it with "
                             "`fleetpulse firmware build --board sim --romfs --out DIR`")
-        shutil.copyfile(src / "main.py", flash / "main.py")
         argv.append(str(Path(__file__).with_name("romboot.py")))
         env = dict(os.environ, FLEETPULSE_ROMFS=str(romfs.resolve()))
         env.pop("MICROPYPATH", None)
@@ -57,8 +56,12 @@ def command(flash: Path, scenario: Path | None = None, source: Path | None = Non
     return argv, env
 
 
-def prepare_flash(flash: Path, config: Path | None) -> None:
+def prepare_flash(flash: Path, config: Path | None, main: Path | None = None) -> None:
+    """The flash folder, with `config` and `main` (main.py, for a ROMFS deployment, where
+    it is the one module on the writable filesystem) copied onto it when given."""
     flash.mkdir(parents=True, exist_ok=True)
+    if main is not None:
+        shutil.copyfile(main, flash / "main.py")
     if config is not None:
         if not config.exists():
             raise UserError(f"{config} does not exist: write a config.json "
@@ -70,7 +73,8 @@ def run(flash: Path, config: Path | None, scenario: Path | None, source: Path | 
         heap: str | None = None, romfs: Path | None = None) -> int:
     """Boot the firmware and wake it again after each deep sleep until it stops;
     return its exit status."""
-    prepare_flash(flash, config)
+    main = (source or FIRMWARE_DIR) / "main.py" if romfs is not None else None
+    prepare_flash(flash, config, main)
     argv, env = command(flash, scenario, source, heap, romfs)
     while True:
         proc = subprocess.Popen(argv, cwd=flash, env=env)
