@@ -31,6 +31,8 @@ from fleetpulse.ingest.contract import CRASH_RESET_CAUSES, USAGE_EVENTS
 from fleetpulse.ingest.schema import TABLES
 from fleetpulse.ingest.store import Store
 
+from . import rollups
+
 METRICS_SQL = Path(__file__).with_name("metrics.sql")
 
 _DUCK_TYPES = {
@@ -53,7 +55,8 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def _empty(table: str) -> str:
+def empty_select(table: str) -> str:
+    """A SELECT with the table's declared columns (and its date) and no rows."""
     cols = [f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in TABLES[table]]
     return f"SELECT {', '.join(cols)}, CAST(NULL AS DATE) AS date WHERE false"
 
@@ -62,16 +65,16 @@ def _source(store: Store, table: str) -> str:
     """A SELECT over the table's files by glob (absolute path or s3:// URL), or an empty
     one of the same shape when the table has no files yet."""
     if not store.files(table):
-        return _empty(table)
+        return empty_select(table)
     glob = _sql_str(store.url(table, "date=*", "*.parquet"))
     # United by name with the empty typed table, so every declared column exists even
     # if no file has it yet (files from an older writer or another tool).
     return (f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, "
             f"union_by_name = true, hive_types = {{'date': DATE}}) "
-            f"UNION ALL BY NAME {_empty(table)}")
+            f"UNION ALL BY NAME {empty_select(table)}")
 
 
-_DEDUP = ("QUALIFY row_number() OVER (PARTITION BY device_id, boot, seq, idx "
+_DEDUP = ("QUALIFY row_number() OVER (PARTITION BY date, device_id, boot, seq, idx "
           "ORDER BY received_at) = 1")
 
 
@@ -104,6 +107,7 @@ def view_statements(store: Store, raw_views: bool = True) -> list[str]:
         stmts.append(f"CREATE OR REPLACE VIEW {table} AS {_deduplicated(store, table)}")
     stmts.append("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM quarantine_raw")
     stmts.append("CREATE OR REPLACE VIEW presence AS SELECT * FROM presence_raw")
+    stmts += rollups.view_statements(store)
     stmts += _statements(_metrics_sql())
     return stmts + _comments()
 
@@ -220,7 +224,7 @@ def _register_remote(con: duckdb.DuckDBPyConnection, store: Store) -> None:
     for table in TABLES:
         files = store.files(table)
         if not files:
-            con.execute(f"CREATE OR REPLACE VIEW {table}_raw AS {_empty(table)}")
+            con.execute(f"CREATE OR REPLACE VIEW {table}_raw AS {empty_select(table)}")
             continue
         # Columns united by name across files, as read_parquet(union_by_name) does.
         schema = pa.unify_schemas(

@@ -47,23 +47,19 @@ FROM telemetry t FULL JOIN state s USING (device_id);
 -- device_days: one row per device and UTC day on which it sent anything. fw and hw are
 -- those of its last record that day (a device updated mid-day counts on the new
 -- version); active means it sent at least one usage event that day.
+-- The rollup_* views hold per-day aggregates (analytics/rollups.sql): from compaction's
+-- rollups for compacted days, computed from raw rows for the others.
 CREATE OR REPLACE VIEW device_days AS
-WITH recs AS (
-    SELECT device_id, date, ts, fw, hw FROM readings
-    UNION ALL
-    SELECT device_id, date, ts, fw, hw FROM events
-),
-per_day AS (
-    SELECT device_id, date AS day, arg_max(fw, ts) AS fw, arg_max(hw, ts) AS hw,
-           count(*) AS records
-    FROM recs GROUP BY device_id, date
-),
-use AS (
-    SELECT device_id, date AS day, count(*) AS usage_events
-    FROM usage_events GROUP BY device_id, date
-)
-SELECT p.*, coalesce(u.usage_events, 0) AS usage_events, u.usage_events IS NOT NULL AS active
-FROM per_day p LEFT JOIN use u USING (device_id, day);
+SELECT device_id, date AS day, fw, hw, records, usage_events, active FROM rollup_device_days;
+
+-- utc_day: the UTC date of a timestamp, whatever the session's time zone
+CREATE OR REPLACE MACRO utc_day(ts) AS
+    DATE '1970-01-01' + (epoch_us(ts) // 86400000000)::INTEGER;
+
+-- interpolate: a quantile between the values at ranks floor(h) and floor(h) + 1, as
+-- quantile_cont computes it (hi is NULL past the last rank, where the weight is 0)
+CREATE OR REPLACE MACRO interpolate(lo, hi, h) AS
+    lo + (coalesce(hi, lo) - lo) * (h - floor(h));
 
 -- activations: a device is activated on the first day it sent anything; its cohort
 -- is that day's week.
@@ -179,19 +175,14 @@ GROUP BY g.cohort_week, g.cohort_size, g.weeks_since ORDER BY g.cohort_week, g.w
 CREATE OR REPLACE MACRO feature_adoption(since := DATE '1970-01-01',
                                          until := DATE '2999-12-31',
                                          segment_by := 'all') AS TABLE
-WITH uses AS (
-    SELECT device_id, feature, date, ts, segment_of(segment_by, fw, hw) AS segment
-    FROM usage_events
-    WHERE event = 'feature_used' AND date BETWEEN since AND until
-),
-active AS (
+WITH active AS (
     SELECT segment_of(segment_by, fw, hw) AS segment, count(DISTINCT device_id) AS n
     FROM device_days WHERE active AND day BETWEEN since AND until GROUP BY ALL
 ),
 per_device AS (
-    SELECT u.segment, u.feature, u.device_id, min(u.date) AS first_use, count(*) AS uses,
-           count(DISTINCT u.date) AS days_used
-    FROM uses u GROUP BY ALL
+    SELECT segment_of(segment_by, fw, hw) AS segment, feature, device_id,
+           min(date) AS first_use, sum(uses) AS uses, count(DISTINCT date) AS days_used
+    FROM rollup_feature_days WHERE date BETWEEN since AND until GROUP BY ALL
 )
 SELECT p.feature, p.segment,
        count(*) AS devices,
@@ -255,33 +246,79 @@ ORDER BY step;
 -- metric: sessions: usage sessions (a gap of 30 minutes ends one, none lasts over 24 h) per device-day and their length
 CREATE OR REPLACE MACRO sessions(since := DATE '1970-01-01', until := DATE '2999-12-31',
                                  segment_by := 'all') AS TABLE
-WITH u AS (
-    SELECT device_id, ts, segment_of(segment_by, fw, hw) AS segment FROM usage_events
+-- A session belongs to the UTC day it started on. Whole sessions come counted per length
+-- from rollup_session_parts; the "open" sub-runs at day edges are chained here (a gap of
+-- 30 minutes or less joins them), and a chain of 24 h or more is cut into sessions of
+-- at most 24 h from its start, which needs its events.
+WITH closed AS (
+    SELECT date AS day, device_id, segment_of(segment_by, fw, hw) AS segment, minutes, n
+    FROM rollup_session_parts WHERE started IS NULL
 ),
-gaps AS (
-    SELECT *, CASE WHEN ts - lag(ts) OVER w <= INTERVAL 30 MINUTE THEN 0 ELSE 1 END AS starts
-    FROM u WINDOW w AS (PARTITION BY device_id ORDER BY ts)
+open AS (
+    SELECT device_id, started, ended, segment_of(segment_by, fw, hw) AS segment
+    FROM rollup_session_parts WHERE started IS NOT NULL
+),
+chained AS (
+    SELECT *, CASE WHEN started - lag(ended) OVER w <= INTERVAL 30 MINUTE THEN 0 ELSE 1 END
+              AS starts
+    FROM open WINDOW w AS (PARTITION BY device_id ORDER BY started)
 ),
 numbered AS (
-    SELECT *, sum(starts) OVER (PARTITION BY device_id ORDER BY ts) AS run FROM gaps
+    SELECT *, sum(starts) OVER (PARTITION BY device_id ORDER BY started
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS run
+    FROM chained
 ),
-runs AS (
-    SELECT *, min(ts) OVER (PARTITION BY device_id, run) AS run_start FROM numbered
+merged AS (
+    SELECT device_id, run, min(started) AS started, max(ended) AS ended,
+           arg_min(segment, started) AS segment
+    FROM numbered GROUP BY ALL
 ),
--- a run of events longer than 24 h is cut into sessions of at most 24 h
-sess AS (
-    SELECT device_id, run, floor(epoch(ts - run_start) / 86400)::INTEGER AS part,
-           min(ts) AS started, max(ts) AS ended, arg_min(segment, ts) AS segment
-    FROM runs GROUP BY ALL
+long AS (SELECT * FROM merged WHERE ended - started >= INTERVAL 24 HOUR),
+long_days AS (
+    SELECT DISTINCT unnest(range(utc_day(started), utc_day(ended) + 1, INTERVAL 1 DAY))::DATE
+               AS d
+    FROM long
+),
+cut AS (
+    SELECT l.device_id, min(u.ts) AS started, max(u.ts) AS ended,
+           arg_min(segment_of(segment_by, u.fw, u.hw), u.ts) AS segment
+    FROM long l JOIN usage_events u
+        ON u.device_id = l.device_id AND u.ts BETWEEN l.started AND l.ended
+    WHERE u.date IN (SELECT d FROM long_days)
+    GROUP BY l.device_id, l.run, floor(epoch(u.ts - l.started) / 86400)
+),
+whole AS (
+    SELECT day, device_id, segment, minutes, n FROM closed
+    UNION ALL
+    SELECT utc_day(started), device_id, segment, epoch(ended - started) / 60, 1
+    FROM (SELECT device_id, started, ended, segment FROM merged
+          WHERE ended - started < INTERVAL 24 HOUR
+          UNION ALL SELECT * FROM cut)
+),
+picked AS (SELECT * FROM whole WHERE day BETWEEN since AND until),
+lengths AS (
+    SELECT day, segment, minutes, sum(n) AS n FROM picked GROUP BY ALL
+),
+ranked AS (
+    SELECT *, sum(n) OVER (PARTITION BY day, segment ORDER BY minutes
+                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS upto,
+           (sum(n) OVER (PARTITION BY day, segment) - 1)::DOUBLE * 0.5 AS h
+    FROM lengths
+),
+per_day AS (
+    SELECT day, segment, sum(n) AS sessions, sum(minutes * n) / sum(n) AS mean_minutes,
+           interpolate(min(minutes) FILTER (WHERE upto > floor(h)),
+                       min(minutes) FILTER (WHERE upto > floor(h) + 1), any_value(h))
+               AS median_minutes
+    FROM ranked GROUP BY ALL
+),
+devices AS (
+    SELECT day, segment, count(DISTINCT device_id) AS devices FROM picked GROUP BY ALL
 )
-SELECT started::DATE AS day, segment,
-       count(DISTINCT device_id) AS devices,
-       count(*) AS sessions,
-       round(count(*) / count(DISTINCT device_id), 3) AS sessions_per_device_day,
-       round(median(epoch(ended - started) / 60), 2) AS median_minutes,
-       round(avg(epoch(ended - started) / 60), 2) AS mean_minutes
-FROM sess WHERE started::DATE BETWEEN since AND until
-GROUP BY ALL ORDER BY day, segment;
+SELECT day, segment, devices, sessions,
+       round(sessions / devices, 3) AS sessions_per_device_day,
+       round(median_minutes, 2) AS median_minutes, round(mean_minutes, 2) AS mean_minutes
+FROM per_day JOIN devices USING (day, segment) ORDER BY day, segment;
 
 -- metric: firmware_rollout: per day, active devices on each firmware version and their share
 CREATE OR REPLACE MACRO firmware_rollout(since := DATE '1970-01-01',
@@ -296,24 +333,20 @@ CREATE OR REPLACE MACRO fleet_health(since := DATE '1970-01-01', until := DATE '
                                      segment_by := 'fw') AS TABLE
 -- a crash is an error event or a power_on whose reset_cause says it was not planned
 WITH ev AS (
-    SELECT device_id, segment_of(segment_by, fw, hw) AS segment, event, reset_cause,
-           records_dropped
-    FROM events WHERE date BETWEEN since AND until
+    SELECT device_id, segment_of(segment_by, fw, hw) AS segment, sum(crashes) AS crashes,
+           sum(reboots) AS reboots, sum(heartbeats) AS heartbeats,
+           sum(records_dropped) AS records_dropped
+    FROM rollup_health_days WHERE date BETWEEN since AND until GROUP BY ALL
 ),
 days AS (
     SELECT segment_of(segment_by, fw, hw) AS segment, device_id, count(*) AS device_days
     FROM device_days WHERE day BETWEEN since AND until GROUP BY ALL
 ),
 per_device AS (
-    SELECT d.segment, d.device_id, d.device_days,
-           count(e.event) FILTER (WHERE e.event = 'error' OR (e.event = 'power_on'
-               AND e.reset_cause IN ({crash_reset_causes})))
-               AS crashes,
-           count(e.event) FILTER (WHERE e.event = 'power_on') AS reboots,
-           count(e.event) FILTER (WHERE e.event = 'heartbeat') AS heartbeats,
-           coalesce(sum(e.records_dropped), 0) AS records_dropped
+    SELECT d.segment, d.device_id, d.device_days, coalesce(e.crashes, 0) AS crashes,
+           coalesce(e.reboots, 0) AS reboots, coalesce(e.heartbeats, 0) AS heartbeats,
+           coalesce(e.records_dropped, 0) AS records_dropped
     FROM days d LEFT JOIN ev e USING (segment, device_id)
-    GROUP BY ALL
 )
 SELECT segment,
        count(*) AS devices,
@@ -328,41 +361,55 @@ FROM per_device GROUP BY segment ORDER BY segment;
 -- metric: usage_by_environment: usage events per device-hour in each temperature band (2 degC) and humidity band (10 %)
 CREATE OR REPLACE MACRO usage_by_environment(since := DATE '1970-01-01',
                                              until := DATE '2999-12-31') AS TABLE
--- hours are UTC hours numbered from the epoch: integer division, where date_trunc on a
--- TIMESTAMPTZ goes through the session's time zone (1.5-1.9x slower, bench/RESULTS.md,
--- and not UTC in a client set to another zone)
-WITH hours AS (
-    SELECT device_id, epoch_ms(ts) // 3600000 AS hour, avg(temperature_c) AS t,
-           avg(humidity_pct) AS h
-    FROM readings WHERE date BETWEEN since AND until GROUP BY ALL
-),
-use AS (
-    SELECT device_id, epoch_ms(ts) // 3600000 AS hour, count(*) AS n
-    FROM usage_events WHERE date BETWEEN since AND until GROUP BY ALL
-),
-banded AS (
-    SELECT (floor(t / 2) * 2)::INTEGER AS temp_from_c, (floor(h / 10) * 10)::INTEGER
-               AS humidity_from_pct, coalesce(u.n, 0) AS n
-    FROM hours LEFT JOIN use u USING (device_id, hour)
-)
+-- device-hours and their usage come banded per day from rollup_environment_bands
 SELECT temp_from_c, temp_from_c + 2 AS temp_to_c, humidity_from_pct,
-       humidity_from_pct + 10 AS humidity_to_pct, count(*) AS device_hours,
-       sum(n) AS usage_events, round(sum(n) / count(*), 4) AS usage_per_device_hour
-FROM banded GROUP BY ALL ORDER BY temp_from_c, humidity_from_pct;
+       humidity_from_pct + 10 AS humidity_to_pct, sum(device_hours)::BIGINT AS device_hours,
+       sum(usage_events) AS usage_events,
+       round(sum(usage_events) / sum(device_hours), 4) AS usage_per_device_hour
+FROM rollup_environment_bands WHERE date BETWEEN since AND until
+GROUP BY ALL ORDER BY temp_from_c, humidity_from_pct;
 
 -- metric: readings_by_model: reading distributions (temperature, humidity) per hardware model
 CREATE OR REPLACE MACRO readings_by_model(since := DATE '1970-01-01',
                                           until := DATE '2999-12-31') AS TABLE
--- the three temperature quantiles from one sort of the values, not three
-SELECT hw, devices, readings, round(q[1], 2) AS p10_temperature_c,
-       round(q[2], 2) AS median_temperature_c, round(q[3], 2) AS p90_temperature_c,
-       median_humidity_pct
-FROM (
-    SELECT hw, count(DISTINCT device_id) AS devices, count(*) AS readings,
-           quantile_cont(temperature_c, [0.1, 0.5, 0.9]) AS q,
-           round(median(humidity_pct), 2) AS median_humidity_pct
-    FROM readings WHERE date BETWEEN since AND until GROUP BY hw
-) ORDER BY hw;
+-- Exact quantiles (interpolated as quantile_cont does) from counts of each value per
+-- model (rollup_reading_values): the value at rank r is the first whose running count
+-- exceeds r.
+WITH models AS (
+    SELECT hw, count(DISTINCT device_id) AS devices, sum(readings) AS readings
+    FROM rollup_reading_devices WHERE date BETWEEN since AND until GROUP BY hw
+),
+counts AS (
+    SELECT hw, measure, value, sum(n) AS n FROM rollup_reading_values
+    WHERE date BETWEEN since AND until GROUP BY ALL
+),
+ranked AS (
+    SELECT *, sum(n) OVER (PARTITION BY hw, measure ORDER BY value
+                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS upto,
+           sum(n) OVER (PARTITION BY hw, measure) - 1 AS last_rank
+    FROM counts
+),
+wanted AS (
+    SELECT * FROM (VALUES ('temperature_c', 0.1::DOUBLE), ('temperature_c', 0.5::DOUBLE),
+                          ('temperature_c', 0.9::DOUBLE), ('humidity_pct', 0.5::DOUBLE)) q(measure, p)
+),
+quantiles AS (
+    SELECT r.hw, w.measure, w.p,
+           interpolate(min(r.value) FILTER (WHERE r.upto > floor(r.last_rank::DOUBLE * w.p)),
+                       min(r.value) FILTER (WHERE r.upto > floor(r.last_rank::DOUBLE * w.p) + 1),
+                       any_value(r.last_rank::DOUBLE * w.p)) AS q
+    FROM ranked r JOIN wanted w USING (measure) GROUP BY ALL
+)
+SELECT m.hw, m.devices, m.readings,
+       round(any_value(q.q) FILTER (WHERE q.measure = 'temperature_c' AND q.p = 0.1), 2)
+           AS p10_temperature_c,
+       round(any_value(q.q) FILTER (WHERE q.measure = 'temperature_c' AND q.p = 0.5), 2)
+           AS median_temperature_c,
+       round(any_value(q.q) FILTER (WHERE q.measure = 'temperature_c' AND q.p = 0.9), 2)
+           AS p90_temperature_c,
+       round(any_value(q.q) FILTER (WHERE q.measure = 'humidity_pct'), 2) AS median_humidity_pct
+FROM models m LEFT JOIN quantiles q ON q.hw IS NOT DISTINCT FROM m.hw
+GROUP BY m.hw, m.devices, m.readings ORDER BY m.hw;
 
 -- metric: daily_temperature: median and spread of reported temperature per UTC day
 CREATE OR REPLACE MACRO daily_temperature(since := DATE '1970-01-01',

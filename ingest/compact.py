@@ -15,6 +15,9 @@ So at no moment does a record show twice or not at all. One window stays: a quer
 that lists the files in the instant before the old ones are deleted cannot open them
 and fails; fleetpulse's own readers run it again (analytics.dataset.query), other
 readers see an error and must re-run.
+
+Last, every day left with one file per table gets its per-day rollups
+(analytics/rollups.py), which the metric views read in place of raw rows.
 """
 
 from __future__ import annotations
@@ -77,6 +80,10 @@ def _declared_types(t: pa.Table, table: str) -> pa.Table:
 
 def compact(data: str | Path | Store, grace_s: float = 10.0, min_files: int = 2,
             row_group_rows: int = 500_000) -> list[Compacted]:
+    # Imported here: the rollups are the analytics package's, and only compaction
+    # writes them.
+    from fleetpulse.analytics.rollups import write_rollups
+
     store = data if isinstance(data, Store) else Store(data)
     done: list[Compacted] = []
     superseded: list[str] = []
@@ -98,4 +105,9 @@ def compact(data: str | Path | Store, grace_s: float = 10.0, min_files: int = 2,
         renamed = store.supersede(superseded)
         time.sleep(grace_s)
         store.delete(renamed)
+    # After the old files are gone: a rollup is only read while its day holds exactly
+    # the files it names.
+    days = write_rollups(store)
+    if days:
+        log.info("rolled up %d days", len(days))
     return done

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from fleetpulse.analytics.dataset import connect
+from fleetpulse.analytics.rollups import write_rollups
 from fleetpulse.ingest.pipeline import Pipeline
+from fleetpulse.ingest.store import Store
 
 
 def t(day: int, hh: int = 10, mm: int = 0) -> int:
@@ -66,7 +68,7 @@ FLEET: dict[str, list[tuple[str, list[dict]]]] = {
 
 
 def _dataset(data: Path, fleet: dict[str, list[tuple[str, list[dict]]]],
-             hw: dict[str, str] | None = None):
+             hw: dict[str, str] | None = None, rolled_up: bool = False):
     pipe = Pipeline(data, "fixture")
     for device, envelopes in fleet.items():
         for seq, (fw, records) in enumerate(envelopes):
@@ -75,12 +77,24 @@ def _dataset(data: Path, fleet: dict[str, list[tuple[str, list[dict]]]],
             pipe.handle(f"devices/{device}/telemetry", json.dumps(env).encode(), t(25))
     pipe.flush()
     assert pipe.stats.records_rejected == 0 and pipe.stats.messages_rejected == 0
+    if rolled_up:
+        # Every definition must give the same rows from compaction's per-day rollups
+        # as from raw rows: each test runs on both.
+        assert write_rollups(Store(data))
+        con = connect(data)
+        assert rows(con, "SELECT count(*) FROM rollup_raw_days") == [(0,)]
+        return con
     return connect(data)
 
 
-@pytest.fixture(scope="module")
-def con(tmp_path_factory: pytest.TempPathFactory):
-    return _dataset(tmp_path_factory.mktemp("fixtures"), FLEET)
+# "raw": every day computed from raw rows; "rollups": every day from per-day rollups
+LAYOUTS = ["raw", "rollups"]
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def con(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    return _dataset(tmp_path_factory.mktemp("fixtures"), FLEET,
+                    rolled_up=request.param == "rollups")
 
 
 def env_reading(ts: int, temperature_c: float, humidity_pct: float) -> dict:
@@ -107,10 +121,11 @@ ENV_FLEET: dict[str, list[tuple[str, list[dict]]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def env_con(tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="module", params=LAYOUTS)
+def env_con(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
     return _dataset(tmp_path_factory.mktemp("env-fixtures"), ENV_FLEET,
-                    {"e1": "plug", "e2": "thermostat"})
+                    {"e1": "plug", "e2": "thermostat"},
+                    rolled_up=request.param == "rollups")
 
 
 def test_usage_by_temperature_and_humidity_band(env_con) -> None:

@@ -1,0 +1,115 @@
+-- Per-day rollups: what the dashboard's metrics need from raw rows, aggregated one UTC
+-- day at a time. Compaction writes each of these for every day it has reduced to one
+-- file per table (analytics/rollups.py); the views read a day's rollup while it matches
+-- that day's files and compute the same query over raw rows for every other day, so a
+-- metric gives the same rows either way.
+--
+-- Each query reads {readings} and {events} (rows with their `date` partition column)
+-- and returns rows keyed by `date`: nothing in them spans two UTC days.
+-- A rollup is declared by a line "-- rollup: NAME" before its query.
+
+-- rollup: device_days
+-- one row per device and day it sent anything: fw and hw of its last record that day,
+-- its record count and usage events
+WITH recs AS (
+    SELECT device_id, date, ts, fw, hw FROM {readings}
+    UNION ALL
+    SELECT device_id, date, ts, fw, hw FROM {events}
+),
+per_day AS (
+    SELECT device_id, date, arg_max(fw, ts) AS fw, arg_max(hw, ts) AS hw,
+           count(*) AS records
+    FROM recs GROUP BY device_id, date
+),
+use AS (
+    SELECT device_id, date, count(*) AS usage_events
+    FROM {events} WHERE event IN ({usage_events}) GROUP BY device_id, date
+)
+SELECT p.date, p.device_id, p.fw, p.hw, p.records, coalesce(u.usage_events, 0) AS usage_events,
+       u.usage_events IS NOT NULL AS active
+FROM per_day p LEFT JOIN use u USING (device_id, date);
+
+-- rollup: environment_bands
+-- device-hours (a device's readings in one UTC hour, averaged) per temperature band
+-- (2 degC) and humidity band (10 %), and the usage events in those hours. Hours are
+-- numbered from the epoch by integer division: no time-zone conversion per row.
+WITH hours AS (
+    SELECT device_id, date, epoch_ms(ts) // 3600000 AS hour, avg(temperature_c) AS t,
+           avg(humidity_pct) AS h
+    FROM {readings} GROUP BY ALL
+),
+use AS (
+    SELECT device_id, date, epoch_ms(ts) // 3600000 AS hour, count(*) AS n
+    FROM {events} WHERE event IN ({usage_events}) GROUP BY ALL
+)
+SELECT date, (floor(t / 2) * 2)::INTEGER AS temp_from_c,
+       (floor(h / 10) * 10)::INTEGER AS humidity_from_pct, count(*) AS device_hours,
+       sum(coalesce(u.n, 0))::BIGINT AS usage_events
+FROM hours LEFT JOIN use u USING (device_id, date, hour) GROUP BY ALL;
+
+-- rollup: reading_values
+-- how many readings of each model had each temperature and humidity value: exact
+-- quantiles from far fewer rows than readings (sensors report a few thousand values)
+SELECT date, hw, 'temperature_c' AS measure, temperature_c AS value, count(*) AS n
+FROM {readings} WHERE temperature_c IS NOT NULL GROUP BY ALL
+UNION ALL
+SELECT date, hw, 'humidity_pct' AS measure, humidity_pct AS value, count(*) AS n
+FROM {readings} WHERE humidity_pct IS NOT NULL GROUP BY ALL;
+
+-- rollup: reading_devices
+-- readings per model and device
+SELECT date, hw, device_id, count(*) AS readings FROM {readings} GROUP BY ALL;
+
+-- rollup: health_days
+-- per device, day, firmware and model: crashes (an error, or a power_on whose reset
+-- cause says it was not planned), reboots, heartbeats and records the device dropped
+SELECT date, device_id, fw, hw,
+       count(*) FILTER (WHERE event = 'error' OR (event = 'power_on'
+           AND reset_cause IN ({crash_reset_causes}))) AS crashes,
+       count(*) FILTER (WHERE event = 'power_on') AS reboots,
+       count(*) FILTER (WHERE event = 'heartbeat') AS heartbeats,
+       sum(records_dropped)::BIGINT AS records_dropped
+FROM {events} GROUP BY ALL;
+
+-- rollup: feature_days
+-- feature_used events per device, day, firmware, model and feature
+SELECT date, device_id, fw, hw, feature, count(*) AS uses
+FROM {events} WHERE event = 'feature_used' GROUP BY ALL;
+
+-- rollup: session_parts
+-- Usage sessions cut at day boundaries. Within a day, a gap over 30 minutes ends a
+-- sub-run. A sub-run can only continue into the day before or after if it is the day's
+-- first and starts within 30 minutes of midnight, or the day's last and ends within 30
+-- minutes of the next midnight: those are "open" and kept one row each (started,
+-- ended), for the sessions metric to chain across days. Every other sub-run is a whole
+-- session, shorter than a day, kept as a count per length (minutes) and device.
+WITH u AS (
+    SELECT device_id, date, ts, fw, hw FROM {events} WHERE event IN ({usage_events})
+),
+gaps AS (
+    SELECT *, CASE WHEN ts - lag(ts) OVER w <= INTERVAL 30 MINUTE THEN 0 ELSE 1 END AS starts
+    FROM u WINDOW w AS (PARTITION BY device_id, date ORDER BY ts)
+),
+numbered AS (
+    SELECT *, sum(starts) OVER (PARTITION BY device_id, date ORDER BY ts
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS run
+    FROM gaps
+),
+sub AS (
+    SELECT device_id, date, run, min(ts) AS started, max(ts) AS ended,
+           arg_min(fw, ts) AS fw, arg_min(hw, ts) AS hw
+    FROM numbered GROUP BY ALL
+),
+marked AS (
+    SELECT *, (run = 1 AND epoch_us(started) - midnight <= 1800000000)
+              OR (run = max(run) OVER (PARTITION BY device_id, date)
+                  AND midnight + 86400000000 - epoch_us(ended) <= 1800000000) AS open
+    FROM (SELECT *, (date - DATE '1970-01-01')::BIGINT * 86400000000 AS midnight FROM sub)
+)
+SELECT date, device_id, fw, hw, NULL::TIMESTAMPTZ AS started, NULL::TIMESTAMPTZ AS ended,
+       epoch(ended - started) / 60 AS minutes, count(*) AS n
+FROM marked WHERE NOT open GROUP BY ALL
+UNION ALL
+SELECT date, device_id, fw, hw, started, ended, epoch(ended - started) / 60 AS minutes,
+       1 AS n
+FROM marked WHERE open;
