@@ -94,8 +94,10 @@ def _chart(group: Group, result: Result) -> dict[str, Any]:
 # Views most charts derive from. They are materialised once per refresh as TEMP tables,
 # which the metric macros then read in place of the views of the same name (DuckDB
 # looks in temp first): the dataset is aggregated once instead of once per chart, and
-# every chart of a page comes from the same snapshot.
-SHARED_VIEWS = ("device_days", "activations")
+# every chart of a page comes from the same snapshot. The rollup_* views' choice of
+# which rollups match the files (analytics/rollups.py) comes first, so it is listed
+# once per page, not once per chart, and every chart sees the same choice.
+SHARED_VIEWS = ("rollup_days", "rollup_valid", "rollup_raw_days", "device_days", "activations")
 
 
 def run_groups(con: duckdb.DuckDBPyConnection,
@@ -109,8 +111,9 @@ def run_groups(con: duckdb.DuckDBPyConnection,
             timer(step, time.perf_counter() - t)
         return result
 
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
     try:
-        for name in SHARED_VIEWS:
+        for name in (v for v in SHARED_VIEWS if v in views):
             timed(f"snapshot {name}",
                   f"CREATE OR REPLACE TEMP TABLE {name} AS FROM main.{name}")
         return [timed(g.key, g.sql) for g in GROUPS]

@@ -32,10 +32,12 @@ FROM per_day p LEFT JOIN use u USING (device_id, date);
 -- rollup: environment_bands
 -- device-hours (a device's readings in one UTC hour, averaged) per temperature band
 -- (2 degC) and humidity band (10 %), and the usage events in those hours. Hours are
--- numbered from the epoch by integer division: no time-zone conversion per row.
+-- numbered from the epoch by integer division: no time-zone conversion per row. The
+-- averages are of decimals (to 1e-6): an exact sum, so the same band whatever order
+-- the rows are added in (a float sum in another order once put a 50 % hour at 49.999..).
 WITH hours AS (
-    SELECT device_id, date, epoch_ms(ts) // 3600000 AS hour, avg(temperature_c) AS t,
-           avg(humidity_pct) AS h
+    SELECT device_id, date, epoch_ms(ts) // 3600000 AS hour,
+           avg(temperature_c::DECIMAL(18, 6)) AS t, avg(humidity_pct::DECIMAL(18, 6)) AS h
     FROM {readings} GROUP BY ALL
 ),
 use AS (
@@ -72,17 +74,31 @@ SELECT date, device_id, fw, hw,
 FROM {events} GROUP BY ALL;
 
 -- rollup: feature_days
--- feature_used events per device, day, firmware, model and feature
-SELECT date, device_id, fw, hw, feature, count(*) AS uses
-FROM {events} WHERE event = 'feature_used' GROUP BY ALL;
+-- feature_used events per device, day, firmware, model and feature. A device that
+-- changed firmware that day has two rows for one day; the first_* flags mark one row
+-- per device, feature and day (first_fw: and firmware, first_hw: and model), so days of
+-- use are counted without a DISTINCT over every row.
+SELECT *,
+       row_number() OVER (PARTITION BY date, device_id, feature ORDER BY fw, hw) = 1
+           AS first_all,
+       row_number() OVER (PARTITION BY date, device_id, feature, fw ORDER BY hw) = 1
+           AS first_fw,
+       row_number() OVER (PARTITION BY date, device_id, feature, hw ORDER BY fw) = 1
+           AS first_hw
+FROM (
+    SELECT date, device_id, fw, hw, feature, count(*) AS uses
+    FROM {events} WHERE event = 'feature_used' GROUP BY ALL
+);
 
 -- rollup: session_parts
 -- Usage sessions cut at day boundaries. Within a day, a gap over 30 minutes ends a
 -- sub-run. A sub-run can only continue into the day before or after if it is the day's
 -- first and starts within 30 minutes of midnight, or the day's last and ends within 30
--- minutes of the next midnight: those are "open" and kept one row each (started,
--- ended), for the sessions metric to chain across days. Every other sub-run is a whole
--- session, shorter than a day, kept as a count per length (minutes) and device.
+-- minutes of the next midnight: those are kind 'open', one row each (started, ended),
+-- for the sessions metric to chain across days. Every other sub-run is a whole session
+-- shorter than a day: kind 'length' counts them per length in minutes, and kind
+-- 'device' lists the devices that had one (rows per device would be as many as
+-- sessions).
 WITH u AS (
     SELECT device_id, date, ts, fw, hw FROM {events} WHERE event IN ({usage_events})
 ),
@@ -106,10 +122,13 @@ marked AS (
                   AND midnight + 86400000000 - epoch_us(ended) <= 1800000000) AS open
     FROM (SELECT *, (date - DATE '1970-01-01')::BIGINT * 86400000000 AS midnight FROM sub)
 )
-SELECT date, device_id, fw, hw, NULL::TIMESTAMPTZ AS started, NULL::TIMESTAMPTZ AS ended,
+SELECT date, 'length' AS kind, NULL::VARCHAR AS device_id, fw, hw,
+       NULL::TIMESTAMPTZ AS started, NULL::TIMESTAMPTZ AS ended,
        epoch(ended - started) / 60 AS minutes, count(*) AS n
 FROM marked WHERE NOT open GROUP BY ALL
 UNION ALL
-SELECT date, device_id, fw, hw, started, ended, epoch(ended - started) / 60 AS minutes,
-       1 AS n
+SELECT DISTINCT date, 'device', device_id, fw, hw, NULL, NULL, NULL, 0
+FROM marked WHERE NOT open
+UNION ALL
+SELECT date, 'open', device_id, fw, hw, started, ended, epoch(ended - started) / 60, 1
 FROM marked WHERE open;

@@ -7,9 +7,9 @@ for scale x 10K devices over 90 days: once as one file per day and table (what
 `fleetpulse compact` leaves), once as 40 small files per day and table (what ingest
 writes between compactions). The compacted layout then gets the per-day rollups
 compaction writes for days left with one file per table (analytics/rollups.py); the
-small-file layout has none, so its views compute every day from raw rows. Then runs every query of the dashboard as a page refresh
-does (analytics/report.py: run_groups) five times on each layout and reports the median
-of the total.
+small-file layout has none, so its views compute every day from raw rows. Then runs
+every query of the dashboard as a page refresh does (analytics/report.py: run_groups)
+five times on each layout and reports the median of the total.
 """
 
 from __future__ import annotations
