@@ -33,6 +33,8 @@ log = logging.getLogger("fleetpulse.rollups")
 
 ROLLUPS_SQL = Path(__file__).with_name("rollups.sql")
 ROLLUP_DIR = "rollups"
+# rolled_up_<name>: the days of rollup_<name> that come from rollup files
+ROLLED_UP_PREFIX = "rolled_up_"
 _SOURCES = ("readings", "events")
 
 
@@ -142,11 +144,16 @@ def view_statements(store: Store) -> list[str]:
         files = _sql_str(store.url(ROLLUP_DIR, name, "date=*", "*.parquet"))
         computed = _over(query, raw["readings"].replace("{name}", name),
                          raw["events"].replace("{name}", name))
+        # The rollups alone are a view of their own: a reader that has snapshotted
+        # rollup_raw_days and found no day to compute (a dashboard refresh) reads just
+        # these, without planning the raw query (analytics/report.py).
         stmts.append(
-            f"CREATE OR REPLACE VIEW rollup_{name} AS "
+            f"CREATE OR REPLACE VIEW {ROLLED_UP_PREFIX}{name} AS "
             f"SELECT * EXCLUDE (filename) FROM read_parquet({files}, hive_partitioning = true, "
             f"hive_types = {{'date': DATE}}, filename = true) "
-            f"WHERE filename IN (SELECT file FROM rollup_valid WHERE name = '{name}') "
+            f"WHERE filename IN (SELECT file FROM rollup_valid WHERE name = '{name}')")
+        stmts.append(
+            f"CREATE OR REPLACE VIEW rollup_{name} AS SELECT * FROM {ROLLED_UP_PREFIX}{name} "
             f"UNION ALL BY NAME (SELECT * FROM ({computed}))")
     return stmts
 
