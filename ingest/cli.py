@@ -128,9 +128,10 @@ def _env_with_password(password: str | None) -> dict[str, str] | None:
 
 def register_compact(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "compact", help="merge each partition's small Parquet files into one",
+        "compact", help="merge each partition's small Parquet files into one, write rollups",
         description="Merge the files of every date partition into one file with large row "
-                    "groups, one row per record. Safe while ingest and queries run.")
+                    "groups, one row per record, then write the per-day rollups the metrics "
+                    "read (local datasets). Safe while ingest and queries run.")
     config.add_data_arg(p)
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds to keep replaced files for queries already reading them "
@@ -146,17 +147,26 @@ def _compact(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from fleetpulse.analytics.rollups import write_rollups
+
     from .compact import compact
+    from .store import Store
 
     config.require_dataset(args.data)
-    done = compact(args.data, args.grace, args.min_files, args.row_group_rows)
+    store = Store(args.data)
+    done = compact(store, args.grace, args.min_files, args.row_group_rows, rollups=False)
     console = Console()
     if not done:
         console.print(f"nothing to compact: no partition has {args.min_files} or more files")
-        return 0
-    table = Table("table", "partition", "files", "rows before", "rows after")
-    for c in done:
-        table.add_row(c.table, c.partition, f"{c.files_before} -> 1", f"{c.rows_before:,}",
-                      f"{c.rows_after:,}")
-    console.print(table)
+    else:
+        table = Table("table", "partition", "files", "rows before", "rows after")
+        for c in done:
+            table.add_row(c.table, c.partition, f"{c.files_before} -> 1",
+                          f"{c.rows_before:,}", f"{c.rows_after:,}")
+        console.print(table)
+    days = write_rollups(store)
+    if days:
+        first, last = (d.removeprefix("date=") for d in (days[0], days[-1]))
+        span = first if first == last else f"{first} .. {last}"
+        console.print(f"rolled up {len(days)} day(s): {span}")
     return 0

@@ -79,7 +79,9 @@ def _declared_types(t: pa.Table, table: str) -> pa.Table:
 
 
 def compact(data: str | Path | Store, grace_s: float = 10.0, min_files: int = 2,
-            row_group_rows: int = 500_000) -> list[Compacted]:
+            row_group_rows: int = 500_000, rollups: bool = True) -> list[Compacted]:
+    """Compact every partition with at least min_files files, then (unless rollups is
+    False, for a caller that writes and reports them itself) write the per-day rollups."""
     # Imported here: the rollups are the analytics package's, and only compaction
     # writes them.
     from fleetpulse.analytics.rollups import write_rollups
@@ -107,7 +109,8 @@ def compact(data: str | Path | Store, grace_s: float = 10.0, min_files: int = 2,
         store.delete(renamed)
     # After the old files are gone: a rollup is only read while its day holds exactly
     # the files it names.
-    days = write_rollups(store)
-    if days:
-        log.info("rolled up %d days", len(days))
+    if rollups:
+        days = write_rollups(store)
+        if days:
+            log.info("rolled up %d days", len(days))
     return done

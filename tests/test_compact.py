@@ -102,6 +102,8 @@ def test_compact_command(tmp_path: Path) -> None:
                         str(data), "--grace", "0"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "3 -> 1" in r.stdout
+    assert "rolled up 2 day(s): 2026-01-01 .. 2026-01-02" in r.stdout
     r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "compact", "--data",
                         str(data), "--grace", "0"], capture_output=True, text=True)
     assert "nothing to compact" in r.stdout
+    assert "rolled up" not in r.stdout  # the rollups still match their days' files
