@@ -48,7 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the metrics, one line each")
     p.add_argument("--since", type=date.fromisoformat, help="first UTC day (YYYY-MM-DD)")
     p.add_argument("--until", type=date.fromisoformat, help="last UTC day (YYYY-MM-DD)")
-    p.add_argument("--by", choices=("fw", "hw"), help="break down by firmware or hardware")
+    p.add_argument("--by", type=_segmentation, metavar="fw|hw|variant:KEY[:SHARE_B]",
+                   help="break down by firmware, hardware model or experiment variant "
+                        "(SHARE_B: B's planned share, default 0.5)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="another parameter of the metric, e.g. --param step2=session_start")
     p.add_argument("--key", help="experiment: the experiment key")
@@ -143,7 +145,7 @@ def _metrics(args: argparse.Namespace) -> int:
     if args.until:
         params["until"] = f"DATE '{args.until}'"
     if args.by:
-        params["segment_by"] = f"'{args.by}'"
+        params["segment_by"] = _quote(args.by)
     for item in args.param:
         name, sep, value = item.partition("=")
         if not sep:
@@ -166,6 +168,23 @@ def _metrics(args: argparse.Namespace) -> int:
         raise UserError(f"{args.name} failed: {str(e).splitlines()[0]}") from None
     print_result(result, args.format, title=metric.description)
     return 0
+
+
+def _segmentation(value: str) -> str:
+    """--by: fw, hw, or variant:KEY with an optional :SHARE_B (the metrics' segment_by)."""
+    if value in ("fw", "hw"):
+        return value
+    kind, _, rest = value.partition(":")
+    key, _, share = rest.partition(":")
+    if kind == "variant" and key:
+        try:
+            ok = not share or 0 < float(share) < 1
+        except ValueError:
+            ok = False
+        if ok:
+            return value
+    raise argparse.ArgumentTypeError(
+        f"{value!r}: use fw, hw or variant:KEY (variant:KEY:0.2 when B's share is 0.2)")
 
 
 def _quote(value: str) -> str:

@@ -3,7 +3,9 @@
 -- Days are UTC dates (the `date` partition column), whatever the client's time zone;
 -- weeks start on Monday. Every metric is a table macro with named parameters
 --   since := DATE, until := DATE   (inclusive; default: everything)
---   segment_by := 'all' | 'fw' | 'hw'   (firmware version or hardware model)
+--   segment_by := 'all' | 'fw' | 'hw' | 'variant:KEY'   (firmware version, hardware model,
+--                 or the device's variant in experiment KEY; 'variant:KEY:0.2' when B's
+--                 planned share is not one half)
 -- e.g. SELECT * FROM active_devices(since := DATE '2026-01-01', segment_by := 'fw').
 -- A metric is declared by a line "-- metric: NAME: description" before its macro;
 -- `fleetpulse metrics --list` and the catalog's comments come from those lines.
@@ -67,8 +69,29 @@ CREATE OR REPLACE VIEW activations AS
 SELECT device_id, min(day) AS activation_day, date_trunc('week', min(day))::DATE AS cohort_week
 FROM device_days GROUP BY device_id;
 
-CREATE OR REPLACE MACRO segment_of(segment_by, fw, hw) AS
-    CASE segment_by WHEN 'fw' THEN fw WHEN 'hw' THEN hw ELSE 'all' END;
+-- experiment_variant: a device's variant in experiment `key`. bucket = the first 8 hex
+-- digits of sha256("<key>:<device_id>") as an integer, mod 10000; variant B when bucket <
+-- share_b * 10000, else A. Firmware computes the same with hashlib.sha256
+-- (docs/experiments.md, analytics/assignment.py).
+CREATE OR REPLACE MACRO experiment_bucket(key, device_id) AS
+    ('0x' || left(sha256(key || ':' || device_id), 8))::UBIGINT % 10000;
+CREATE OR REPLACE MACRO experiment_variant(key, device_id, share_b) AS
+    CASE WHEN experiment_bucket(key, device_id) < share_b * 10000 THEN 'B' ELSE 'A' END;
+
+-- segment_of: the segment a row counts in. Rows that no longer name their device (counts
+-- rolled up per firmware and model) cannot be split by experiment variant: an error says
+-- so rather than counting them all in one variant.
+CREATE OR REPLACE MACRO segment_of(segment_by, fw, hw, device_id) AS
+    CASE WHEN segment_by = 'fw' THEN fw
+         WHEN segment_by = 'hw' THEN hw
+         WHEN segment_by LIKE 'variant:%' THEN
+             CASE WHEN device_id IS NULL
+                  THEN error('no breakdown by experiment variant: this metric counts per firmware and '
+                             || 'model, not per device (break it down by fw or hw)')
+                  ELSE experiment_variant(split_part(segment_by, ':', 2), device_id,
+                      coalesce(TRY_CAST(nullif(split_part(segment_by, ':', 3), '') AS DOUBLE),
+                               0.5)) END
+         ELSE 'all' END;
 
 -- metric: active_devices: DAU, WAU and MAU (rolling 7 and 30 days) and stickiness (DAU/MAU) per day
 CREATE OR REPLACE MACRO active_devices(since := DATE '1970-01-01', until := DATE '2999-12-31',
@@ -79,7 +102,7 @@ CREATE OR REPLACE MACRO active_devices(since := DATE '1970-01-01', until := DATE
 -- sort of the active days: 2-3x cheaper at full scale than an ASOF join of every
 -- (day, pair) to the pair's last active day, which gave the same rows.
 WITH act AS (
-    SELECT DISTINCT device_id, segment_of(segment_by, fw, hw) AS segment, day
+    SELECT DISTINCT device_id, segment_of(segment_by, fw, hw, device_id) AS segment, day
     FROM device_days WHERE active
 ),
 spans AS (
@@ -114,7 +137,8 @@ CREATE OR REPLACE MACRO active_days_per_week(since := DATE '1970-01-01',
                                              segment_by := 'all') AS TABLE
 WITH per_device AS (
     SELECT date_trunc('week', day)::DATE AS week, device_id,
-           arg_max(segment_of(segment_by, fw, hw), day) AS segment, count(*) AS active_days
+           arg_max(segment_of(segment_by, fw, hw, device_id), day) AS segment,
+           count(*) AS active_days
     FROM device_days WHERE active AND day BETWEEN since AND until
     GROUP BY ALL
 )
@@ -187,11 +211,11 @@ CREATE OR REPLACE MACRO feature_adoption(since := DATE '1970-01-01',
                                          until := DATE '2999-12-31',
                                          segment_by := 'all') AS TABLE
 WITH active AS (
-    SELECT segment_of(segment_by, fw, hw) AS segment, count(DISTINCT device_id) AS n
+    SELECT segment_of(segment_by, fw, hw, device_id) AS segment, count(DISTINCT device_id) AS n
     FROM device_days WHERE active AND day BETWEEN since AND until GROUP BY ALL
 ),
 per_device AS (
-    SELECT segment_of(segment_by, fw, hw) AS segment, feature, device_id,
+    SELECT segment_of(segment_by, fw, hw, device_id) AS segment, feature, device_id,
            min(date) AS first_use, sum(uses) AS uses,
            count(*) FILTER (WHERE CASE segment_by WHEN 'fw' THEN first_fw
                                                   WHEN 'hw' THEN first_hw
@@ -265,7 +289,7 @@ CREATE OR REPLACE MACRO sessions(since := DATE '1970-01-01', until := DATE '2999
 -- 30 minutes or less joins them), and a chain of 24 h or more is cut into sessions of
 -- at most 24 h from its start, which needs its events.
 WITH open AS (
-    SELECT device_id, started, ended, segment_of(segment_by, fw, hw) AS segment
+    SELECT device_id, started, ended, segment_of(segment_by, fw, hw, device_id) AS segment
     FROM rollup_session_parts WHERE kind = 'open'
 ),
 chained AS (
@@ -292,7 +316,7 @@ long_days AS (
 ),
 cut AS (
     SELECT l.device_id, min(u.ts) AS started, max(u.ts) AS ended,
-           arg_min(segment_of(segment_by, u.fw, u.hw), u.ts) AS segment
+           arg_min(segment_of(segment_by, u.fw, u.hw, u.device_id), u.ts) AS segment
     FROM long l JOIN usage_events u
         ON u.device_id = l.device_id AND u.ts BETWEEN l.started AND l.ended
     WHERE u.date IN (SELECT d FROM long_days)
@@ -307,7 +331,7 @@ chain_sessions AS (
 ),
 -- sessions counted per length (the same length may come in several rows)
 lengths AS NOT MATERIALIZED (
-    SELECT date AS day, segment_of(segment_by, fw, hw) AS segment, minutes, n
+    SELECT date AS day, segment_of(segment_by, fw, hw, NULL) AS segment, minutes, n
     FROM rollup_session_parts WHERE kind = 'length' AND date BETWEEN since AND until
     UNION ALL SELECT day, segment, minutes, count(*) FROM chain_sessions GROUP BY ALL
 ),
@@ -366,7 +390,7 @@ per_day AS (
 ),
 devices AS (
     SELECT day, segment, count(DISTINCT device_id) AS devices FROM (
-        SELECT date AS day, segment_of(segment_by, fw, hw) AS segment, device_id
+        SELECT date AS day, segment_of(segment_by, fw, hw, device_id) AS segment, device_id
         FROM rollup_session_parts
         WHERE kind = 'device' AND date BETWEEN since AND until
         UNION ALL SELECT day, segment, device_id FROM chain_sessions
@@ -390,13 +414,13 @@ CREATE OR REPLACE MACRO fleet_health(since := DATE '1970-01-01', until := DATE '
                                      segment_by := 'fw') AS TABLE
 -- a crash is an error event or a power_on whose reset_cause says it was not planned
 WITH ev AS (
-    SELECT device_id, segment_of(segment_by, fw, hw) AS segment, sum(crashes) AS crashes,
+    SELECT device_id, segment_of(segment_by, fw, hw, device_id) AS segment, sum(crashes) AS crashes,
            sum(reboots) AS reboots, sum(heartbeats) AS heartbeats,
            sum(records_dropped) AS records_dropped
     FROM rollup_health_days WHERE date BETWEEN since AND until GROUP BY ALL
 ),
 days AS (
-    SELECT segment_of(segment_by, fw, hw) AS segment, device_id, count(*) AS device_days
+    SELECT segment_of(segment_by, fw, hw, device_id) AS segment, device_id, count(*) AS device_days
     FROM device_days WHERE day BETWEEN since AND until GROUP BY ALL
 ),
 per_device AS (
@@ -479,17 +503,12 @@ SELECT date AS day,
        count(*) AS readings
 FROM readings WHERE date BETWEEN since AND until GROUP BY date ORDER BY day;
 
--- experiment_assignment: the variant of every device seen, for experiment `key`.
--- bucket = first 8 hex digits of sha256("<key>:<device_id>") as an integer, mod 10000;
--- variant B when bucket < share_b * 10000, else A. Firmware computes the same with
--- hashlib.sha256 (docs/experiments.md).
+-- experiment_assignment: the variant of every device seen, for experiment `key`
+-- (experiment_variant above).
 CREATE OR REPLACE MACRO experiment_assignment(key, share_b := 0.5) AS TABLE
-SELECT device_id, bucket, CASE WHEN bucket < share_b * 10000 THEN 'B' ELSE 'A' END AS variant
-FROM (
-    SELECT device_id,
-           ('0x' || left(sha256(key || ':' || device_id), 8))::UBIGINT % 10000 AS bucket
-    FROM (SELECT DISTINCT device_id FROM device_days)
-);
+SELECT device_id, experiment_bucket(key, device_id) AS bucket,
+       experiment_variant(key, device_id, share_b) AS variant
+FROM (SELECT DISTINCT device_id FROM device_days);
 
 -- metric: experiment_exposure: per device exposed to experiment `key` (active in the period): variant, whether it used `feature_name`, and how often
 CREATE OR REPLACE MACRO experiment_exposure(key, feature_name := 'eco_mode', share_b := 0.5,

@@ -171,7 +171,18 @@ class Truth:
             "retention": retention,
             "fleet_health": self._health_dict(),
             "feature_devices": {f: len(d) for f, d in sorted(adopters.items())},
+            # per variant of the planted experiment, as the simulator assigned devices
+            "feature_devices_by_variant": self._by_variant(adopters, meta.get("plan", {})),
         }
+
+    @staticmethod
+    def _by_variant(adopters: dict[str, set[str]],
+                    plan: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = defaultdict(dict)
+        for f, devs in sorted(adopters.items()):
+            for v, n in sorted(Counter(plan[d]["variant"] for d in devs).items()):
+                out[v][f] = n
+        return dict(sorted(out.items()))
 
     def write(self, path: Path, meta: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,20 @@ def test_metrics_prints_the_three_metrics(dataset: Path) -> None:
     assert "2026-01-01" in r.stdout and "eco" in r.stdout and "100" in r.stdout
 
 
+def test_metrics_by_experiment_variant(dataset: Path) -> None:
+    # sha256 buckets for "x": a 3142 and b 322 (B), c 9704 (A)
+    r = fleetpulse("metrics", "active_devices", "--by", "variant:x", "--format", "csv",
+                   "--data", str(dataset))
+    assert r.returncode == 0, r.stderr
+    got = {(row["segment"], row["dau"]) for row in csv.DictReader(io.StringIO(r.stdout))}
+    assert got == {("A", "1"), ("B", "2")}
+    r = fleetpulse("metrics", "sessions", "--by", "variant:x", "--data", str(dataset))
+    assert r.returncode == 2 and "no breakdown by experiment variant" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = fleetpulse("metrics", "active_devices", "--by", "variant:x:2", "--data", str(dataset))
+    assert r.returncode == 2 and "use fw, hw or variant:KEY" in r.stderr
+
+
 def test_catalog_command(dataset: Path, tmp_path: Path) -> None:
     r = fleetpulse("catalog", "--data", str(dataset), "--out", str(tmp_path / "f.duckdb"))
     assert r.returncode == 0 and "device_days" in r.stdout

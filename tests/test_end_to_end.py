@@ -149,6 +149,19 @@ def test_feature_adoption_equals_truth(fleet_run) -> None:
     assert got == truth["feature_devices"]
 
 
+def test_feature_adoption_by_experiment_variant_equals_truth(fleet_run) -> None:
+    truth, data = fleet_run
+    key = truth["planted"]["experiment"]["key"]
+    rows = connect(data).execute(
+        f"SELECT segment, feature, devices FROM feature_adoption(segment_by := 'variant:{key}')"
+    ).fetchall()
+    got: dict[str, dict[str, int]] = {}
+    for variant, feature, n in rows:
+        got.setdefault(variant, {})[feature] = n
+    assert got == truth["feature_devices_by_variant"]
+    assert set(got) == {"A", "B"}
+
+
 def test_fleet_health_finds_the_crashing_firmware(fleet_run) -> None:
     truth, data = fleet_run
     rows = connect(data).execute(

@@ -12,6 +12,7 @@ import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from fleetpulse.analytics.dataset import connect
@@ -227,3 +228,26 @@ def test_breakdown_and_date_range(con) -> None:
     assert got == [("1.0", 1), ("1.1", 1)]  # d12 on 1.0, d06 on 1.1
     # session days from Jan 12: d11 (12, 13), d04 (19), d03 (20), d10 (21)
     assert rows(con, "SELECT count(*) FROM sessions(since := DATE '2026-01-12')") == [(5,)]
+
+
+def test_breakdown_by_experiment_variant(con) -> None:
+    # Experiment "exp1" (analytics/assignment.py, share 0.5): buckets of sha256("exp1:dNN")
+    # put d01 d02 d04 d06 d09 d11 in B, d03 d05 d07 d08 d10 d12 in A.
+    got = rows(con, "SELECT day, segment, dau FROM active_devices(since := DATE '2026-01-05', "
+                    "until := DATE '2026-01-06', segment_by := 'variant:exp1')")
+    # Jan 5: d01 d02 d09 (all B); Jan 6: d02 (B), d03 and d05 (A)
+    assert got == [(d(5), "A", 0), (d(5), "B", 3), (d(6), "A", 2), (d(6), "B", 1)]
+    got = rows(con, "SELECT segment, devices, crash_free_devices FROM "
+                    "fleet_health(segment_by := 'variant:exp1')")
+    assert got == [("A", 6, 5), ("B", 6, 6)]  # d08's crash is in A
+    # B's share 0.4: buckets under 4000 (d01 3946, d02 904, d06 3503, d09 3842, d11 3761)
+    assert rows(con, "SELECT segment, devices FROM "
+                     "fleet_health(segment_by := 'variant:exp1:0.4')") == [("A", 7), ("B", 5)]
+    # active (all but d07): A d03 d05 d08 d10 d12, B d01 d02 d04 d06 d09 d11
+    got = rows(con, "SELECT feature, segment, devices, share_of_active FROM "
+                    "feature_adoption(segment_by := 'variant:exp1') ORDER BY 1, 2")
+    assert got == [("eco", "A", 1, 0.2), ("eco", "B", 1, round(1 / 6, 4)),
+                   ("schedule", "A", 1, 0.2)]
+    # Session lengths are rolled up per firmware and model, not per device.
+    with pytest.raises(duckdb.InvalidInputException, match="no breakdown by experiment"):
+        rows(con, "SELECT * FROM sessions(segment_by := 'variant:exp1')")

@@ -8,6 +8,8 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+import duckdb
+
 from fleetpulse.analytics.dataset import connect, metric_catalog, query
 from fleetpulse.analytics.report import GROUPS, run_groups
 from fleetpulse.ingest.compact import compact
@@ -38,11 +40,15 @@ def _metrics(data: Path) -> dict[str, list[tuple]]:
     out = {}
     for m in metric_catalog():
         args = ["key := 'rollup-test'"] if "key" in m.parameters else []
-        segments = ["all", "fw", "hw"] if "segment_by" in m.parameters else [None]
+        segments = (["all", "fw", "hw", "variant:rollup-test"] if "segment_by" in m.parameters
+                    else [None])
         for seg in segments:
             a = args + ([f"segment_by := '{seg}'"] if seg else [])
-            out[f"{m.name}({seg})"] = con.sql(
-                f"SELECT * FROM {m.name}({', '.join(a)}) ORDER BY ALL").fetchall()
+            try:
+                out[f"{m.name}({seg})"] = con.sql(
+                    f"SELECT * FROM {m.name}({', '.join(a)}) ORDER BY ALL").fetchall()
+            except duckdb.InvalidInputException as e:  # no breakdown by variant: same either way
+                out[f"{m.name}({seg})"] = [(str(e),)]
     out["devices"] = con.sql("SELECT * EXCLUDE (last_seen) FROM devices ORDER BY ALL").fetchall()
     con.close()
     return out
