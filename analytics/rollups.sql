@@ -51,12 +51,13 @@ FROM hours LEFT JOIN use u USING (device_id, date, hour) GROUP BY ALL;
 
 -- rollup: reading_values
 -- how many readings of each model had each temperature and humidity value: exact
--- quantiles from far fewer rows than readings (sensors report a few thousand values)
-SELECT date, hw, 'temperature_c' AS measure, temperature_c AS value, count(*) AS n
-FROM {readings} WHERE temperature_c IS NOT NULL GROUP BY ALL
-UNION ALL
-SELECT date, hw, 'humidity_pct' AS measure, humidity_pct AS value, count(*) AS n
-FROM {readings} WHERE humidity_pct IS NOT NULL GROUP BY ALL;
+-- quantiles from far fewer rows than readings (sensors report a few thousand values).
+-- One pass over the readings for both measures (UNPIVOT leaves out NULL values): over
+-- raw rows each pass re-runs deduplication.
+SELECT date, hw, measure, value, count(*) AS n
+FROM (UNPIVOT (SELECT date, hw, temperature_c, humidity_pct FROM {readings})
+      ON temperature_c, humidity_pct INTO NAME measure VALUE value)
+GROUP BY ALL;
 
 -- rollup: reading_devices
 -- readings per model and device
