@@ -12,6 +12,8 @@ from rich.console import Console
 from fleetpulse.gateway import config
 from fleetpulse.gateway.errors import UserError
 
+from .sqltext import sql_str
+
 # DuckDB and pyarrow load only when an analytics command runs, so that `fleetpulse
 # ingest` and the other long-running commands do not carry them in memory.
 if TYPE_CHECKING:
@@ -145,12 +147,12 @@ def _metrics(args: argparse.Namespace) -> int:
     if args.until:
         params["until"] = f"DATE '{args.until}'"
     if args.by:
-        params["segment_by"] = _quote(args.by)
+        params["segment_by"] = sql_str(args.by)
     for item in args.param:
         name, sep, value = item.partition("=")
         if not sep:
             raise UserError(f"--param {item!r} is not NAME=VALUE")
-        params[name] = value if value.replace(".", "", 1).isdigit() else _quote(value)
+        params[name] = value if value.replace(".", "", 1).isdigit() else sql_str(value)
     unknown = set(params) - set(metric.parameters)
     if unknown:
         raise UserError(f"{args.name} takes no {', '.join(sorted(unknown))}: its parameters "
@@ -187,10 +189,6 @@ def _segmentation(value: str) -> str:
         f"{value!r}: use fw, hw or variant:KEY (variant:KEY:0.2 when B's share is 0.2)")
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _experiment(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -200,7 +198,7 @@ def _experiment(args: argparse.Namespace) -> int:
     if not args.key:
         raise UserError("experiment needs --key (the experiment key devices were assigned by)")
     con = open_dataset(args.data)
-    params = [f"{_quote(args.key)}", f"feature_name := {_quote(args.feature)}",
+    params = [f"{sql_str(args.key)}", f"feature_name := {sql_str(args.feature)}",
               f"share_b := {args.share_b}"]
     if args.since:
         params.append(f"since := DATE '{args.since}'")

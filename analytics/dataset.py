@@ -27,11 +27,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from fleetpulse.gateway.errors import UserError
-from fleetpulse.ingest.contract import CRASH_RESET_CAUSES, USAGE_EVENTS
 from fleetpulse.ingest.schema import TABLES
 from fleetpulse.ingest.store import Store
 
 from . import rollups
+from .sqltext import file_listing, fill_contract, sql_str, statements
 
 METRICS_SQL = Path(__file__).with_name("metrics.sql")
 
@@ -51,14 +51,19 @@ def _duck_type(t: pa.DataType) -> str:
     return _DUCK_TYPES[t]
 
 
-def _sql_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
 def empty_select(table: str) -> str:
     """A SELECT with the table's declared columns (and its date) and no rows."""
     cols = [f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in TABLES[table]]
     return f"SELECT {', '.join(cols)}, CAST(NULL AS DATE) AS date WHERE false"
+
+
+def parquet_select(table: str, files: str) -> str:
+    """A SELECT over Parquet files of a table (files: a SQL glob or list literal), their
+    date taken from the path. United by name with the empty typed table, so every declared
+    column exists even if no file has it yet (files from an older writer or another tool)."""
+    return (f"SELECT * FROM read_parquet({files}, hive_partitioning = true, "
+            f"union_by_name = true, hive_types = {{'date': DATE}}) "
+            f"UNION ALL BY NAME {empty_select(table)}")
 
 
 def _source(store: Store, table: str) -> str:
@@ -66,12 +71,7 @@ def _source(store: Store, table: str) -> str:
     one of the same shape when the table has no files yet."""
     if not store.files(table):
         return empty_select(table)
-    glob = _sql_str(store.url(table, "date=*", "*.parquet"))
-    # United by name with the empty typed table, so every declared column exists even
-    # if no file has it yet (files from an older writer or another tool).
-    return (f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, "
-            f"union_by_name = true, hive_types = {{'date': DATE}}) "
-            f"UNION ALL BY NAME {empty_select(table)}")
+    return parquet_select(table, sql_str(store.url(table, "date=*", "*.parquet")))
 
 
 _DEDUP = ("QUALIFY row_number() OVER (PARTITION BY date, device_id, boot, seq, idx "
@@ -88,9 +88,8 @@ def _deduplicated(store: Store, table: str) -> str:
     were moved aside still deduplicates their partition."""
     if not store.local:
         return f"SELECT * FROM {table}_raw {_DEDUP}"
-    files = _sql_str(store.url(table, "date=*", "*.parquet*"))
-    return (f"WITH parts AS (SELECT regexp_extract(file, 'date=([0-9-]+)', 1)::DATE AS d, "
-            f"count(*) AS n FROM glob({files}) WHERE file NOT LIKE '%.tmp' GROUP BY 1) "
+    files = file_listing(store.url(table, "date=*", "*.parquet*"))
+    return (f"WITH parts AS (SELECT d, count(*) AS n FROM ({files}) GROUP BY d) "
             f"SELECT * FROM {table}_raw WHERE date IN (SELECT d FROM parts WHERE n = 1) "
             f"UNION ALL BY NAME "
             f"SELECT * FROM {table}_raw WHERE date IN (SELECT d FROM parts WHERE n > 1) "
@@ -108,7 +107,7 @@ def view_statements(store: Store, raw_views: bool = True) -> list[str]:
     stmts.append("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM quarantine_raw")
     stmts.append("CREATE OR REPLACE VIEW presence AS SELECT * FROM presence_raw")
     stmts += rollups.view_statements(store)
-    stmts += _statements(_metrics_sql())
+    stmts += statements(_metrics_sql())
     return stmts + _comments()
 
 
@@ -122,11 +121,7 @@ class Metric:
 @cache
 def _metrics_sql() -> str:
     """metrics.sql with the contract's lists filled in (read once per process)."""
-    def sql_list(items: tuple[str, ...]) -> str:
-        return ", ".join(_sql_str(i) for i in items)
-
-    return (METRICS_SQL.read_text().replace("{usage_events}", sql_list(USAGE_EVENTS))
-            .replace("{crash_reset_causes}", sql_list(CRASH_RESET_CAUSES)))
+    return fill_contract(METRICS_SQL.read_text())
 
 
 @cache
@@ -154,14 +149,8 @@ def _macro_params(lines: list[str], name: str) -> list[str]:
 
 def _comments() -> list[str]:
     """COMMENT ON statements, so BI tools show what each metric means."""
-    return [f"COMMENT ON MACRO TABLE {m.name} IS {_sql_str(m.description)}"
+    return [f"COMMENT ON MACRO TABLE {m.name} IS {sql_str(m.description)}"
             for m in metric_catalog()]
-
-
-def _statements(text: str) -> list[str]:
-    """Split a SQL file into statements; comment lines (which may hold ';') go first."""
-    code = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
-    return [s.strip() for s in code.split(";") if s.strip()]
 
 
 def _remote_catalog(store: Store, path: Path) -> duckdb.DuckDBPyConnection:

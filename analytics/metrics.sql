@@ -99,9 +99,11 @@ CREATE OR REPLACE MACRO active_devices(since := DATE '1970-01-01', until := DATE
 -- Counted from where each count changes: a (device, segment) pair active on day a, next
 -- active on day n, counts in DAU on [a, a+1), in WAU on [a, min(n, a+7)) and in MAU on
 -- [a, min(n, a+30)); a running sum of those +1/-1 over the days gives the counts. One
--- sort of the active days: 2-3x cheaper at full scale than an ASOF join of every
--- (day, pair) to the pair's last active day, which gave the same rows.
-WITH act AS (
+-- sort of the active days, where an ASOF join of every (day, pair) to the pair's last
+-- active day gave the same rows in 0.34 s at full scale against 0.20-0.25 s for this
+-- (the dashboard's activity step, bench/RESULTS.md: "At full scale", runs B and C).
+WITH days AS (SELECT DISTINCT day FROM device_days),
+act AS (
     SELECT DISTINCT device_id, segment_of(segment_by, fw, hw, device_id) AS segment, day
     FROM device_days WHERE active
 ),
@@ -116,7 +118,7 @@ changes AS (
         UNION ALL SELECT segment, least(coalesce(next_day, day + 7), day + 7), 0, -1, 0 FROM spans
         UNION ALL SELECT segment, least(coalesce(next_day, day + 30), day + 30), 0, 0, -1 FROM spans
         UNION ALL SELECT s.segment, d.day, 0, 0, 0
-        FROM (SELECT DISTINCT segment FROM act) s, (SELECT DISTINCT day FROM device_days) d
+        FROM (SELECT DISTINCT segment FROM act) s, days d
     ) GROUP BY ALL
 ),
 running AS (
@@ -128,7 +130,7 @@ running AS (
 SELECT r.day, r.segment, r.dau::BIGINT AS dau, r.wau::BIGINT AS wau, r.mau::BIGINT AS mau,
        round(r.dau / nullif(r.mau, 0), 4) AS stickiness
 FROM running r
-WHERE r.day BETWEEN since AND until AND r.day IN (SELECT day FROM device_days)
+WHERE r.day BETWEEN since AND until AND r.day IN (SELECT day FROM days)
 ORDER BY r.day, r.segment;
 
 -- metric: active_days_per_week: how many devices were active on 1, 2, ... 7 days of each week

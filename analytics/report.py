@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 
 from .dataset import Result, connect, query
-from .rollups import ROLLED_UP_PREFIX
+from .rollups import CHOICE_VIEWS, read_rollups_alone
 from .show import json_value
 
 MAX_TABLE_ROWS = 200
@@ -97,10 +97,6 @@ def _chart(group: Group, result: Result) -> dict[str, Any]:
 # looks in temp first): the dataset is aggregated once instead of once per chart, and
 # every chart of a page comes from the same snapshot.
 SHARED_VIEWS = ("device_days", "activations")
-# Before them, the rollup_* views' choice of which rollups match the files
-# (analytics/rollups.py): listed once per page, not once per chart, and every chart
-# sees the same choice. Only a local dataset with rollups has these views.
-ROLLUP_CHOICE = ("rollup_days", "rollup_valid", "rollup_raw_days")
 
 
 def run_groups(con: duckdb.DuckDBPyConnection,
@@ -117,36 +113,25 @@ def run_groups(con: duckdb.DuckDBPyConnection,
     views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
     shadows: list[str] = []
     try:
-        for name in (v for v in ROLLUP_CHOICE if v in views):
+        # Before them, the rollup_* views' choice of which rollups match the files: listed
+        # once per page, not once per chart, and every chart sees the same choice. Only a
+        # local dataset with rollups has these views.
+        choice = [v for v in CHOICE_VIEWS if v in views]
+        for name in choice:
             timed(f"snapshot {name}",
                   f"CREATE OR REPLACE TEMP TABLE {name} AS FROM main.{name}")
-        if "rollup_raw_days" in views:
-            shadows = _rollups_alone(con, views)
+        if choice:
+            shadows = read_rollups_alone(con, views)
         for name in SHARED_VIEWS:
             timed(f"snapshot {name}",
                   f"CREATE OR REPLACE TEMP TABLE {name} AS FROM main.{name}")
         return [timed(g.key, g.sql) for g in GROUPS]
     finally:
-        for name in (*ROLLUP_CHOICE, *SHARED_VIEWS):
+        for name in (*CHOICE_VIEWS, *SHARED_VIEWS):
             con.execute(f"DROP TABLE IF EXISTS temp.{name}")
         for name in shadows:
             con.execute(f"DROP VIEW IF EXISTS temp.{name}")
 
-
-def _rollups_alone(con: duckdb.DuckDBPyConnection, views: set[str]) -> list[str]:
-    """For every rollup with no day left to compute from raw rows in this refresh's
-    snapshot of rollup_raw_days, a TEMP view rollup_<name> over its rollup files alone,
-    shadowing the view that would also plan (and open files for) an empty raw query.
-    Return the names shadowed."""
-    raw = {r[0] for r in con.execute("SELECT DISTINCT name FROM rollup_raw_days").fetchall()}
-    out = []
-    for view in sorted(views):
-        if view.startswith(ROLLED_UP_PREFIX):
-            name = view.removeprefix(ROLLED_UP_PREFIX)
-            if name not in raw:
-                con.execute(f"CREATE OR REPLACE TEMP VIEW rollup_{name} AS FROM main.{view}")
-                out.append(f"rollup_{name}")
-    return out
 
 
 def report_data(data: str | Path) -> dict[str, Any]:

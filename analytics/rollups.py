@@ -26,8 +26,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from fleetpulse.ingest.contract import CRASH_RESET_CAUSES, USAGE_EVENTS
 from fleetpulse.ingest.store import Store
+
+from .sqltext import file_listing, fill_contract, sql_str, without_comments
 
 log = logging.getLogger("fleetpulse.rollups")
 
@@ -35,27 +36,20 @@ ROLLUPS_SQL = Path(__file__).with_name("rollups.sql")
 ROLLUP_DIR = "rollups"
 # rolled_up_<name>: the days of rollup_<name> that come from rollup files
 ROLLED_UP_PREFIX = "rolled_up_"
+# The views that choose, from the file listings, which rollups a query may read; a
+# reader may snapshot them as TEMP tables of the same names (analytics/report.py).
+CHOICE_VIEWS = ("rollup_days", "rollup_valid", "rollup_raw_days")
 _SOURCES = ("readings", "events")
-
-
-def _sql_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
 
 
 @cache
 def rollup_queries() -> dict[str, str]:
     """name -> query over {readings} and {events}, from rollups.sql."""
-    def sql_list(items: tuple[str, ...]) -> str:
-        return ", ".join(_sql_str(i) for i in items)
-
-    text = (ROLLUPS_SQL.read_text().replace("{usage_events}", sql_list(USAGE_EVENTS))
-            .replace("{crash_reset_causes}", sql_list(CRASH_RESET_CAUSES)))
     out: dict[str, str] = {}
-    for chunk in re.split(r"^-- rollup: ", text, flags=re.M)[1:]:
+    for chunk in re.split(r"^-- rollup: ", fill_contract(ROLLUPS_SQL.read_text()),
+                          flags=re.M)[1:]:
         name, body = chunk.split("\n", 1)
-        code = "\n".join(line for line in body.splitlines()
-                         if not line.strip().startswith("--"))
-        out[name.strip()] = code.strip().rstrip(";")
+        out[name.strip()] = without_comments(body).strip().rstrip(";")
     return out
 
 
@@ -94,14 +88,16 @@ def write_rollups(store: Store) -> list[str]:
 
 
 def _write_day(store: Store, day: str, key: str, src: dict[str, str | None]) -> None:
-    from .dataset import empty_select  # the typed empty table, for a missing source
+    # Imported here: dataset imports this module for its views.
+    from .dataset import empty_select, parquet_select
 
+    # Each rollup reads the day's files itself, only the columns it needs: loading them
+    # once into temp tables for all seven was no faster (bench/RESULTS.md, "Rollups: one
+    # read per day") and holds every column in memory.
     rel = {}
     for table, path in src.items():
-        # The date comes from the path (date=...), as in the views.
-        body = (f"SELECT * FROM read_parquet([{_sql_str(path)}], hive_partitioning = true, "
-                f"hive_types = {{'date': DATE}}) UNION ALL BY NAME " if path else "")
-        rel[table] = f"({body}{empty_select(table)})"
+        body = parquet_select(table, f"[{sql_str(path)}]") if path else empty_select(table)
+        rel[table] = f"({body})"
     con = duckdb.connect()
     try:
         for name, query in rollup_queries().items():
@@ -129,21 +125,21 @@ def _plain(t: pa.Table) -> pa.Table:
 def view_statements(store: Store) -> list[str]:
     """`rollup_<name>` views: each day from its rollup while that matches the day's
     files, from raw rows otherwise. Run after the `readings` and `events` views exist."""
-    queries = rollup_queries()
-    raw = {t: f"(SELECT * FROM {t} WHERE date IN (SELECT d FROM rollup_raw_days "
-              f"WHERE name = '{{name}}'))" for t in _SOURCES}
+    def raw_days_of(table: str, name: str) -> str:
+        return (f"(SELECT * FROM {table} WHERE date IN "
+                f"(SELECT d FROM rollup_raw_days WHERE name = '{name}'))")
+
     have = _rollup_names(store)
     stmts = [] if not have else _validity_views(store)
-    for name, query in queries.items():
+    for name, query in rollup_queries().items():
         if name not in have:
             # No rollup of this name yet: every day from raw rows (a connection opened
             # before the first compaction keeps doing so until it is opened again).
             stmts.append(f"CREATE OR REPLACE VIEW rollup_{name} AS "
                          f"{_over(query, 'readings', 'events')}")
             continue
-        files = _sql_str(store.url(ROLLUP_DIR, name, "date=*", "*.parquet"))
-        computed = _over(query, raw["readings"].replace("{name}", name),
-                         raw["events"].replace("{name}", name))
+        files = sql_str(store.url(ROLLUP_DIR, name, "date=*", "*.parquet"))
+        computed = _over(query, raw_days_of("readings", name), raw_days_of("events", name))
         # The rollups alone are a view of their own: a reader that has snapshotted
         # rollup_raw_days and found no day to compute (a dashboard refresh) reads just
         # these, without planning the raw query (analytics/report.py).
@@ -169,12 +165,10 @@ def _validity_views(store: Store) -> list[str]:
     """rollup_valid(name, d, file): the rollups that match their day's files now;
     rollup_raw_days(name, d): the days each rollup does not cover."""
     def listing(table: str) -> str:
-        glob = _sql_str(store.url(table, "date=*", "*.parquet*"))
-        return (f"SELECT '{table}' AS t, regexp_extract(file, 'date=([0-9-]+)/', 1)::DATE AS d, "
-                f"regexp_extract(file, '/([^/]*)\\.parquet$', 1) AS stem "
-                f"FROM glob({glob}) WHERE file NOT LIKE '%.tmp'")
+        return (f"SELECT '{table}' AS t, d, stem "
+                f"FROM ({file_listing(store.url(table, 'date=*', '*.parquet*'))})")
 
-    rollups = _sql_str(store.url(ROLLUP_DIR, "*", "date=*", "*.parquet"))
+    rollups = file_listing(store.url(ROLLUP_DIR, "*", "date=*", "*.parquet"))
     names = ", ".join(f"('{n}')" for n in rollup_queries())
     return [
         # A day's expected key; superseded files (*.parquet.superseded) count as files,
@@ -187,11 +181,27 @@ def _validity_views(store: Store) -> list[str]:
         "coalesce(max(stem) FILTER (WHERE t = 'events'), '') AS key "
         "FROM files GROUP BY d",
         "CREATE OR REPLACE VIEW rollup_valid AS "
-        "SELECT regexp_extract(file, '/rollups/([^/]+)/', 1) AS name, r.d, file "
-        f"FROM glob({rollups}) g, rollup_days r "
-        "WHERE r.single AND r.d = regexp_extract(file, 'date=([0-9-]+)/', 1)::DATE "
-        "AND r.key = regexp_extract(file, '/([^/]*)\\.parquet$', 1)",
+        "SELECT regexp_extract(g.file, '/rollups/([^/]+)/', 1) AS name, r.d, g.file "
+        f"FROM ({rollups}) g, rollup_days r "
+        "WHERE r.single AND r.d = g.d AND r.key = g.stem",
         "CREATE OR REPLACE VIEW rollup_raw_days AS "
         f"SELECT n.name, r.d FROM rollup_days r, (VALUES {names}) n(name) "
         "WHERE NOT EXISTS (SELECT 1 FROM rollup_valid v WHERE v.name = n.name AND v.d = r.d)",
     ]
+
+
+def read_rollups_alone(con: duckdb.DuckDBPyConnection, views: set[str]) -> list[str]:
+    """For every rollup with no day left to compute from raw rows in the connection's
+    (snapshot of) rollup_raw_days, a TEMP view rollup_<name> over its rollup files alone,
+    shadowing the view that would also plan (and open files for) an empty raw query.
+    views: the connection's view names. Returns the TEMP views made, for the caller to
+    drop."""
+    raw = {r[0] for r in con.execute("SELECT DISTINCT name FROM rollup_raw_days").fetchall()}
+    out = []
+    for view in sorted(views):
+        if view.startswith(ROLLED_UP_PREFIX):
+            name = view.removeprefix(ROLLED_UP_PREFIX)
+            if name not in raw:
+                con.execute(f"CREATE OR REPLACE TEMP VIEW rollup_{name} AS FROM main.{view}")
+                out.append(f"rollup_{name}")
+    return out

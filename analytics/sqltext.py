@@ -1,0 +1,40 @@
+"""SQL text shared by the dataset views, metrics.sql and rollups.sql: string literals, the
+contract's lists filled into a SQL file, statements split out of one, and the listing of
+a table's data files that views consult at query time."""
+
+from __future__ import annotations
+
+from fleetpulse.ingest.contract import CRASH_RESET_CAUSES, USAGE_EVENTS
+
+
+def sql_str(s: str) -> str:
+    """A SQL string literal."""
+    return "'" + s.replace("'", "''") + "'"
+
+
+def fill_contract(text: str) -> str:
+    """{usage_events} and {crash_reset_causes} in a SQL file, as the contract defines them."""
+    def sql_list(items: tuple[str, ...]) -> str:
+        return ", ".join(sql_str(i) for i in items)
+
+    return (text.replace("{usage_events}", sql_list(USAGE_EVENTS))
+            .replace("{crash_reset_causes}", sql_list(CRASH_RESET_CAUSES)))
+
+
+def without_comments(text: str) -> str:
+    """The text without its comment lines (which may hold ';')."""
+    return "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
+
+
+def statements(text: str) -> list[str]:
+    """A SQL file's statements."""
+    return [s.strip() for s in without_comments(text).split(";") if s.strip()]
+
+
+def file_listing(glob_url: str) -> str:
+    """SELECT file, d (its date partition), stem (its name without .parquet) over the files
+    matching glob_url now, leaving out files still being written (*.tmp). Files that
+    compaction has superseded (*.parquet.superseded) are listed when the glob takes them."""
+    return (f"SELECT file, regexp_extract(file, 'date=([0-9-]+)/', 1)::DATE AS d, "
+            f"regexp_extract(file, '/([^/]*)\\.parquet$', 1) AS stem "
+            f"FROM glob({sql_str(glob_url)}) WHERE file NOT LIKE '%.tmp'")
