@@ -2,7 +2,7 @@
 
 `readings`, `events` and `quarantine` read every file of their table (hive-partitioned
 by UTC date, columns united by name so files from older and newer writers mix). The
-first two keep one row per record identity (device_id, boot, seq, idx): a message the
+first two keep one row per record identity (device_id, iid, boot, seq, idx): a message the
 broker delivered twice is counted once. `*_raw` views show the files as they are.
 
 A local dataset is read with DuckDB's own Parquet reader over a glob, so a view sees
@@ -27,7 +27,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from fleetpulse.gateway.errors import UserError
-from fleetpulse.ingest.schema import TABLES
+from fleetpulse.ingest.schema import RECORD_KEY, TABLES
 from fleetpulse.ingest.store import Store
 
 from . import rollups
@@ -74,7 +74,7 @@ def _source(store: Store, table: str) -> str:
     return parquet_select(table, sql_str(store.url(table, "date=*", "*.parquet")))
 
 
-_DEDUP = ("QUALIFY row_number() OVER (PARTITION BY date, device_id, boot, seq, idx "
+_DEDUP = (f"QUALIFY row_number() OVER (PARTITION BY date, {', '.join(RECORD_KEY)} "
           "ORDER BY received_at) = 1")
 
 

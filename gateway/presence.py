@@ -20,7 +20,7 @@ from typing import Any
 
 import aiomqtt
 
-from fleetpulse.ingest.contract import DEVICE_ID
+from fleetpulse.ingest.contract import is_device_id
 from fleetpulse.ingest.store import Store
 
 from .registry import Registry
@@ -97,7 +97,7 @@ async def run_presence(cfg: PresenceConfig, stop: asyncio.Event) -> None:
 def _row(topic: str, payload: object, retained: bool) -> dict[str, Any] | None:
     parts = topic.split("/")
     status = payload.decode(errors="replace").strip() if isinstance(payload, bytes) else ""
-    if len(parts) != 3 or not DEVICE_ID.match(parts[1]) or status not in ("online", "offline"):
+    if len(parts) != 3 or not is_device_id(parts[1]) or status not in ("online", "offline"):
         log.warning("ignored status message on %s: %r", topic, status[:40])
         return None
     return {"device_id": parts[1], "status": status, "seen_at": time.time_ns() // 1_000_000,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetpulse.ingest.contract import DEVICE_ID
+from fleetpulse.ingest.contract import is_device_id
 
 from .errors import UserError
 
@@ -138,7 +138,7 @@ class Registry:
     # -- changes ------------------------------------------------------------------------
 
     def add(self, device_id: str, model: str | None = None) -> Credentials:
-        if not DEVICE_ID.match(device_id):
+        if not is_device_id(device_id):
             raise UserError(f"{device_id!r} is not a valid device id (letters, digits, _ . -)")
         if device_id in SERVICES:
             raise UserError(f"{device_id!r} is the name of a service account")

@@ -31,14 +31,14 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from .schema import TABLES
+from .schema import RECORD_KEY, TABLES
 from .store import Store
 
 log = logging.getLogger("fleetpulse.compact")
 
 _ORDER = {"readings": "device_id, ts", "events": "device_id, ts", "quarantine": "received_at",
           "presence": "device_id, seen_at"}
-_DEDUP = ("QUALIFY row_number() OVER (PARTITION BY device_id, boot, seq, idx "
+_DEDUP = (f"QUALIFY row_number() OVER (PARTITION BY {', '.join(RECORD_KEY)} "
           "ORDER BY received_at) = 1")
 
 
@@ -57,6 +57,9 @@ def compact_partition(store: Store, table: str, partition: str, files: list[str]
                       row_group_rows: int) -> Compacted:
     """Write the merged file; the files it replaces are listed in `replaced`."""
     merged = store.read(files)
+    for f in TABLES[table]:  # files from before a column was declared lack it
+        if f.name not in merged.column_names:
+            merged = merged.append_column(f.name, pa.nulls(merged.num_rows, f.type))
     con = duckdb.connect()
     try:
         con.register("merged", merged)

@@ -29,8 +29,19 @@ MIN_TIME_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
 # Records further ahead of the receive time than this have a broken clock.
 MAX_CLOCK_AHEAD_MS = 24 * 3600 * 1000
 
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# Names are checked with fullmatch (never match with `$`, which also accepts a
+# trailing newline): a name that reaches a file, a topic or a column must be exact.
+DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+EVENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# Install id: random, made once by the firmware and kept with its boot counter; a new
+# one after the flash is erased, so a reflashed device never reuses an old identity.
+INSTALL_ID = re.compile(r"[0-9a-z]{8,32}")
+# Unknown fields nested deeper than this are refused rather than walked.
+MAX_EXTRA_DEPTH = 32
+
+
+def is_device_id(s: object) -> bool:
+    return isinstance(s, str) and DEVICE_ID.fullmatch(s) is not None
 
 REASONS = (
     "oversize",
@@ -46,7 +57,10 @@ REASONS = (
     "bad_value",
     "bad_time",
     "unknown_record_type",
-    "type_conflict",
+    "too_deep",
+    # an exception of ingest's own while handling the message: a bug, never the
+    # device's fault, but the message is kept in quarantine and ingest goes on
+    "internal",
 )
 
 # Events a person caused. A device is "active" on a day when it sent one of these;
@@ -87,10 +101,10 @@ _EVENT_OPTIONAL: dict[str, tuple[type, ...]] = {
 }
 _READING_KNOWN = {"t", "type", *_READING_REQUIRED, *_READING_OPTIONAL}
 _EVENT_KNOWN = {"t", "type", "event", *_EVENT_OPTIONAL}
-COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 # Column names a learned field may not take: the stored tables' own columns.
 _RESERVED = {"device_id", "boot", "seq", "idx", "fw", "hw", "ts", "received_at", "extra", "date",
-             "reason", "detail", "topic", "payload", *_READING_KNOWN, *_EVENT_KNOWN}
+             "reason", "detail", "topic", "payload", "iid", *_READING_KNOWN, *_EVENT_KNOWN}
 _ENVELOPE_KEYS = ("v", "device_id", "boot", "seq", "fw", "hw", "sent_ms", "records")
 
 
@@ -117,6 +131,8 @@ class Parsed:
     device_id: str
     boot: int
     seq: int
+    sent_ms: int = 0
+    iid: str | None = None
     readings: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[RecordReject] = field(default_factory=list)
@@ -126,7 +142,7 @@ def device_from_topic(topic: str) -> str:
     parts = topic.split("/")
     if len(parts) != 3 or parts[0] != "devices" or parts[2] != "telemetry":
         raise Rejected("bad_topic", f"topic {topic!r} is not devices/<device_id>/telemetry")
-    if not DEVICE_ID.match(parts[1]):
+    if not is_device_id(parts[1]):
         raise Rejected("bad_topic", f"topic device id {parts[1]!r} is not a valid device id")
     return parts[1]
 
@@ -142,9 +158,19 @@ def _slow_parse(payload: bytes) -> Any:
             "bad_encoding", f"payload is not UTF-8 ({e.reason} at byte {e.start})"
         ) from None
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        doc = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as e:
         raise Rejected("bad_json", f"payload is not JSON: {e}") from None
+    try:
+        # A \ud800-style escape of half a surrogate pair decodes to a string no UTF-8
+        # column can hold: refused here, not at the Parquet write.
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise Rejected("bad_encoding", "payload escapes half of a UTF-16 surrogate pair "
+                       "(\\uD800-\\uDFFF alone)") from None
+    except (ValueError, RecursionError):
+        pass  # nesting too deep to re-encode: the record checks refuse it
+    return doc
 
 
 def _no_constant(name: str) -> Any:
@@ -195,7 +221,7 @@ def parse_message(topic: str, payload: bytes, received_ms: int) -> Parsed:
     if doc["v"] != CONTRACT_VERSION or not _is_int(doc["v"]):
         raise Rejected("unsupported_version", f"contract version {doc['v']!r}, expected 1")
     device_id = doc["device_id"]
-    if not isinstance(device_id, str) or not DEVICE_ID.match(device_id):
+    if not is_device_id(device_id):
         raise Rejected("bad_value", f"device_id {device_id!r} is not a valid device id")
     if device_id != topic_device:
         raise Rejected(
@@ -207,15 +233,20 @@ def parse_message(topic: str, payload: bytes, received_ms: int) -> Parsed:
     for key in ("fw", "hw"):
         if not isinstance(doc[key], str) or not doc[key]:
             raise Rejected("bad_type", f"{key!r} must be a non-empty string")
+    iid = doc.get("iid")
+    if iid is not None and not (isinstance(iid, str) and INSTALL_ID.fullmatch(iid)):
+        raise Rejected("bad_value", f"iid {iid!r} is not 8-32 characters of 0-9 a-z")
     records = doc["records"]
     if not isinstance(records, list):
         raise Rejected("bad_type", f"'records' must be an array, got {_type_name(records)}")
     if len(records) > MAX_RECORDS:
         raise Rejected("too_many_records", f"{len(records)} records, limit {MAX_RECORDS}")
 
-    out = Parsed(device_id=device_id, boot=doc["boot"], seq=doc["seq"])
+    out = Parsed(device_id=device_id, boot=doc["boot"], seq=doc["seq"], sent_ms=doc["sent_ms"],
+                 iid=iid)
     base = {
         "device_id": device_id,
+        "iid": iid,
         "boot": doc["boot"],
         "seq": doc["seq"],
         "fw": doc["fw"],
@@ -275,7 +306,7 @@ def _parse_reading(rec: dict[str, Any]) -> dict[str, Any]:
 
 def _parse_event(rec: dict[str, Any]) -> dict[str, Any]:
     name = rec.get("event")
-    if not isinstance(name, str) or not EVENT_NAME.match(name):
+    if not isinstance(name, str) or not EVENT_NAME.fullmatch(name):
         raise Rejected("bad_value", f"'event' {name!r} is not an event name")
     # Unknown event names are accepted: newer firmware may add kinds, and the name
     # pattern above already keeps garbage out.
@@ -311,11 +342,30 @@ def _extra(rec: dict[str, Any], known: set[str], row: dict[str, Any]) -> None:
     for k, v in rec.items():
         if k in known:
             continue
-        if (v is not None and not isinstance(v, dict | list) and COLUMN_NAME.match(k)
+        if (v is not None and not isinstance(v, dict | list) and COLUMN_NAME.fullmatch(k)
                 and k not in _RESERVED and (not isinstance(v, int | float) or _is_num(v))):
             new[k] = v
         else:
             rest[k] = v
     if new:
         row["_new"] = new
+    if rest and _depth(rest) > MAX_EXTRA_DEPTH:
+        raise Rejected("too_deep", f"an unknown field nests deeper than {MAX_EXTRA_DEPTH} levels")
     row["extra"] = json.dumps(rest, sort_keys=True, separators=(",", ":")) if rest else None
+
+
+def _depth(value: object) -> int:
+    """Nesting depth of a JSON value, without recursion (a hostile value may be deep
+    enough to exhaust the stack)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, list):
+            deepest = max(deepest, d)
+            if d > MAX_EXTRA_DEPTH:
+                return d
+            stack.extend((x, d + 1) for x in v)
+    return deepest

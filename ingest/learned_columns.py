@@ -3,8 +3,8 @@
 A record field the contract does not name, with a scalar value and a column-like name,
 becomes a column of its table: numbers as DOUBLE, strings as VARCHAR, booleans as
 BOOLEAN. The first type seen is kept (in DATA/_schema/<table>.json, so it survives
-restarts); a later value of another type is a `type_conflict` and that record goes to
-quarantine instead of silently changing or dropping the column.
+restarts); a later value of another type is a type conflict: the record is kept, that
+value goes into the record's JSON `extra` column, and the learned column stays typed.
 """
 
 from __future__ import annotations
@@ -44,9 +44,11 @@ class LearnedColumns:
             except (FileNotFoundError, json.JSONDecodeError):
                 self._types[table] = {}
 
-    def add(self, table: str, row: dict[str, Any], new: dict[str, Any]) -> str | None:
-        """Move the new fields into the row as columns; return a conflict detail, if any."""
+    def add(self, table: str, row: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        """Move the new fields into the row as columns; return the fields whose type
+        conflicts with their learned column, left out of the row."""
         known = self._types[table]
+        conflicting: dict[str, Any] = {}
         for name, value in new.items():
             vtype = value_type(value)
             have = known.get(name)
@@ -54,10 +56,11 @@ class LearnedColumns:
                 known[name] = vtype  # type: ignore[assignment]  # callers pass scalars only
                 self._dirty = True
             elif have != vtype:
-                return f"field {name!r} is {vtype} here but {have} in earlier data"
+                conflicting[name] = value
+                continue
             row[name] = float(value) if vtype == "double" else value
             self._present[table].add(name)
-        return None
+        return conflicting
 
     def schema(self, table: str) -> pa.Schema:
         """The declared schema plus the learned columns the buffered rows use."""
@@ -70,6 +73,11 @@ class LearnedColumns:
 
     def written(self, table: str) -> None:
         self._present[table] = set()
+
+    def present(self, table: str, schema: pa.Schema) -> None:
+        """Rows written with `schema` are buffered again (their write failed)."""
+        declared = set(TABLES[table].names)
+        self._present[table] |= {n for n in schema.names if n not in declared}
 
     def save(self) -> None:
         if not self._dirty:

@@ -33,8 +33,10 @@ class _IngestCollector(Collector):
             return g
 
         yield counter("messages_received", "MQTT messages taken (durable and acked)", s.messages)
-        yield counter("records_written", "rows buffered for Parquet (readings + events)",
+        yield counter("records_written", "rows written to Parquet (readings + events)",
                       s.readings + s.events)
+        yield counter("type_conflicts", "learned-column values of another type, kept in extra",
+                      s.type_conflicts)
         yield counter("duplicates_dropped", "redelivered messages dropped by identity",
                       s.duplicates)
         q = CounterMetricFamily("fleetpulse_ingest_quarantined",

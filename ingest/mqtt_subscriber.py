@@ -13,6 +13,7 @@ SUBSCRIBE/SUBACK, PUBLISH in, PUBACK out, PINGREQ/PINGRESP, DISCONNECT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from dataclasses import dataclass
 
@@ -36,8 +37,48 @@ _CONNACK_REASONS = {
 }
 
 
-class MqttProtocolError(Exception):
-    """The broker refused us or broke the protocol; reconnecting may help."""
+class MqttError(Exception):
+    """Anything that ends a connection to the broker; reconnecting may help."""
+
+
+class MqttConnectError(MqttError):
+    """The broker refused the connection or the subscription (`code` says why)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MalformedPacket(MqttError):
+    """A whole packet arrived whose contents break MQTT 5 (reason code 0x81).
+
+    `publishes`, `others` and `consumed` describe the well-formed packets before it,
+    which the caller may still take."""
+
+    code = 0x81
+
+    def __init__(self, detail: str, publishes: list[Publish] | None = None,
+                 others: list[tuple[int, bytes]] | None = None, consumed: int = 0) -> None:
+        super().__init__(f"malformed packet from the broker: {detail}")
+        self.publishes = publishes or []
+        self.others = others or []
+        self.consumed = consumed
+
+
+class ProtocolViolation(MqttError):
+    """Well-formed packets in an order or number MQTT 5 forbids."""
+
+    def __init__(self, message: str, code: int = 0x82) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ConnectionLost(MqttError):
+    """The broker closed the connection or said DISCONNECT."""
+
+
+class PingTimeout(MqttError):
+    """No PINGRESP in time: the connection is half-open."""
 
 
 @dataclass(slots=True)
@@ -57,10 +98,17 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _read_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
-    """(value, position after it); raises IndexError if the buffer ends inside it."""
+class _Incomplete(Exception):
+    """The buffer ends inside a packet's fixed header: wait for more bytes."""
+
+
+def _read_varint(buf: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, int]:
+    """(value, position after it) of the variable byte integer at buf[pos:end]. Raises
+    _Incomplete if `end` comes first, MalformedPacket beyond four bytes."""
     value = shift = 0
     while True:
+        if pos >= end:
+            raise _Incomplete
         byte = buf[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
@@ -68,7 +116,58 @@ def _read_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, in
             return value, pos
         shift += 7
         if shift > 21:
-            raise MqttProtocolError("malformed variable byte integer")
+            raise MalformedPacket("variable byte integer longer than four bytes")
+
+
+def _body_varint(buf: bytes | bytearray | memoryview, pos: int, stop: int) -> tuple[int, int]:
+    """A variable byte integer inside a packet that is whole: running out is malformed."""
+    try:
+        value, pos = _read_varint(buf, pos, stop)
+    except _Incomplete:
+        raise MalformedPacket("packet ends inside a variable byte integer") from None
+    return value, pos
+
+
+# Property identifier -> encoded size (or "s" string, "b" binary, "p" string pair,
+# "v" varint), enough to walk the properties of CONNACK, SUBACK and DISCONNECT.
+_PROPERTY_SIZES: dict[int, int | str] = {
+    0x01: 1, 0x17: 1, 0x19: 1, 0x24: 1, 0x25: 1, 0x28: 1, 0x29: 1, 0x2A: 1,
+    0x13: 2, 0x21: 2, 0x22: 2, 0x23: 2, 0x02: 4, 0x11: 4, 0x18: 4, 0x27: 4, 0x0B: "v",
+    0x03: "s", 0x08: "s", 0x12: "s", 0x15: "s", 0x1A: "s", 0x1C: "s", 0x1F: "s",
+    0x09: "b", 0x16: "b", 0x26: "p",
+}
+
+
+def parse_properties(body: bytes, pos: int) -> tuple[dict[int, int | bytes], int]:
+    """MQTT 5 properties at body[pos:] -> ({identifier: int or raw bytes}, position after).
+    Repeated identifiers (user properties) keep the last value; callers need none of them."""
+    length, pos = _body_varint(body, pos, len(body))
+    stop = pos + length
+    if stop > len(body):
+        raise MalformedPacket("properties run past the end of the packet")
+    props: dict[int, int | bytes] = {}
+    while pos < stop:
+        ident, pos = _body_varint(body, pos, stop)
+        size = _PROPERTY_SIZES.get(ident)
+        if size is None:
+            raise MalformedPacket(f"unknown property 0x{ident:02x}")
+        if size == "v":
+            props[ident], pos = _body_varint(body, pos, stop)
+            continue
+        if isinstance(size, int):
+            n = size
+        else:
+            if pos + 2 > stop:
+                raise MalformedPacket("property runs past the end of the packet")
+            n = 2 + (body[pos] << 8 | body[pos + 1])
+            if size == "p" and pos + n + 2 <= stop:
+                n += 2 + (body[pos + n] << 8 | body[pos + n + 1])
+        if pos + n > stop:
+            raise MalformedPacket("property runs past the end of the packet")
+        raw = body[pos:pos + n]
+        props[ident] = int.from_bytes(raw, "big") if isinstance(size, int) else raw
+        pos += n
+    return props, stop
 
 
 def _str(s: str) -> bytes:
@@ -99,6 +198,10 @@ def subscribe_packet(packet_id: int, topic_filter: str, qos: int = 1) -> bytes:
                    + bytes([qos]))
 
 
+def disconnect_packet(reason: int = 0) -> bytes:
+    return b"\xe0\x00" if reason == 0 else bytes([0xE0, 1, reason])
+
+
 _PUBACK = struct.Struct("!BBH")
 
 
@@ -112,8 +215,12 @@ def parse_packets(buf: bytearray, max_bytes: int = MAX_BATCH_BYTES
                   ) -> tuple[list[Publish], list[tuple[int, bytes]], int]:
     """Parse complete packets at the start of buf, stopping after about max_bytes.
 
-    Returns (publishes, other packets as (type, body), bytes consumed). The hot path is
-    PUBLISH, so it is parsed inline with as few Python operations as possible.
+    Returns (publishes, other packets as (type, body), bytes consumed); a packet cut off
+    by the end of buf stays for the next call. A whole packet whose contents are invalid
+    raises MalformedPacket, carrying the good packets before it: every read inside a
+    packet is checked against the packet's own end, never the buffer's, so a bad length
+    can neither wait forever for bytes that are already there nor read into the next
+    packet. The hot path is PUBLISH, so it is parsed inline.
     """
     publishes: list[Publish] = []
     others: list[tuple[int, bytes]] = []
@@ -124,28 +231,50 @@ def parse_packets(buf: bytearray, max_bytes: int = MAX_BATCH_BYTES
     try:
         while pos < limit:
             header = buf[pos]
-            length, body = _read_varint(buf, pos + 1)
+            try:
+                length, body = _read_varint(buf, pos + 1, end)
+            except _Incomplete:
+                break
             stop = body + length
             if stop > end:
                 break
             kind = header >> 4
             if kind == PUBLISH:
                 qos = (header >> 1) & 3
+                if qos == 3:
+                    raise MalformedPacket("PUBLISH with QoS 3")
+                if body + 2 > stop:
+                    raise MalformedPacket("PUBLISH too short for its topic length")
                 tlen = buf[body] << 8 | buf[body + 1]
                 p = body + 2 + tlen
-                topic = str(mv[body + 2:p], "utf-8")
+                if p + (2 if qos else 0) > stop:
+                    raise MalformedPacket(f"PUBLISH topic length {tlen} runs past the packet")
+                if not tlen:
+                    # no Topic Alias Maximum was offered, so an empty topic has no meaning
+                    raise MalformedPacket("PUBLISH with an empty topic")
+                try:
+                    topic = str(mv[body + 2:p], "utf-8")
+                except UnicodeDecodeError:
+                    raise MalformedPacket("PUBLISH topic is not UTF-8") from None
                 if qos:
                     pid = buf[p] << 8 | buf[p + 1]
                     p += 2
+                    if not pid:
+                        raise MalformedPacket("QoS 1 PUBLISH with packet id 0")
                 else:
                     pid = 0
-                plen, p = _read_varint(buf, p)  # MQTT 5 properties: skipped
+                plen, p = _body_varint(buf, p, stop)  # MQTT 5 properties: skipped
+                if p + plen > stop:
+                    raise MalformedPacket("PUBLISH properties run past the packet")
                 publishes.append(Publish(topic, bytes(mv[p + plen:stop]), pid, bool(header & 8)))
+            elif kind == 0:
+                raise MalformedPacket("reserved packet type 0")
             else:
                 others.append((kind, bytes(mv[body:stop])))
             pos = stop
-    except IndexError:
-        pass  # a packet header split across reads: wait for more bytes
+    except MalformedPacket as e:
+        e.publishes, e.others, e.consumed = publishes, others, pos
+        raise
     finally:
         mv.release()
     return publishes, others, pos
@@ -153,14 +282,22 @@ def parse_packets(buf: bytearray, max_bytes: int = MAX_BATCH_BYTES
 
 class Subscriber:
     """One connection to the broker. `read_batch()` returns the next batch of messages;
-    `ack()` acknowledges QoS 1 messages once the caller has made them durable."""
+    `ack()` acknowledges QoS 1 messages once the caller has made them durable.
+
+    Every way the connection can go wrong ends in an MqttError: a malformed packet is
+    answered with DISCONNECT 0x81 (as MQTT 5 requires) and raised, a PINGREQ without a
+    PINGRESP within `ping_timeout` is a PingTimeout, more un-acked messages than the
+    Receive Maximum we offered is a ProtocolViolation (DISCONNECT 0x93). The caller
+    reconnects; the persistent session redelivers whatever was not acknowledged."""
 
     def __init__(self, host: str, port: int, client_id: str, *, keepalive: int = 30,
                  clean_start: bool = False, session_expiry: int = 7 * 86400,
                  receive_maximum: int = 10000, username: str | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None, ping_timeout: float | None = None) -> None:
         self.host, self.port, self.client_id = host, port, client_id
         self.keepalive = keepalive
+        self.ping_timeout = ping_timeout
+        self.receive_maximum = receive_maximum
         self._connect = connect_packet(client_id, keepalive, clean_start, session_expiry,
                                        receive_maximum, username, password)
         self._reader: asyncio.StreamReader | None = None
@@ -168,7 +305,11 @@ class Subscriber:
         self._buf = bytearray()
         self._next_id = 1
         self._last_sent = 0.0
+        self._ping_sent: float | None = None
+        self._inflight = 0
+        self._pending_error: MqttError | None = None
         self.session_present = False
+        self.connack_properties: dict[int, int | bytes] = {}
 
     async def connect(self, timeout: float = 10.0) -> None:
         self._reader, self._writer = await asyncio.wait_for(
@@ -176,11 +317,17 @@ class Subscriber:
         self._send(self._connect)
         kind, body = await asyncio.wait_for(self._control_packet(), timeout)
         if kind != CONNACK:
-            raise MqttProtocolError(f"expected CONNACK, got packet type {kind}")
-        self.session_present = bool(body[0] & 1)
+            raise ProtocolViolation(f"expected CONNACK, got packet type {kind}")
+        if len(body) < 2:
+            raise MalformedPacket("CONNACK shorter than two bytes")
         if body[1] != 0:
             reason = _CONNACK_REASONS.get(body[1], f"reason code 0x{body[1]:02x}")
-            raise MqttProtocolError(f"broker refused the connection: {reason}")
+            raise MqttConnectError(f"broker refused the connection: {reason}", body[1])
+        self.session_present = bool(body[0] & 1)
+        self.connack_properties, _ = parse_properties(body, 2) if len(body) > 2 else ({}, 2)
+        server_keepalive = self.connack_properties.get(0x13)
+        if isinstance(server_keepalive, int):
+            self.keepalive = server_keepalive  # MQTT 5: the broker's value wins
 
     async def subscribe(self, topic_filter: str, qos: int = 1, timeout: float = 10.0) -> None:
         pid = self._packet_id()
@@ -188,13 +335,18 @@ class Subscriber:
         # Messages of a resumed session may arrive before the SUBACK; keep them.
         while True:
             kind, body = await asyncio.wait_for(self._control_packet(), timeout)
-            if kind == SUBACK and struct.unpack("!H", body[:2])[0] == pid:
-                plen, p = _read_varint(body, 2)
-                code = body[p + plen]
+            if kind == SUBACK and len(body) >= 2 and struct.unpack("!H", body[:2])[0] == pid:
+                _, p = parse_properties(body, 2)
+                if p >= len(body):
+                    raise MalformedPacket("SUBACK without a reason code")
+                code = body[p]
                 if code > 2:
-                    raise MqttProtocolError(
-                        f"broker refused the subscription to {topic_filter} (0x{code:02x})")
+                    raise MqttConnectError(
+                        f"broker refused the subscription to {topic_filter} (0x{code:02x})",
+                        code)
                 return
+            if kind == DISCONNECT:
+                raise ConnectionLost(_disconnect_reason(body))
 
     async def _control_packet(self) -> tuple[int, bytes]:
         """Read until a non-PUBLISH packet arrives; PUBLISHes stay buffered for read_batch."""
@@ -207,23 +359,24 @@ class Subscriber:
             scan = pubs_end
             data = await self._reader.read(READ_SIZE)
             if not data:
-                raise MqttProtocolError("broker closed the connection")
+                raise ConnectionLost("broker closed the connection")
             self._buf += data
 
     def _find_control(self, start: int) -> tuple[int, tuple[int, bytes] | None]:
         pos = start
-        while pos < len(self._buf):
+        buf = self._buf
+        while pos < len(buf):
             try:
-                length, body = _read_varint(self._buf, pos + 1)
-            except IndexError:
+                length, body = _read_varint(buf, pos + 1, len(buf))
+            except _Incomplete:
                 return pos, None
             stop = body + length
-            if stop > len(self._buf):
+            if stop > len(buf):
                 return pos, None
-            kind = self._buf[pos] >> 4
+            kind = buf[pos] >> 4
             if kind != PUBLISH:
-                packet = (kind, bytes(self._buf[body:stop]))
-                del self._buf[pos:stop]
+                packet = (kind, bytes(buf[body:stop]))
+                del buf[pos:stop]
                 return pos, packet
             pos = stop
         return pos, None
@@ -231,28 +384,73 @@ class Subscriber:
     async def read_batch(self) -> list[Publish]:
         """The messages of the next socket read(s): at least one, as many as arrived."""
         assert self._reader is not None
+        if self._pending_error is not None:
+            raise self._fail(self._pending_error)
         loop = asyncio.get_running_loop()
         while True:
             if self._buf:
-                pubs, others, used = parse_packets(self._buf)
+                try:
+                    pubs, others, used = parse_packets(self._buf)
+                except MalformedPacket as e:
+                    # Hand over the good messages before it first; the error ends the
+                    # connection at the next call, after the caller acked them.
+                    del self._buf[:e.consumed]
+                    self._control(e.others)
+                    if not e.publishes:
+                        raise self._fail(e) from None
+                    self._pending_error = e
+                    return self._count(e.publishes)
                 del self._buf[:used]
-                for kind, _body in others:
-                    if kind == DISCONNECT:
-                        raise MqttProtocolError("broker sent DISCONNECT")
+                self._control(others)
                 if pubs:
-                    return pubs
-            timeout = max(0.1, self._last_sent + self.keepalive / 2 - loop.time())
+                    return self._count(pubs)
+            now = loop.time()
+            ping_timeout = self.ping_timeout or max(1.0, self.keepalive / 2)
+            if self._ping_sent is not None:
+                if now - self._ping_sent >= ping_timeout:
+                    raise PingTimeout(f"no PINGRESP within {ping_timeout:g}s: the connection "
+                                      "is half-open")
+                timeout = self._ping_sent + ping_timeout - now
+            else:
+                timeout = max(0.05, self._last_sent + self.keepalive / 2 - now)
             try:
                 data = await asyncio.wait_for(self._reader.read(READ_SIZE), timeout)
             except TimeoutError:
-                self._send(b"\xc0\x00")  # PINGREQ keeps an idle connection alive
+                if self._ping_sent is None and self.keepalive:
+                    self._send(b"\xc0\x00")  # PINGREQ keeps an idle connection alive
+                    self._ping_sent = loop.time()
                 continue
             if not data:
-                raise MqttProtocolError("broker closed the connection")
+                raise ConnectionLost("broker closed the connection")
             self._buf += data
+
+    def _control(self, others: list[tuple[int, bytes]]) -> None:
+        for kind, body in others:
+            if kind == PINGRESP:
+                self._ping_sent = None
+            elif kind == DISCONNECT:
+                raise ConnectionLost(_disconnect_reason(body))
+
+    def _count(self, pubs: list[Publish]) -> list[Publish]:
+        self._inflight += sum(1 for p in pubs if p.packet_id)
+        if self._inflight > self.receive_maximum:
+            raise self._fail(ProtocolViolation(
+                f"broker sent {self._inflight} unacknowledged messages, more than the "
+                f"Receive Maximum of {self.receive_maximum}", 0x93))
+        return pubs
+
+    def _fail(self, error: MalformedPacket | ProtocolViolation | MqttError) -> MqttError:
+        """Tell the broker why we leave (MQTT 5 DISCONNECT reason), then let it raise."""
+        code = getattr(error, "code", None)
+        if self._writer is not None and isinstance(code, int):
+            with contextlib.suppress(OSError, RuntimeError):
+                self._writer.write(disconnect_packet(code))
+        self._pending_error = None
+        return error
 
     def ack(self, packet_ids: list[int]) -> None:
         if packet_ids:
+            self._inflight = max(0, self._inflight - len(packet_ids))
             self._send(puback_packets(packet_ids))
 
     async def drain(self) -> None:
@@ -274,7 +472,7 @@ class Subscriber:
             return
         try:
             if graceful:
-                self._writer.write(b"\xe0\x00")
+                self._writer.write(disconnect_packet())
                 await self._writer.drain()
             self._writer.close()
             await self._writer.wait_closed()
@@ -282,3 +480,15 @@ class Subscriber:
             pass
         finally:
             self._writer = None
+
+
+def _disconnect_reason(body: bytes) -> str:
+    if not body:
+        return "broker sent DISCONNECT"
+    text = ""
+    with contextlib.suppress(MalformedPacket):
+        props, _ = parse_properties(body, 1) if len(body) > 1 else ({}, 1)
+        raw = props.get(0x1F)
+        if isinstance(raw, bytes):
+            text = ": " + raw[2:].decode("utf-8", "replace")
+    return f"broker sent DISCONNECT (reason 0x{body[0]:02x}{text})"

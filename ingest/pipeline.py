@@ -2,20 +2,31 @@
 
 The MQTT service feeds it (and replays the write-ahead log into it after a crash);
 tests feed it contract vectors directly. It never raises on bad input: every refusal
-becomes a quarantine row with its reason. A message whose identity (device, boot, seq)
-it has already taken recently is dropped as a duplicate: QoS 1 redelivers after
-reconnects, and the analytics views deduplicate again across files and restarts.
+becomes a quarantine row with its reason, and an exception of our own while handling
+one message quarantines that message as `internal` instead of stopping ingest (the
+write-ahead log replays through the same path, so a poison message cannot make a
+crash loop). A message it has already taken recently is dropped as a duplicate: QoS 1
+redelivers after reconnects, and the analytics views deduplicate again across files
+and restarts. The write-path key is (device, install id, boot, seq, sent_ms): a
+redelivery is the same bytes, while a device that lost its boot counter starts again
+at boot 0 with a new install id, or at least a later sent_ms, so old identities can
+never swallow its new data.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from .contract import Rejected, parse_message
 from .learned_columns import LearnedColumns
+from .schema import TABLES
 from .stats import Stats
 from .store import Store
 
@@ -37,7 +48,7 @@ class Pipeline:
         self._rows: dict[str, list[dict[str, Any]]] = {
             t: [] for t in ("readings", "events", "quarantine")}
         self._oldest: float | None = None
-        self._seen: dict[tuple[str, int, int], None] = {}
+        self._seen: dict[tuple[str, str | None, int, int, int], None] = {}
         self._window = dedup_window
 
     @property
@@ -53,40 +64,64 @@ class Pipeline:
         st = self.stats
         st.messages += 1
         try:
-            parsed = parse_message(topic, payload, received_ms)
+            self._take(topic, payload, received_ms)
         except Rejected as e:
-            st.messages_rejected += 1
-            st.rejected_by_reason[e.reason] += 1
-            self._quarantine(topic, payload, received_ms, e.reason, e.detail)
-            return
-        key = (parsed.device_id, parsed.boot, parsed.seq)
+            self._reject_message(topic, payload, received_ms, e.reason, e.detail)
+        except Exception as e:  # one message must never stop ingest
+            detail = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            self._reject_message(topic, payload, received_ms, "internal", detail)
+        st.buffered_rows = self.buffered
+
+    def _reject_message(self, topic: str, payload: bytes, received_ms: int, reason: str,
+                        detail: str) -> None:
+        self.stats.messages_rejected += 1
+        self.stats.rejected_by_reason[reason] += 1
+        self._quarantine(topic, payload, received_ms, reason, detail)
+
+    def _take(self, topic: str, payload: bytes, received_ms: int) -> None:
+        """Validate and buffer one message. Its rows are built first and buffered only
+        when all of them are, so a failure part-way leaves nothing half-taken."""
+        st = self.stats
+        parsed = parse_message(topic, payload, received_ms)
+        key = (parsed.device_id, parsed.iid, parsed.boot, parsed.seq, parsed.sent_ms)
         if key in self._seen:
             st.duplicates += 1
             return
-        self._seen[key] = None
-        if len(self._seen) > self._window:
-            del self._seen[next(iter(self._seen))]
         ident = {"device_id": parsed.device_id, "boot": parsed.boot, "seq": parsed.seq}
-        for table, rows in (("readings", parsed.readings), ("events", parsed.events)):
-            out = self._rows[table]
+        conflicts = 0
+        for rows in (parsed.readings, parsed.events):
             for row in rows:
-                new = row.pop("_new", None)
-                if new is not None:
-                    conflict = self.columns.add(table, row, new)
-                    if conflict is not None:
-                        st.records_rejected += 1
-                        st.rejected_by_reason["type_conflict"] += 1
-                        self._quarantine(topic, payload, received_ms, "type_conflict",
-                                         f"record {row['idx']}: {conflict}", idx=row["idx"],
-                                         **ident)
-                        continue
-                out.append(row)
-            setattr(st, table, getattr(st, table) + len(rows))
+                conflicts += self._learn(rows is parsed.readings, row)
+        quarantined = [
+            {"received_at": received_ms, "topic": topic, "reason": r.reason,
+             "detail": r.detail, "payload": payload, "idx": r.idx, **ident}
+            for r in parsed.rejects]
+        self._rows["readings"] += parsed.readings
+        self._rows["events"] += parsed.events
+        self._rows["quarantine"] += quarantined
         for r in parsed.rejects:
             st.records_rejected += 1
             st.rejected_by_reason[r.reason] += 1
-            self._quarantine(topic, payload, received_ms, r.reason, r.detail, idx=r.idx, **ident)
-        st.buffered_rows = self.buffered
+        st.type_conflicts += conflicts
+        self._seen[key] = None
+        if len(self._seen) > self._window:
+            del self._seen[next(iter(self._seen))]
+
+    def _learn(self, reading: bool, row: dict[str, Any]) -> int:
+        """Make a record's new fields learned columns; a value whose type conflicts with
+        its learned column goes into `extra` instead (the record is kept, the column
+        stays typed). Returns the number of such conflicts."""
+        new = row.pop("_new", None)
+        if new is None:
+            return 0
+        table = "readings" if reading else "events"
+        conflicting = self.columns.add(table, row, new)
+        if not conflicting:
+            return 0
+        extra = json.loads(row["extra"]) if row.get("extra") else {}
+        extra.update(conflicting)
+        row["extra"] = json.dumps(extra, sort_keys=True, separators=(",", ":"))
+        return len(conflicting)
 
     def _quarantine(
         self, topic: str, payload: bytes, received_ms: int, reason: str, detail: str, **ident: Any
@@ -96,23 +131,108 @@ class Pipeline:
              "payload": payload, **ident}
         )
 
-    def flush(self, name: str | None = None) -> list[str]:
-        """Write everything buffered as files named `part-<name>.parquet` (one per table
-        and date); a table's rows stay buffered if its write fails."""
-        started = time.monotonic()
-        name = name or f"{self.writer_id}-{uuid.uuid4().hex[:12]}"
+    def detach(self, name: str | None = None) -> Batch:
+        """Hand everything buffered over as a Batch and start an empty buffer, so that
+        messages can go on being taken while the batch is written elsewhere."""
+        batch = Batch(name or f"{self.writer_id}-{uuid.uuid4().hex[:12]}")
         self.columns.save()
-        written: list[str] = []
         for table, rows in self._rows.items():
             if rows:
-                schema = self.columns.schema(table)
-                written += self.store.write_rows(table, rows, name, schema)
+                batch.rows[table] = rows
+                batch.schemas[table] = self.columns.schema(table)
                 self._rows[table] = []
                 self.columns.written(table)
         self._oldest = None
+        self.stats.buffered_rows = self.buffered
+        return batch
+
+    def write(self, batch: Batch) -> None:
+        """Write a detached batch as files named `part-<name>.parquet` (one per table and
+        date). Touches nothing but the store and the batch, so it may run in a thread;
+        raises OSError, with the tables written so far recorded in the batch."""
+        started = time.monotonic()
+        for table in TABLES:  # quarantine after the tables whose rows may be set aside
+            if table not in batch.rows or table in batch.done:
+                continue
+            try:
+                batch.files += self.store.write_rows(table, batch.rows[table], batch.name,
+                                                     batch.schemas[table])
+            except OSError:
+                raise
+            except Exception as e:  # a row no check foresaw: isolate it
+                self._set_aside(batch, table, e)
+                batch.files += self.store.write_rows(table, batch.rows[table], batch.name,
+                                                     batch.schemas[table])
+            batch.done.add(table)
+        batch.seconds = time.monotonic() - started
+
+    def _set_aside(self, batch: Batch, table: str, error: Exception) -> None:
+        """Last line of defence: rows that Arrow cannot store (validation should have
+        refused them) go to quarantine as `internal`, so one bad value never stops every
+        flush. The quarantine table of the batch is written after readings and events."""
+        schema = batch.schemas[table]
+        good, bad = [], []
+        for row in batch.rows[table]:
+            try:
+                pa.Table.from_pylist([row], schema=schema)
+                good.append(row)
+            except Exception:
+                bad.append(row)
+        if table == "quarantine" or not bad:
+            raise error
+        batch.rows[table] = good
+        detail = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+        q = batch.rows.setdefault("quarantine", [])
+        batch.schemas.setdefault("quarantine", self.columns.schema("quarantine"))
+        for row in bad:
+            q.append({"received_at": row["received_at"], "reason": "internal",
+                      "topic": f"devices/{row['device_id']}/telemetry", "detail": detail,
+                      "payload": json.dumps(row, default=str).encode("utf-8", "replace"),
+                      "device_id": row["device_id"], "boot": row["boot"], "seq": row["seq"],
+                      "idx": row["idx"]})
+        batch.set_aside += len(bad)
+
+    def written(self, batch: Batch) -> None:
+        """Count a batch that write() completed."""
         st = self.stats
-        st.files_written += len(written)
+        for table in ("readings", "events"):
+            setattr(st, table, getattr(st, table) + len(batch.rows.get(table, ())))
+        if batch.set_aside:
+            st.records_rejected += batch.set_aside
+            st.rejected_by_reason["internal"] += batch.set_aside
+        st.files_written += len(batch.files)
         st.flushes += 1
-        st.buffered_rows = 0
-        st.last_flush_seconds = round(time.monotonic() - started, 4)
-        return written
+        st.last_flush_seconds = round(batch.seconds, 4)
+
+    def restore(self, batch: Batch) -> None:
+        """Put the tables a failed write did not finish back in front of the buffer."""
+        for table, rows in batch.rows.items():
+            if table not in batch.done:
+                self._rows[table][:0] = rows
+                self.columns.present(table, batch.schemas[table])
+        if self.buffered and self._oldest is None:
+            self._oldest = time.monotonic()
+        self.stats.buffered_rows = self.buffered
+
+    def flush(self, name: str | None = None) -> list[str]:
+        """Write everything buffered now; a table's rows stay buffered if its write
+        fails."""
+        batch = self.detach(name)
+        try:
+            self.write(batch)
+        except BaseException:
+            self.restore(batch)
+            raise
+        self.written(batch)
+        return batch.files
+
+
+@dataclass
+class Batch:
+    name: str
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    schemas: dict[str, pa.Schema] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)
+    files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    set_aside: int = 0  # rows moved to quarantine by write()

@@ -11,9 +11,12 @@ import pyarrow as pa
 
 TS = pa.timestamp("ms", tz="UTC")
 
-# A record's identity is (device_id, boot, seq, idx); every row carries it.
+# A record's identity is (device_id, iid, boot, seq, idx); every row carries it. `iid`
+# (install id) is optional in contract v1: null for firmware that does not send one.
+RECORD_KEY = ("device_id", "iid", "boot", "seq", "idx")
 _IDENTITY = [
     pa.field("device_id", pa.string(), nullable=False),
+    pa.field("iid", pa.string()),
     pa.field("boot", pa.int64(), nullable=False),
     pa.field("seq", pa.int64(), nullable=False),
     pa.field("idx", pa.int32(), nullable=False),

@@ -27,13 +27,15 @@ from pathlib import Path
 
 from . import parquet_writer, stats
 from .contract import TELEMETRY_FILTER
-from .mqtt_subscriber import MqttProtocolError, Subscriber
+from .mqtt_subscriber import MqttError, Subscriber
 from .pipeline import Pipeline
 from .store import Store
 from .wal import WriteAheadLog, read_segment
 
 log = logging.getLogger("fleetpulse.ingest")
 OUTAGE_MERGE_S = 30.0
+# Buffered rows, in units of flush_rows, beyond which reading waits for the running flush.
+MAX_BUFFERED_FLUSHES = 4
 
 
 @dataclass
@@ -80,6 +82,9 @@ class IngestService:
         self._recovered_at = -OUTAGE_MERGE_S
         self._outage_said = False
         self._batch_started: float | None = None
+        self._flush_lock = asyncio.Lock()
+        self._flushing: asyncio.Task[bool] | None = None
+        self._session_marker = self.state_dir / "_ingest" / f"{cfg.client_id}.session"
 
     # -- durability -----------------------------------------------------------------
 
@@ -104,19 +109,30 @@ class IngestService:
     def _flush_name(self, segment: Path) -> str:
         return f"{self.cfg.client_id}-{segment.stem}"
 
-    def flush(self) -> bool:
-        """Write buffered rows; True when nothing is left buffered."""
-        segment = self.wal.rotate()
-        if not self.pipeline.buffered and segment is None:
+    async def flush(self) -> bool:
+        """Write buffered rows; True when nothing is left buffered. The Parquet write runs
+        in a thread, so the event loop goes on reading, logging and acknowledging (and
+        pinging the broker) while a slow store takes its time."""
+        async with self._flush_lock:
+            segment = self.wal.rotate()
+            if not self.pipeline.buffered and segment is None:
+                return True
+            batch = self.pipeline.detach(name=self._flush_name(segment) if segment else None)
+            try:
+                await asyncio.to_thread(self.pipeline.write, batch)
+            except OSError as e:
+                self.pipeline.restore(batch)
+                self._store_failed(f"cannot write Parquet to {self.store} ({e.strerror or e})")
+                return False
+            self.pipeline.written(batch)
+            if segment is not None:
+                self.wal.delete_through(segment)
             return True
-        try:
-            self.pipeline.flush(name=self._flush_name(segment) if segment else None)
-        except OSError as e:
-            self._store_failed(f"cannot write Parquet to {self.store} ({e.strerror or e})")
-            return False
-        if segment is not None:
-            self.wal.delete_through(segment)
-        return True
+
+    def _flush_soon(self) -> None:
+        """Start a flush in the background unless one is running."""
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self.flush())
 
     def _log_batch(self, frames: list[tuple[int, str, bytes]]) -> None:
         try:
@@ -170,21 +186,25 @@ class IngestService:
                              password=cfg.password)
             try:
                 await sub.connect()
+                self._check_session(sub.session_present)
                 await sub.subscribe(self.topic_filter, qos=1)
                 self.stats.connects += 1
                 self.stats.subscribed = True
                 stats.publish(self.stats, self.state_dir)
                 log.info("subscribed to %s on %s:%d", self.topic_filter, cfg.host, cfg.port)
                 backoff = 0.2
-                while True:
+                while self._store_ok.is_set():  # a failing store: stop taking messages
                     batch = await sub.read_batch()
                     self._take(sub, batch)
                     await sub.drain()
-                    if self.pipeline.buffered >= cfg.flush_rows and not self.flush():
-                        break  # store failing: stop taking messages until it recovers
+                    if self.pipeline.buffered >= cfg.flush_rows:
+                        self._flush_soon()
+                        if self.pipeline.buffered >= MAX_BUFFERED_FLUSHES * cfg.flush_rows:
+                            # the store is slower than the fleet: wait rather than grow
+                            await asyncio.shield(self._flushing)  # type: ignore[arg-type]
             except StoreError:
                 pass
-            except (OSError, MqttProtocolError, TimeoutError) as e:
+            except (OSError, MqttError, TimeoutError) as e:
                 log.warning("broker %s:%d: %s; reconnecting in %.1fs", cfg.host, cfg.port,
                             e or type(e).__name__, backoff)
                 await asyncio.sleep(backoff)
@@ -193,6 +213,21 @@ class IngestService:
                 self.stats.subscribed = False
                 self._batch_started = None
                 await sub.close()
+
+    def _check_session(self, present: bool) -> None:
+        """A persistent session the broker no longer has means messages published while
+        ingest was away are gone (broker restarted without its store, or the session
+        expired): said once per connection, loudly, and counted."""
+        if present:
+            return
+        if self._session_marker.exists():
+            self.stats.sessions_lost += 1
+            log.error("the broker has no session for %s: messages published while ingest was "
+                      "disconnected may be lost (broker restarted without persistence, or "
+                      "--session-expiry passed)", self.cfg.client_id)
+        else:
+            self._session_marker.parent.mkdir(parents=True, exist_ok=True)
+            self._session_marker.touch()
 
     def _take(self, sub: Subscriber, batch: list) -> None:
         self._batch_started = time.monotonic()
@@ -220,7 +255,7 @@ class IngestService:
             failing = not self._store_ok.is_set()
             due = self.pipeline.buffered and self.pipeline.buffer_age() >= self.cfg.flush_seconds
             if (due or failing) and now >= retry_at:
-                if self.flush() and (not failing or self._probe_store()):
+                if await self.flush() and (not failing or self._probe_store()):
                     self._store_recovered()
                 else:
                     retry_at = now + 1.0
@@ -254,7 +289,7 @@ async def run(cfg: IngestConfig, stop: asyncio.Event | None = None,
     for task in (*tasks, stopper):
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    ok = service.flush()
+    ok = await service.flush()
     service.wal.close()
     service.stats.subscribed = False
     service.stats.state = "stopped"

@@ -20,8 +20,11 @@ class Stats:
     subscribed: bool = False
     messages: int = 0
     messages_rejected: int = 0
+    # rows written to Parquet (not merely buffered)
     readings: int = 0
     events: int = 0
+    # learned-column values of another type, kept in `extra` instead
+    type_conflicts: int = 0
     records_rejected: int = 0
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
@@ -33,6 +36,8 @@ class Stats:
     files_written: int = 0
     flushes: int = 0
     connects: int = 0
+    # reconnects that found the broker had dropped our persistent session
+    sessions_lost: int = 0
     # Wall-clock seconds of the first message taken and of the last one made durable.
     first_message_at: float = 0.0
     last_durable_at: float = 0.0

@@ -80,7 +80,7 @@ def test_empty_dataset_has_every_view_with_its_columns(tmp_path: Path) -> None:
                  "fleet_health()", "experiment_exposure('k')"):
         assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,), view
     cols = [c[0] for c in con.execute("DESCRIBE readings").fetchall()]
-    assert cols[:3] == ["device_id", "boot", "seq"] and "date" in cols
+    assert cols[:4] == ["device_id", "iid", "boot", "seq"] and "date" in cols
 
 
 def test_files_with_a_new_column_mix_with_old_ones(tmp_path: Path) -> None:

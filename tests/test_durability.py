@@ -166,6 +166,8 @@ def test_prometheus_metrics(start_ingest, publisher, tmp_path):
     publisher.send("devices/prom-0000/telemetry", b"garbage")
     publisher.send(*load.envelope(3))  # a redelivery
     ingest.wait_messages(22, timeout=30)
+    # records_written counts rows on disk, so it is read after the flush
+    ingest.wait_for("40 rows written", lambda s: s["readings"] >= 40, timeout=30)
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     cid = ingest.client_id
     assert f'fleetpulse_ingest_messages_received_total{{client_id="{cid}"}} 22.0' in body

@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from fleetpulse.ingest.mqtt_subscriber import (
-    MqttProtocolError,
+    MqttConnectError,
     Subscriber,
     _varint,
     parse_packets,
@@ -100,5 +100,5 @@ async def test_refused_connection_is_a_clear_error(broker) -> None:
                      password="wrong")
     # a protocol level the broker does not know
     sub._connect = sub._connect.replace(b"\x04MQTT\x05", b"\x04MQTT\x09")
-    with pytest.raises(MqttProtocolError, match="unacceptable protocol version"):
+    with pytest.raises(MqttConnectError, match="unacceptable protocol version"):
         await sub.connect()

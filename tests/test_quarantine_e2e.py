@@ -61,9 +61,10 @@ def test_bad_messages_are_quarantined_and_good_ones_all_land(start_ingest, publi
 
 def test_every_vector_through_the_broker(start_ingest, publisher) -> None:
     """The same vectors as the unit tests, now over MQTT (received time is real here, so
-    vectors about receive-relative clocks are skipped)."""
+    vectors about receive-relative clocks are skipped, and so are topics the broker
+    itself refuses)."""
     vectors = [v for v in load_vectors() if "clock_far_ahead" not in v["name"]
-               and " " not in v["topic"]]
+               and " " not in v["topic"] and v["topic"].isprintable()]
     ingest = start_ingest()
     ingest.wait_subscribed()
     sent = 0

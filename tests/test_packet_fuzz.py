@@ -1,0 +1,124 @@
+"""The subscriber's packet parser against random bytes and randomly split valid streams:
+it raises nothing but its own MalformedPacket, never waits for bytes it already has,
+and never loses a packet that arrived whole."""
+
+from __future__ import annotations
+
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fleetpulse.ingest.mqtt_subscriber import MalformedPacket, _varint, parse_packets
+
+
+def publish(topic: str, payload: bytes, qos: int, pid: int, props: bytes) -> bytes:
+    t = topic.encode()
+    body = struct.pack("!H", len(t)) + t + (struct.pack("!H", pid) if qos else b"")
+    body += _varint(len(props)) + props + payload
+    return bytes([0x30 | qos << 1]) + _varint(len(body)) + body
+
+
+packets = st.one_of(
+    st.builds(publish, st.text(min_size=1, max_size=30), st.binary(max_size=300),
+              st.sampled_from([0, 1]), st.integers(1, 65535),
+              st.sampled_from([b"", b"\x01\x01", b"\x23\x00\x05"])),
+    st.just(b"\xd0\x00"),  # PINGRESP
+    st.just(b"\x90\x04\x00\x01\x00\x01"),  # SUBACK
+)
+
+
+def drain(chunks: list[bytes]) -> tuple[list, list]:
+    """Feed chunks one read at a time, as the subscriber does."""
+    buf = bytearray()
+    pubs: list = []
+    others: list = []
+    for chunk in chunks:
+        buf += chunk
+        got, oth, used = parse_packets(buf)
+        pubs += got
+        others += oth
+        del buf[:used]
+    assert not buf, "a whole stream left bytes unparsed"
+    return pubs, others
+
+
+@settings(max_examples=400)
+@given(st.lists(packets, min_size=1, max_size=12), st.data())
+def test_random_split_points_lose_nothing(stream: list[bytes], data: st.DataObject) -> None:
+    whole = b"".join(stream)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=8)))
+    chunks = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
+    pubs, others = drain(chunks)
+    want_pubs = [p for p in stream if p[0] >> 4 == 3]
+    assert len(pubs) == len(want_pubs)
+    assert len(others) == len(stream) - len(want_pubs)
+    assert pubs == drain([whole])[0]
+
+
+@settings(max_examples=1000)
+@given(st.binary(max_size=200))
+def test_random_bytes_raise_only_malformed(raw: bytes) -> None:
+    buf = bytearray(raw)
+    for _ in range(len(raw) + 1):
+        try:
+            _, _, used = parse_packets(buf)
+        except MalformedPacket as e:
+            assert 0 <= e.consumed <= len(buf)
+            return
+        if not used:
+            assert buf == b"" or _unfinished(buf), "waited although the packet was whole"
+            return
+        del buf[:used]
+
+
+def _unfinished(buf: bytearray) -> bool:
+    """The first packet's fixed header, or its declared body, runs past the buffer."""
+    length = shift = 0
+    for i, byte in enumerate(buf[1:5], start=1):
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return i + 1 + length > len(buf)
+    return len(buf) < 5
+
+
+@given(st.lists(packets, max_size=5), st.binary(min_size=1, max_size=40))
+def test_good_packets_before_garbage_are_kept(good: list[bytes], junk: bytes) -> None:
+    whole = b"".join(good)
+    buf = bytearray(whole + junk)
+    try:
+        pubs, _, used = parse_packets(buf)
+    except MalformedPacket as e:
+        pubs, used = e.publishes, e.consumed
+    assert used >= len(whole)
+    assert len(pubs) >= sum(1 for p in good if p[0] >> 4 == 3)
+
+
+def test_the_issue_example_does_not_stall() -> None:
+    """A PUBLISH whose topic length points past its own end used to be taken for an
+    unfinished packet, so it and everything behind it waited forever."""
+    good = publish("devices/a/telemetry", b"ok", 1, 9, b"")
+    buf = bytearray(b"\x32\x04\x00\xc8ab" + good)
+    try:
+        parse_packets(buf)
+    except MalformedPacket as e:
+        assert e.consumed == 0 and "topic length" in str(e)
+    else:
+        raise AssertionError("malformed PUBLISH was not reported")
+    # and good packets in front of it are handed over
+    buf = bytearray(good + b"\x32\x04\x00\xc8ab")
+    try:
+        parse_packets(buf)
+    except MalformedPacket as e:
+        assert [p.payload for p in e.publishes] == [b"ok"] and e.consumed == len(good)
+
+
+def test_bad_utf8_topic_is_malformed() -> None:
+    buf = bytearray(b"\x30\x06\x00\x02\xff\xfe\x00x")
+    try:
+        parse_packets(buf)
+    except MalformedPacket as e:
+        assert "UTF-8" in str(e)
+    else:
+        raise AssertionError("bad UTF-8 topic accepted")

@@ -1,0 +1,96 @@
+"""One message that breaks ingest's own code is quarantined as `internal`; it never
+stops the messages after it, nor a flush."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from fleetpulse.ingest import pipeline as pipeline_module
+from fleetpulse.ingest.contract import parse_message
+from fleetpulse.ingest.pipeline import Pipeline
+
+T = 1767268800000
+TOPIC = "devices/dev-1/telemetry"
+
+
+def envelope(seq: int, feature: str = "eco_mode", **record: object) -> bytes:
+    return json.dumps({"v": 1, "device_id": "dev-1", "boot": 1, "seq": seq, "fw": "1.0",
+                       "hw": "h", "sent_ms": T, "records": [
+                           {"t": T, "type": "event", "event": "feature_used",
+                            "feature": feature, **record}]}).encode()
+
+
+def stored(data: Path, table: str, cols: str) -> list[tuple]:
+    return duckdb.sql(f"SELECT {cols} FROM read_parquet('{data}/{table}/*/*.parquet') "
+                      "ORDER BY ALL").fetchall()
+
+
+def test_an_exception_while_handling_quarantines_only_that_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def flaky(topic: str, payload: bytes, received_ms: int):
+        if b'"seq":2' in payload.replace(b" ", b""):
+            raise KeyError("a bug of ours\nwith a second line")
+        return parse_message(topic, payload, received_ms)
+
+    monkeypatch.setattr(pipeline_module, "parse_message", flaky)
+    pipe = Pipeline(tmp_path, "t")
+    for seq in range(4):
+        pipe.handle(TOPIC, envelope(seq), T)
+    pipe.flush()
+    assert pipe.stats.rejected_by_reason == {"internal": 1}
+    assert stored(tmp_path, "events", "seq") == [(0,), (1,), (3,)]
+    [(reason, detail, payload)] = stored(tmp_path, "quarantine", "reason, detail, payload")
+    assert reason == "internal" and detail == "KeyError: 'a bug of ours\\nwith a second line'"
+    assert payload == envelope(2)
+
+
+def test_half_a_surrogate_pair_is_refused_not_a_stuck_flush(tmp_path: Path) -> None:
+    """json.loads accepts "\\ud800" but no UTF-8 column can hold it: every flush (and
+    every replay of the log) used to fail on it."""
+    pipe = Pipeline(tmp_path, "t")
+    pipe.handle(TOPIC, envelope(0, feature="\\ud800").replace(b"\\\\", b"\\"), T)
+    pipe.handle(TOPIC, envelope(1), T)
+    pipe.flush()
+    assert pipe.stats.rejected_by_reason == {"bad_encoding": 1}
+    assert stored(tmp_path, "events", "seq") == [(1,)]
+
+
+def test_a_row_arrow_cannot_store_is_set_aside_at_the_flush(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unstorable(topic: str, payload: bytes, received_ms: int):
+        parsed = parse_message(topic, payload, received_ms)
+        if parsed.seq == 1:
+            parsed.events[0]["feature"] = "\udcff"  # what no validation should let through
+        return parsed
+
+    monkeypatch.setattr(pipeline_module, "parse_message", unstorable)
+    pipe = Pipeline(tmp_path, "t")
+    for seq in range(3):
+        pipe.handle(TOPIC, envelope(seq), T)
+    pipe.flush()
+    assert stored(tmp_path, "events", "seq") == [(0,), (2,)]
+    assert stored(tmp_path, "quarantine", "reason, seq") == [("internal", 1)]
+    assert pipe.stats.events == 2 and pipe.stats.rejected_by_reason == {"internal": 1}
+
+
+def test_a_type_conflict_keeps_the_record_and_is_counted(tmp_path: Path) -> None:
+    pipe = Pipeline(tmp_path, "t")
+    pipe.handle(TOPIC, envelope(0, level=3), T)
+    pipe.handle(TOPIC, envelope(1, level="high"), T)
+    pipe.flush()
+    assert pipe.stats.type_conflicts == 1 and not pipe.stats.rejected_by_reason
+    assert stored(tmp_path, "events", "seq, level, extra") == [
+        (0, 3.0, None), (1, None, '{"level":"high"}')]
+    assert pipe.stats.events == 2
+
+
+def test_counters_count_rows_on_disk_not_buffered(tmp_path: Path) -> None:
+    pipe = Pipeline(tmp_path, "t")
+    pipe.handle(TOPIC, envelope(0), T)
+    assert pipe.stats.events == 0 and pipe.stats.buffered_rows == 1
+    pipe.flush()
+    assert pipe.stats.events == 1 and pipe.stats.buffered_rows == 0
