@@ -4,6 +4,7 @@
 import binascii
 import hashlib
 import json
+import os
 import random
 
 import buffers
@@ -50,6 +51,10 @@ class App:
         self.state = flash.read_json(STATE, {})
         self.boot = self.state.get("boot", -1) + 1
         self.state["boot"] = self.boot
+        # Install id: made once, kept beside the boot counter. An erased flash loses both,
+        # and the new id keeps the restarted (boot, seq) from looking like old messages.
+        if not self.state.get("iid"):
+            self.state["iid"] = binascii.hexlify(os.urandom(8)).decode()
         self.dropped = self.state.get("dropped", 0)
         flash.write_json(STATE, self.state)
         self.settings = conf.merged(cfg.get("settings"), flash.read_json(SETTINGS))
@@ -74,8 +79,9 @@ class App:
         self.next_sample = 0
         self.cause = board.reset_cause()
         # the envelope fields that never change, serialised once
-        self.ident = ('"device_id":%s,"fw":%s,"hw":%s,' % (
-            json.dumps(self.dev), json.dumps(FW_VERSION), json.dumps(self.hw))).encode()
+        self.ident = ('"device_id":%s,"iid":"%s","fw":%s,"hw":%s,' % (
+            json.dumps(self.dev), self.state["iid"], json.dumps(FW_VERSION),
+            json.dumps(self.hw))).encode()
         base = "devices/" + self.dev
         self.t_telemetry = base + "/telemetry"
         self.t_status = base + "/status"

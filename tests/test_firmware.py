@@ -292,6 +292,19 @@ def test_reboot_delivers_the_journal_and_counts_boots(broker, start_ingest, tmp_
     n, distinct = raw_count(tmp_path / "data", "readings", "boot-0001")
     assert n >= distinct  # re-sent envelopes may be stored twice, the views count them once
 
+    # The install id stays across reboots; erasing the flash makes a new one, so the
+    # restarted boot 0 is new data, not a redelivery of the first boot 0.
+    state = json.loads((dev.flash / "state.json").read_text())
+    assert {e["iid"] for e in boots} == {state["iid"]} and len(state["iid"]) == 16
+    (dev.flash / "state.json").unlink()
+    dev.run()
+    erased = json.loads((dev.flash / "state.json").read_text())
+    assert erased["boot"] == 0 and erased["iid"] != state["iid"]
+    wait_until("the erased device's first boot stored", lambda: [
+        e for e in rows(tmp_path / "data", "events", "boot-0001")
+        if e["event"] == "power_on" and e["iid"] == erased["iid"] and e["boot"] == 0],
+        timeout=30)
+
 
 def test_low_power_mode_samples_journals_and_sleeps(broker, start_ingest, tmp_path) -> None:
     """Each wake samples once and journals; every third wake connects and drains. The
