@@ -54,6 +54,7 @@ class IngestConfig:
     username: str | None = None
     password: str | None = None
     metrics_port: int | None = None
+    keepalive: int = 30
 
 
 class StoreError(Exception):
@@ -130,9 +131,16 @@ class IngestService:
             return True
 
     def _flush_soon(self) -> None:
-        """Start a flush in the background unless one is running."""
+        """Start flushing in the background unless it is already under way."""
         if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self.flush())
+            self._flushing = asyncio.create_task(self._flush_while_full())
+
+    async def _flush_while_full(self) -> bool:
+        # rows that arrived during a flush may already fill the next one
+        while ok := await self.flush():
+            if self.pipeline.buffered < self.cfg.flush_rows:
+                break
+        return ok
 
     def _log_batch(self, frames: list[tuple[int, str, bytes]]) -> None:
         try:
@@ -183,7 +191,7 @@ class IngestService:
             await self._store_ok.wait()
             sub = Subscriber(cfg.host, cfg.port, cfg.client_id, clean_start=False,
                              session_expiry=cfg.session_expiry_s, username=cfg.username,
-                             password=cfg.password)
+                             password=cfg.password, keepalive=cfg.keepalive)
             try:
                 await sub.connect()
                 self._check_session(sub.session_present)
