@@ -5,7 +5,6 @@ exactly once, every bad one is in quarantine with its reason."""
 
 from __future__ import annotations
 
-import json
 import socket
 import struct
 
