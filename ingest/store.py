@@ -69,8 +69,21 @@ class Store:
     def write_table(self, rel: str, table: pa.Table, row_group_size: int | None = None) -> str:
         if self.local:
             return str(write_table(Path(self.path(rel)), table, row_group_size))
-        with self.fs.open_output_stream(self.path(rel)) as f:
-            pq.write_table(table, f, compression="zstd", row_group_size=row_group_size)
+        # Encoded in memory first, then uploaded: an object stream completes its upload on
+        # close even after an exception (pyarrow exposes no abort), so a write that fails
+        # part-way would leave a truncated object. Encoding can then fail without touching
+        # the store, and a failed upload is deleted: a failed write leaves no object.
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size)
+        data = sink.getvalue()
+        path = self.path(rel)
+        try:
+            with self.fs.open_output_stream(path) as f:
+                f.write(data)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(path)
+            raise
         return self.url(rel)
 
     def write_rows(self, table: str, rows: list[dict[str, Any]], name: str,

@@ -108,3 +108,57 @@ def test_cli_sql_reads_s3(s3, tmp_path) -> None:
     # Offline, DuckDB's httpfs cannot be installed: one line that says what to do.
     if r.returncode != 0:
         assert "needs DuckDB's httpfs extension" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_write_that_fails_part_way_leaves_no_object(s3, monkeypatch) -> None:
+    """pyarrow's object stream completes its upload when closed, even after an error:
+    a failure in the middle of a write must not publish a truncated file."""
+    import pyarrow as pa
+
+    from fleetpulse.ingest import store as store_module
+
+    store = Store(s3)
+    table = pa.table({"x": list(range(1000))})
+    real_write = store_module.pq.write_table
+
+    def fails_midway(t, where, **kw):
+        real_write(t, where, **kw)
+        where.write(b"trailing garbage")
+        raise OSError("connection reset in the middle of the upload")
+
+    monkeypatch.setattr(store_module.pq, "write_table", fails_midway)
+    with pytest.raises(OSError, match="connection reset"):
+        store.write_table("readings/date=2026-01-01/part-a.parquet", table)
+    assert store.files("readings") == []
+
+    class BrokenStream:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.inner.close()  # what pyarrow does: the upload completes
+
+        def write(self, data):
+            self.inner.write(data[: len(data) // 2])
+            raise OSError("upload failed after half the bytes")
+
+    monkeypatch.setattr(store_module.pq, "write_table", real_write)
+    real_open = store.fs.open_output_stream
+    monkeypatch.setattr(store, "fs", _FsWrapper(store.fs, lambda p: BrokenStream(real_open(p))))
+    with pytest.raises(OSError, match="half the bytes"):
+        store.write_table("readings/date=2026-01-01/part-b.parquet", table)
+    assert store.files("readings") == []
+
+
+class _FsWrapper:
+    def __init__(self, fs, opener):
+        self._fs, self._opener = fs, opener
+
+    def open_output_stream(self, path):
+        return self._opener(path)
+
+    def __getattr__(self, name):
+        return getattr(self._fs, name)
