@@ -15,12 +15,15 @@ devices/<its id>/config; service accounts get what their job needs and no more.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import secrets
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +99,19 @@ class Registry:
     def pid_path(self) -> Path:
         return self.dir / "broker.pid"
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Every read-modify-write of the registry's files runs under one lock: the CLI,
+        the presence service and the serial bridge change them from separate processes,
+        and an unlocked writer would put back a stale copy (a revoked device re-enabled)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def _read(self, name: str) -> dict[str, Any]:
         try:
             return json.loads((self.dir / name).read_text())
@@ -106,13 +122,18 @@ class Registry:
         path = self.dir / name
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        os.fchmod(fd, mode)  # a tmp left by a killed writer keeps its old mode otherwise
         with os.fdopen(fd, "w") as f:
             f.write(data if isinstance(data, str) else json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, path)
 
     def init(self) -> Registry:
         """Create the registry with service accounts, once; safe to call again."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            self._init()
+        return self
+
+    def _init(self) -> None:
         services = self._read("services.json")
         changed = False
         for name in SERVICES:
@@ -123,7 +144,6 @@ class Registry:
             self._write("services.json", services, mode=0o600)
         if changed or not self.passwd_path.exists():
             self._render()
-        return self
 
     def service(self, name: str) -> Credentials:
         secret = self._read("services.json").get(name)
@@ -142,36 +162,44 @@ class Registry:
             raise UserError(f"{device_id!r} is not a valid device id (letters, digits, _ . -)")
         if device_id in SERVICES:
             raise UserError(f"{device_id!r} is the name of a service account")
-        devices = self.devices()
-        if device_id in devices and not devices[device_id].get("revoked_at"):
-            raise UserError(f"device {device_id} exists: use `devices rotate {device_id}` "
-                            "for new credentials")
-        secret = new_secret()
-        devices[device_id] = {"model": model, "added_at": _now(), "revoked_at": None,
-                              "rotated_at": None, "last_seen": None,
-                              "password_hash": hash_password(secret)}
-        self._save(devices)
+        with self._locked():
+            devices = self.devices()
+            if device_id in devices and not devices[device_id].get("revoked_at"):
+                raise UserError(f"device {device_id} exists: use `devices rotate {device_id}` "
+                                "for new credentials")
+            secret = new_secret()
+            devices[device_id] = {"model": model, "added_at": _now(), "revoked_at": None,
+                                  "rotated_at": None, "last_seen": None,
+                                  "password_hash": hash_password(secret)}
+            self._save(devices)
         return Credentials(device_id, secret)
 
     def rotate(self, device_id: str) -> Credentials:
-        devices = self._existing(device_id)
-        secret = new_secret()
-        devices[device_id].update(password_hash=hash_password(secret), rotated_at=_now())
-        self._save(devices)
+        with self._locked():
+            devices = self._existing(device_id)
+            secret = new_secret()
+            devices[device_id].update(password_hash=hash_password(secret), rotated_at=_now())
+            self._save(devices)
         return Credentials(device_id, secret)
 
     def revoke(self, device_id: str) -> None:
-        devices = self._existing(device_id)
-        devices[device_id]["revoked_at"] = _now()
-        self._save(devices)
+        with self._locked():
+            devices = self._existing(device_id)
+            devices[device_id]["revoked_at"] = _now()
+            self._save(devices)
 
     def touch(self, seen: dict[str, float]) -> None:
-        """Record when devices were last seen (from presence)."""
-        devices = self.devices()
-        for device_id, at in seen.items():
-            if device_id in devices:
-                devices[device_id]["last_seen"] = _iso(at)
-        self._write("registry.json", devices)
+        """Record when devices were last seen (from presence, in batches). Only last_seen
+        changes, on a copy read under the lock, so this never undoes a revoke."""
+        with self._locked():
+            devices = self.devices()
+            changed = False
+            for device_id, at in seen.items():
+                if device_id in devices:
+                    devices[device_id]["last_seen"] = _iso(at)
+                    changed = True
+            if changed:
+                self._write("registry.json", devices, mode=0o600)
 
     def _existing(self, device_id: str) -> dict[str, dict[str, Any]]:
         devices = self.devices()
@@ -180,7 +208,8 @@ class Registry:
         return devices
 
     def _save(self, devices: dict[str, dict[str, Any]]) -> None:
-        self._write("registry.json", devices)
+        # password hashes: readable by the gateway's own user only
+        self._write("registry.json", devices, mode=0o600)
         self._render()
         self.reload_broker()
 

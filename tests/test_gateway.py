@@ -161,6 +161,11 @@ def test_devices_cli_add_list(tmp_path: Path) -> None:
     assert r.returncode == 2 and "exists" in r.stderr
     r = cli("add", "fleetpulse-ingest")
     assert r.returncode == 2 and "service account" in r.stderr
+    before = {p.name: p.read_bytes() for p in reg.iterdir() if p.name != ".lock"}
+    r = cli("add", "thermo-2\n")  # a trailing newline used to land in mosquitto's passwd
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in reg.iterdir() if p.name != ".lock"} == before
+    assert oct((reg / "registry.json").stat().st_mode & 0o777) == "0o600"
     cli("revoke", "thermo-1")
     r = cli("list")
     assert "thermo-1" in r.stdout and "revoked" in r.stdout and "thermostat-esp32" in r.stdout
