@@ -8,6 +8,7 @@ even if the process is killed mid-write.
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,10 +46,16 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def remove_leftovers(data_dir: Path) -> int:
-    """Delete temporary files a killed writer left behind; return how many."""
+def remove_leftovers(data_dir: Path, writer_id: str) -> int:
+    """Delete temporary files that this writer, killed, left behind; return how many.
+    Only its own: with several ingest workers on one dataset, a sibling's temporary file
+    may be a write in flight. A writer's files are named part-<writer id>-<segment or
+    random token>, and the pattern is exact so that worker "x-1" never takes "x-10"'s."""
+    own = re.compile(rf"part-{re.escape(writer_id)}-(\d{{12}}-[0-9a-f]{{8}}|[0-9a-f]{{12}})"
+                     rf"{re.escape(TMP_SUFFIX)}")
     n = 0
-    for tmp in data_dir.glob(f"*/date=*/*{TMP_SUFFIX}"):
-        tmp.unlink(missing_ok=True)
-        n += 1
+    for tmp in data_dir.glob(f"*/date=*/part-*{TMP_SUFFIX}"):
+        if own.fullmatch(tmp.name):
+            tmp.unlink(missing_ok=True)
+            n += 1
     return n

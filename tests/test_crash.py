@@ -67,13 +67,16 @@ def test_partial_file_from_a_killed_writer_is_invisible_and_removed(start_ingest
          "records": [{"t": T, "type": "reading", "temperature_c": 1, "humidity_pct": 2}]}
     ).encode(), T)
     [good] = map(Path, pipe.flush())
-    partial = good.with_name("part-killed.parquet.tmp")
+    partial = good.with_name("part-killed-writer-000000000001-0a1b2c3d.parquet.tmp")
     partial.write_bytes(good.read_bytes()[:40])  # no footer, like a write cut short
+    sibling = good.with_name("part-other-worker-000000000001-0a1b2c3d.parquet.tmp")
+    sibling.write_bytes(b"a write in flight")
     assert connect(data).execute("SELECT count(*) FROM readings").fetchone() == (1,)
-    ingest = start_ingest(data=data)
+    ingest = start_ingest(data=data, client_id="killed-writer")
     ingest.wait_subscribed()
     assert ingest.stop() == 0
     assert not partial.exists()
+    assert sibling.exists(), "another worker's temporary file was deleted"
     assert connect(data).execute("SELECT count(*) FROM readings").fetchone() == (1,)
 
 

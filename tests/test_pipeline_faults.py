@@ -94,3 +94,18 @@ def test_counters_count_rows_on_disk_not_buffered(tmp_path: Path) -> None:
     assert pipe.stats.events == 0 and pipe.stats.buffered_rows == 1
     pipe.flush()
     assert pipe.stats.events == 1 and pipe.stats.buffered_rows == 0
+
+
+def test_start_up_cleanup_takes_only_this_writers_temporary_files(tmp_path: Path) -> None:
+    from fleetpulse.ingest.parquet_writer import remove_leftovers
+
+    day = tmp_path / "readings" / "date=2026-01-01"
+    day.mkdir(parents=True)
+    names = ["part-ing-1-000000000001-0a1b2c3d.parquet.tmp",  # ing-1, a log segment's flush
+             "part-ing-1-0123456789ab.parquet.tmp",  # ing-1, a random flush name
+             "part-ing-10-000000000001-0a1b2c3d.parquet.tmp",  # a sibling worker's
+             "part-ing-1-x-000000000001-0a1b2c3d.parquet.tmp"]  # writer "ing-1-x"
+    for n in names:
+        (day / n).write_bytes(b"")
+    assert remove_leftovers(tmp_path, "ing-1") == 2
+    assert sorted(p.name for p in day.iterdir()) == sorted(names[2:])
