@@ -91,7 +91,8 @@ class IngestService:
 
     def recover(self) -> None:
         """Replay what a crash left in the write-ahead log; remove partial Parquet files."""
-        removed = parquet_writer.remove_leftovers(Path(self.store.root), self.cfg.client_id) if self.store.local else 0
+        removed = (parquet_writer.remove_leftovers(Path(self.store.root), self.cfg.client_id)
+                   if self.store.local else 0)
         segments = self.wal.segments()
         for path in segments:
             n = 0
