@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +21,9 @@ def make_server(data: str | Path, host: str, port: int) -> ThreadingHTTPServer:
                     status = 200
                 except Exception as e:  # a broken dataset must not kill the server
                     log.exception("cannot build the dashboard")
-                    body = f"cannot read the dataset: {e}".encode()
+                    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    body = (f"<!doctype html><title>fleetpulse</title><p>cannot read the "
+                            f"dataset: {html.escape(first)}</p>").encode()
                     status = 500
                 ctype = "text/html; charset=utf-8"
             elif self.path == "/healthz":

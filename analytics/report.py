@@ -150,8 +150,7 @@ def report_data(data: str | Path) -> dict[str, Any]:
 
 
 def render(payload: dict[str, Any], refresh_hint: bool = False) -> str:
-    # `</` inside inline JSON would end the <script> element early.
-    blob = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
+    blob = inline_json(payload)
     hint = "Reload the page to re-query the dataset." if refresh_hint else ""
     return (_PAGE.replace("__DATA__", blob)
             .replace("__DATASET__", html.escape(str(payload["dataset"])))
@@ -161,6 +160,18 @@ def render(payload: dict[str, Any], refresh_hint: bool = False) -> str:
 
 def build_report(data: str | Path) -> str:
     return render(report_data(data))
+
+
+# Characters that can end or change an inline <script> element ("</script", "<!--" starts
+# the script-data escape state) or that old parsers take as line ends, written as JSON
+# escapes: the data reads the same and no device string can break out of the element.
+_INLINE_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                                 "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def inline_json(payload: object) -> str:
+    """JSON safe to place inside <script type="application/json">."""
+    return json.dumps(payload, separators=(",", ":")).translate(_INLINE_ESCAPES)
 
 
 _PAGE = """<!doctype html>

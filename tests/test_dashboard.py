@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import date
 from pathlib import Path
@@ -126,3 +127,88 @@ def test_dashboard_renders_every_chart_and_requeries_on_reload(dataset: Path, br
     finally:
         server.terminate()
         server.wait(10)
+
+
+HOSTILE = ["<!--<script", "</script><script>window.__pwned=1</script>",
+           '<img src=x onerror="window.__pwned=1">', "a&amp;b\u2028\u2029'\"`${x}"]
+
+
+def test_hostile_feature_names_neither_break_nor_run(dataset: Path, browser,
+                                                     tmp_path: Path) -> None:
+    """Strings devices send reach the page as data: every chart still draws, the names
+    show as text, and nothing they carry runs. Device ids cannot carry markup at all
+    (the contract refuses them), which the pipeline shows too."""
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    pipe = Pipeline(data, "hostile")
+    t0 = int(time.mktime(date(2026, 2, 10).timetuple())) * 1000
+    for i in range(20):
+        dev = f"sim-{i:04d}"
+        env = {"v": 1, "device_id": dev, "boot": 9, "seq": i, "fw": "1.0.0", "hw": "x",
+               "sent_ms": t0, "records": [{"t": t0 + k, "type": "event", "event": "feature_used",
+                                           "feature": name} for k, name in enumerate(HOSTILE)]}
+        pipe.handle(TELEMETRY_TOPIC.format(device_id=dev), json.dumps(env).encode(), t0)
+    pipe.handle("devices/<script>/telemetry", b"{}", t0)
+    pipe.flush()
+    assert pipe.stats.rejected_by_reason == {"bad_topic": 1}
+
+    report = tmp_path / "report.html"
+    report.write_text(build_report(data))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "fleetpulse.gateway.cli", "dashboard",
+                               "--data", str(data), "--port", str(port)],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "no dashboard"
+                time.sleep(0.1)
+        for url in (report.as_uri(), f"http://127.0.0.1:{port}/"):
+            page = browser.new_page()
+            dialogs: list[str] = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(url)
+            page.wait_for_function("document.body.dataset.rendered > 0", timeout=20_000)
+            charts = page.locator("figure.chart")
+            assert charts.count() == len(GROUPS), url
+            for i in range(charts.count()):
+                assert int(charts.nth(i).get_attribute("data-marks") or 0) > 0, url
+            assert page.evaluate("window.__pwned") is None, url
+            assert page.locator("img").count() == 0 and not dialogs, url
+            text = page.locator("main").text_content() or ""
+            for name in HOSTILE[:3]:
+                assert name in text, (url, name)  # shown as text, not parsed as markup
+            page.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_dashboard_error_page_is_escaped(tmp_path: Path) -> None:
+    from fleetpulse.analytics import dashboard
+
+    def broken(_data):
+        raise RuntimeError("<script>alert(1)</script> in the dataset")
+
+    import threading
+
+    orig = dashboard.report_data
+    dashboard.report_data = broken
+    try:
+        server = dashboard.make_server(tmp_path, "127.0.0.1", 0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/", timeout=5)
+        except urllib.error.HTTPError as e:
+            body = e.read().decode()
+            assert e.code == 500 and "<script>" not in body and "&lt;script&gt;" in body
+        else:
+            raise AssertionError("a broken dataset answered 200")
+        finally:
+            server.shutdown()
+    finally:
+        dashboard.report_data = orig
