@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .errors import UserError
+
 CA_DAYS = 3650
 SERVER_DAYS = 825  # the longest lifetime clients such as browsers and Apple devices accept
 
@@ -77,7 +79,16 @@ def create_certs(out: Path, hostnames: list[str] | None = None) -> dict[str, Pat
 
 
 def ensure_certs(directory: Path) -> Path:
-    """Create certificates in `directory` unless they exist; return the directory."""
-    if not all((directory / n).exists() for n in ("ca.crt", "server.crt", "server.key")):
+    """Create certificates in `directory` the first time; return the directory. Never a
+    new CA over an old one: every deployed device trusts ca.crt, so a silently new CA
+    would cut the whole fleet off. Incomplete files are refused in one line instead."""
+    names = ("ca.crt", "server.crt", "server.key")
+    present = [n for n in names if (directory / n).exists()]
+    if not present:
         create_certs(directory)
+    elif len(present) < len(names):
+        missing = ", ".join(n for n in names if n not in present)
+        raise UserError(f"{directory} has {', '.join(present)} but not {missing}: restore them "
+                        "from a backup, or rotate the CA on purpose with `fleetpulse gateway "
+                        f"certs --out {directory}` and give every device the new ca.crt")
     return directory

@@ -167,9 +167,9 @@ def test_hostile_feature_names_neither_break_nor_run(dataset: Path, browser,
             except OSError:
                 assert time.monotonic() < deadline and server.poll() is None, "no dashboard"
                 time.sleep(0.1)
+        dialogs: list[str] = []
         for url in (report.as_uri(), f"http://127.0.0.1:{port}/"):
             page = browser.new_page()
-            dialogs: list[str] = []
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
             page.goto(url)
             page.wait_for_function("document.body.dataset.rendered > 0", timeout=20_000)

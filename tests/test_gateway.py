@@ -263,3 +263,17 @@ def test_serial_bridge_through_a_pty_with_unplug(broker, start_ingest, tmp_path:
         bridge.wait(10)
         os.close(master)
     assert bridge.returncode == 0
+
+
+def test_certificates_are_never_regenerated_silently(tmp_path: Path) -> None:
+    from fleetpulse.gateway.certs import ensure_certs
+    from fleetpulse.gateway.errors import UserError
+
+    ensure_certs(tmp_path)
+    ca = (tmp_path / "ca.crt").read_bytes()
+    ensure_certs(tmp_path)  # all there: kept as they are
+    assert (tmp_path / "ca.crt").read_bytes() == ca
+    (tmp_path / "server.crt").unlink()
+    with pytest.raises(UserError, match=r"not server\.crt: restore them"):
+        ensure_certs(tmp_path)
+    assert (tmp_path / "ca.crt").read_bytes() == ca, "the CA devices trust was replaced"
