@@ -7,6 +7,8 @@ import logging
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from fleetpulse.gateway.errors import one_line
+
 from .report import render, report_data
 
 log = logging.getLogger("fleetpulse.dashboard")
@@ -21,9 +23,8 @@ def make_server(data: str | Path, host: str, port: int) -> ThreadingHTTPServer:
                     status = 200
                 except Exception as e:  # a broken dataset must not kill the server
                     log.exception("cannot build the dashboard")
-                    first = str(e).splitlines()[0] if str(e) else type(e).__name__
                     body = (f"<!doctype html><title>fleetpulse</title><p>cannot read the "
-                            f"dataset: {html.escape(first)}</p>").encode()
+                            f"dataset: {html.escape(one_line(e))}</p>").encode()
                     status = 500
                 ctype = "text/html; charset=utf-8"
             elif self.path == "/healthz":

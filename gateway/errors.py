@@ -3,3 +3,12 @@
 
 class UserError(Exception):
     """Something the user can fix; the CLI prints its message as one line, no traceback."""
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """An exception as one short line of text that any UTF-8 sink can store: its type,
+    the first line of its message, and no lone surrogates (a message may quote the very
+    bytes that caused it)."""
+    text = str(error)
+    first = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    return first[:limit].encode("utf-8", "backslashreplace").decode("utf-8")

@@ -102,7 +102,7 @@ class Registry:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Every read-modify-write of the registry's files runs under one lock: the CLI,
-        the presence service and the serial bridge change them from separate processes,
+        the presence service and the broker launcher change them from separate processes,
         and an unlocked writer would put back a stale copy (a revoked device re-enabled)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)

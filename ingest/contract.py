@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from .schema import TABLES
+
 CONTRACT_VERSION = 1
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_RECORDS = 256
@@ -103,8 +105,9 @@ _READING_KNOWN = {"t", "type", *_READING_REQUIRED, *_READING_OPTIONAL}
 _EVENT_KNOWN = {"t", "type", "event", *_EVENT_OPTIONAL}
 COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 # Column names a learned field may not take: the stored tables' own columns.
-_RESERVED = {"device_id", "boot", "seq", "idx", "fw", "hw", "ts", "received_at", "extra", "date",
-             "reason", "detail", "topic", "payload", "iid", *_READING_KNOWN, *_EVENT_KNOWN}
+_RESERVED = {"date", *_READING_KNOWN, *_EVENT_KNOWN,
+             *(name for table in ("readings", "events", "quarantine")
+               for name in TABLES[table].names)}
 _ENVELOPE_KEYS = ("v", "device_id", "boot", "seq", "fw", "hw", "sent_ms", "records")
 
 

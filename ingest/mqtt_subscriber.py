@@ -160,7 +160,9 @@ def parse_properties(body: bytes, pos: int) -> tuple[dict[int, int | bytes], int
             if pos + 2 > stop:
                 raise MalformedPacket("property runs past the end of the packet")
             n = 2 + (body[pos] << 8 | body[pos + 1])
-            if size == "p" and pos + n + 2 <= stop:
+            if size == "p":  # a string pair: a second length-prefixed string follows
+                if pos + n + 2 > stop:
+                    raise MalformedPacket("property runs past the end of the packet")
                 n += 2 + (body[pos + n] << 8 | body[pos + n + 1])
         if pos + n > stop:
             raise MalformedPacket("property runs past the end of the packet")
@@ -439,7 +441,7 @@ class Subscriber:
                 f"Receive Maximum of {self.receive_maximum}", 0x93))
         return pubs
 
-    def _fail(self, error: MalformedPacket | ProtocolViolation | MqttError) -> MqttError:
+    def _fail(self, error: MqttError) -> MqttError:
         """Tell the broker why we leave (MQTT 5 DISCONNECT reason), then let it raise."""
         code = getattr(error, "code", None)
         if self._writer is not None and isinstance(code, int):

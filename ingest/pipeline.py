@@ -24,7 +24,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from .contract import Rejected, parse_message
+from fleetpulse.gateway.errors import one_line
+
+from .contract import TELEMETRY_TOPIC, Rejected, parse_message
 from .learned_columns import LearnedColumns
 from .schema import TABLES
 from .stats import Stats
@@ -68,15 +70,15 @@ class Pipeline:
         except Rejected as e:
             self._reject_message(topic, payload, received_ms, e.reason, e.detail)
         except Exception as e:  # one message must never stop ingest
-            detail = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-            self._reject_message(topic, payload, received_ms, "internal", detail)
+            self._reject_message(topic, payload, received_ms, "internal", one_line(e))
         st.buffered_rows = self.buffered
 
     def _reject_message(self, topic: str, payload: bytes, received_ms: int, reason: str,
                         detail: str) -> None:
         self.stats.messages_rejected += 1
         self.stats.rejected_by_reason[reason] += 1
-        self._quarantine(topic, payload, received_ms, reason, detail)
+        self._rows["quarantine"].append(
+            quarantine_row(topic, payload, received_ms, reason, detail))
 
     def _take(self, topic: str, payload: bytes, received_ms: int) -> None:
         """Validate and buffer one message. Its rows are built first and buffered only
@@ -87,14 +89,14 @@ class Pipeline:
         if key in self._seen:
             st.duplicates += 1
             return
-        ident = {"device_id": parsed.device_id, "boot": parsed.boot, "seq": parsed.seq}
         conflicts = 0
-        for rows in (parsed.readings, parsed.events):
+        for table, rows in (("readings", parsed.readings), ("events", parsed.events)):
             for row in rows:
-                conflicts += self._learn(rows is parsed.readings, row)
+                conflicts += self._learn(table, row)
         quarantined = [
-            {"received_at": received_ms, "topic": topic, "reason": r.reason,
-             "detail": r.detail, "payload": payload, "idx": r.idx, **ident}
+            quarantine_row(topic, payload, received_ms, r.reason, r.detail,
+                           device_id=parsed.device_id, boot=parsed.boot, seq=parsed.seq,
+                           idx=r.idx)
             for r in parsed.rejects]
         self._rows["readings"] += parsed.readings
         self._rows["events"] += parsed.events
@@ -107,14 +109,13 @@ class Pipeline:
         if len(self._seen) > self._window:
             del self._seen[next(iter(self._seen))]
 
-    def _learn(self, reading: bool, row: dict[str, Any]) -> int:
+    def _learn(self, table: str, row: dict[str, Any]) -> int:
         """Make a record's new fields learned columns; a value whose type conflicts with
         its learned column goes into `extra` instead (the record is kept, the column
         stays typed). Returns the number of such conflicts."""
         new = row.pop("_new", None)
         if new is None:
             return 0
-        table = "readings" if reading else "events"
         conflicting = self.columns.add(table, row, new)
         if not conflicting:
             return 0
@@ -122,14 +123,6 @@ class Pipeline:
         extra.update(conflicting)
         row["extra"] = json.dumps(extra, sort_keys=True, separators=(",", ":"))
         return len(conflicting)
-
-    def _quarantine(
-        self, topic: str, payload: bytes, received_ms: int, reason: str, detail: str, **ident: Any
-    ) -> None:
-        self._rows["quarantine"].append(
-            {"received_at": received_ms, "topic": topic, "reason": reason, "detail": detail,
-             "payload": payload, **ident}
-        )
 
     def detach(self, name: str | None = None) -> Batch:
         """Hand everything buffered over as a Batch and start an empty buffer, so that
@@ -181,15 +174,16 @@ class Pipeline:
         if table == "quarantine" or not bad:
             raise error
         batch.rows[table] = good
-        detail = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+        detail = one_line(error)
         q = batch.rows.setdefault("quarantine", [])
-        batch.schemas.setdefault("quarantine", self.columns.schema("quarantine"))
+        batch.schemas.setdefault("quarantine", TABLES["quarantine"])
         for row in bad:
-            q.append({"received_at": row["received_at"], "reason": "internal",
-                      "topic": f"devices/{row['device_id']}/telemetry", "detail": detail,
-                      "payload": json.dumps(row, default=str).encode("utf-8", "replace"),
-                      "device_id": row["device_id"], "boot": row["boot"], "seq": row["seq"],
-                      "idx": row["idx"]})
+            # the original payload is not kept with its rows: the row itself stands in
+            q.append(quarantine_row(
+                TELEMETRY_TOPIC.format(device_id=row["device_id"]),
+                json.dumps(row, default=str).encode("utf-8", "backslashreplace"),
+                row["received_at"], "internal", detail, device_id=row["device_id"],
+                boot=row["boot"], seq=row["seq"], idx=row["idx"]))
         batch.set_aside += len(bad)
 
     def written(self, batch: Batch) -> None:
@@ -225,6 +219,14 @@ class Pipeline:
             raise
         self.written(batch)
         return batch.files
+
+
+def quarantine_row(topic: str, payload: bytes, received_ms: int, reason: str, detail: str,
+                   **ident: Any) -> dict[str, Any]:
+    """A row of the quarantine table; `ident` is the record's identity when one record,
+    not the whole message, was refused."""
+    return {"received_at": received_ms, "topic": topic, "reason": reason, "detail": detail,
+            "payload": payload, **ident}
 
 
 @dataclass

@@ -122,8 +122,12 @@ class IngestService:
             batch = self.pipeline.detach(name=self._flush_name(segment) if segment else None)
             try:
                 await asyncio.to_thread(self.pipeline.write, batch)
-            except OSError as e:
+            except BaseException as e:
+                # whatever went wrong, the rows go back: dropped here, a later flush would
+                # delete the log segment that still holds them
                 self.pipeline.restore(batch)
+                if not isinstance(e, OSError):
+                    raise
                 self._store_failed(f"cannot write Parquet to {self.store} ({e.strerror or e})")
                 return False
             self.pipeline.written(batch)
@@ -131,10 +135,11 @@ class IngestService:
                 self.wal.delete_through(segment)
             return True
 
-    def _flush_soon(self) -> None:
+    def _flush_soon(self) -> asyncio.Task[bool]:
         """Start flushing in the background unless it is already under way."""
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush_while_full())
+        return self._flushing
 
     async def _flush_while_full(self) -> bool:
         # rows that arrived during a flush may already fill the next one
@@ -207,10 +212,10 @@ class IngestService:
                     self._take(sub, batch)
                     await sub.drain()
                     if self.pipeline.buffered >= cfg.flush_rows:
-                        self._flush_soon()
+                        flushing = self._flush_soon()
                         if self.pipeline.buffered >= MAX_BUFFERED_FLUSHES * cfg.flush_rows:
                             # the store is slower than the fleet: wait rather than grow
-                            await asyncio.shield(self._flushing)  # type: ignore[arg-type]
+                            await asyncio.shield(flushing)
             except StoreError:
                 pass
             except (OSError, MqttError, TimeoutError) as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -10,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -70,6 +72,29 @@ def test_snapshot_of_shared_views_changes_no_number(dataset: Path) -> None:
     con.close()
 
 
+@contextlib.contextmanager
+def dashboard_server(data: Path) -> Iterator[str]:
+    """`fleetpulse dashboard` on a free port, answering; yields its URL."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "fleetpulse.gateway.cli", "dashboard",
+                               "--data", str(data), "--port", str(port)],
+                              stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "healthz", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "no dashboard"
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 @pytest.fixture
 def browser():
     if not Path(CHROMIUM).exists():
@@ -88,20 +113,7 @@ def test_dashboard_renders_every_chart_and_requeries_on_reload(dataset: Path, br
                                                                tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(dataset, data)
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "fleetpulse.gateway.cli", "dashboard",
-                               "--data", str(data), "--port", str(port)],
-                              stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "healthz", timeout=1)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "no dashboard"
-                time.sleep(0.1)
+    with dashboard_server(data) as url:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(url)
         page.wait_for_function("document.body.dataset.rendered > 0", timeout=20_000)
@@ -124,9 +136,6 @@ def test_dashboard_renders_every_chart_and_requeries_on_reload(dataset: Path, br
         page.reload()
         page.wait_for_function("document.body.dataset.rendered > 0", timeout=20_000)
         assert days_shown() == before + 3, "a reload re-queries the dataset"
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 HOSTILE = ["<!--<script", "</script><script>window.__pwned=1</script>",
@@ -154,21 +163,9 @@ def test_hostile_feature_names_neither_break_nor_run(dataset: Path, browser,
 
     report = tmp_path / "report.html"
     report.write_text(build_report(data))
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "fleetpulse.gateway.cli", "dashboard",
-                               "--data", str(data), "--port", str(port)],
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "no dashboard"
-                time.sleep(0.1)
+    with dashboard_server(data) as dashboard:
         dialogs: list[str] = []
-        for url in (report.as_uri(), f"http://127.0.0.1:{port}/"):
+        for url in (report.as_uri(), dashboard):
             page = browser.new_page()
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
             page.goto(url)
@@ -183,9 +180,6 @@ def test_hostile_feature_names_neither_break_nor_run(dataset: Path, browser,
             for name in HOSTILE[:3]:
                 assert name in text, (url, name)  # shown as text, not parsed as markup
             page.close()
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def test_dashboard_error_page_is_escaped(tmp_path: Path) -> None:

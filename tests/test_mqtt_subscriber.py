@@ -4,28 +4,17 @@ broker."""
 from __future__ import annotations
 
 import asyncio
-import struct
 
 import paho.mqtt.client as mqtt
 import pytest
+from mqttpackets import publish_packet
 
 from fleetpulse.ingest.mqtt_subscriber import (
     MqttConnectError,
     Subscriber,
-    _varint,
     parse_packets,
     puback_packets,
 )
-
-
-def publish_packet(topic: str, payload: bytes, qos: int, pid: int = 0, props: bytes = b"",
-                   dup: bool = False) -> bytes:
-    t = topic.encode()
-    body = struct.pack("!H", len(t)) + t
-    if qos:
-        body += struct.pack("!H", pid)
-    body += _varint(len(props)) + props + payload
-    return bytes([0x30 | (8 if dup else 0) | qos << 1]) + _varint(len(body)) + body
 
 
 def test_parses_qos0_qos1_properties_and_large_payloads() -> None:

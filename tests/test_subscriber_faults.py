@@ -9,6 +9,7 @@ import struct
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from mqttpackets import publish_packet
 
 from fleetpulse.ingest.mqtt_subscriber import (
     ConnectionLost,
@@ -22,9 +23,7 @@ from fleetpulse.ingest.mqtt_subscriber import (
 
 
 def publish(payload: bytes, pid: int) -> bytes:
-    t = b"devices/a/telemetry"
-    body = struct.pack("!H", len(t)) + t + struct.pack("!H", pid) + b"\x00" + payload
-    return b"\x32" + _varint(len(body)) + body
+    return publish_packet("devices/a/telemetry", payload, 1, pid)
 
 
 def connack(session_present: bool = False, props: bytes = b"") -> bytes:

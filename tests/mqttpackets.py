@@ -1,0 +1,17 @@
+"""MQTT 5 packets built by hand for the subscriber's tests."""
+
+from __future__ import annotations
+
+import struct
+
+from fleetpulse.ingest.mqtt_subscriber import _varint
+
+
+def publish_packet(topic: str, payload: bytes, qos: int, pid: int = 0, props: bytes = b"",
+                   dup: bool = False) -> bytes:
+    t = topic.encode()
+    body = struct.pack("!H", len(t)) + t
+    if qos:
+        body += struct.pack("!H", pid)
+    body += _varint(len(props)) + props + payload
+    return bytes([0x30 | (8 if dup else 0) | qos << 1]) + _varint(len(body)) + body
