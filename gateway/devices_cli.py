@@ -53,7 +53,7 @@ def _show_secret(console: Console, device_id: str, password: str, reloaded: bool
 
 
 def _add(args: argparse.Namespace) -> int:
-    reg = Registry(args.registry).init()
+    reg = Registry(args.registry)  # add() creates the registry once the id is valid
     creds = reg.add(args.device_id, args.model)
     _show_secret(Console(), creds.username, creds.password, reg.pid_path.exists())
     return 0

@@ -163,6 +163,7 @@ class Registry:
         if device_id in SERVICES:
             raise UserError(f"{device_id!r} is the name of a service account")
         with self._locked():
+            self._init()  # only now: a refused id leaves even an empty directory alone
             devices = self.devices()
             if device_id in devices and not devices[device_id].get("revoked_at"):
                 raise UserError(f"device {device_id} exists: use `devices rotate {device_id}` "

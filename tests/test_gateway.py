@@ -166,6 +166,11 @@ def test_devices_cli_add_list(tmp_path: Path) -> None:
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert {p.name: p.read_bytes() for p in reg.iterdir() if p.name != ".lock"} == before
     assert oct((reg / "registry.json").stat().st_mode & 0o777) == "0o600"
+    empty = tmp_path / "empty-reg"
+    r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "devices", "add",
+                        "bad id", "--registry", str(empty)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2 and not empty.exists(), "a refused id created the registry"
     cli("revoke", "thermo-1")
     r = cli("list")
     assert "thermo-1" in r.stdout and "revoked" in r.stdout and "thermostat-esp32" in r.stdout
