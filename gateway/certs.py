@@ -9,6 +9,7 @@ import datetime as dt
 import ipaddress
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -90,5 +91,33 @@ def ensure_certs(directory: Path) -> Path:
         missing = ", ".join(n for n in names if n not in present)
         raise UserError(f"{directory} has {', '.join(present)} but not {missing}: restore them "
                         "from a backup, or rotate the CA on purpose with `fleetpulse gateway "
-                        f"certs --out {directory}` and give every device the new ca.crt")
+                        f"certs --out {directory} --rotate` and give every device the new "
+                        "ca.crt")
     return directory
+
+
+@dataclass
+class CertStatus:
+    name: str
+    subject: str
+    not_after: dt.datetime
+    days_left: int
+
+
+def check_certs(directory: Path, now: dt.datetime | None = None) -> list[CertStatus]:
+    """Expiry of the CA and the server certificate in `directory`."""
+    now = now or dt.datetime.now(dt.UTC)
+    out = []
+    for name in ("ca.crt", "server.crt"):
+        path = directory / name
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+        except FileNotFoundError:
+            raise UserError(f"no {name} in {directory}: create the certificates with "
+                            f"`fleetpulse gateway certs --out {directory}`") from None
+        except ValueError as e:
+            raise UserError(f"{path} is not a PEM certificate ({e})") from None
+        end = cert.not_valid_after_utc
+        out.append(CertStatus(name, cert.subject.rfc4514_string(), end,
+                              (end - now) // dt.timedelta(days=1)))
+    return out

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = args.func(args)
     except UserError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
+        # soft_wrap: one line whatever the width, so logs and scripts get it whole
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         code = 2
     except KeyboardInterrupt:
         code = 130

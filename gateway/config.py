@@ -42,15 +42,55 @@ def add_auth_args(p: argparse.ArgumentParser, service: str) -> None:
     p.add_argument("--username", default=env("MQTT_USERNAME"),
                    help=f"MQTT username (env FLEETPULSE_MQTT_USERNAME; default: the "
                         f"{service} service account from --registry)")
-    p.add_argument("--password", default=env("MQTT_PASSWORD"),
-                   help="MQTT password (env FLEETPULSE_MQTT_PASSWORD)")
+    add_secret_args(p, "password", "MQTT_PASSWORD", "MQTT password")
     add_registry_arg(p)
     p.set_defaults(service_account=service)
 
 
+def add_secret_args(p: argparse.ArgumentParser, name: str, env_name: str, what: str) -> None:
+    """--NAME-file FILE (first line), env FLEETPULSE_<ENV_NAME>, or --NAME on the command
+    line, which works but warns: every user of the machine can read it with `ps`."""
+    flag = name.replace("_", "-")
+    p.add_argument(f"--{flag}-file", type=Path, metavar="FILE",
+                   help=f"read the {what} from the first line of FILE")
+    p.add_argument(f"--{flag}", default=None,
+                   help=f"the {what} itself (visible to `ps`: prefer --{flag}-file or env "
+                        f"FLEETPULSE_{env_name})")
+    p.set_defaults(**{f"_{name}_env": env_name, f"_{name}_what": what})
+
+
+def secret(args: argparse.Namespace, name: str, prompt: bool = False) -> str | None:
+    """The secret named by add_secret_args: from its file, the environment or argv (with a
+    warning), else asked for at the terminal when `prompt`, else None."""
+    flag = name.replace("_", "-")
+    path: Path | None = getattr(args, f"{name}_file")
+    if path is not None:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as e:
+            raise UserError(f"cannot read --{flag}-file {path}: {e.strerror}") from None
+        if not lines or not lines[0]:
+            raise UserError(f"--{flag}-file {path} is empty: put the secret on its first line")
+        return lines[0]
+    from_env = env(getattr(args, f"_{name}_env"))
+    if from_env:
+        return from_env
+    given: str | None = getattr(args, name)
+    if given is not None:
+        print(f"warning: --{flag} on the command line is visible to every user of this "
+              f"machine (ps); use --{flag}-file FILE or FLEETPULSE_{getattr(args, f'_{name}_env')}",
+              file=sys.stderr)
+        return given
+    if prompt and sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(f"{getattr(args, f'_{name}_what')}: ")
+    return None
+
+
 def resolve_auth(args: argparse.Namespace) -> tuple[str | None, str | None]:
     if args.username:
-        return args.username, args.password
+        return args.username, secret(args, "password", prompt=True)
     if (args.registry / "services.json").exists():
         from .registry import Registry
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 import threading
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
 from . import config
+from .errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +21,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Gateway services around the broker.")
     gsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    c = gsub.add_parser("certs", help="create a CA and a server certificate for TLS (8883)")
+    c = gsub.add_parser("certs", help="create a CA and a server certificate for TLS (8883)",
+                        description="Create a CA and a server certificate, or --check when "
+                                    "they expire. An existing CA is replaced only with "
+                                    "--rotate: every deployed device trusts it.")
     c.add_argument("--out", type=Path, required=True, help="directory to write them to")
+    c.add_argument("--check", action="store_true",
+                   help="show when the certificates in --out expire; exit 1 if one has, or "
+                        f"will within {EXPIRY_WARN_DAYS} days")
+    c.add_argument("--rotate", action="store_true",
+                   help="replace an existing CA (devices then need the new ca.crt)")
     c.add_argument("--host", action="append", dest="hosts",
                    help="a name or address devices use for the broker (repeatable; default: "
                         "localhost, this host's name, 127.0.0.1)")
@@ -46,9 +57,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_serial)
 
 
-def _certs(args: argparse.Namespace) -> int:
-    from .certs import create_certs
+EXPIRY_WARN_DAYS = 30
 
+
+def _certs(args: argparse.Namespace) -> int:
+    from .certs import check_certs, create_certs
+
+    if args.check:
+        table = Table("file", "subject", "expires (UTC)", "days left")
+        statuses = check_certs(args.out)
+        for st in statuses:
+            table.add_row(st.name, st.subject, st.not_after.strftime("%Y-%m-%d %H:%M"),
+                          str(st.days_left))
+        Console().print(table)
+        soon = [st.name for st in statuses if st.days_left < EXPIRY_WARN_DAYS]
+        if soon:
+            print(f"{', '.join(soon)} in {args.out} expire(s) within {EXPIRY_WARN_DAYS} days: "
+                  "renew before devices stop connecting", file=sys.stderr)
+            return 1
+        return 0
+    if (args.out / "ca.crt").exists() and not args.rotate:
+        raise UserError(f"{args.out} already has a CA that devices trust: pass --rotate to "
+                        "replace it (then give every device the new ca.crt), or --check to "
+                        "see when it expires")
     paths = create_certs(args.out, args.hosts)
     Console().print(f"wrote {', '.join(str(p) for p in paths.values())}\n"
                     f"give devices {paths['ca.crt']}; start the broker with --certs {args.out}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from fleetpulse.gateway import config
 from fleetpulse.gateway.errors import UserError
 
 from . import BOARDS
@@ -51,12 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     g = fw.add_parser("config", help="print a config.json for a registered device")
     g.add_argument("device_id")
-    g.add_argument("--password", required=True, help="the password `devices add` printed")
+    config.add_secret_args(g, "password", "DEVICE_PASSWORD",
+                           "device's MQTT password (the one `devices add` printed)")
     g.add_argument("--host", default="192.168.1.10", help="broker address as devices see it")
     g.add_argument("--port", type=int, default=8883)
     g.add_argument("--no-tls", action="store_true", help="plain MQTT (loopback/testing only)")
     g.add_argument("--ssid", default="", help="WiFi network")
-    g.add_argument("--wifi-password", default="")
+    config.add_secret_args(g, "wifi_password", "WIFI_PASSWORD", "WiFi password")
     g.set_defaults(func=_config)
 
 
@@ -103,11 +105,17 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
+    password = config.secret(args, "password", prompt=True)
+    if not password:
+        raise UserError("firmware config needs the device's password: --password-file FILE, "
+                        "FLEETPULSE_DEVICE_PASSWORD, or run it in a terminal to be asked")
     cfg = {
         "device_id": args.device_id,
-        "wifi": {"ssid": args.ssid, "password": args.wifi_password},
+        "wifi": {"ssid": args.ssid,
+                 # an open network has none; asked for only when an SSID is given
+                 "password": config.secret(args, "wifi_password", prompt=bool(args.ssid)) or ""},
         "mqtt": {"host": args.host, "port": args.port, "username": args.device_id,
-                 "password": args.password, "tls": not args.no_tls,
+                 "password": password, "tls": not args.no_tls,
                  **({} if args.no_tls else {"ca": "ca.crt"})},
     }
     print(json.dumps(cfg, indent=2))
