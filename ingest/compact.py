@@ -22,6 +22,7 @@ Last, every day left with one file per table gets its per-day rollups
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -56,7 +57,10 @@ class Compacted:
 def compact_partition(store: Store, table: str, partition: str, files: list[str],
                       row_group_rows: int) -> Compacted:
     """Write the merged file; the files it replaces are listed in `replaced`."""
-    merged = store.read(files)
+    parts = store.read_each(files)
+    if table in ("readings", "events"):
+        parts = reconcile_learned(parts, _learned_types(store, table))
+    merged = pa.concat_tables(parts, promote_options="permissive")
     for f in TABLES[table]:  # files from before a column was declared lack it
         if f.name not in merged.column_names:
             merged = merged.append_column(f.name, pa.nulls(merged.num_rows, f.type))
@@ -72,6 +76,62 @@ def compact_partition(store: Store, table: str, partition: str, files: list[str]
     name = f"{table}/{partition}/part-compacted-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
     out = store.write_table(name, _declared_types(result, table), row_group_size=row_group_rows)
     return Compacted(table, partition, len(files), merged.num_rows, result.num_rows, out, files)
+
+
+def _learned_types(store: Store, table: str) -> dict[str, pa.DataType]:
+    """The learned columns' agreed types (ingest's _schema files; local datasets keep
+    them next to the data)."""
+    if not store.local:
+        return {}
+    from .learned_columns import _TYPES, LearnedColumns
+
+    return {k: _TYPES[v] for k, v in LearnedColumns(Path(store.root)).types(table).items()
+            if v in _TYPES}
+
+
+def reconcile_learned(parts: list[pa.Table], agreed: dict[str, pa.DataType]
+                      ) -> list[pa.Table]:
+    """Files whose learned column has another type than the other files' (two workers
+    that met a new field at once): the column keeps the agreed type (else the first
+    file's), and the other type's values move into each row's JSON `extra`, as ingest
+    does with a single conflicting value. Declared columns are never touched."""
+    declared = {name for schema in TABLES.values() for name in schema.names}
+    seen: dict[str, pa.DataType] = {}
+    for t in parts:
+        for f in t.schema:
+            if f.name not in declared and not pa.types.is_null(f.type):
+                seen.setdefault(f.name, agreed.get(f.name, f.type))
+    out = []
+    for t in parts:
+        for name, want in seen.items():
+            if name in t.column_names and not _compatible(t.schema.field(name).type, want):
+                t = _move_to_extra(t, name, want)
+        out.append(t)
+    return out
+
+
+def _compatible(have: pa.DataType, want: pa.DataType) -> bool:
+    numeric = pa.types.is_integer(have) or pa.types.is_floating(have)
+    return have == want or pa.types.is_null(have) or (numeric and pa.types.is_floating(want))
+
+
+def _move_to_extra(t: pa.Table, name: str, want: pa.DataType) -> pa.Table:
+    values = t.column(name).to_pylist()
+    extras = t.column("extra").to_pylist() if "extra" in t.column_names else [None] * len(values)
+    merged = []
+    for v, e in zip(values, extras, strict=True):
+        if v is None:
+            merged.append(e)
+            continue
+        doc = json.loads(e) if e else {}
+        doc[name] = v
+        merged.append(json.dumps(doc, sort_keys=True, separators=(",", ":")))
+    i = t.column_names.index(name)
+    t = t.set_column(i, name, pa.nulls(len(values), want))
+    extra = pa.array(merged, pa.string())
+    if "extra" in t.column_names:
+        return t.set_column(t.column_names.index("extra"), "extra", extra)
+    return t.append_column("extra", extra)
 
 
 def _declared_types(t: pa.Table, table: str) -> pa.Table:

@@ -5,10 +5,16 @@ becomes a column of its table: numbers as DOUBLE, strings as VARCHAR, booleans a
 BOOLEAN. The first type seen is kept (in DATA/_schema/<table>.json, so it survives
 restarts); a later value of another type is a type conflict: the record is kept, that
 value goes into the record's JSON `extra` column, and the learned column stays typed.
+
+Several ingest workers share the file: each save merges under a lock, the type already
+in the file wins, and a worker adopts the file's types for what it buffers next. Two
+workers that met a new field at the same moment may still each write a file with their
+own type; compaction reconciles such a column (ingest/compact.py).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -34,24 +40,31 @@ def value_type(v: Any) -> str | None:
 class LearnedColumns:
     def __init__(self, data_dir: Path) -> None:
         self._dir = data_dir / "_schema"
-        self._types: dict[str, dict[str, str]] = {}
         self._dirty = False
-        # Learned columns that rows buffered since the table's last write carry.
-        self._present: dict[str, set[str]] = {t: set() for t in TABLES}
-        for table in TABLES:
-            try:
-                self._types[table] = json.loads((self._dir / f"{table}.json").read_text())
-            except (FileNotFoundError, json.JSONDecodeError):
-                self._types[table] = {}
+        # Learned columns that rows buffered since the table's last write carry, with the
+        # type they were buffered as: the type of their batch, whatever a merge adopts.
+        self._present: dict[str, dict[str, str]] = {t: {} for t in TABLES}
+        self._types: dict[str, dict[str, str]] = {t: self._load(t) for t in TABLES}
+
+    def _load(self, table: str) -> dict[str, str]:
+        try:
+            types = json.loads((self._dir / f"{table}.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+        return types if isinstance(types, dict) else {}
+
+    def types(self, table: str) -> dict[str, str]:
+        return dict(self._types[table])
 
     def add(self, table: str, row: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         """Move the new fields into the row as columns; return the fields whose type
         conflicts with their learned column, left out of the row."""
         known = self._types[table]
+        present = self._present[table]
         conflicting: dict[str, Any] = {}
         for name, value in new.items():
             vtype = value_type(value)
-            have = known.get(name)
+            have = present.get(name) or known.get(name)
             if have is None:
                 known[name] = vtype  # type: ignore[assignment]  # callers pass scalars only
                 self._dirty = True
@@ -59,7 +72,7 @@ class LearnedColumns:
                 conflicting[name] = value
                 continue
             row[name] = float(value) if vtype == "double" else value
-            self._present[table].add(name)
+            present[name] = vtype  # type: ignore[assignment]
         return conflicting
 
     def schema(self, table: str) -> pa.Schema:
@@ -67,26 +80,38 @@ class LearnedColumns:
         present = self._present[table]
         if not present:
             return TABLES[table]
-        learned = self._types[table]
         return pa.schema([*TABLES[table],
-                          *(pa.field(k, _TYPES[learned[k]]) for k in sorted(present))])
+                          *(pa.field(k, _TYPES[present[k]]) for k in sorted(present))])
 
     def written(self, table: str) -> None:
-        self._present[table] = set()
+        self._present[table] = {}
 
     def present(self, table: str, schema: pa.Schema) -> None:
         """Rows written with `schema` are buffered again (their write failed)."""
         declared = set(TABLES[table].names)
-        self._present[table] |= {n for n in schema.names if n not in declared}
+        names = {pa.float64(): "double", pa.string(): "string", pa.bool_(): "boolean"}
+        for f in schema:
+            if f.name not in declared:
+                self._present[table][f.name] = names[f.type]
 
     def save(self) -> None:
+        """Merge what this process learned into the shared files, under a lock, and adopt
+        what other processes learned (their earlier types win)."""
         if not self._dirty:
             return
         self._dir.mkdir(parents=True, exist_ok=True)
-        for table, types in self._types.items():
-            if types:
-                path = self._dir / f"{table}.json"
-                tmp = path.with_suffix(".json.tmp")
-                tmp.write_text(json.dumps(types, indent=1, sort_keys=True))
-                os.replace(tmp, path)
+        fd = os.open(self._dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            for table, types in self._types.items():
+                on_disk = self._load(table)
+                merged = {**types, **on_disk}
+                if merged != on_disk:
+                    path = self._dir / f"{table}.json"
+                    tmp = path.with_suffix(".json.tmp")
+                    tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
+                    os.replace(tmp, path)
+                self._types[table] = merged
+        finally:
+            os.close(fd)
         self._dirty = False

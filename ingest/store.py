@@ -115,10 +115,12 @@ class Store:
     def files(self, table: str) -> list[str]:
         return [f for files in self.partitions(table).values() for f in files]
 
+    def read_each(self, paths: list[str]) -> list[pa.Table]:
+        return [pq.ParquetFile(self.fs.open_input_file(p)).read() for p in paths]
+
     def read(self, paths: list[str]) -> pa.Table:
         """The files as one table, columns united by name (missing ones become nulls)."""
-        tables = [pq.ParquetFile(self.fs.open_input_file(p)).read() for p in paths]
-        return pa.concat_tables(tables, promote_options="permissive")
+        return pa.concat_tables(self.read_each(paths), promote_options="permissive")
 
     def supersede(self, paths: list[str]) -> list[str]:
         """Move files out of readers' *.parquet globs; return their new paths."""

@@ -70,7 +70,7 @@ def test_ingest_stores_or_quarantines_vector(vector: dict[str, Any], tmp_path: P
         # timestamps back as epoch ms, to compare with the vector's `t` exactly
         rel = con.sql(f"SELECT * REPLACE (epoch_ms(ts) AS ts, epoch_ms(received_at) AS "
                       f"received_at) FROM read_parquet('{tmp_path}/{table}/*/*.parquet', "
-                      "hive_partitioning=1, union_by_name=1) ORDER BY seq, idx")
+                      "hive_partitioning=1, union_by_name=1) ORDER BY seq, idx, ts")
         return [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
 
     pipe = Pipeline(tmp_path, "t")
