@@ -22,7 +22,6 @@ Last, every day left with one file per table gets its per-day rollups
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -32,6 +31,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from .learned_columns import LearnedColumns, merge_extra
 from .schema import RECORD_KEY, TABLES
 from .store import Store
 
@@ -83,10 +83,7 @@ def _learned_types(store: Store, table: str) -> dict[str, pa.DataType]:
     them next to the data)."""
     if not store.local:
         return {}
-    from .learned_columns import _TYPES, LearnedColumns
-
-    return {k: _TYPES[v] for k, v in LearnedColumns(Path(store.root)).types(table).items()
-            if v in _TYPES}
+    return LearnedColumns(Path(store.root)).arrow_types(table)
 
 
 def reconcile_learned(parts: list[pa.Table], agreed: dict[str, pa.DataType]
@@ -118,14 +115,8 @@ def _compatible(have: pa.DataType, want: pa.DataType) -> bool:
 def _move_to_extra(t: pa.Table, name: str, want: pa.DataType) -> pa.Table:
     values = t.column(name).to_pylist()
     extras = t.column("extra").to_pylist() if "extra" in t.column_names else [None] * len(values)
-    merged = []
-    for v, e in zip(values, extras, strict=True):
-        if v is None:
-            merged.append(e)
-            continue
-        doc = json.loads(e) if e else {}
-        doc[name] = v
-        merged.append(json.dumps(doc, sort_keys=True, separators=(",", ":")))
+    merged = [e if v is None else merge_extra(e, {name: v})
+              for v, e in zip(values, extras, strict=True)]
     i = t.column_names.index(name)
     t = t.set_column(i, name, pa.nulls(len(values), want))
     extra = pa.array(merged, pa.string())

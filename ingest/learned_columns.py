@@ -25,6 +25,15 @@ import pyarrow as pa
 from .schema import TABLES
 
 _TYPES = {"double": pa.float64(), "string": pa.string(), "boolean": pa.bool_()}
+_NAMES = {t: name for name, t in _TYPES.items()}
+
+
+def merge_extra(extra: str | None, fields: dict[str, Any]) -> str:
+    """The JSON `extra` of a row with `fields` added: where a value goes that its learned
+    column cannot hold."""
+    doc = json.loads(extra) if extra else {}
+    doc.update(fields)
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
 def value_type(v: Any) -> str | None:
@@ -53,8 +62,9 @@ class LearnedColumns:
             return {}
         return types if isinstance(types, dict) else {}
 
-    def types(self, table: str) -> dict[str, str]:
-        return dict(self._types[table])
+    def arrow_types(self, table: str) -> dict[str, pa.DataType]:
+        """The agreed type of each learned column of the table."""
+        return {k: _TYPES[v] for k, v in self._types[table].items() if v in _TYPES}
 
     def add(self, table: str, row: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         """Move the new fields into the row as columns; return the fields whose type
@@ -89,10 +99,9 @@ class LearnedColumns:
     def present(self, table: str, schema: pa.Schema) -> None:
         """Rows written with `schema` are buffered again (their write failed)."""
         declared = set(TABLES[table].names)
-        names = {pa.float64(): "double", pa.string(): "string", pa.bool_(): "boolean"}
         for f in schema:
             if f.name not in declared:
-                self._present[table][f.name] = names[f.type]
+                self._present[table][f.name] = _NAMES[f.type]
 
     def save(self) -> None:
         """Merge what this process learned into the shared files, under a lock, and adopt

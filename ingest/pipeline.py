@@ -27,7 +27,7 @@ import pyarrow as pa
 from fleetpulse.gateway.errors import one_line
 
 from .contract import TELEMETRY_TOPIC, Rejected, parse_message
-from .learned_columns import LearnedColumns
+from .learned_columns import LearnedColumns, merge_extra
 from .schema import TABLES
 from .stats import Stats
 from .store import Store
@@ -119,9 +119,7 @@ class Pipeline:
         conflicting = self.columns.add(table, row, new)
         if not conflicting:
             return 0
-        extra = json.loads(row["extra"]) if row.get("extra") else {}
-        extra.update(conflicting)
-        row["extra"] = json.dumps(extra, sort_keys=True, separators=(",", ":"))
+        row["extra"] = merge_extra(row.get("extra"), conflicting)
         return len(conflicting)
 
     def detach(self, name: str | None = None) -> Batch:
