@@ -10,6 +10,7 @@ import random
 import buffers
 import conf
 import flash
+import resetnote
 from clock import Clock
 from journal import Journal
 from mqtt import Client, MQTTError, tls_context
@@ -77,7 +78,7 @@ class App:
         self.synced_up = None
         self.session_up = None  # uptime of the last input while a session is open
         self.next_sample = 0
-        self.cause = board.reset_cause()
+        self.cause, self.last_error = resetnote.take(board.reset_cause())
         # the envelope fields that never change, serialised once
         self.ident = ('"device_id":%s,"iid":"%s","fw":%s,"hw":%s,' % (
             json.dumps(self.dev), self.state["iid"], json.dumps(FW_VERSION),
@@ -133,7 +134,7 @@ class App:
     def heartbeat(self):
         self.event("heartbeat", uptime_s=self.clock.up() // 1000, reconnects=max(0, self.connects - 1),
                    free_mem=self.b.free_mem(), reset_cause=self.cause,
-                   records_dropped=self.dropped)
+                   records_dropped=self.dropped, interval_s=self.settings["heartbeat_s"])
         self.count_dropped(-self.dropped)
 
     def count_dropped(self, n):
@@ -357,7 +358,10 @@ class App:
         b = self.b
         b.wdt_start(WDT_MS)
         if self.cause != "deepsleep":
-            self.event("power_on", reset_cause=self.cause)
+            if self.last_error:
+                self.event("power_on", reset_cause=self.cause, last_error=self.last_error)
+            else:
+                self.event("power_on", reset_cause=self.cause)
         if self.settings["low_power"]:
             import lowpower  # only battery devices carry this code in RAM
             return lowpower.wake(self)

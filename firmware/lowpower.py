@@ -5,6 +5,7 @@
 import gc
 
 import flash
+import resetnote
 from app import STATE, TICK_MS, log
 
 
@@ -31,4 +32,5 @@ def wake(app):
         log("scenario finished: low-power, %d wakes" % wakes)
         return
     gc.collect()
+    resetnote.note("deepsleep")  # an RP2 wakes with the watchdog's reset cause
     app.b.deep_sleep(s["sleep_s"] * 1000)

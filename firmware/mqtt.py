@@ -6,6 +6,7 @@
 import select
 import socket
 import struct
+import time
 
 CONNACK_ERRORS = {
     1: "the broker refused the protocol version",
@@ -80,7 +81,6 @@ class Client:
     def _now(self):
         if self._ticks is not None:
             return self._ticks()
-        import time
         return time.ticks_ms()
 
     def connect(self, will_topic=None, will_msg=None, timeout_s=10):
@@ -212,9 +212,10 @@ class Client:
             self._handle(*self._read_packet())
         now = self._now()
         ka = self.keepalive * 1000
-        if self._ping_out and now - self._last_rx > ka:
+        # ticks wrap (every 12.4 days on a 32-bit board): only ticks_diff compares them
+        if self._ping_out and time.ticks_diff(now, self._last_rx) > ka:
             raise OSError("no answer to PINGREQ within the keepalive")
-        if not self._ping_out and now - self._last_tx >= ka // 2:
+        if not self._ping_out and time.ticks_diff(now, self._last_tx) >= ka // 2:
             self._send(0xC0, b"")
             self._ping_out = True
 

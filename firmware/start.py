@@ -1,6 +1,7 @@
-# The application's start, imported by main.py. A missing or broken config.json, or an
-# unexpected error, is printed as one line and retried after a pause: a device in the
-# field must never end up in a crash loop that only a cable can fix.
+# The application's start, imported by main.py. A missing or broken config.json is
+# printed as one line and retried after a pause; an unexpected error is noted on flash
+# and resets the board after a pause. A device in the field must never end up in a
+# crash loop that only a cable can fix, nor crash without the fleet hearing of it.
 import buffers  # noqa: F401  (first: the big buffers before the heap fragments)
 import sys
 
@@ -29,25 +30,44 @@ def main():
                 from app import App
                 App(board, cfg).run()
                 return
+            errors += 1
             print("fleetpulse: config error: %s; retrying in %d s" % (err, RETRY_MS // 1000))
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:
-            errors += 1
-            print("fleetpulse: unexpected error, restarting the application in %d s:"
-                  % (RETRY_MS // 1000))
+            # A crash: noted on flash and the board reset, so the next boot reports it
+            # as power_on with reset_cause "exception" and this line. Restarting the
+            # application within the boot would send a power_on no reset preceded.
+            import resetnote
+            line = "%s: %s" % (type(e).__name__, e)
+            print("fleetpulse: unexpected error, resetting the board in %d s: %s"
+                  % (RETRY_MS // 1000, line))
             sys.print_exception(e)
+            resetnote.note("exception", line)
+            if board is None:
+                board = hw.load()
+            pause(board)
+            board.reset()
+            return
         if board is None:
             board = hw.load()
         if errors >= RESET_AFTER:
             # the same failure again and again (a fragmented or exhausted heap, modules
             # half imported): a reset gives the application a clean heap
+            import resetnote
             print("fleetpulse: %d errors in a row, resetting the board" % errors)
+            resetnote.note("software_reset")
             board.reset()
-        board.wdt_feed()
-        board.idle(RETRY_MS)
+            return
+        pause(board)
         if board.finished():
             return
+
+
+def pause(board):
+    # a crash loop must not spin: one try every RETRY_MS, the watchdog fed meanwhile
+    board.wdt_feed()
+    board.idle(RETRY_MS)
 
 
 main()

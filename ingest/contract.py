@@ -70,8 +70,16 @@ REASONS = (
 USAGE_EVENTS = ("feature_used", "setting_changed", "button_press", "session_start", "session_end")
 
 # power_on reset causes that mean the device crashed rather than was switched on or
-# updated; an error event or one of these makes a device-day not crash-free.
-CRASH_RESET_CAUSES = ("panic", "watchdog", "brownout", "exception")
+# updated; an error event or one of these makes a device-day not crash-free. Only what
+# boards can report: "exception" (the firmware noted an unhandled exception before the
+# reset), "watchdog" (a watchdog timeout), "panic" (an ESP32 reset the firmware did not
+# make). MicroPython reports a brownout as a power-on, so no board can say "brownout".
+CRASH_RESET_CAUSES = ("exception", "watchdog", "panic")
+# Every reset cause our firmware sends (docs/telemetry-contract.md).
+RESET_CAUSES = ("power_on", "software_reset", "soft_reset", "deepsleep", *CRASH_RESET_CAUSES)
+# Heartbeat interval assumed for a heartbeat that does not say its own (the firmware's
+# default): connectivity's expected heartbeats come from it.
+DEFAULT_HEARTBEAT_S = 3600
 
 _NUM = (int, float)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -100,6 +108,8 @@ _EVENT_OPTIONAL: dict[str, tuple[type, ...]] = {
     "free_mem": (int,),
     "records_dropped": (int,),
     "reset_cause": (str,),
+    "last_error": (str,),
+    "interval_s": (int,),
 }
 _READING_KNOWN = {"t", "type", *_READING_REQUIRED, *_READING_OPTIONAL}
 _EVENT_KNOWN = {"t", "type", "event", *_EVENT_OPTIONAL}

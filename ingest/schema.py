@@ -47,6 +47,8 @@ EVENT_FIELDS = {
     "free_mem": pa.int64(),
     "records_dropped": pa.int64(),
     "reset_cause": pa.string(),
+    "last_error": pa.string(),
+    "interval_s": pa.int64(),
 }
 
 # Fields a record carries that the contract does not name are kept, as one JSON

@@ -51,12 +51,14 @@ class Experiment:
 EXPERIMENT = Experiment()
 # - an experiment key nothing depends on (A/A),
 AA_KEY = "aa_check"
-# - a firmware that crashes (error + panic reboot) twenty times as often as the old one.
+# - a firmware that crashes (an unhandled exception or a watchdog timeout, reported by
+#   the next boot's power_on as real boards do) twenty times as often as the old one.
 CRASHES_PER_HOUR = {FIRMWARE_OLD: 0.0005, FIRMWARE_NEW: 0.01}
 # Relative chance that a usage session starts in each hour of the (UTC) day:
 # a morning and an evening peak, little at night.
 HOURLY_RHYTHM = [1, 1, 1, 1, 1, 2, 5, 9, 8, 4, 3, 3, 4, 3, 3, 3, 4, 6, 9, 10, 9, 6, 3, 2]
-ERROR_CODES = ("E_PANIC", "E_WATCHDOG", "E_STACK_OVERFLOW")
+CRASH_ERRORS = ("MemoryError: memory allocation failed, allocating 4096 bytes",
+                "OSError: [Errno 12] ENOMEM", "KeyError: 'target_temp_c'")
 
 
 @dataclass
@@ -187,12 +189,15 @@ def _device_hour(d: Device, day: int, hour: int, t0: int) -> dict[str, Any] | No
     if hour in d.session_hours:
         records.extend(_session(d, day, t0))
     if rng.random() < CRASHES_PER_HOUR[d.fw]:
-        # A crash: the error, then the reboot it causes (a new boot, seq from 0).
+        # A crash: the reboot it causes reports it (a new boot, seq from 0), as the
+        # firmware's power_on after an exception it noted or a watchdog timeout.
         at = t0 + rng.randint(0, 58) * 60_000
-        records.append({"t": at, "type": "event", "event": "error",
-                        "code": rng.choice(ERROR_CODES)})
-        records.append({"t": at + 30_000, "type": "event", "event": "power_on",
-                        "reset_cause": "panic"})
+        if rng.random() < 0.75:
+            records.append({"t": at + 30_000, "type": "event", "event": "power_on",
+                            "reset_cause": "exception", "last_error": rng.choice(CRASH_ERRORS)})
+        else:
+            records.append({"t": at + 30_000, "type": "event", "event": "power_on",
+                            "reset_cause": "watchdog"})
         d.boot += 1
         d.seq = 0
         d.uptime_s = 0
@@ -200,6 +205,7 @@ def _device_hour(d: Device, day: int, hour: int, t0: int) -> dict[str, Any] | No
     records.append({
         "t": t0 + 59 * 60_000 + 30_000, "type": "event", "event": "heartbeat",
         "uptime_s": d.uptime_s, "reconnects": 0, "free_mem": rng.randint(80_000, 120_000),
+        "interval_s": 3600,
     })
     records.sort(key=lambda r: r["t"])
     return _envelope(d, t0 + HOUR_MS - 1, records)

@@ -35,6 +35,7 @@ class SimDevice:
     password: str = ""
     tls: bool = False  # connect to the broker's TLS listener, trusting its CA
     romfs: Path | None = None  # run the modules from this ROMFS image, mounted at /rom
+    keepalive: int = 30
 
     def __post_init__(self) -> None:
         self.flash = self.root / "flash"
@@ -44,7 +45,7 @@ class SimDevice:
     @property
     def config(self) -> dict[str, Any]:
         mqtt = {"host": self.broker.host, "port": self.broker.port,
-                "username": self.device_id, "password": self.password, "keepalive": 30}
+                "username": self.device_id, "password": self.password, "keepalive": self.keepalive}
         if self.tls:
             mqtt.update(host="localhost", port=self.broker.tls_port, tls=True, ca="ca.crt")
         return {"device_id": self.device_id, "mqtt": mqtt, "settings": self.settings}

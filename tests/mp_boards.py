@@ -5,6 +5,7 @@ import json
 import dht
 import hw
 import machine
+import resetnote
 
 out = {}
 b = hw.load("esp32", {"buttons": {"eco": 0, "fan": 2}, "dht_pin": 4})
@@ -21,6 +22,8 @@ out["esp32_again"] = b.poll_inputs()
 out["esp32_wlan"] = [b.wlan_connect("bad", "x"), b.wlan_connect("good", "x"), b.rssi()]
 machine.FAKE["reset_cause"] = machine.DEEPSLEEP_RESET
 out["esp32_cause"] = b.reset_cause()
+machine.FAKE["reset_cause"] = machine.HARD_RESET  # machine.reset() or a panic
+out["esp32_hard"] = b.reset_cause()
 b.wdt_start(30000)
 b.wdt_feed()
 b.deep_sleep(60000)
@@ -32,5 +35,10 @@ out["rp2_no_humidity"] = hw.load("rp2", {}).read_environment()
 r.wdt_start(30000)
 machine.FAKE["reset_cause"] = machine.WDT_RESET
 out["rp2_cause"] = r.reset_cause()
+# the firmware's own reset is noted first: the next boot reports the note, once
+resetnote.note("software_reset")
+out["noted"] = [resetnote.take(r.reset_cause()), resetnote.take(r.reset_cause())]
+resetnote.note("exception", "ValueError: bad")
+out["noted_exception"] = resetnote.take(r.reset_cause())
 out["fake"] = {"wdt": machine.FAKE["wdt"], "slept": machine.FAKE["slept"]}
 print(json.dumps(out))

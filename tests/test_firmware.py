@@ -306,6 +306,43 @@ def test_reboot_delivers_the_journal_and_counts_boots(broker, start_ingest, tmp_
         timeout=30)
 
 
+def test_unhandled_exception_is_reported_by_the_next_boot(broker, start_ingest,
+                                                          tmp_path) -> None:
+    """An exception the application does not handle is noted on flash and resets the
+    board after a pause; the next boot's power_on says reset_cause "exception" with the
+    exception's one line. No boot sends a second power_on."""
+    ingest = start_ingest()
+    ingest.wait_subscribed()
+    dev = SimDevice(broker, tmp_path / "dev", "crash-0001",
+                    settings={"sample_s": 30, "flush_s": 5},
+                    scenario={"speed": 50, "duration_s": 90, "fault_at_s": 20})
+    out = dev.run()
+    assert "unexpected error, resetting the board in 10 s: RuntimeError: sim fault" in out
+
+    def power_ons() -> list[tuple[int, str, str | None]]:
+        return sorted((e["boot"], e["reset_cause"], e["last_error"])
+                      for e in rows(tmp_path / "data", "events", "crash-0001")
+                      if e["event"] == "power_on")
+
+    got = wait_until("both boots' power_on stored", lambda: len(p := power_ons()) >= 2 and p,
+                     timeout=30)
+    assert got == [(0, "power_on", None), (1, "exception", "RuntimeError: sim fault at 20 s")]
+    assert not (dev.flash / "reset.json").exists()  # the note is used up
+
+
+def test_keepalive_holds_across_the_tick_wrap(broker, tmp_path) -> None:
+    """The tick counter wraps a second after boot (on an ESP32: after 12.4 days). The
+    client still pings within the keepalive, so the broker keeps the connection; with
+    a plain subtraction of ticks no PINGREQ went out after the wrap and the broker
+    dropped the device after 1.5 keepalives."""
+    dev = SimDevice(broker, tmp_path / "dev", "wrap-0001", keepalive=2,
+                    settings={"sample_s": 3600, "flush_s": 3600, "heartbeat_s": 3600},
+                    scenario={"speed": 1, "duration_s": 8, "ticks_wrap_in_s": 1})
+    out = dev.run()
+    assert "connected to" in out and "offline" not in out and "connected again" not in out, out
+    assert "all acknowledged" in out, out
+
+
 def test_low_power_mode_samples_journals_and_sleeps(broker, start_ingest, tmp_path) -> None:
     """Each wake samples once and journals; every third wake connects and drains. The
     journal and boot counter survive the deep sleeps (each wake is a new process)."""
@@ -376,7 +413,7 @@ def test_broker_outage_loses_nothing_and_duplicates_nothing(own_broker, tmp_path
         ingest.kill()
 
 
-def test_board_modules_run_in_micropython_against_fake_hardware() -> None:
+def test_board_modules_run_in_micropython_against_fake_hardware(tmp_path: Path) -> None:
     """hw/esp32.py and hw/rp2.py executed by the real MicroPython VM, with fakes only
     for machine, network and dht (the hardware edge)."""
     from fleetpulse.firmware import FIRMWARE_DIR
@@ -385,7 +422,8 @@ def test_board_modules_run_in_micropython_against_fake_hardware() -> None:
     here = Path(__file__).parent
     env = {"MICROPYPATH": f"{here / 'mpfakes'}:{FIRMWARE_DIR}"}
     proc = subprocess.run([micropython_binary(), str(here / "mp_boards.py")], env=env,
-                          capture_output=True, text=True, timeout=30, check=False)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                          check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["esp32_env"] == {"temperature_c": 22.5, "humidity_pct": 41.0}
@@ -394,6 +432,12 @@ def test_board_modules_run_in_micropython_against_fake_hardware() -> None:
     assert out["esp32_again"] == ["fan"]
     assert out["esp32_wlan"] == [False, True, -61]
     assert out["esp32_cause"] == "deepsleep" and out["rp2_cause"] == "watchdog"
+    # MicroPython's ESP32 port says HARD_RESET for a panic and for machine.reset(): the
+    # firmware notes its own resets, so an unnoted one is a panic
+    assert out["esp32_hard"] == "panic"
+    # an RP2's machine.reset() reads as WDT_RESET: the note says what it was
+    assert out["noted"] == [["software_reset", None], ["watchdog", None]]
+    assert out["noted_exception"] == ["exception", "ValueError: bad"]
     # 27 - (14000 * 3.3 / 65535 - 0.706) / 0.001721
     assert out["rp2_env"] == {"temperature_c": round(27 - (14000 * 3.3 / 65535 - 0.706)
                                                      / 0.001721, 2), "humidity_pct": 40.0}

@@ -5,9 +5,14 @@ import machine
 
 from hw.board import MicroBoard
 
+# What MicroPython's ESP32 port returns (ports/esp32/modmachine.c): PWRON_RESET for a
+# power-on or a brownout, WDT_RESET for any watchdog, DEEPSLEEP_RESET, SOFT_RESET after
+# Ctrl-D at the REPL, and HARD_RESET for machine.reset() and a panic alike. The firmware
+# notes its own resets first (resetnote.py), so an unnoted HARD_RESET is a panic (or a
+# machine.reset() typed at the REPL).
 _CAUSES = {
     machine.PWRON_RESET: "power_on",
-    machine.HARD_RESET: "hard_reset",
+    machine.HARD_RESET: "panic",
     machine.WDT_RESET: "watchdog",
     machine.DEEPSLEEP_RESET: "deepsleep",
     machine.SOFT_RESET: "soft_reset",

@@ -5,6 +5,10 @@ import machine
 
 from hw.board import MicroBoard
 
+# What MicroPython's RP2 port returns (ports/rp2/modmachine.c): WDT_RESET whenever the
+# watchdog caused the reboot, which machine.reset() and the wake from deep sleep also
+# use, else PWRON_RESET (power or the RUN pin). The firmware notes its own resets and
+# sleeps first (resetnote.py), so an unnoted WDT_RESET is a watchdog timeout.
 _CAUSES = {machine.PWRON_RESET: "power_on", machine.WDT_RESET: "watchdog"}
 
 

@@ -9,7 +9,6 @@ import os
 import sys
 import time
 
-_MASK = 0x3FFFFFFF
 # Exit status meaning "deep sleep": `fleetpulse firmware run` starts the process again,
 # as a board wakes up. 75 is EX_TEMPFAIL, unlikely to clash with a crash.
 DEEP_SLEEP_EXIT = 75
@@ -44,6 +43,16 @@ class Board:
         self.down = [(a * 1000, b * 1000) for a, b in sc.get("network_down", ())]
         self.ntp_after_ms = int(sc.get("ntp_after_s", 0) * 1000)
         self.env = [(k, v[0], v[1], v[2]) for k, v in sc.get("environment", {}).items()]
+        # "fault_at_s": reading the inputs raises once at that scenario time, standing in
+        # for a bug the application does not handle
+        self._fault_ms = int(sc["fault_at_s"] * 1000) if "fault_at_s" in sc else None
+        # The tick counter wraps like a board's (at the interpreter's ticks period), and a
+        # scenario may start it just before the wrap ("ticks_wrap_in_s"): on an ESP32 the
+        # wrap comes after 12.4 days, too late for a test to wait for.
+        # (ticks_add only takes a tick value: the interpreter's own, moved to zero)
+        now = time.ticks_ms()
+        self._tick0 = time.ticks_add(now, -time.ticks_diff(now, 0)
+                                     - int(sc.get("ticks_wrap_in_s", 0) * 1000))
         sc = None
         # what the previous process left: a deep sleep keeps the RTC and says why it woke
         st = _read_json(_STATE) or {}
@@ -52,6 +61,7 @@ class Board:
         except OSError:
             pass
         self._cause = st.get("cause", "power_on")
+        self._faulted = st.get("faulted", False)
         self._v = 0  # virtual ms since this process started
         # virtual ms of the scenario before this process (earlier wakes and their sleeps):
         # inputs, outages and the duration are on the scenario's timeline
@@ -71,7 +81,7 @@ class Board:
 
     # -- time -------------------------------------------------------------------------
     def ticks_ms(self):
-        return self._v & _MASK
+        return time.ticks_add(self._tick0, self._v)
 
     def idle(self, ms, poller=None):
         if ms > 0:
@@ -127,6 +137,10 @@ class Board:
         return out
 
     def poll_inputs(self):
+        if (self._fault_ms is not None and not self._faulted
+                and self._t0 + self._v >= self._fault_ms):
+            self._faulted = True
+            raise RuntimeError("sim fault at %d s" % (self._fault_ms // 1000))
         got = []
         while self._next_input < len(self.inputs):
             at, button = self.inputs[self._next_input]
@@ -161,10 +175,12 @@ class Board:
         self._leave("deepsleep", None if rtc is None else rtc + ms, DEEP_SLEEP_EXIT, ms)
 
     def reset(self):
-        self._leave("soft_reset", self.rtc_ms(), RESET_EXIT)
+        # machine.reset() as an ESP32 reports it; the firmware notes why first
+        self._leave("panic", self.rtc_ms(), RESET_EXIT)
 
     def _leave(self, cause, epoch_ms, code, sleep_ms=0):
-        st = {"cause": cause, "elapsed_ms": self._t0 + self._v + sleep_ms}
+        st = {"cause": cause, "elapsed_ms": self._t0 + self._v + sleep_ms,
+              "faulted": self._faulted}
         if epoch_ms is not None:
             st["epoch_ms"] = epoch_ms
         with open(_STATE, "w") as f:
