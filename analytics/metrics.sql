@@ -8,7 +8,18 @@
 --                 planned share is not one half)
 -- e.g. SELECT * FROM active_devices(since := DATE '2026-01-01', segment_by := 'fw').
 -- A metric is declared by a line "-- metric: NAME: description" before its macro;
--- `fleetpulse metrics --list` and the catalog's comments come from those lines.
+-- `fleetpulse metrics --list` and the catalog's comments come from those lines, so each
+-- description states the metric's choices in one line.
+--
+-- Attribution, one rule per family, numerator and denominator alike:
+--   activity (active_devices, active_days_per_week, firmware_rollout): a device-day
+--     counts under the firmware and model of the device's last record that day, so the
+--     segments of a day add up to the fleet;
+--   health and features (fleet_health, feature_adoption): each record counts under the
+--     firmware that sent it, and a device under every firmware it ran that day (a crash
+--     on 2.0 before a rollback to 1.0 is a 2.0 crash, on a 2.0 device-day);
+--   sessions: a session counts under the firmware of its first event.
+-- Every window is UTC epoch arithmetic (a day is 86,400 s), whatever the client's zone.
 
 -- usage_events: events a person caused (the contract's usage events)
 CREATE OR REPLACE VIEW usage_events AS
@@ -78,6 +89,22 @@ CREATE OR REPLACE MACRO experiment_bucket(key, device_id) AS
 CREATE OR REPLACE MACRO experiment_variant(key, device_id, share_b) AS
     CASE WHEN experiment_bucket(key, device_id) < share_b * 10000 THEN 'B' ELSE 'A' END;
 
+-- experiment_reports: the variant each device reported applying, per experiment: the
+-- firmware sends setting_changed "experiment.<key>" with the variant it applied (a
+-- forced "A"/"B" from the config topic, or its hash). The last report counts, from when
+-- it was sent.
+CREATE OR REPLACE VIEW experiment_reports AS
+SELECT substr(name, 12) AS key, device_id, arg_max(value, ts) AS variant,
+       max(ts) AS applied_at
+FROM events WHERE event = 'setting_changed' AND name LIKE 'experiment.%'
+GROUP BY ALL;
+
+-- device_variant: what the device reported applying, else the hash assignment
+CREATE OR REPLACE MACRO device_variant(exp_key, dev, share) AS
+    coalesce((SELECT any_value(r.variant) FROM experiment_reports r
+              WHERE r.key = exp_key AND r.device_id = dev),
+             experiment_variant(exp_key, dev, share));
+
 -- segment_of: the segment a row counts in. Rows that no longer name their device (counts
 -- rolled up per firmware and model) cannot be split by experiment variant: an error says
 -- so rather than counting them all in one variant.
@@ -88,12 +115,12 @@ CREATE OR REPLACE MACRO segment_of(segment_by, fw, hw, device_id) AS
              CASE WHEN device_id IS NULL
                   THEN error('no breakdown by experiment variant: this metric counts per firmware and '
                              || 'model, not per device (break it down by fw or hw)')
-                  ELSE experiment_variant(split_part(segment_by, ':', 2), device_id,
+                  ELSE device_variant(split_part(segment_by, ':', 2), device_id,
                       coalesce(TRY_CAST(nullif(split_part(segment_by, ':', 3), '') AS DOUBLE),
                                0.5)) END
          ELSE 'all' END;
 
--- metric: active_devices: DAU, WAU and MAU (rolling 7 and 30 days) and stickiness (DAU/MAU) per day
+-- metric: active_devices: DAU, WAU and MAU (devices with a usage event that UTC day, in the 7 and 30 days ending on it) and stickiness (DAU/MAU), a row for every day from the first to the last day of data; segments by the day's last firmware
 CREATE OR REPLACE MACRO active_devices(since := DATE '1970-01-01', until := DATE '2999-12-31',
                                        segment_by := 'all') AS TABLE
 -- Counted from where each count changes: a (device, segment) pair active on day a, next
@@ -102,7 +129,12 @@ CREATE OR REPLACE MACRO active_devices(since := DATE '1970-01-01', until := DATE
 -- sort of the active days, where an ASOF join of every (day, pair) to the pair's last
 -- active day gave the same rows in 0.34 s at full scale against 0.20-0.25 s for this
 -- (the dashboard's activity step, bench/RESULTS.md: "At full scale", runs B and C).
-WITH days AS (SELECT DISTINCT day FROM device_days),
+WITH bounds AS (
+    SELECT greatest(min(day), since) AS lo, least(max(day), until) AS hi FROM device_days
+),
+days AS (
+    SELECT unnest(range(lo, hi + 1, INTERVAL 1 DAY))::DATE AS day FROM bounds WHERE lo <= hi
+),
 act AS (
     SELECT DISTINCT device_id, segment_of(segment_by, fw, hw, device_id) AS segment, day
     FROM device_days WHERE active
@@ -133,7 +165,7 @@ FROM running r
 WHERE r.day BETWEEN since AND until AND r.day IN (SELECT day FROM days)
 ORDER BY r.day, r.segment;
 
--- metric: active_days_per_week: how many devices were active on 1, 2, ... 7 days of each week
+-- metric: active_days_per_week: how many devices were active on 1, 2, ... 7 days of each week (Monday to Sunday, UTC), in the segment of their last active day
 CREATE OR REPLACE MACRO active_days_per_week(since := DATE '1970-01-01',
                                              until := DATE '2999-12-31',
                                              segment_by := 'all') AS TABLE
@@ -147,14 +179,14 @@ WITH per_device AS (
 SELECT week, segment, active_days, count(*) AS devices
 FROM per_device GROUP BY ALL ORDER BY week, segment, active_days;
 
--- metric: lifecycle: new, returning, resurrecting and dormant devices per week
+-- metric: lifecycle: per week, new (activated that week: the retention cohort), returning (active that week and the one before), resurrecting (active, not the week before, activated earlier) and dormant (active the week before, not this one) devices
 CREATE OR REPLACE MACRO lifecycle(since := DATE '1970-01-01', until := DATE '2999-12-31')
     AS TABLE
 WITH active_weeks AS (
     SELECT DISTINCT device_id, date_trunc('week', day)::DATE AS week
     FROM device_days WHERE active
 ),
-first_week AS (SELECT device_id, min(week) AS first_week FROM active_weeks GROUP BY ALL),
+first_week AS (SELECT device_id, cohort_week AS first_week FROM activations),
 weeks AS (SELECT DISTINCT date_trunc('week', day)::DATE AS week FROM device_days),
 grid AS (
     SELECT w.week, f.device_id, f.first_week,
@@ -173,7 +205,7 @@ SELECT week,
 FROM grid WHERE week BETWEEN date_trunc('week', since) AND until
 GROUP BY week ORDER BY week;
 
--- metric: retention: cohorts by activation week x weeks since activation, active in week N and in week N or later
+-- metric: retention: cohorts by activation week (the week of a device's first record) x weeks since, the share active in week N and in week N or later
 CREATE OR REPLACE MACRO retention(since := DATE '1970-01-01', until := DATE '2999-12-31')
     AS TABLE
 WITH cohort AS (
@@ -208,13 +240,14 @@ SELECT g.cohort_week, g.cohort_size, g.weeks_since,
 FROM grid g LEFT JOIN hits h USING (cohort_week)
 GROUP BY g.cohort_week, g.cohort_size, g.weeks_since ORDER BY g.cohort_week, g.weeks_since;
 
--- metric: feature_adoption: per feature, devices that used it, share of active devices, days from activation to first use, uses per device
+-- metric: feature_adoption: per feature, devices that used it, share of the devices active in the period, median days from activation to first use, uses per device; a use counts under the firmware that sent it
 CREATE OR REPLACE MACRO feature_adoption(since := DATE '1970-01-01',
                                          until := DATE '2999-12-31',
                                          segment_by := 'all') AS TABLE
 WITH active AS (
     SELECT segment_of(segment_by, fw, hw, device_id) AS segment, count(DISTINCT device_id) AS n
-    FROM device_days WHERE active AND day BETWEEN since AND until GROUP BY ALL
+    FROM rollup_firmware_days WHERE usage_events > 0 AND date BETWEEN since AND until
+    GROUP BY ALL
 ),
 per_device AS (
     SELECT segment_of(segment_by, fw, hw, device_id) AS segment, feature, device_id,
@@ -235,7 +268,7 @@ JOIN active a USING (segment)
 JOIN activations act USING (device_id)
 GROUP BY p.feature, p.segment ORDER BY p.segment, devices DESC, p.feature;
 
--- metric: feature_usage_daily: per day and feature, devices that used it, uses, share of active devices
+-- metric: feature_usage_daily: per UTC day and feature, devices that used it, uses, share of that day's active devices
 CREATE OR REPLACE MACRO feature_usage_daily(since := DATE '1970-01-01',
                                             until := DATE '2999-12-31') AS TABLE
 WITH dau AS (SELECT day, count(*) AS active_devices FROM device_days WHERE active GROUP BY day)
@@ -247,7 +280,7 @@ FROM usage_events u JOIN dau d ON d.day = u.date
 WHERE u.event = 'feature_used' AND u.date BETWEEN since AND until
 GROUP BY u.date, u.feature ORDER BY day, u.feature;
 
--- metric: funnel: devices reaching each of three ordered steps within a window (days) from step 1, and median minutes between steps
+-- metric: funnel: devices reaching each of three ordered steps within window_days x 86,400 s of their first step 1, and median minutes between steps
 CREATE OR REPLACE MACRO funnel(step1 := 'power_on', step2 := 'session_start',
                                step3 := 'feature_used', window_days := 14,
                                since := DATE '1970-01-01', until := DATE '2999-12-31') AS TABLE
@@ -265,14 +298,16 @@ s2 AS (
     SELECT s1.device_id, s1.t1, min(ev.ts) AS t2
     FROM s1 JOIN ev ON ev.device_id = s1.device_id
         AND (ev.event = step2 OR ev.feature_key = step2)
-        AND ev.ts >= s1.t1 AND ev.ts <= s1.t1 + to_days(CAST(window_days AS INTEGER))
+        AND ev.ts >= s1.t1
+        AND epoch_us(ev.ts) <= epoch_us(s1.t1) + CAST(window_days AS BIGINT) * 86400000000
     GROUP BY s1.device_id, s1.t1
 ),
 s3 AS (
     SELECT s2.device_id, s2.t2, min(ev.ts) AS t3
     FROM s2 JOIN ev ON ev.device_id = s2.device_id
         AND (ev.event = step3 OR ev.feature_key = step3)
-        AND ev.ts >= s2.t2 AND ev.ts <= s2.t1 + to_days(CAST(window_days AS INTEGER))
+        AND ev.ts >= s2.t2
+        AND epoch_us(ev.ts) <= epoch_us(s2.t1) + CAST(window_days AS BIGINT) * 86400000000
     GROUP BY s2.device_id, s2.t2
 )
 SELECT 1 AS step, step1 AS name, count(*) AS devices,
@@ -283,13 +318,14 @@ UNION ALL
 SELECT 3, step3, count(*), median(epoch(t3 - t2) / 60) FROM s3
 ORDER BY step;
 
--- metric: sessions: usage sessions (a gap of 30 minutes ends one, none lasts over 24 h) per device-day and their length
+-- metric: sessions: usage sessions (a gap over 30 minutes ends one; one over 24 h is cut at each 24 h from its start) per UTC day they started on; per device = per device that had a session that day; median and mean minutes
 CREATE OR REPLACE MACRO sessions(since := DATE '1970-01-01', until := DATE '2999-12-31',
                                  segment_by := 'all') AS TABLE
 -- A session belongs to the UTC day it started on. Whole sessions come counted per length
 -- from rollup_session_parts; the "open" sub-runs at day edges are chained here (a gap of
--- 30 minutes or less joins them), and a chain of 24 h or more is cut into sessions of
--- at most 24 h from its start, which needs its events.
+-- 30 minutes or less joins them), and a chain longer than 24 h is cut into sessions of
+-- at most 24 h from its start (an event at exactly 24 h ends the first), which needs
+-- its events.
 WITH open AS (
     SELECT device_id, started, ended, segment_of(segment_by, fw, hw, device_id) AS segment
     FROM rollup_session_parts WHERE kind = 'open'
@@ -310,7 +346,7 @@ merged AS (
            arg_min(segment, started) AS segment
     FROM numbered GROUP BY ALL
 ),
-long AS (SELECT * FROM merged WHERE epoch_us(ended) - epoch_us(started) >= 86400000000),
+long AS (SELECT * FROM merged WHERE epoch_us(ended) - epoch_us(started) > 86400000000),
 long_days AS (
     SELECT DISTINCT unnest(range(utc_day(started), utc_day(ended) + 1, INTERVAL 1 DAY))::DATE
                AS d
@@ -322,12 +358,13 @@ cut AS (
     FROM long l JOIN usage_events u
         ON u.device_id = l.device_id AND u.ts BETWEEN l.started AND l.ended
     WHERE u.date IN (SELECT d FROM long_days)
-    GROUP BY l.device_id, l.run, floor(epoch(u.ts - l.started) / 86400)
+    GROUP BY l.device_id, l.run,
+             greatest(epoch_us(u.ts) - epoch_us(l.started) - 1, 0) // 86400000000
 ),
 chain_sessions AS (
     SELECT utc_day(started) AS day, device_id, segment, epoch(ended - started) / 60 AS minutes
     FROM (SELECT device_id, started, ended, segment FROM merged
-          WHERE epoch_us(ended) - epoch_us(started) < 86400000000
+          WHERE epoch_us(ended) - epoch_us(started) <= 86400000000
           UNION ALL SELECT * FROM cut)
     WHERE utc_day(started) BETWEEN since AND until
 ),
@@ -403,7 +440,7 @@ SELECT day, segment, devices, sessions,
        round(median_minutes, 2) AS median_minutes, round(mean_minutes, 2) AS mean_minutes
 FROM per_day JOIN devices USING (day, segment) ORDER BY day, segment;
 
--- metric: firmware_rollout: per day, active devices on each firmware version and their share
+-- metric: firmware_rollout: per UTC day, active devices on each firmware version (their last that day) and their share
 CREATE OR REPLACE MACRO firmware_rollout(since := DATE '1970-01-01',
                                          until := DATE '2999-12-31') AS TABLE
 SELECT day, fw, count(*) AS devices,
@@ -411,25 +448,47 @@ SELECT day, fw, count(*) AS devices,
 FROM device_days WHERE active AND day BETWEEN since AND until
 GROUP BY day, fw ORDER BY day, fw;
 
--- metric: fleet_health: crash-free devices, reboots per device-day, connectivity from heartbeats and records dropped, by firmware (default)
+-- device_health_days: per segment, device and UTC day, its crashes, reboots, heartbeats
+-- received and expected, records dropped: what fleet_health and the experiments'
+-- guardrails add up. Connectivity is a share: each (device, day, firmware) row expects
+-- heartbeats for the part of the day it covers, from midnight (from the first record
+-- on the device's first day, or when it changed to this firmware) to the next
+-- firmware's first record or the next midnight, at the interval the device reported;
+-- received heartbeats count up to that many.
+CREATE OR REPLACE MACRO device_health_days(since := DATE '1970-01-01',
+                                           until := DATE '2999-12-31',
+                                           segment_by := 'fw') AS TABLE
+WITH fw_days AS (
+    SELECT f.*, segment_of(segment_by, f.fw, f.hw, f.device_id) AS segment,
+           CASE WHEN row_number() OVER w = 1 AND f.date > a.activation_day
+                THEN (f.date - DATE '1970-01-01')::BIGINT * 86400000000
+                ELSE epoch_us(f.first_ts) END AS span_from,
+           coalesce(epoch_us(lead(f.first_ts) OVER w),
+                    (f.date - DATE '1970-01-01' + 1)::BIGINT * 86400000000) AS span_to
+    FROM rollup_firmware_days f JOIN activations a USING (device_id)
+    WHERE f.date BETWEEN since AND until
+    WINDOW w AS (PARTITION BY f.device_id, f.date ORDER BY f.first_ts, f.fw, f.hw)
+),
+expected AS (
+    SELECT *, (span_to - span_from) / (coalesce(heartbeat_interval_s, {default_heartbeat_s})
+                                       * 1000000.0) AS expected
+    FROM fw_days
+)
+SELECT segment, device_id, date AS day, sum(crashes) AS crashes, sum(reboots) AS reboots,
+       sum(least(heartbeats, expected)) AS heartbeats, sum(expected) AS expected_heartbeats,
+       sum(records_dropped) AS records_dropped
+FROM expected GROUP BY ALL;
+
+-- metric: fleet_health: per firmware (default): devices, crash-free devices and share (no error event, no power_on with a crash reset cause), reboots per device-day, connectivity (heartbeats received / expected at the reported interval, default 3600 s), records dropped; each record counts under the firmware that sent it
 CREATE OR REPLACE MACRO fleet_health(since := DATE '1970-01-01', until := DATE '2999-12-31',
                                      segment_by := 'fw') AS TABLE
--- a crash is an error event or a power_on whose reset_cause says it was not planned
-WITH ev AS (
-    SELECT device_id, segment_of(segment_by, fw, hw, device_id) AS segment, sum(crashes) AS crashes,
+WITH per_device AS (
+    SELECT segment, device_id, count(*) AS device_days, sum(crashes) AS crashes,
            sum(reboots) AS reboots, sum(heartbeats) AS heartbeats,
+           sum(expected_heartbeats) AS expected_heartbeats,
            sum(records_dropped) AS records_dropped
-    FROM rollup_health_days WHERE date BETWEEN since AND until GROUP BY ALL
-),
-days AS (
-    SELECT segment_of(segment_by, fw, hw, device_id) AS segment, device_id, count(*) AS device_days
-    FROM device_days WHERE day BETWEEN since AND until GROUP BY ALL
-),
-per_device AS (
-    SELECT d.segment, d.device_id, d.device_days, coalesce(e.crashes, 0) AS crashes,
-           coalesce(e.reboots, 0) AS reboots, coalesce(e.heartbeats, 0) AS heartbeats,
-           coalesce(e.records_dropped, 0) AS records_dropped
-    FROM days d LEFT JOIN ev e USING (segment, device_id)
+    FROM device_health_days(since := since, until := until, segment_by := segment_by)
+    GROUP BY ALL
 )
 SELECT segment,
        count(*) AS devices,
@@ -437,7 +496,7 @@ SELECT segment,
        round(count(*) FILTER (WHERE crashes = 0) / count(*), 4) AS crash_free_share,
        sum(crashes) AS crashes,
        round(sum(reboots) / sum(device_days), 4) AS reboots_per_device_day,
-       round(sum(heartbeats) / (24 * sum(device_days)), 4) AS connectivity,
+       round(sum(heartbeats) / nullif(sum(expected_heartbeats), 0), 4) AS connectivity,
        sum(records_dropped) AS records_dropped
 FROM per_device GROUP BY segment ORDER BY segment;
 
@@ -505,26 +564,64 @@ SELECT date AS day,
        count(*) AS readings
 FROM readings WHERE date BETWEEN since AND until GROUP BY date ORDER BY day;
 
--- experiment_assignment: the variant of every device seen, for experiment `key`
--- (experiment_variant above).
+-- experiment_assignment: the variant of every device seen, for experiment `key`: the one
+-- it reported applying (experiment_reports), else the hash (experiment_variant above).
 CREATE OR REPLACE MACRO experiment_assignment(key, share_b := 0.5) AS TABLE
-SELECT device_id, experiment_bucket(key, device_id) AS bucket,
-       experiment_variant(key, device_id, share_b) AS variant
-FROM (SELECT DISTINCT device_id FROM device_days);
+SELECT d.device_id, experiment_bucket(key, d.device_id) AS bucket,
+       coalesce(r.variant, experiment_variant(key, d.device_id, share_b)) AS variant,
+       r.variant IS NOT NULL AS reported, r.applied_at
+FROM (SELECT DISTINCT device_id FROM device_days) d
+LEFT JOIN experiment_reports r ON r.key = key AND r.device_id = d.device_id;
 
--- metric: experiment_exposure: per device exposed to experiment `key` (active in the period): variant, whether it used `feature_name`, and how often
+-- metric: experiment_exposure: per device exposed to experiment `key`: its variant (as reported applying, else the hash), exposure = its first usage event in the period after it applied the variant, uses of `feature_name` from then on, and in the pre_days x 86,400 s before it (the CUPED covariate)
 CREATE OR REPLACE MACRO experiment_exposure(key, feature_name := 'eco_mode', share_b := 0.5,
                                             since := DATE '1970-01-01',
-                                            until := DATE '2999-12-31') AS TABLE
+                                            until := DATE '2999-12-31',
+                                            pre_days := 14) AS TABLE
 WITH exposed AS (
-    SELECT DISTINCT device_id FROM device_days WHERE active AND day BETWEEN since AND until
+    SELECT a.device_id, a.variant, min(u.ts) AS exposed_at
+    FROM experiment_assignment(key, share_b) a
+    JOIN usage_events u ON u.device_id = a.device_id
+        AND (a.applied_at IS NULL OR u.ts > a.applied_at)
+    WHERE u.date BETWEEN since AND until
+    GROUP BY ALL
 ),
 uses AS (
-    SELECT device_id, count(*) AS uses FROM usage_events
-    WHERE event = 'feature_used' AND feature = feature_name
-      AND date BETWEEN since AND until
-    GROUP BY device_id
+    SELECT e.device_id,
+           count(*) FILTER (WHERE u.ts >= e.exposed_at AND u.date <= until) AS uses,
+           count(*) FILTER (WHERE u.ts < e.exposed_at AND epoch_us(u.ts)
+               >= epoch_us(e.exposed_at) - CAST(pre_days AS BIGINT) * 86400000000) AS pre_uses
+    FROM exposed e JOIN usage_events u ON u.device_id = e.device_id
+    WHERE u.event = 'feature_used' AND u.feature = feature_name
+    GROUP BY ALL
 )
-SELECT a.device_id, a.variant, coalesce(u.uses, 0) AS uses, u.uses IS NOT NULL AS converted
-FROM exposed e JOIN experiment_assignment(key, share_b) a USING (device_id)
-LEFT JOIN uses u USING (device_id);
+SELECT e.device_id, e.variant, e.exposed_at, utc_day(e.exposed_at) AS exposed_day,
+       coalesce(u.uses, 0) AS uses, coalesce(u.uses, 0) > 0 AS converted,
+       coalesce(u.pre_uses, 0) AS pre_uses
+FROM exposed e LEFT JOIN uses u USING (device_id);
+
+-- experiment_daily_uses: per exposed device and UTC day from its exposure, uses of
+-- `feature_name`: the running totals a sequential test looks at day by day
+CREATE OR REPLACE MACRO experiment_daily_uses(key, feature_name := 'eco_mode', share_b := 0.5,
+                                              since := DATE '1970-01-01',
+                                              until := DATE '2999-12-31') AS TABLE
+SELECT e.device_id, u.date AS day, count(*) AS uses
+FROM experiment_exposure(key, feature_name := feature_name, share_b := share_b,
+                         since := since, until := until) e
+JOIN usage_events u ON u.device_id = e.device_id AND u.ts >= e.exposed_at
+WHERE u.event = 'feature_used' AND u.feature = feature_name AND u.date <= until
+GROUP BY ALL;
+
+-- experiment_guardrails: per exposed device, its health from its exposure day on
+CREATE OR REPLACE MACRO experiment_guardrails(key, feature_name := 'eco_mode', share_b := 0.5,
+                                              since := DATE '1970-01-01',
+                                              until := DATE '2999-12-31') AS TABLE
+SELECT e.device_id, e.variant, count(h.day) AS device_days,
+       coalesce(sum(h.crashes), 0) AS crashes, coalesce(sum(h.reboots), 0) AS reboots,
+       coalesce(sum(h.heartbeats), 0) AS heartbeats,
+       coalesce(sum(h.expected_heartbeats), 0) AS expected_heartbeats
+FROM experiment_exposure(key, feature_name := feature_name, share_b := share_b,
+                         since := since, until := until) e
+LEFT JOIN device_health_days(since := since, until := until, segment_by := 'all') h
+    ON h.device_id = e.device_id AND h.day >= e.exposed_day
+GROUP BY ALL;

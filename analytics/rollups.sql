@@ -63,16 +63,29 @@ GROUP BY ALL;
 -- readings per model and device
 SELECT date, hw, device_id, count(*) AS readings FROM {readings} GROUP BY ALL;
 
--- rollup: health_days
--- per device, day, firmware and model: crashes (an error, or a power_on whose reset
--- cause says it was not planned), reboots, heartbeats and records the device dropped
-SELECT date, device_id, fw, hw,
+-- rollup: firmware_days
+-- one row per device, day, firmware and model it sent anything under (a device updated
+-- or rolled back that day has a row per version): when its first record under them
+-- came, its usage events, crashes (an error, or a power_on whose reset cause is a
+-- crash), reboots, heartbeats, the heartbeat interval it reported, records it dropped.
+-- The health and feature metrics count each record under the firmware that sent it.
+WITH recs AS (
+    SELECT date, device_id, fw, hw, ts, NULL::VARCHAR AS event, NULL::VARCHAR AS reset_cause,
+           NULL::BIGINT AS records_dropped, NULL::BIGINT AS interval_s
+    FROM {readings}
+    UNION ALL
+    SELECT date, device_id, fw, hw, ts, event, reset_cause, records_dropped, interval_s
+    FROM {events}
+)
+SELECT date, device_id, fw, hw, min(ts) AS first_ts,
+       count(*) FILTER (WHERE event IN ({usage_events})) AS usage_events,
        count(*) FILTER (WHERE event = 'error' OR (event = 'power_on'
            AND reset_cause IN ({crash_reset_causes}))) AS crashes,
        count(*) FILTER (WHERE event = 'power_on') AS reboots,
        count(*) FILTER (WHERE event = 'heartbeat') AS heartbeats,
-       sum(records_dropped)::BIGINT AS records_dropped
-FROM {events} GROUP BY ALL;
+       max(interval_s) FILTER (WHERE event = 'heartbeat') AS heartbeat_interval_s,
+       coalesce(sum(records_dropped), 0)::BIGINT AS records_dropped
+FROM recs GROUP BY ALL;
 
 -- rollup: feature_days
 -- feature_used events per device, day, firmware, model and feature. A device that

@@ -4,7 +4,7 @@ a table's data files that views consult at query time."""
 
 from __future__ import annotations
 
-from fleetpulse.ingest.contract import CRASH_RESET_CAUSES, USAGE_EVENTS
+from fleetpulse.ingest.contract import CRASH_RESET_CAUSES, DEFAULT_HEARTBEAT_S, USAGE_EVENTS
 
 
 def sql_str(s: str) -> str:
@@ -13,12 +13,14 @@ def sql_str(s: str) -> str:
 
 
 def fill_contract(text: str) -> str:
-    """{usage_events} and {crash_reset_causes} in a SQL file, as the contract defines them."""
+    """{usage_events}, {crash_reset_causes} and {default_heartbeat_s} in a SQL file, as
+    the contract defines them."""
     def sql_list(items: tuple[str, ...]) -> str:
         return ", ".join(sql_str(i) for i in items)
 
     return (text.replace("{usage_events}", sql_list(USAGE_EVENTS))
-            .replace("{crash_reset_causes}", sql_list(CRASH_RESET_CAUSES)))
+            .replace("{crash_reset_causes}", sql_list(CRASH_RESET_CAUSES))
+            .replace("{default_heartbeat_s}", str(DEFAULT_HEARTBEAT_S)))
 
 
 def without_comments(text: str) -> str:

@@ -45,11 +45,14 @@ class Truth:
         self._temps: dict[date, list[float]] = defaultdict(list)
         self._day_fw: dict[tuple[str, date], tuple[int, str]] = {}
         self._crashed: dict[str, set[str]] = defaultdict(set)  # fw -> devices
+        self._ran: dict[str, set[str]] = defaultdict(set)  # fw -> devices that sent on it
 
     def add(self, env: dict[str, Any]) -> None:
         self.messages += 1
         dev = env["device_id"]
         fw = env["fw"]
+        if env["records"]:
+            self._ran[fw].add(dev)
         for r in env["records"]:
             self.records += 1
             day = _day(r["t"])
@@ -105,13 +108,19 @@ class Truth:
         for d, devs in self._active.items():
             for dev in devs:
                 active_weeks[dev].add(_week(d))
+        first_day: dict[str, date] = {}
+        for dev, d in self._day_fw:
+            if dev not in first_day or d < first_day[dev]:
+                first_day[dev] = d
         lifecycle = {}
         for w in all_weeks:
             counts = Counter()  # type: Counter[str]
-            for weeks in active_weeks.values():
-                first = min(weeks)
+            for dev, activated in first_day.items():
+                # new: activated that week (the retention cohort), active or not
+                first = _week(activated)
                 if w < first:
                     continue
+                weeks = active_weeks.get(dev, set())
                 now, before = w in weeks, (w - timedelta(7)) in weeks
                 if w == first:
                     counts["new"] += 1
@@ -123,10 +132,6 @@ class Truth:
                     counts["dormant"] += 1
             lifecycle[w.isoformat()] = {k: counts[k] for k in
                                         ("new", "returning", "resurrecting", "dormant")}
-        first_day: dict[str, date] = {}
-        for dev, d in self._day_fw:
-            if dev not in first_day or d < first_day[dev]:
-                first_day[dev] = d
         cohorts: dict[date, list[str]] = defaultdict(list)
         for dev, d in first_day.items():
             cohorts[_week(d)].append(dev)
@@ -146,12 +151,11 @@ class Truth:
         return lifecycle, retention
 
     def _health_dict(self) -> dict[str, Any]:
-        devices_on: dict[str, set[str]] = defaultdict(set)
-        for (dev, _), (_, fw) in self._day_fw.items():
-            devices_on[fw].add(dev)
+        # a device counts under every firmware it sent records on, each crash under the
+        # firmware that reported it (the health attribution rule, analytics/metrics.sql)
         return {fw: {"devices": len(devs),
                      "crash_free_devices": len(devs - self._crashed.get(fw, set()))}
-                for fw, devs in sorted(devices_on.items())}
+                for fw, devs in sorted(self._ran.items())}
 
     def to_dict(self, meta: dict[str, Any]) -> dict[str, Any]:
         lifecycle, retention = self._weeks_dict()

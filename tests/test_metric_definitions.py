@@ -60,7 +60,8 @@ FLEET: dict[str, list[tuple[str, list[dict]]]] = {
     # d10: power_on Jan 5, session_start 16 days later: outside a 14-day funnel window
     "d10": [("1.0", [ev(t(5, 9), "power_on")]), ("1.0", [ev(t(21, 9), "session_start")])],
     # d11: a button press every 20 minutes from Jan 12 00:00 to Jan 13 01:00: one run of
-    # 25 h, cut at 24 h into a 1420-minute session (Jan 12) and a 60-minute one (Jan 13)
+    # 25 h, cut at 24 h into a 1440-minute session (Jan 12, its last press at exactly
+    # 24 h) and a 40-minute one (Jan 13 00:20 to 01:00)
     "d11": [("1.0", [ev(t(12, 0) + i * 20 * 60_000, "button_press") for i in range(40)]),
             ("1.0", [ev(t(12, 0) + i * 20 * 60_000, "button_press") for i in range(40, 76)])],
     # d12: first seen Jan 5, first uses `schedule` three days later
@@ -69,13 +70,15 @@ FLEET: dict[str, list[tuple[str, list[dict]]]] = {
 
 
 def _dataset(data: Path, fleet: dict[str, list[tuple[str, list[dict]]]],
-             hw: dict[str, str] | None = None, rolled_up: bool = False):
+             hw: dict[str, str] | None = None, rolled_up: bool = False, sent_ms: int = 0):
     pipe = Pipeline(data, "fixture")
     for device, envelopes in fleet.items():
         for seq, (fw, records) in enumerate(envelopes):
             env = {"v": 1, "device_id": device, "boot": 1, "seq": seq, "fw": fw,
-                   "hw": (hw or {}).get(device, "h"), "sent_ms": t(25), "records": records}
-            pipe.handle(f"devices/{device}/telemetry", json.dumps(env).encode(), t(25))
+                   "hw": (hw or {}).get(device, "h"), "sent_ms": sent_ms or t(25),
+                   "records": records}
+            pipe.handle(f"devices/{device}/telemetry", json.dumps(env).encode(),
+                        sent_ms or t(25))
     pipe.flush()
     assert pipe.stats.records_rejected == 0 and pipe.stats.messages_rejected == 0
     if rolled_up:
@@ -157,11 +160,15 @@ def d(day: int) -> date:
 
 def test_daily_weekly_monthly_active(con) -> None:
     got = {r[0]: r[1:] for r in rows(con, "SELECT day, dau, wau, mau FROM active_devices()")}
+    # a row for every day from the first to the last day of data, records or not
     assert {k: v[0] for k, v in got.items()} == {
-        d(5): 3, d(6): 3, d(7): 2, d(8): 2, d(9): 1, d(12): 1, d(13): 1, d(19): 1, d(20): 1,
-        d(21): 1}
+        d(5): 3, d(6): 3, d(7): 2, d(8): 2, d(9): 1, d(10): 0, d(11): 0, d(12): 1, d(13): 1,
+        d(14): 0, d(15): 0, d(16): 0, d(17): 0, d(18): 0, d(19): 1, d(20): 1, d(21): 1}
     # Jan 3-9: d01 d02 d03 d05 d06 d08 d09 d12; everyone but d07 by Jan 21
     assert got[d(9)][1] == 8 and got[d(21)][2] == 11
+    # on days without any record WAU and MAU still hold: Jan 5-11 is week 1's eight;
+    # Jan 8-14: d06 d12 (8), d08 (9), d11 (12, 13)
+    assert got[d(11)][1] == 8 and got[d(14)][1] == 4 and got[d(14)][2] == 9
 
 
 def test_active_days_per_week(con) -> None:
@@ -171,10 +178,11 @@ def test_active_days_per_week(con) -> None:
 
 
 def test_lifecycle(con) -> None:
+    # new = activated that week, as retention's cohorts (10, 1, 1)
     assert rows(con, "SELECT * FROM lifecycle()") == [
-        (d(5), 8, 0, 0, 0),
-        (d(12), 1, 0, 0, 8),  # d11 new; the eight of week 1 dormant
-        (d(19), 2, 0, 1, 1),  # d04 and d10 new; d03 resurrecting; d11 dormant
+        (d(5), 10, 0, 0, 0),  # d07 and d10 are new but not active
+        (d(12), 1, 0, 0, 8),  # d11 new; the eight active in week 1 dormant
+        (d(19), 1, 0, 2, 1),  # d04 new; d03 and d10 (first used now) resurrecting; d11 dormant
     ]
 
 
@@ -193,8 +201,8 @@ def test_sessions_across_midnight_and_over_24_hours(con) -> None:
         con, "SELECT day, devices, sessions, median_minutes, mean_minutes FROM sessions()")}
     assert got[d(6)] == (3, 3, 0.0, 6.67)  # d02, d03 single events; d05's 20 minutes
     assert got[d(7)] == (1, 1, 0.0, 0.0)  # only d02: d05's session belongs to Jan 6
-    assert got[d(12)] == (1, 1, 1420.0, 1420.0)
-    assert got[d(13)] == (1, 1, 60.0, 60.0)
+    assert got[d(12)] == (1, 1, 1440.0, 1440.0)
+    assert got[d(13)] == (1, 1, 40.0, 40.0)
 
 
 def test_firmware_changed_mid_day_counts_on_the_new_version(con) -> None:
@@ -205,7 +213,8 @@ def test_firmware_changed_mid_day_counts_on_the_new_version(con) -> None:
 def test_fleet_health_by_firmware(con) -> None:
     got = rows(con, "SELECT segment, devices, crash_free_devices, crash_free_share, crashes "
                     "FROM fleet_health()")
-    assert got == [("1.0", 10, 10, 1.0, 0), ("1.1", 2, 1, 0.5, 1)]
+    # d06 ran 1.0 and 1.1 on Jan 8: a device of both that day
+    assert got == [("1.0", 11, 11, 1.0, 0), ("1.1", 2, 1, 0.5, 1)]
 
 
 def test_funnel_window(con) -> None:
@@ -251,3 +260,110 @@ def test_breakdown_by_experiment_variant(con) -> None:
     # Session lengths are rolled up per firmware and model, not per device.
     with pytest.raises(duckdb.InvalidInputException, match="no breakdown by experiment"):
         rows(con, "SELECT * FROM sessions(segment_by := 'variant:exp1')")
+
+
+# -- the cases a code read found wrong, on a fleet of their own (March 2026: New York
+# moves its clocks forward on Sunday March 8)
+
+def tm(day: int, hh: int = 10, mm: int = 0) -> int:
+    return int(datetime(2026, 3, day, hh, mm, tzinfo=UTC).timestamp() * 1000)
+
+
+def hb(ts: int, interval_s: int) -> dict:
+    return ev(ts, "heartbeat", uptime_s=1, reconnects=0, free_mem=1, interval_s=interval_s)
+
+
+CASES_FLEET: dict[str, list[tuple[str, list[dict]]]] = {
+    # r1: on 2.0 it uses eco and crashes (the next boot says "exception"); rolled back to
+    # 1.0 the same afternoon. The crash and the use are 2.0's, on a 2.0 device-day.
+    "r1": [("2.0", [ev(tm(2, 9), "button_press"), ev(tm(2, 9, 5), "feature_used", feature="eco"),
+                    ev(tm(2, 10), "power_on", reset_cause="exception",
+                       last_error="MemoryError: x")]),
+           ("1.0", [reading(tm(2, 15))])],
+    # s1: a press every 20 minutes from Mar 3 00:00 to Mar 4 00:00: exactly 24 h, one
+    # session of 1440 minutes on Mar 3 and nothing on Mar 4
+    "s1": [("1.0", [ev(tm(3, 0) + i * 20 * 60_000, "button_press") for i in range(73)])],
+    # f1: power_on Mar 1 12:00, session_start Mar 15 11:30: 13 days 23.5 h later, inside
+    # a 14-day window in UTC (in New York's calendar, 14 days after 07:00 EST is 07:00
+    # EDT, 11:00 UTC: outside)
+    "f1": [("1.0", [ev(tm(1, 12), "power_on"), ev(tm(15, 11, 30), "session_start")])],
+    # c1: heartbeats every 10 minutes (interval_s 600), first record Mar 4 23:00: 6 of 6
+    # expected that hour, and 146 on Mar 5 (a reboot's extra two) of 144: a share of 1
+    "c1": [("1.0", [reading(tm(4, 23)), *(hb(tm(4, 23, 5) + i * 600_000, 600) for i in range(6))]),
+           ("1.0", [hb(tm(5, 0, 5) + i * 600_000, 600) for i in range(72)]),
+           ("1.0", [hb(tm(5, 0, 5) + i * 600_000, 600) for i in range(72, 144)]
+            + [hb(tm(5, 12, 7), 600), hb(tm(5, 12, 9), 600)])],
+    # c2: first record Mar 5 00:00, heartbeats every 20 minutes at interval_s 600: 72 of
+    # 144 expected
+    "c2": [("1.0", [reading(tm(5, 0)),
+                    *(hb(tm(5, 0, 1) + i * 1_200_000, 600) for i in range(72))])],
+    # v1 hashes to B in exp2 but was forced to A (the firmware reports what it applied);
+    # its use before applying does not count, two after it do
+    "v1": [("1.0", [ev(tm(6, 9), "feature_used", feature="eco"),
+                    ev(tm(6, 10), "setting_changed", name="experiment.exp2", value="A"),
+                    ev(tm(6, 11), "feature_used", feature="eco"),
+                    ev(tm(6, 11, 5), "feature_used", feature="eco")])],
+    # v2 hashes to A and reports nothing: A by the hash, one use
+    "v2": [("1.0", [ev(tm(6, 9), "feature_used", feature="eco")])],
+}
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def cases(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    return _dataset(tmp_path_factory.mktemp("cases"), CASES_FLEET,
+                    {"c1": "plug", "c2": "plug"}, rolled_up=request.param == "rollups",
+                    sent_ms=tm(25))
+
+
+def test_a_crash_before_a_same_day_rollback_counts_for_the_crashing_firmware(cases) -> None:
+    got = rows(cases, "SELECT segment, devices, crash_free_devices, crashes, "
+                      "reboots_per_device_day FROM fleet_health()")
+    # 1.0: c1 c2 f1 r1 s1 v1 v2 (r1 after its rollback); 2.0: r1 alone, crashed
+    # f1's power_on (Mar 1) is the one reboot in 1.0's 10 device-days (c1, f1, s1 two each)
+    assert got == [("1.0", 7, 7, 0, 0.1), ("2.0", 1, 0, 1, 1.0)]
+    got = rows(cases, "SELECT feature, segment, devices, share_of_active FROM "
+                      "feature_adoption(segment_by := 'fw') ORDER BY 1, 2")
+    # active on 1.0: s1 f1 v1 v2 (r1's 1.0 records are a reading); on 2.0: r1
+    assert got == [("eco", "1.0", 2, 0.5), ("eco", "2.0", 1, 1.0)]
+
+
+def test_a_session_of_exactly_24_hours_is_one_session(cases) -> None:
+    got = rows(cases, "SELECT day, sessions, median_minutes FROM sessions() "
+                      "WHERE day IN (DATE '2026-03-03', DATE '2026-03-04')")
+    assert got == [(date(2026, 3, 3), 1, 1440.0)]
+
+
+def test_connectivity_is_a_share_of_the_expected_heartbeats(cases) -> None:
+    # plug: c1 (6 + 144 of 6 + 144, its extra two not counted) and c2 (72 of 144)
+    got = rows(cases, "SELECT segment, connectivity FROM fleet_health(segment_by := 'hw') "
+                      "WHERE segment = 'plug'")
+    assert got == [("plug", round((6 + 144 + 72) / (6 + 144 + 144), 4))]
+    assert rows(cases, "SELECT max(connectivity) <= 1 FROM fleet_health(segment_by := 'hw')"
+                ) == [(True,)]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Tokyo"])
+def test_windows_are_utc_whatever_the_client_zone(cases, zone: str) -> None:
+    cases.execute(f"SET TimeZone = '{zone}'")
+    try:
+        got = rows(cases, "SELECT step, devices FROM funnel(window_days := 14)")
+        assert got == [(1, 2), (2, 1), (3, 0)]  # f1 and r1 powered on; f1 went on in time
+        got = rows(cases, "SELECT day, sessions, median_minutes FROM sessions() "
+                          "WHERE day = DATE '2026-03-03'")
+        assert got == [(date(2026, 3, 3), 1, 1440.0)]
+        assert rows(cases, "SELECT day FROM active_devices() ORDER BY day LIMIT 1"
+                    ) == [(date(2026, 3, 1),)]
+    finally:
+        cases.execute("SET TimeZone = 'UTC'")
+
+
+def test_a_forced_variant_counts_in_its_forced_arm(cases) -> None:
+    got = rows(cases, "SELECT device_id, variant, uses, exposed_at FROM "
+                      "experiment_exposure('exp2', feature_name := 'eco') ORDER BY 1")
+    # v1: exposed at its first use after applying A (11:00), two uses; v2 by the hash
+    by = {r[0]: r[1:3] for r in got}
+    assert by["v1"] == ("A", 2) and by["v2"] == ("A", 1)
+    assert [r[3] for r in got if r[0] == "v1"] == [datetime(2026, 3, 6, 11, tzinfo=UTC)]
+    got = rows(cases, "SELECT segment, dau FROM active_devices(segment_by := 'variant:exp2') "
+                      "WHERE day = DATE '2026-03-06' ORDER BY 1")
+    assert got == [("A", 2)]  # by the hash v1 was B's
