@@ -18,8 +18,10 @@ when a connection opens, and compute every day from raw rows.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import shutil
 from functools import cache
 from pathlib import Path
 
@@ -53,6 +55,13 @@ def rollup_queries() -> dict[str, str]:
     return out
 
 
+def rollup_dir(name: str) -> str:
+    """The folder of a rollup's files, named after the rollup and its query: a rollup
+    written by an older definition is never read as this one's (its folder is left
+    for compaction to remove)."""
+    return f"{name}-{hashlib.sha256(rollup_queries()[name].encode()).hexdigest()[:8]}"
+
+
 def _over(query: str, readings: str, events: str) -> str:
     return query.replace("{readings}", readings).replace("{events}", events)
 
@@ -79,7 +88,7 @@ def write_rollups(store: Store) -> list[str]:
             continue  # not compacted yet
         src = {t: (f[0] if f else None) for t, f in files.items()}
         key = rollup_key(src["readings"], src["events"])
-        if all(Path(store.path(ROLLUP_DIR, name, day, f"{key}.parquet")).exists()
+        if all(Path(store.path(ROLLUP_DIR, rollup_dir(name), day, f"{key}.parquet")).exists()
                for name in rollup_queries()):
             continue
         _write_day(store, day, key, src)
@@ -103,10 +112,11 @@ def _write_day(store: Store, day: str, key: str, src: dict[str, str | None]) -> 
         for name, query in rollup_queries().items():
             result = con.sql(_over(query, rel["readings"], rel["events"])).to_arrow_table()
             result = result.drop_columns(["date"])
-            d = Path(store.path(ROLLUP_DIR, name, day))
+            d = Path(store.path(ROLLUP_DIR, rollup_dir(name), day))
             d.mkdir(parents=True, exist_ok=True)
             stale = [p for p in d.glob("*.parquet") if p.stem != key]
-            store.write_table(f"{ROLLUP_DIR}/{name}/{day}/{key}.parquet", _plain(result))
+            store.write_table(f"{ROLLUP_DIR}/{rollup_dir(name)}/{day}/{key}.parquet",
+                              _plain(result))
             # Readers only ever read the file matching the day's data files, so a stale
             # one can go at once.
             store.delete([str(p) for p in stale])
@@ -138,7 +148,7 @@ def view_statements(store: Store) -> list[str]:
             stmts.append(f"CREATE OR REPLACE VIEW rollup_{name} AS "
                          f"{_over(query, 'readings', 'events')}")
             continue
-        files = sql_str(store.url(ROLLUP_DIR, name, "date=*", "*.parquet"))
+        files = sql_str(store.url(ROLLUP_DIR, rollup_dir(name), "date=*", "*.parquet"))
         computed = _over(query, raw_days_of("readings", name), raw_days_of("events", name))
         # The rollups alone are a view of their own: a reader that has snapshotted
         # rollup_raw_days and found no day to compute (a dashboard refresh) reads just
@@ -158,7 +168,20 @@ def _rollup_names(store: Store) -> set[str]:
     if not store.local:
         return set()
     root = Path(store.path(ROLLUP_DIR))
-    return {name for name in rollup_queries() if any((root / name).glob("date=*/*.parquet"))}
+    return {name for name in rollup_queries()
+            if any((root / rollup_dir(name)).glob("date=*/*.parquet"))}
+
+
+def remove_outdated(store: Store) -> list[str]:
+    """Remove the folders of rollups no current definition writes; return their names."""
+    root = Path(store.path(ROLLUP_DIR)) if store.local else None
+    if root is None or not root.is_dir():
+        return []
+    current = {rollup_dir(name) for name in rollup_queries()}
+    gone = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in current)
+    for name in gone:
+        shutil.rmtree(root / name, ignore_errors=True)
+    return gone
 
 
 def _validity_views(store: Store) -> list[str]:
@@ -170,6 +193,7 @@ def _validity_views(store: Store) -> list[str]:
 
     rollups = file_listing(store.url(ROLLUP_DIR, "*", "date=*", "*.parquet"))
     names = ", ".join(f"('{n}')" for n in rollup_queries())
+    dirs = ", ".join(f"('{rollup_dir(n)}', '{n}')" for n in rollup_queries())
     return [
         # A day's expected key; superseded files (*.parquet.superseded) count as files,
         # so a day being compacted has no valid rollup until the old files are gone.
@@ -181,9 +205,10 @@ def _validity_views(store: Store) -> list[str]:
         "coalesce(max(stem) FILTER (WHERE t = 'events'), '') AS key "
         "FROM files GROUP BY d",
         "CREATE OR REPLACE VIEW rollup_valid AS "
-        "SELECT regexp_extract(g.file, '/rollups/([^/]+)/', 1) AS name, r.d, g.file "
-        f"FROM ({rollups}) g, rollup_days r "
-        "WHERE r.single AND r.d = g.d AND r.key = g.stem",
+        "SELECT m.name, r.d, g.file "
+        f"FROM ({rollups}) g, rollup_days r, (VALUES {dirs}) m(dir, name) "
+        "WHERE regexp_extract(g.file, '/rollups/([^/]+)/', 1) = m.dir "
+        "AND r.single AND r.d = g.d AND r.key = g.stem",
         "CREATE OR REPLACE VIEW rollup_raw_days AS "
         f"SELECT n.name, r.d FROM rollup_days r, (VALUES {names}) n(name) "
         "WHERE NOT EXISTS (SELECT 1 FROM rollup_valid v WHERE v.name = n.name AND v.d = r.d)",

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from .learned_columns import LearnedColumns, merge_extra
 from .schema import RECORD_KEY, TABLES
-from .store import Store
+from .store import LEFTOVER_AGE_S, Store
 
 log = logging.getLogger("fleetpulse.compact")
 
@@ -132,15 +132,32 @@ def _declared_types(t: pa.Table, table: str) -> pa.Table:
     return t.cast(pa.schema(fields))
 
 
+def remove_leftovers(store: Store, min_age_s: float = LEFTOVER_AGE_S) -> int:
+    """Delete what a stopped compaction left: superseded files (their rows are in the
+    merged file) and rollups of outdated definitions. Returns the files removed."""
+    from fleetpulse.analytics.rollups import remove_outdated
+
+    left = store.leftover_superseded(min_age_s)
+    store.delete(left)
+    if left:
+        log.info("removed %d superseded files a stopped compaction left", len(left))
+    remove_outdated(store)
+    return len(left)
+
+
 def compact(data: str | Path | Store, grace_s: float = 10.0, min_files: int = 2,
-            row_group_rows: int = 500_000, rollups: bool = True) -> list[Compacted]:
-    """Compact every partition with at least min_files files, then (unless rollups is
-    False, for a caller that writes and reports them itself) write the per-day rollups."""
+            row_group_rows: int = 500_000, rollups: bool = True,
+            leftover_age_s: float = LEFTOVER_AGE_S) -> list[Compacted]:
+    """Remove what a stopped compaction left (superseded files moved aside at least
+    leftover_age_s ago), compact every partition with at least min_files files, then
+    (unless rollups is False, for a caller that writes and reports them itself) write
+    the per-day rollups."""
     # Imported here: the rollups are the analytics package's, and only compaction
     # writes them.
     from fleetpulse.analytics.rollups import write_rollups
 
     store = data if isinstance(data, Store) else Store(data)
+    remove_leftovers(store, leftover_age_s)
     done: list[Compacted] = []
     superseded: list[str] = []
     for table in TABLES:

@@ -93,6 +93,8 @@ class IngestService:
         """Replay what a crash left in the write-ahead log; remove partial Parquet files."""
         removed = (parquet_writer.remove_leftovers(Path(self.store.root), self.cfg.client_id)
                    if self.store.local else 0)
+        # and what a stopped compaction left (compaction's own start does the same)
+        self.store.delete(self.store.leftover_superseded())
         segments = self.wal.segments()
         for path in segments:
             n = 0

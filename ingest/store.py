@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from .parquet_writer import utc_date, write_table
 from .schema import PARTITION_TIME, TABLES
 
 SUPERSEDED_SUFFIX = ".superseded"
+# Superseded files older than this are a stopped compaction's leftovers, not files in
+# a running compaction's grace periods (two of the default 10 s).
+LEFTOVER_AGE_S = 60.0
 
 
 def is_remote(uri: str | Path) -> bool:
@@ -131,6 +135,30 @@ class Store:
                 self.fs.move(p, new)
                 out.append(new)
         return out
+
+    def leftover_superseded(self, min_age_s: float = LEFTOVER_AGE_S) -> list[str]:
+        """Superseded files moved aside at least min_age_s ago: a compaction that was
+        stopped between moving them and deleting them left them (their rows are in
+        the merged file written before the move). Younger ones may belong to a
+        compaction in its grace period. Locally the move time is the inode change
+        time; in object storage a move is a copy, so the object's modification time."""
+        now = time.time()
+        out = []
+        infos = [i for table in TABLES for i in self.fs.get_file_info(
+            pafs.FileSelector(self.path(table), recursive=True, allow_not_found=True))]
+        for info in infos:
+            if info.type != pafs.FileType.File or not info.path.endswith(SUPERSEDED_SUFFIX):
+                continue
+            if self.local:
+                try:
+                    moved = os.stat(info.path).st_ctime
+                except FileNotFoundError:
+                    continue
+            else:
+                moved = info.mtime.timestamp() if info.mtime else now
+            if now - moved >= min_age_s:
+                out.append(info.path)
+        return sorted(out)
 
     def delete(self, paths: list[str]) -> None:
         for p in paths:

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from fleetpulse.analytics.dataset import connect, query
 from fleetpulse.ingest.compact import compact
@@ -107,3 +108,37 @@ def test_compact_command(tmp_path: Path) -> None:
                         str(data), "--grace", "0"], capture_output=True, text=True)
     assert "nothing to compact" in r.stdout
     assert "rolled up" not in r.stdout  # the rollups still match their days' files
+
+
+def test_a_stopped_compaction_leaves_nothing_the_next_one_does_not_resolve(
+        tmp_path: Path, monkeypatch) -> None:
+    """Stopped between moving the old files aside and deleting them, a compaction leaves
+    *.parquet.superseded files: the days they are in never used their rollups again.
+    The next compaction removes them (their rows are in the merged file) and rolls the
+    days up."""
+    from fleetpulse.ingest.store import Store
+
+    data = tmp_path / "data"
+    n = _fill(data, flushes=3, per_flush=20)
+    real_delete = Store.delete
+
+    def stopped(self: Store, paths: list[str]) -> None:
+        if any(p.endswith(".superseded") for p in paths):
+            raise KeyboardInterrupt  # the process stopped here
+        real_delete(self, paths)
+
+    monkeypatch.setattr(Store, "delete", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        compact(data, grace_s=0)
+    monkeypatch.setattr(Store, "delete", real_delete)
+    left = sorted(data.rglob("*.superseded"))
+    assert left
+    con = connect(data)
+    assert query(con, "SELECT count(*) FROM readings").rows == [(n,)]
+    # a compaction in its grace period is not disturbed: fresh leftovers are kept
+    assert Store(data).leftover_superseded() == []
+    compact(data, grace_s=0, leftover_age_s=0)
+    assert list(data.rglob("*.superseded")) == []
+    con = connect(data)
+    assert query(con, "SELECT count(*) FROM readings").rows == [(n,)]
+    assert query(con, "SELECT count(*) FROM rollup_raw_days").rows == [(0,)]

@@ -12,6 +12,7 @@ import duckdb
 
 from fleetpulse.analytics.dataset import connect, metric_catalog, query
 from fleetpulse.analytics.report import GROUPS, run_groups
+from fleetpulse.analytics.rollups import rollup_dir
 from fleetpulse.ingest.compact import compact
 from fleetpulse.ingest.contract import TELEMETRY_TOPIC
 from fleetpulse.ingest.pipeline import Pipeline
@@ -93,7 +94,13 @@ def test_rollups_match_raw_rows_and_late_data_invalidates_a_day(tmp_path: Path) 
 
     compact(data, grace_s=0)
     assert _raw_days(data) == set()
-    assert len(list((data / "rollups" / "session_parts").glob("date=*/*.parquet"))) == 9
+    sessions_dir = data / "rollups" / rollup_dir("session_parts")
+    assert len(list(sessions_dir.glob("date=*/*.parquet"))) == 9
+    assert _metrics(data) == expected
+    # A rollup written by another definition of its query (an older release) sits in
+    # a folder of another name: never read, and the next compaction removes it.
+    outdated = data / "rollups" / "session_parts-0ldc0de0"
+    shutil.copytree(sessions_dir, outdated)
     assert _metrics(data) == expected
     assert "snapshot rollup_valid" in _page_matches_live(data)
 
@@ -119,5 +126,6 @@ def test_rollups_match_raw_rows_and_late_data_invalidates_a_day(tmp_path: Path) 
     # The next compaction merges the day and rolls it up anew; the stale rollup goes.
     compact(data, grace_s=0)
     assert _raw_days(data) == set()
-    assert len(list((data / "rollups" / "session_parts" / day).glob("*.parquet"))) == 1
+    assert len(list((sessions_dir / day).glob("*.parquet"))) == 1
     assert _metrics(data) == reference
+    assert not outdated.exists()
