@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
+import json
+import sys
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -63,6 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-sample", type=int, default=100,
                    help="experiment: devices per variant below which there is no verdict "
                         "(default %(default)s)")
+    p.add_argument("--tuning-n", type=int, default=1000, metavar="N",
+                   help="experiment: exposed devices at which the sequential test's "
+                        "interval is tightest (default %(default)s)")
+    p.add_argument("--no-cuped", action="store_true",
+                   help="experiment: compare raw usage, without the pre-period adjustment")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.set_defaults(func=_metrics)
 
@@ -130,8 +139,12 @@ def _metrics(args: argparse.Namespace) -> int:
     if args.list:
         for m in catalog.values():
             Console(highlight=False).print(f"[bold]{m.name:24s}[/] {m.description}")
-        Console(highlight=False).print(f"[bold]{'experiment':24s}[/] A/B verdict for --key: "
-                                       "lift, 95% interval, p-values, sample-ratio check")
+        Console(highlight=False).print(
+            f"[bold]{'experiment':24s}[/] A/B/n verdict for --key, each variant against A: "
+            "CUPED-adjusted lift (pre-period: 14 days before exposure), 95% and "
+            "delta-method relative intervals, Holm-adjusted p-values, an anytime-valid "
+            "sequential interval and the day it detected, guardrails (crash-free share, "
+            "reboots, connectivity), sample-ratio check at p < 0.001")
         return 0
     if args.name is None:
         print_metrics(args.data)
@@ -190,36 +203,90 @@ def _segmentation(value: str) -> str:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from .dataset import query
+    from .experiment_query import experiment_devices
     from .experiments import analyze
 
     if not args.key:
         raise UserError("experiment needs --key (the experiment key devices were assigned by)")
     con = open_dataset(args.data)
-    params = [f"{sql_str(args.key)}", f"feature_name := {sql_str(args.feature)}",
-              f"share_b := {args.share_b}"]
-    if args.since:
-        params.append(f"since := DATE '{args.since}'")
-    if args.until:
-        params.append(f"until := DATE '{args.until}'")
-    rows = query(con, "SELECT variant, uses, converted FROM experiment_exposure("
-                      + ", ".join(params) + ")").rows
-    r = analyze([(v, int(u), bool(c)) for v, u, c in rows], args.share_b, args.min_sample)
-    console = Console()
-    console.print(f"experiment [bold]{args.key}[/], feature [bold]{args.feature}[/]: exposed "
-                  f"A={r['exposed']['A']} B={r['exposed']['B']}, sample-ratio check "
-                  f"p={r['srm_p_value']:.3f}")
-    if r["comparisons"]:
-        t = Table("metric", "A", "B", "lift (B-A)", "95% interval", "relative", "p-value")
-        for c in r["comparisons"]:
-            rel = f"{100 * c.relative_lift:+.1f}%" if c.relative_lift is not None else ""
-            t.add_row(c.metric, f"{c.a:.4f}", f"{c.b:.4f}", f"{c.lift:+.4f}",
-                      f"[{c.lift_low:+.4f}, {c.lift_high:+.4f}]", rel, f"{c.p_value:.4f}")
-        console.print(t)
-    console.print(f"verdict: {r['verdict']}")
+    devices = experiment_devices(con, args.key, args.feature, args.share_b, args.since,
+                                 args.until)
+    r = analyze(devices, args.share_b, args.min_sample, tuning_n=args.tuning_n,
+                use_cuped=not args.no_cuped)
+    if args.format == "json":
+        _print_experiment_json(args, r)
+    elif args.format == "csv":
+        _print_experiment_csv(r)
+    else:
+        _print_experiment_table(args, r)
     return 0
+
+
+def _experiment_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per comparison and per guardrail: the experiment's CSV and JSON."""
+    out = []
+    for c in r["comparisons"]:
+        row = dataclasses.asdict(c)
+        row["significant"] = c.significant
+        row["detected_on"] = c.detected_on.isoformat() if c.detected_on else None
+        out.append(row)
+    return out
+
+
+def _print_experiment_json(args: argparse.Namespace, r: dict[str, Any]) -> None:
+    doc = {k: v for k, v in r.items() if k not in ("comparisons", "guardrails")}
+    doc.update(key=args.key, feature=args.feature, comparisons=_experiment_rows(r),
+               guardrails=[dict(dataclasses.asdict(g), flagged=g.flagged)
+                           for g in r["guardrails"]])
+    json.dump(doc, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+def _print_experiment_csv(r: dict[str, Any]) -> None:
+    rows = _experiment_rows(r) + [
+        {"variant": g.variant, "metric": f"guardrail:{g.metric}", "a": g.a, "b": g.b,
+         "p_value": g.p_worse, "significant": g.flagged} for g in r["guardrails"]]
+    fields = list(_experiment_rows(r)[0]) if r["comparisons"] else [
+        "variant", "metric", "a", "b", "p_value", "significant"]
+    w = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+
+
+def _print_experiment_table(args: argparse.Namespace, r: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = Console()
+    exposed = " ".join(f"{v}={n}" for v, n in r["exposed"].items())
+    console.print(f"experiment [bold]{args.key}[/], feature [bold]{args.feature}[/]: exposed "
+                  f"{exposed}, sample-ratio check p={r['srm_p_value']:.3f}")
+    if r["comparisons"]:
+        t = Table("variant", "metric", "A", "variant's", "lift", "95% interval", "relative",
+                  "p", "p Holm", title="fixed horizon, CUPED-adjusted",
+                  title_justify="left")
+        s = Table("variant", "metric", "CUPED var ratio", "sequential interval",
+                  "p anytime", "detected on", title="sequential (valid at every look)",
+                  title_justify="left")
+        for c in r["comparisons"]:
+            rel = (f"{100 * c.relative_lift:+.1f}% [{100 * c.relative_low:+.1f}%, "
+                   f"{100 * c.relative_high:+.1f}%]" if c.relative_lift is not None else "")
+            t.add_row(c.variant, c.metric, f"{c.a:.4f}", f"{c.b:.4f}", f"{c.lift:+.4f}",
+                      f"[{c.lift_low:+.4f}, {c.lift_high:+.4f}]", rel, f"{c.p_value:.4f}",
+                      f"{c.p_holm:.4f}")
+            s.add_row(c.variant, c.metric, f"{c.variance_ratio:.3f}",
+                      f"[{c.cs_low:+.4f}, {c.cs_high:+.4f}]", f"{c.p_sequential:.4f}",
+                      c.detected_on.isoformat() if c.detected_on else "")
+        console.print(t)
+        console.print(s)
+        g = Table("variant", "guardrail", "A", "variant's", "p worse", "p Holm", "flag")
+        for x in r["guardrails"]:
+            g.add_row(x.variant, x.metric, f"{x.a:.4f}", f"{x.b:.4f}", f"{x.p_worse:.4f}",
+                      f"{x.p_holm:.4f}", "[red]worse[/]" if x.flagged else "")
+        console.print(g)
+        console.print(f"CUPED: {'on' if r['cuped'] else 'off'} (covariate: each device's "
+                      f"uses in the 14 days before its exposure); sequential: "
+                      f"{r['sequential']}")
+    console.print(f"verdict: {r['verdict']}")
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,12 +181,10 @@ def test_fleet_health_finds_the_crashing_firmware(fleet_run) -> None:
 
 
 def _experiment(data, key: str, feature: str) -> dict:
-    from fleetpulse.analytics.dataset import query
+    from fleetpulse.analytics.experiment_query import experiment_devices
     from fleetpulse.analytics.experiments import analyze
 
-    rows = query(connect(data), "SELECT variant, uses, converted FROM experiment_exposure("
-                                f"'{key}', feature_name := '{feature}')").rows
-    return analyze([(v, int(u), bool(c)) for v, u, c in rows])
+    return analyze(experiment_devices(connect(data), key, feature))
 
 
 def test_experiment_finds_the_planted_effect(fleet_run) -> None:
@@ -191,7 +194,8 @@ def test_experiment_finds_the_planted_effect(fleet_run) -> None:
     assert not r["sample_ratio_mismatch"]
     conversion = next(c for c in r["comparisons"] if c.metric == "conversion")
     assert conversion.lift_low <= planted["effect"] <= conversion.lift_high
-    assert conversion.p_value < 0.05 and r["verdict"].startswith("significant")
+    assert conversion.p_holm < 0.05 and r["verdict"].startswith("significant")
+    assert not any(g.flagged for g in r["guardrails"])
 
 
 def test_an_aa_experiment_is_not_significant(fleet_run) -> None:
@@ -200,10 +204,29 @@ def test_an_aa_experiment_is_not_significant(fleet_run) -> None:
     assert all(c.p_value >= 0.05 for c in r["comparisons"])
     assert r["verdict"] == "no significant difference"
     assert all(c.lift_low <= 0 <= c.lift_high for c in r["comparisons"])
+    assert all(c.cs_low <= 0 <= c.cs_high and c.detected_on is None for c in r["comparisons"])
+
+
+def test_experiment_command_prints_json_and_csv(fleet_run) -> None:
+    truth, data = fleet_run
+    planted = truth["planted"]["experiment"]
+    argv = [sys.executable, "-m", "fleetpulse.gateway.cli", "metrics", "experiment",
+            "--data", str(data), "--key", planted["key"], "--feature", planted["feature"]]
+    out = subprocess.run([*argv, "--format", "json"], capture_output=True, text=True,
+                         check=True).stdout
+    doc = json.loads(out)
+    assert doc["key"] == planted["key"] and set(doc["exposed"]) == {"A", "B"}
+    assert {c["metric"] for c in doc["comparisons"]} == {"conversion", "uses_per_device"}
+    assert {g["metric"] for g in doc["guardrails"]} == {
+        "crash_free_share", "reboots_per_device_day", "connectivity"}
+    rows = list(csv.DictReader(io.StringIO(subprocess.run(
+        [*argv, "--format", "csv"], capture_output=True, text=True, check=True).stdout)))
+    assert [r["metric"] for r in rows][:2] == ["conversion", "uses_per_device"]
+    assert len(rows) == 2 + 3
 
 
 def test_experiment_below_minimum_sample_gives_no_verdict() -> None:
-    from fleetpulse.analytics.experiments import analyze
+    from fleetpulse.analytics.experiments import Device, analyze
 
-    r = analyze([("A", 1, True)] * 20 + [("B", 2, True)] * 20, min_sample=100)
+    r = analyze([Device("A", 1)] * 20 + [Device("B", 2)] * 20, min_sample=100)
     assert r["verdict"].startswith("not enough data") and r["comparisons"] == []
