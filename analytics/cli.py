@@ -36,6 +36,13 @@ SUMMARY_QUERIES = {
 }
 
 
+EXPERIMENT_DESCRIPTION = (
+    "verdict for --key, every variant against A: CUPED-adjusted lift (pre-period: 14 days "
+    "before exposure), 95% and delta-method relative intervals, Holm-adjusted p-values, an "
+    "anytime-valid sequential interval and the day it detected, guardrails (crash-free "
+    "share, reboots, connectivity), sample-ratio check at p < 0.001")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sql", help="run SQL over the dataset's views",
                        description="Run one SQL query over the views readings, events, "
@@ -81,6 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     config.add_data_arg(p)
     p.add_argument("--out", type=Path, default=Path("report.html"),
                    help="file to write (default %(default)s)")
+    _add_experiment_arg(p)
     p.set_defaults(func=_report)
 
     p = sub.add_parser("dashboard", help="serve the dashboard locally, fresh on every load",
@@ -89,6 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8050, help="port (default %(default)s)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default %(default)s: this machine only)")
+    _add_experiment_arg(p)
     p.set_defaults(func=_dashboard)
 
     p = sub.add_parser("catalog", help="write a DuckDB file of views for BI tools",
@@ -98,6 +107,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("fleet.duckdb"),
                    help="database file to write (default %(default)s)")
     p.set_defaults(func=_catalog)
+
+
+def _experiment_spec(value: str) -> tuple[str, str]:
+    key, _, feature = value.partition(":")
+    if not key:
+        raise argparse.ArgumentTypeError(f"{value!r}: use KEY or KEY:FEATURE")
+    return key, feature or "eco_mode"
+
+
+def _add_experiment_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", action="append", type=_experiment_spec, default=[],
+                   metavar="KEY[:FEATURE]",
+                   help="add a panel with this experiment's analysis (feature default "
+                        "eco_mode); may be given more than once")
 
 
 def open_dataset(data: str | Path) -> duckdb.DuckDBPyConnection:
@@ -123,11 +146,25 @@ def _sql(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_metrics(data_dir: str | Path, console: Console | None = None) -> None:
+def print_metrics(data_dir: str | Path, console: Console | None = None,
+                  fmt: str = "table") -> None:
+    """The summary: each query as a table, or as JSON one object keyed by title."""
     from .dataset import query
-    from .show import print_result
+    from .show import json_value, print_result
 
     con = open_dataset(data_dir)
+    if fmt == "json":
+        doc = {}
+        for title, sql in SUMMARY_QUERIES.items():
+            r = query(con, sql)
+            doc[title] = [{c: json_value(v) for c, v in zip(r.columns, row, strict=True)}
+                          for row in r.rows]
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return
+    if fmt == "csv":
+        raise UserError("the summary is several tables, CSV holds one: name a metric "
+                        "(fleetpulse metrics active_devices --format csv) or use --format json")
     for title, sql in SUMMARY_QUERIES.items():
         print_result(query(con, sql), title=title, console=console)
 
@@ -137,17 +174,20 @@ def _metrics(args: argparse.Namespace) -> int:
 
     catalog = {m.name: m for m in metric_catalog()}
     if args.list:
-        for m in catalog.values():
-            Console(highlight=False).print(f"[bold]{m.name:24s}[/] {m.description}")
-        Console(highlight=False).print(
-            f"[bold]{'experiment':24s}[/] A/B/n verdict for --key, each variant against A: "
-            "CUPED-adjusted lift (pre-period: 14 days before exposure), 95% and "
-            "delta-method relative intervals, Holm-adjusted p-values, an anytime-valid "
-            "sequential interval and the day it detected, guardrails (crash-free share, "
-            "reboots, connectivity), sample-ratio check at p < 0.001")
+        from .dataset import Result
+        from .show import print_result
+
+        listing = [(m.name, m.description) for m in catalog.values()]
+        listing.append(("experiment", EXPERIMENT_DESCRIPTION))
+        if args.format == "table":
+            for name, description in listing:
+                Console(highlight=False).print(f"[bold]{name:24s}[/] {description}")
+        else:
+            print_result(Result(["metric", "description"], ["VARCHAR", "VARCHAR"], listing),
+                         args.format)
         return 0
     if args.name is None:
-        print_metrics(args.data)
+        print_metrics(args.data, fmt=args.format)
         return 0
     if args.name == "experiment":
         return _experiment(args)
@@ -293,7 +333,7 @@ def _report(args: argparse.Namespace) -> int:
     from .report import build_report
 
     config.require_dataset(args.data)
-    html = build_report(args.data)
+    html = build_report(args.data, args.experiment)
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(html)
     tmp.replace(args.out)
@@ -306,7 +346,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 
     config.require_dataset(args.data)
     try:
-        server = make_server(args.data, args.host, args.port)
+        server = make_server(args.data, args.host, args.port, args.experiment)
     except OSError as e:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror}): choose "
                         "another --port") from None

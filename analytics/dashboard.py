@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -14,12 +15,13 @@ from .report import render, report_data
 log = logging.getLogger("fleetpulse.dashboard")
 
 
-def make_server(data: str | Path, host: str, port: int) -> ThreadingHTTPServer:
+def make_server(data: str | Path, host: str, port: int,
+                experiments: Sequence[tuple[str, str]] = ()) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path in ("/", "/index.html"):
                 try:
-                    body = render(report_data(data), refresh_hint=True).encode()
+                    body = render(report_data(data, experiments), refresh_hint=True).encode()
                     status = 200
                 except Exception as e:  # a broken dataset must not kill the server
                     log.exception("cannot build the dashboard")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,7 +134,37 @@ def run_groups(con: duckdb.DuckDBPyConnection,
 
 
 
-def report_data(data: str | Path) -> dict[str, Any]:
+def experiment_group(con: duckdb.DuckDBPyConnection, key: str, feature: str) -> dict[str, Any]:
+    """An experiment's panel: relative lift per variant and metric as bars, and the
+    analysis `fleetpulse metrics experiment` prints as its table."""
+    from .experiment_query import experiment_devices
+    from .experiments import analyze
+
+    r = analyze(experiment_devices(con, key, feature))
+    columns = ["variant", "metric", "A", "variant's", "relative lift", "rel. low", "rel. high",
+               "p Holm", "CUPED var ratio", "p anytime", "detected on", "verdict"]
+    rows: list[list[Any]] = [
+        [c.variant, c.metric, c.a, c.b, c.relative_lift, c.relative_low, c.relative_high,
+         c.p_holm, c.variance_ratio, c.p_sequential,
+         c.detected_on.isoformat() if c.detected_on else None,
+         "significant" if c.significant else ""] for c in r["comparisons"]]
+    rows += [[g.variant, f"guardrail: {g.metric}", g.a, g.b, None, None, None, g.p_holm,
+              None, None, None, "worse" if g.flagged else ""] for g in r["guardrails"]]
+    exposed = ", ".join(f"{v} {n}" for v, n in r["exposed"].items())
+    return {
+        "key": f"experiment-{key}", "sql": f"fleetpulse metrics experiment --key {key} "
+        f"--feature {feature}",
+        "title": f"Experiment {key} ({feature}; exposed {exposed}): {r['verdict']}",
+        "chart": {"type": "bar", "x": [f"{c.variant} {c.metric}" for c in r["comparisons"]],
+                  "series": [{"name": "relative lift (CUPED)",
+                              "values": [_json_value(c.relative_lift)
+                                         for c in r["comparisons"]]}]},
+        "columns": columns, "rows": [[_json_value(v) for v in row] for row in rows],
+        "total_rows": len(rows)}
+
+
+def report_data(data: str | Path, experiments: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """Every group's chart and table; then a panel per (key, feature) experiment."""
     con = connect(data)
     groups = []
     for g, result in zip(GROUPS, run_groups(con), strict=True):
@@ -144,6 +174,7 @@ def report_data(data: str | Path) -> dict[str, Any]:
             "rows": [[_json_value(v) for v in r] for r in result.rows[:MAX_TABLE_ROWS]],
             "total_rows": len(result.rows),
         })
+    groups += [experiment_group(con, key, feature) for key, feature in experiments]
     con.close()
     return {"generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "dataset": str(data), "groups": groups}
@@ -158,8 +189,8 @@ def render(payload: dict[str, Any], refresh_hint: bool = False) -> str:
             .replace("__HINT__", hint))
 
 
-def build_report(data: str | Path) -> str:
-    return render(report_data(data))
+def build_report(data: str | Path, experiments: Sequence[tuple[str, str]] = ()) -> str:
+    return render(report_data(data, experiments))
 
 
 # Characters that can end or change an inline <script> element ("</script", "<!--" starts

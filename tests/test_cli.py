@@ -62,6 +62,34 @@ def test_metrics_prints_the_three_metrics(dataset: Path) -> None:
     assert "2026-01-01" in r.stdout and "eco" in r.stdout and "100" in r.stdout
 
 
+def test_every_metrics_command_takes_format(dataset: Path) -> None:
+    r = fleetpulse("metrics", "--data", str(dataset), "--format", "json")
+    doc = json.loads(r.stdout)
+    assert doc["Feature adoption (share of active devices that used each feature)"][0][
+        "feature"] == "eco"
+    r = fleetpulse("metrics", "--data", str(dataset), "--format", "csv")
+    assert r.returncode == 2 and "use --format json" in r.stderr and r.stdout == ""
+    listing = json.loads(fleetpulse("metrics", "--list", "--format", "json").stdout)
+    names = [m["metric"] for m in listing]
+    assert "fleet_health" in names and names[-1] == "experiment"
+    rows = list(csv.DictReader(io.StringIO(fleetpulse("metrics", "--list", "--format",
+                                                      "csv").stdout)))
+    assert [r["metric"] for r in rows] == names
+    r = fleetpulse("metrics", "experiment", "--key", "x", "--data", str(dataset),
+                   "--format", "json")
+    doc = json.loads(r.stdout)
+    assert doc["verdict"].startswith("not enough data") and doc["exposed"] == {"A": 1, "B": 2}
+
+
+def test_readme_metric_table_is_what_the_macros_say() -> None:
+    """The README's metric table is the macros' own descriptions: docs cannot drift."""
+    from fleetpulse.analytics.dataset import metric_catalog
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for m in metric_catalog():
+        assert f"| `{m.name}` | {m.description} |" in readme, m.name
+
+
 def test_metrics_by_experiment_variant(dataset: Path) -> None:
     # sha256 buckets for "x": a 3142 and b 322 (B), c 9704 (A)
     r = fleetpulse("metrics", "active_devices", "--by", "variant:x", "--format", "csv",

@@ -59,6 +59,17 @@ def test_report_is_one_offline_file(dataset: Path, tmp_path: Path) -> None:
     assert r.returncode == 0 and (tmp_path / "r.html").stat().st_size > 5000
 
 
+def test_report_has_a_panel_per_experiment_asked_for(dataset: Path) -> None:
+    html = build_report(dataset, [("eco_nudge", "eco_mode")])
+    payload = json.loads(re.search(
+        r'<script id="data" type="application/json">(.*?)</script>', html, re.S).group(1))
+    panel = payload["groups"][-1]
+    assert panel["key"] == "experiment-eco_nudge"
+    # 40 devices: below the minimum sample, the panel says so instead of a lift
+    assert "not enough data" in panel["title"] and panel["rows"] == []
+    assert panel["sql"] == "fleetpulse metrics experiment --key eco_nudge --feature eco_mode"
+
+
 def test_snapshot_of_shared_views_changes_no_number(dataset: Path) -> None:
     """A page refresh reads device_days and activations from one snapshot: every group
     equals its query over the live views, and the snapshot is gone afterwards."""
@@ -185,7 +196,7 @@ def test_hostile_feature_names_neither_break_nor_run(dataset: Path, browser,
 def test_dashboard_error_page_is_escaped(tmp_path: Path) -> None:
     from fleetpulse.analytics import dashboard
 
-    def broken(_data):
+    def broken(_data, _experiments=()):
         raise RuntimeError("<script>alert(1)</script> in the dataset")
 
     import threading
