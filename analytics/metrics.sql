@@ -61,9 +61,13 @@ FROM telemetry t FULL JOIN state s USING (device_id);
 -- those of its last record that day (a device updated mid-day counts on the new
 -- version); active means it sent at least one usage event that day.
 -- The rollup_* views hold per-day aggregates (analytics/rollups.sql): from compaction's
--- rollups for compacted days, computed from raw rows for the others.
+-- rollups for compacted days, computed from raw rows for the others. One rollup per
+-- device, day and firmware serves this and the health metrics: over raw rows, one pass.
 CREATE OR REPLACE VIEW device_days AS
-SELECT device_id, date AS day, fw, hw, records, usage_events, active FROM rollup_device_days;
+SELECT device_id, date AS day, arg_max(fw, last_ts) AS fw, arg_max(hw, last_ts) AS hw,
+       sum(records)::BIGINT AS records, sum(usage_events)::BIGINT AS usage_events,
+       sum(usage_events) > 0 AS active
+FROM rollup_firmware_days GROUP BY device_id, date;
 
 -- utc_day: the UTC date of a timestamp, whatever the session's time zone
 CREATE OR REPLACE MACRO utc_day(ts) AS
@@ -94,15 +98,17 @@ CREATE OR REPLACE MACRO experiment_variant(key, device_id, share_b) AS
 -- forced "A"/"B" from the config topic, or its hash). The last report counts, from when
 -- it was sent.
 CREATE OR REPLACE VIEW experiment_reports AS
-SELECT substr(name, 12) AS key, device_id, arg_max(value, ts) AS variant,
-       max(ts) AS applied_at
-FROM events WHERE event = 'setting_changed' AND name LIKE 'experiment.%'
-GROUP BY ALL;
+SELECT experiment, device_id, arg_max(variant, ts) AS variant, max(ts) AS applied_at
+FROM rollup_experiment_reports GROUP BY ALL;
 
--- device_variant: what the device reported applying, else the hash assignment
+-- device_variant: what the device reported applying, else the hash assignment. The
+-- reports of the experiment are looked up in one map built once per query: a subquery
+-- per row was planned as a join for every row of every metric, segmented by variant or
+-- not (bench/RESULTS.md, "Issue 14"). Without an experiment key (segment_of not
+-- segmenting by variant) the filter is constant false and the reports are not read.
 CREATE OR REPLACE MACRO device_variant(exp_key, dev, share) AS
-    coalesce((SELECT any_value(r.variant) FROM experiment_reports r
-              WHERE r.key = exp_key AND r.device_id = dev),
+    coalesce((SELECT map_from_entries(list({'k': r.device_id, 'v': r.variant}))
+              FROM experiment_reports r WHERE exp_key <> '' AND r.experiment = exp_key)[dev],
              experiment_variant(exp_key, dev, share));
 
 -- segment_of: the segment a row counts in. Rows that no longer name their device (counts
@@ -571,7 +577,7 @@ SELECT d.device_id, experiment_bucket(key, d.device_id) AS bucket,
        coalesce(r.variant, experiment_variant(key, d.device_id, share_b)) AS variant,
        r.variant IS NOT NULL AS reported, r.applied_at
 FROM (SELECT DISTINCT device_id FROM device_days) d
-LEFT JOIN experiment_reports r ON r.key = key AND r.device_id = d.device_id;
+LEFT JOIN experiment_reports r ON r.experiment = key AND r.device_id = d.device_id;
 
 -- metric: experiment_exposure: per device exposed to experiment `key`: its variant (as reported applying, else the hash), exposure = its first usage event in the period after it applied the variant, uses of `feature_name` from then on, and in the pre_days x 86,400 s before it (the CUPED covariate)
 CREATE OR REPLACE MACRO experiment_exposure(key, feature_name := 'eco_mode', share_b := 0.5,

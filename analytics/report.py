@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 
 from .dataset import Result, connect, query
-from .rollups import CHOICE_VIEWS, read_rollups_alone
+from .rollups import CHOICE_VIEWS, ROLLED_UP_PREFIX, read_rollups_alone
 from .show import json_value
 
 MAX_TABLE_ROWS = 200
@@ -96,7 +96,7 @@ def _chart(group: Group, result: Result) -> dict[str, Any]:
 # which the metric macros then read in place of the views of the same name (DuckDB
 # looks in temp first): the dataset is aggregated once instead of once per chart, and
 # every chart of a page comes from the same snapshot.
-SHARED_VIEWS = ("device_days", "activations")
+SHARED_VIEWS = ("rollup_firmware_days", "device_days", "activations")
 
 
 def run_groups(con: duckdb.DuckDBPyConnection,
@@ -123,8 +123,12 @@ def run_groups(con: duckdb.DuckDBPyConnection,
         if choice:
             shadows = read_rollups_alone(con, views)
         for name in SHARED_VIEWS:
-            timed(f"snapshot {name}",
-                  f"CREATE OR REPLACE TEMP TABLE {name} AS FROM main.{name}")
+            source = f"main.{name}"
+            if name in shadows:  # a rollup read alone: snapshot its files, not the view
+                con.execute(f"DROP VIEW temp.{name}")
+                shadows.remove(name)
+                source = f"main.{ROLLED_UP_PREFIX}{name.removeprefix('rollup_')}"
+            timed(f"snapshot {name}", f"CREATE OR REPLACE TEMP TABLE {name} AS FROM {source}")
         return [timed(g.key, g.sql) for g in GROUPS]
     finally:
         for name in (*CHOICE_VIEWS, *SHARED_VIEWS):

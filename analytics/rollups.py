@@ -101,7 +101,7 @@ def _write_day(store: Store, day: str, key: str, src: dict[str, str | None]) -> 
     from .dataset import empty_select, parquet_select
 
     # Each rollup reads the day's files itself, only the columns it needs: loading them
-    # once into temp tables for all seven was no faster (bench/RESULTS.md, "Rollups: one
+    # once into temp tables for all of them was no faster (bench/RESULTS.md, "Rollups: one
     # read per day") and holds every column in memory.
     rel = {}
     for table, path in src.items():

@@ -8,27 +8,6 @@
 -- and returns rows keyed by `date`: nothing in them spans two UTC days.
 -- A rollup is declared by a line "-- rollup: NAME" before its query.
 
--- rollup: device_days
--- one row per device and day it sent anything: fw and hw of its last record that day,
--- its record count and usage events
-WITH recs AS (
-    SELECT device_id, date, ts, fw, hw FROM {readings}
-    UNION ALL
-    SELECT device_id, date, ts, fw, hw FROM {events}
-),
-per_day AS (
-    SELECT device_id, date, arg_max(fw, ts) AS fw, arg_max(hw, ts) AS hw,
-           count(*) AS records
-    FROM recs GROUP BY device_id, date
-),
-use AS (
-    SELECT device_id, date, count(*) AS usage_events
-    FROM {events} WHERE event IN ({usage_events}) GROUP BY device_id, date
-)
-SELECT p.date, p.device_id, p.fw, p.hw, p.records, coalesce(u.usage_events, 0) AS usage_events,
-       u.usage_events IS NOT NULL AS active
-FROM per_day p LEFT JOIN use u USING (device_id, date);
-
 -- rollup: environment_bands
 -- device-hours (a device's readings in one UTC hour, averaged) per temperature band
 -- (2 degC) and humidity band (10 %), and the usage events in those hours. Hours are
@@ -65,10 +44,11 @@ SELECT date, hw, device_id, count(*) AS readings FROM {readings} GROUP BY ALL;
 
 -- rollup: firmware_days
 -- one row per device, day, firmware and model it sent anything under (a device updated
--- or rolled back that day has a row per version): when its first record under them
--- came, its usage events, crashes (an error, or a power_on whose reset cause is a
--- crash), reboots, heartbeats, the heartbeat interval it reported, records it dropped.
--- The health and feature metrics count each record under the firmware that sent it.
+-- or rolled back that day has a row per version): its first and last record's times and
+-- its records under them, usage events, crashes (an error, or a power_on whose reset
+-- cause is a crash), reboots, heartbeats, the heartbeat interval it reported, records it
+-- dropped. The health and feature metrics count each record under the firmware that
+-- sent it; device_days (metrics.sql) takes each device-day's last firmware from here.
 WITH recs AS (
     SELECT date, device_id, fw, hw, ts, NULL::VARCHAR AS event, NULL::VARCHAR AS reset_cause,
            NULL::BIGINT AS records_dropped, NULL::BIGINT AS interval_s
@@ -77,7 +57,8 @@ WITH recs AS (
     SELECT date, device_id, fw, hw, ts, event, reset_cause, records_dropped, interval_s
     FROM {events}
 )
-SELECT date, device_id, fw, hw, min(ts) AS first_ts,
+SELECT date, device_id, fw, hw, min(ts) AS first_ts, max(ts) AS last_ts,
+       count(*) AS records,
        count(*) FILTER (WHERE event IN ({usage_events})) AS usage_events,
        count(*) FILTER (WHERE event = 'error' OR (event = 'power_on'
            AND reset_cause IN ({crash_reset_causes}))) AS crashes,
@@ -146,3 +127,8 @@ FROM marked WHERE NOT open
 UNION ALL
 SELECT date, 'open', device_id, fw, hw, started, ended, epoch(ended - started) / 60, 1
 FROM marked WHERE open;
+
+-- rollup: experiment_reports
+-- the variants devices reported applying (setting_changed "experiment.<key>"), with when
+SELECT date, device_id, substr(name, 12) AS experiment, value AS variant, ts
+FROM {events} WHERE event = 'setting_changed' AND name LIKE 'experiment.%';
