@@ -330,6 +330,26 @@ def test_unhandled_exception_is_reported_by_the_next_boot(broker, start_ingest,
     assert not (dev.flash / "reset.json").exists()  # the note is used up
 
 
+def test_watchdog_reset_is_reported_by_the_next_boot(broker, start_ingest, tmp_path) -> None:
+    """A hang the watchdog ends: nothing can be noted before that reset, so the next
+    boot reports the board's own cause, "watchdog"."""
+    ingest = start_ingest()
+    ingest.wait_subscribed()
+    dev = SimDevice(broker, tmp_path / "dev", "hang-0001",
+                    settings={"sample_s": 30, "flush_s": 5},
+                    scenario={"speed": 50, "duration_s": 120, "stall_at_s": [20, 40]})
+    out = dev.run()
+    assert "watchdog reset" in out
+
+    def power_ons() -> list[tuple[int, str]]:
+        return sorted((e["boot"], e["reset_cause"])
+                      for e in rows(tmp_path / "data", "events", "hang-0001")
+                      if e["event"] == "power_on")
+
+    assert wait_until("both boots' power_on stored", lambda: len(p := power_ons()) >= 2 and p,
+                      timeout=30) == [(0, "power_on"), (1, "watchdog")]
+
+
 def test_keepalive_holds_across_the_tick_wrap(broker, tmp_path) -> None:
     """The tick counter wraps a second after boot (on an ESP32: after 12.4 days). The
     client still pings within the keepalive, so the broker keeps the connection; with

@@ -46,6 +46,10 @@ class Board:
         # "fault_at_s": reading the inputs raises once at that scenario time, standing in
         # for a bug the application does not handle
         self._fault_ms = int(sc["fault_at_s"] * 1000) if "fault_at_s" in sc else None
+        # "stall_at_s": [at, seconds]: the first wait after `at` lasts that long (a driver
+        # that hangs), long enough for the watchdog to reset the board
+        stall = sc.get("stall_at_s")
+        self._stall = (int(stall[0] * 1000), int(stall[1] * 1000)) if stall else None
         # The tick counter wraps like a board's (at the interpreter's ticks period), and a
         # scenario may start it just before the wrap ("ticks_wrap_in_s"): on an ESP32 the
         # wrap comes after 12.4 days, too late for a test to wait for.
@@ -93,6 +97,10 @@ class Board:
             elif real:
                 time.sleep_ms(real)
             self._v += ms
+        if (self._stall is not None and not self._faulted
+                and self._t0 + self._v >= self._stall[0]):
+            self._faulted = True  # once per scenario, as the fault above
+            self._v += self._stall[1]
         self._check_wdt()
         if self._heap:
             import gc
