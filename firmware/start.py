@@ -8,7 +8,6 @@ import sys
 import hw
 
 RETRY_MS = 10000
-RESET_AFTER = 5
 
 
 def load_config():
@@ -21,7 +20,6 @@ def load_config():
 
 def main():
     board = None
-    errors = 0
     while True:
         try:
             cfg, err = load_config()
@@ -30,14 +28,15 @@ def main():
                 from app import App
                 App(board, cfg).run()
                 return
-            errors += 1
+            # a reset would not mend the file: retried until someone copies a good one
             print("fleetpulse: config error: %s; retrying in %d s" % (err, RETRY_MS // 1000))
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:
             # A crash: noted on flash and the board reset, so the next boot reports it
-            # as power_on with reset_cause "exception" and this line. Restarting the
-            # application within the boot would send a power_on no reset preceded.
+            # as power_on with reset_cause "exception" and this line, and starts with a
+            # clean heap. Restarting the application within the boot would send a
+            # power_on no reset preceded.
             import resetnote
             line = "%s: %s" % (type(e).__name__, e)
             print("fleetpulse: unexpected error, resetting the board in %d s: %s"
@@ -51,14 +50,6 @@ def main():
             return
         if board is None:
             board = hw.load()
-        if errors >= RESET_AFTER:
-            # the same failure again and again (a fragmented or exhausted heap, modules
-            # half imported): a reset gives the application a clean heap
-            import resetnote
-            print("fleetpulse: %d errors in a row, resetting the board" % errors)
-            resetnote.note("software_reset")
-            board.reset()
-            return
         pause(board)
         if board.finished():
             return
