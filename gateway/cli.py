@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest_cli.register(sub)
     ingest_cli.register_compact(sub)
     simulators_cli.register(sub)
+    simulators_cli.register_capture(sub)
     analytics_cli.register(sub)
     devices_cli.register(sub)
     gateway_cli.register(sub)

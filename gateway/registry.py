@@ -47,6 +47,8 @@ SERVICES: dict[str, list[str]] = {
         "topic write devices/+/telemetry",  # the serial bridge speaks for wired devices
         "topic readwrite devices/+/config",
     ],
+    # `fleetpulse record`: reads what it records, publishes nothing.
+    "fleetpulse-recorder": ["topic read devices/#"],
     # For the simulator and tests only: one client publishing as a whole virtual fleet.
     "fleetpulse-simulator": ["topic write devices/+/telemetry", "topic write devices/+/status"],
 }

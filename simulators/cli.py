@@ -27,6 +27,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_simulate)
 
 
+def register_capture(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("record", help="record what a broker carries into a capture",
+                       description="Subscribe and write every message losslessly (payload "
+                                   "bytes, QoS, retain, MQTT 5 properties, receive times) "
+                                   "into a capture directory of Parquet segments "
+                                   "(docs/capture-format.md).")
+    config.add_broker_arg(p)
+    p.add_argument("--out", type=Path, required=True, help="capture directory to create")
+    p.add_argument("--filter", default="devices/#",
+                   help="topic filter to record (default %(default)s)")
+    p.add_argument("--count", type=_positive, help="stop after this many messages")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    config.add_auth_args(p, "fleetpulse-recorder")
+    p.set_defaults(func=_record)
+
+    p = sub.add_parser("replay", help="replay a capture into a dataset, or check its metrics",
+                       description="Feed a capture through ingest's pipeline into --data, "
+                                   "or with --golden compare every metric with approved "
+                                   "values (exit 1 and a table of what changed).")
+    p.add_argument("capture", type=Path, help="capture directory (from `fleetpulse record`)")
+    p.add_argument("--data", type=Path, help="dataset to replay into, offline (no broker)")
+    p.add_argument("--golden", type=Path, metavar="FILE",
+                   help="compare the replayed metrics with FILE")
+    p.add_argument("--update-golden", action="store_true",
+                   help="with --golden: write FILE from this capture instead")
+    p.add_argument("--filter", default=None, help="replay only topics matching this filter")
+    p.set_defaults(func=_replay)
+
+
 def register_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="broker + ingest + simulated fleet + metrics, in one go",
                        description="Start mosquitto and ingest, simulate a fleet, print the "
@@ -70,4 +99,46 @@ def _simulate(args: argparse.Namespace) -> int:
         f"published {truth['messages']:,} messages, {truth['records']:,} records"
         + (f"; truth in {args.truth}" if args.truth else "")
     )
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from .record import record
+
+    host, port = config.parse_broker(args.broker)
+    username, password = config.resolve_auth(args)
+    r = record(host, port, args.out, args.filter, args.count, args.duration, username,
+               password)
+    Console(stderr=True).print(f"recorded {r.messages:,} messages "
+                               f"({r.payload_bytes / 1e6:.1f} MB) in {r.seconds:.1f} s "
+                               f"into {args.out}")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from fleetpulse.gateway.errors import UserError
+
+    from .replay import REL_TOL, golden, replay_offline
+
+    if args.golden:
+        changes = golden(args.capture, args.golden, args.update_golden, args.filter)
+        if args.update_golden:
+            Console(stderr=True).print(f"wrote {args.golden}")
+            return 0
+        if not changes:
+            Console().print(f"metrics equal {args.golden} (floats within {REL_TOL:g})")
+            return 0
+        from rich.table import Table
+
+        t = Table("metric", "key", "expected", "got",
+                  title=f"{len(changes)} differences from {args.golden}", title_justify="left")
+        for c in changes[:200]:
+            t.add_row(c.metric, c.key, str(c.expected), str(c.got))
+        Console().print(t)
+        return 1
+    if args.data is None:
+        raise UserError("replay needs --data DIR (offline into a dataset) or --golden FILE")
+    r = replay_offline(args.capture, args.data, args.filter)
+    Console(stderr=True).print(f"replayed {r.messages:,} messages: {r.records:,} records "
+                               f"stored, {r.rejected:,} rejected into quarantine, in {args.data}")
     return 0

@@ -1,0 +1,156 @@
+"""Telemetry captures: what `fleetpulse record` writes and `fleetpulse replay` reads
+(docs/capture-format.md).
+
+A capture is a directory of Parquet segments plus a small manifest:
+
+    CAPTURE/capture.json             {"format": "fleetpulse-capture", "version": 1, ...}
+    CAPTURE/seg-000001.parquet       messages in receive order, one row each
+    CAPTURE/seg-000002.parquet       ...
+
+Each segment is written whole (temporary name, fsync, rename) about once a second, so
+a killed recorder loses at most its last second and every file on disk is complete.
+Parquet because it is compressed, columnar and read by DuckDB as it is:
+`SELECT topic, count(*) FROM 'CAPTURE/*.parquet' GROUP BY ALL`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from paho.mqtt.client import topic_matches_sub
+
+from fleetpulse.gateway.errors import UserError
+
+FORMAT = "fleetpulse-capture"
+VERSION = 1
+MANIFEST = "capture.json"
+
+SCHEMA = pa.schema([
+    pa.field("seq", pa.int64(), nullable=False),  # 0, 1, 2 ... in receive order
+    pa.field("received_ns", pa.int64(), nullable=False),  # wall clock, Unix epoch ns
+    pa.field("offset_ns", pa.int64(), nullable=False),  # monotonic, from the first message
+    pa.field("topic", pa.string(), nullable=False),
+    pa.field("payload", pa.binary(), nullable=False),  # the bytes as they came
+    pa.field("qos", pa.int8(), nullable=False),
+    pa.field("retain", pa.bool_(), nullable=False),
+    # MQTT 5 properties as JSON (paho's names: UserProperty as [[k, v], ...],
+    # ContentType, ...); NULL when the message had none
+    pa.field("properties", pa.string()),
+])
+
+
+@dataclass
+class Message:
+    seq: int
+    received_ns: int
+    offset_ns: int
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    properties: dict[str, Any] | None = None
+
+
+@dataclass
+class CaptureWriter:
+    """Appends messages; `flush()` (about once a second) writes the next segment."""
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+    _rows: list[Message] = field(default_factory=list)
+    _segment: int = 0
+    messages: int = 0
+    payload_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        if any(self.path.glob("seg-*.parquet")):
+            raise UserError(f"{self.path} already holds a capture: choose another --out")
+        _write_atomic(self.path / MANIFEST, json.dumps(
+            {"format": FORMAT, "version": VERSION, **self.meta}, indent=1).encode())
+
+    def add(self, m: Message) -> None:
+        self._rows.append(m)
+        self.messages += 1
+        self.payload_bytes += len(m.payload)
+
+    def flush(self) -> None:
+        if not self._rows:
+            return
+        rows, self._rows = self._rows, []
+        self._segment += 1
+        table = pa.Table.from_pydict({
+            "seq": [m.seq for m in rows], "received_ns": [m.received_ns for m in rows],
+            "offset_ns": [m.offset_ns for m in rows], "topic": [m.topic for m in rows],
+            "payload": [m.payload for m in rows], "qos": [m.qos for m in rows],
+            "retain": [m.retain for m in rows],
+            "properties": [json.dumps(m.properties) if m.properties else None for m in rows],
+        }, schema=SCHEMA)
+        target = self.path / f"seg-{self._segment:06d}.parquet"
+        tmp = target.with_name(target.name + ".tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        tmp.replace(target)
+        _fsync_dir(self.path)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def manifest(path: Path) -> dict[str, Any]:
+    """The capture's manifest, checked: a later release reads version 1 or says why not."""
+    try:
+        doc = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} is not a capture (no {MANIFEST}): record one with "
+                        "`fleetpulse record --out DIR`") from None
+    except ValueError:
+        raise UserError(f"{path / MANIFEST} is not JSON: the capture is damaged") from None
+    if doc.get("format") != FORMAT or not isinstance(doc.get("version"), int):
+        raise UserError(f"{path / MANIFEST} is not a fleetpulse capture manifest")
+    if doc["version"] > VERSION:
+        raise UserError(f"{path} is capture format version {doc['version']}; this release "
+                        f"reads up to {VERSION}: upgrade fleetpulse")
+    return doc
+
+
+def segments(path: Path) -> list[Path]:
+    return sorted(path.glob("seg-*.parquet"))
+
+
+def read(path: Path, topic_filter: str | None = None) -> Iterator[Message]:
+    """Every message of the capture in receive order (segments never overlap)."""
+    manifest(path)
+    for seg in segments(path):
+        t = pq.read_table(seg, schema=SCHEMA)
+        cols = {name: t.column(name).to_pylist() for name in SCHEMA.names}
+        for i in range(t.num_rows):
+            topic = cols["topic"][i]
+            if topic_filter is not None and not topic_matches_sub(topic_filter, topic):
+                continue
+            props = cols["properties"][i]
+            yield Message(cols["seq"][i], cols["received_ns"][i], cols["offset_ns"][i], topic,
+                          cols["payload"][i], cols["qos"][i], cols["retain"][i],
+                          json.loads(props) if props else None)

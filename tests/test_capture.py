@@ -1,0 +1,182 @@
+"""`fleetpulse record` and `fleetpulse replay`: captures recorded from a real broker,
+replayed offline through ingest's pipeline, and checked against golden metrics."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import duckdb
+import paho.mqtt.client as mqtt
+from conftest import wait_until
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from fleetpulse.analytics import dataset
+from fleetpulse.gateway.broker import Broker
+from fleetpulse.simulators import capture
+from fleetpulse.simulators.record import record
+from fleetpulse.simulators.replay import golden, replay_offline
+
+T = 1767268800000
+
+
+def _envelope(device: str, seq: int) -> bytes:
+    return json.dumps({"v": 1, "device_id": device, "boot": 1, "seq": seq, "fw": "1.0",
+                       "hw": "h", "sent_ms": T + seq * 1000, "records": [
+                           {"t": T + seq * 1000, "type": "event", "event": "feature_used",
+                            "feature": "eco"},
+                           {"t": T + seq * 1000, "type": "reading", "temperature_c": 21.5,
+                            "humidity_pct": 40}]}).encode()
+
+
+def _publisher(broker: Broker) -> mqtt.Client:
+    cred = broker.credentials("fleetpulse-simulator")
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="capture-test-pub",
+                    protocol=mqtt.MQTTv5)
+    c.username_pw_set(cred.username, cred.password)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    return c
+
+
+# (topic, payload, qos, retain, user properties)
+TRAFFIC = [
+    ("devices/cap-1/telemetry", _envelope("cap-1", 0), 1, False, [("src", "test")]),
+    ("devices/cap-1/telemetry", bytes(range(256)), 1, False, None),  # every byte value
+    ("devices/cap-1/telemetry", _envelope("cap-1", 1), 0, False, None),
+    ("devices/cap-2/status", b"online", 1, True, [("a", "1"), ("b", "2")]),
+    ("devices/cap-2/telemetry", b"{not json", 1, False, None),
+    ("devices/cap-2/telemetry", _envelope("cap-2", 0), 1, False, None),
+]
+
+
+def test_record_is_lossless_and_duckdb_reads_it(broker: Broker, tmp_path: Path) -> None:
+    out = tmp_path / "cap"
+    cred = broker.credentials("fleetpulse-recorder")
+    ready, result = threading.Event(), {}
+
+    def run() -> None:
+        result["r"] = record(broker.host, broker.port, out, "devices/#", count=len(TRAFFIC),
+                             duration=30, username=cred.username, password=cred.password,
+                             client_id="capture-test-rec", progress=False, ready=ready)
+
+    t = threading.Thread(target=run)
+    t.start()
+    assert ready.wait(10)
+    pub = _publisher(broker)
+    for topic, payload, qos, retain, user in TRAFFIC:
+        props = None
+        if user:
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = user
+        pub.publish(topic, payload, qos=qos, retain=retain, properties=props).wait_for_publish(5)
+    t.join(30)
+    pub.publish("devices/cap-2/status", b"", qos=1, retain=True).wait_for_publish(5)
+    pub.loop_stop()
+    pub.disconnect()
+    assert result["r"].messages == len(TRAFFIC)
+
+    got = list(capture.read(out))
+    assert [(m.topic, m.payload, m.qos, m.retain) for m in got] == [
+        (topic, payload, qos, retain) for topic, payload, qos, retain, _ in TRAFFIC]
+    assert [(m.properties or {}).get("UserProperty") for m in got] == [
+        [list(kv) for kv in user] if user else None for *_, user in TRAFFIC]
+    assert [m.seq for m in got] == list(range(len(TRAFFIC)))
+    assert all(b.offset_ns >= a.offset_ns for a, b in itertools.pairwise(got))
+    # DuckDB reads a capture as it is, without fleetpulse
+    assert duckdb.sql(f"SELECT topic, count(*) FROM '{out}/*.parquet' GROUP BY ALL "
+                      "ORDER BY 1").fetchall() == [
+        ("devices/cap-1/telemetry", 3), ("devices/cap-2/status", 1),
+        ("devices/cap-2/telemetry", 2)]
+    assert capture.manifest(out)["version"] == capture.VERSION
+
+    # offline replay: the same validation and quarantine as ingest from a broker
+    r = replay_offline(out, tmp_path / "data")
+    assert r.messages == len(TRAFFIC) and r.records == 6
+    con = dataset.connect(tmp_path / "data")
+    assert con.execute("SELECT count(*) FROM quarantine").fetchone()[0] >= 2
+
+
+def _capture_of(tmp_path: Path, n: int = 40) -> Path:
+    w = capture.CaptureWriter(tmp_path / "cap")
+    for i in range(n):
+        dev = f"g-{i % 4}"
+        w.add(capture.Message(i, (T + i * 1000) * 1_000_000, i * 1_000_000_000,
+                              f"devices/{dev}/telemetry", _envelope(dev, i), 1, False))
+    w.flush()
+    return tmp_path / "cap"
+
+
+def test_golden_passes_and_a_changed_definition_fails_naming_it(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    cap = _capture_of(tmp_path)
+    gold = tmp_path / "golden.json"
+    assert golden(cap, gold, update=True) == []
+    assert golden(cap, gold) == []
+    argv = [sys.executable, "-m", "fleetpulse.gateway.cli", "replay", str(cap), "--golden",
+            str(gold)]
+    ok = subprocess.run(argv, capture_output=True, text=True)
+    assert ok.returncode == 0 and "metrics equal" in ok.stdout, ok.stderr
+
+    # a test's copy of the metric library with one definition changed
+    changed = tmp_path / "metrics.sql"
+    changed.write_text(dataset.METRICS_SQL.read_text().replace(
+        "round(count(*) / any_value(a.n), 4) AS share_of_active",
+        "round(count(*) / any_value(a.n), 3) * 2 AS share_of_active"))
+    monkeypatch.setattr(dataset, "METRICS_SQL", changed)
+    dataset._metrics_sql.cache_clear()  # read once per process
+    try:
+        diff = golden(cap, gold)
+    finally:
+        monkeypatch.undo()
+        dataset._metrics_sql.cache_clear()
+    assert diff and {c.metric for c in diff} == {"feature_adoption"}
+    assert any("share_of_active" in c.key for c in diff)
+
+
+def test_replay_says_what_to_do(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "fleetpulse.gateway.cli", "replay", str(tmp_path)]
+    r = subprocess.run(argv, capture_output=True, text=True)
+    assert r.returncode == 2 and "needs --data DIR" in r.stderr
+    r = subprocess.run([*argv, "--data", str(tmp_path / "d")], capture_output=True, text=True)
+    assert r.returncode == 2 and "is not a capture" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_sigkill_while_recording_loses_at_most_the_last_second(broker: Broker,
+                                                               tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    cred = broker.credentials("fleetpulse-recorder")
+    (tmp_path / "pw").write_text(cred.password + "\n")
+    out = tmp_path / "cap"
+    proc = subprocess.Popen([sys.executable, "-m", "fleetpulse.gateway.cli", "record",
+                             "--broker", broker.address, "--out", str(out), "--username",
+                             cred.username, "--password-file", str(tmp_path / "pw")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pub = _publisher(broker)
+    try:
+        # the manifest is written once the recorder is subscribed
+        wait_until("the recorder subscribed", (out / capture.MANIFEST).exists, timeout=20)
+        sent_at: list[float] = []
+        for i in range(300):  # 3 s of messages, one every 10 ms
+            pub.publish("devices/kill-1/telemetry", _envelope("kill-1", i), qos=1)
+            sent_at.append(time.monotonic())
+            time.sleep(0.01)
+        killed_at = time.monotonic()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    got = {json.loads(m.payload)["seq"] for m in capture.read(out)}
+    older = {i for i, t in enumerate(sent_at) if t < killed_at - 1.2}
+    assert older and older <= got, f"lost {sorted(older - got)[:5]}"
+    assert got <= set(range(300))  # and what is on disk is whole
