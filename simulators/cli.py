@@ -47,12 +47,22 @@ def register_capture(sub: argparse._SubParsersAction) -> None:
                                    "or with --golden compare every metric with approved "
                                    "values (exit 1 and a table of what changed).")
     p.add_argument("capture", type=Path, help="capture directory (from `fleetpulse record`)")
+    p.add_argument("--broker", metavar="HOST:PORT", default=config.env("BROKER"),
+                   help="publish to this broker, on the capture's schedule (env "
+                        "FLEETPULSE_BROKER)")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="with --broker: this many times faster than recorded (default 1)")
+    p.add_argument("--fast", action="store_true",
+                   help="with --broker: as fast as the broker takes them, no schedule")
+    p.add_argument("--loop", type=_positive, default=1, metavar="N",
+                   help="with --broker: replay the capture N times (default 1)")
     p.add_argument("--data", type=Path, help="dataset to replay into, offline (no broker)")
     p.add_argument("--golden", type=Path, metavar="FILE",
                    help="compare the replayed metrics with FILE")
     p.add_argument("--update-golden", action="store_true",
                    help="with --golden: write FILE from this capture instead")
     p.add_argument("--filter", default=None, help="replay only topics matching this filter")
+    config.add_auth_args(p, "fleetpulse-simulator")
     p.set_defaults(func=_replay)
 
 
@@ -118,7 +128,7 @@ def _record(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from fleetpulse.gateway.errors import UserError
 
-    from .replay import REL_TOL, golden, replay_offline
+    from .replay import REL_TOL, golden, replay_broker, replay_offline
 
     if args.golden:
         changes = golden(args.capture, args.golden, args.update_golden, args.filter)
@@ -136,8 +146,19 @@ def _replay(args: argparse.Namespace) -> int:
             t.add_row(c.metric, c.key, str(c.expected), str(c.got))
         Console().print(t)
         return 1
+    if args.broker and args.data is None:
+        host, port = config.parse_broker(args.broker)
+        username, password = config.resolve_auth(args)
+        b = replay_broker(args.capture, host, port, args.speed, args.fast, args.filter,
+                          args.loop, username, password)
+        timing = ("" if args.fast else f", lag p50 {b.lag_p50_ms:.1f} ms, p99 "
+                  f"{b.lag_p99_ms:.1f} ms, max {b.lag_max_ms:.1f} ms")
+        Console().print(f"replayed {b.messages:,} messages in {b.seconds:.2f} s "
+                        f"({b.rate:,.0f} msg/s){timing}; every QoS 1 message acknowledged")
+        return 0
     if args.data is None:
-        raise UserError("replay needs --data DIR (offline into a dataset) or --golden FILE")
+        raise UserError("replay needs --broker HOST:PORT, --data DIR (offline into a "
+                        "dataset) or --golden FILE")
     r = replay_offline(args.capture, args.data, args.filter)
     Console(stderr=True).print(f"replayed {r.messages:,} messages: {r.records:,} records "
                                f"stored, {r.rejected:,} rejected into quarantine, in {args.data}")

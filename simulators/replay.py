@@ -132,3 +132,107 @@ def golden(path: Path, golden_file: Path, update: bool = False,
         raise UserError(f"{golden_file} is not JSON: write it again with --update-golden"
                         ) from None
     return compare(doc.get("metrics", {}), values)
+
+
+@dataclass
+class BrokerResult:
+    messages: int
+    seconds: float
+    lag_p50_ms: float
+    lag_p99_ms: float
+    lag_max_ms: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+def _properties(d: dict[str, Any] | None) -> Any:
+    """paho Properties for a PUBLISH from a capture's JSON, or None."""
+    if not d:
+        return None
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    p = Properties(PacketTypes.PUBLISH)
+    for name, value in d.items():
+        if name == "SubscriptionIdentifier":
+            continue  # added by the broker on delivery; a client may not publish it
+        if name == "UserProperty":
+            value = [tuple(kv) for kv in value]
+        elif name == "CorrelationData":
+            value = bytes.fromhex(value)
+        setattr(p, name, value)
+    return p
+
+
+def replay_broker(path: Path, host: str, port: int, speed: float = 1.0, fast: bool = False,
+                  topic_filter: str | None = None, loops: int = 1,
+                  username: str | None = None, password: str | None = None,
+                  client_id: str = "fleetpulse-replay", ack_timeout: float = 60.0
+                  ) -> BrokerResult:
+    """Publish the capture to a broker with its QoS, retain flags and properties.
+
+    Timing is an absolute schedule: message i is due at t0 + (offset_i - offset_0) /
+    speed, and the wait is for that instant, never for the delta since the previous
+    message, so lateness does not accumulate. `fast` publishes as fast as the client
+    can. Every QoS 1 message is acknowledged before this returns."""
+    import time
+
+    import paho.mqtt.client as mqtt
+
+    if speed <= 0:
+        raise UserError("--speed must be above 0 (use --fast for no waiting)")
+    messages = list(capture.read(path, topic_filter))
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                    protocol=mqtt.MQTTv5)
+    if username:
+        c.username_pw_set(username, password)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    try:
+        c.connect(host, port, keepalive=30)
+    except OSError as e:
+        raise UserError(f"cannot reach the broker at {host}:{port} ({e.strerror or e}): "
+                        "start it or pass --broker HOST:PORT") from None
+    c.loop_start()
+    lags: list[float] = []
+    pending = []
+    props = [_properties(m.properties) for m in messages]
+    span = (messages[-1].offset_ns - messages[0].offset_ns) if messages else 0
+    start = time.monotonic()
+    try:
+        for lap in range(loops):
+            base = messages[0].offset_ns if messages else 0
+            lap_start = start + lap * (span / 1e9 / speed + 0.001) if not fast else 0.0
+            for m, p in zip(messages, props, strict=True):
+                if not fast:
+                    due = lap_start + (m.offset_ns - base) / 1e9 / speed
+                    wait = due - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
+                info = c.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, properties=p)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    raise UserError(f"publish to {m.topic} failed: "
+                                    f"{mqtt.error_string(info.rc)}")
+                if not fast:
+                    lags.append((time.monotonic() - due) * 1000)
+                if m.qos:
+                    pending.append(info)
+        deadline = time.monotonic() + ack_timeout
+        for info in pending:
+            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            if not info.is_published():
+                raise UserError(f"the broker did not acknowledge {len(pending)} QoS 1 "
+                                f"messages within {ack_timeout:.0f} s")
+        seconds = time.monotonic() - start
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    lags.sort()
+
+    def pct(q: float) -> float:
+        return lags[min(len(lags) - 1, int(q * len(lags)))] if lags else 0.0
+
+    return BrokerResult(len(messages) * loops, seconds, pct(0.5), pct(0.99),
+                        lags[-1] if lags else 0.0)
