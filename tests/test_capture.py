@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import re
 import subprocess
 import sys
 import threading
@@ -142,7 +144,7 @@ def test_golden_passes_and_a_changed_definition_fails_naming_it(tmp_path: Path,
 def test_replay_says_what_to_do(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "fleetpulse.gateway.cli", "replay", str(tmp_path)]
     r = subprocess.run(argv, capture_output=True, text=True)
-    assert r.returncode == 2 and "needs --data DIR" in r.stderr
+    assert r.returncode == 2 and "--data DIR (offline" in r.stderr
     r = subprocess.run([*argv, "--data", str(tmp_path / "d")], capture_output=True, text=True)
     assert r.returncode == 2 and "is not a capture" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
@@ -150,7 +152,6 @@ def test_replay_says_what_to_do(tmp_path: Path) -> None:
 
 def test_sigkill_while_recording_loses_at_most_the_last_second(broker: Broker,
                                                                tmp_path: Path) -> None:
-    import os
     import signal
     import time
 
@@ -236,12 +237,11 @@ def test_round_trip_through_a_second_broker_is_byte_for_byte(broker: Broker,
     assert all((m.properties or {}).get("ContentType") == "application/octet-stream" for m in a)
 
 
-def _received_at(broker: Broker, cap: Path, n: int, speed: float):
-    """Replay `cap` at `speed` while an independent subscriber notes when each message
-    (payload: its index) arrives; returns (arrival times, replay's result)."""
+def _received_at(broker: Broker, cap: Path, n: int, speed: float, tmp_path: Path):
+    """`fleetpulse replay --broker` of `cap` at `speed` (its own process) while an
+    independent subscriber here notes when each message (payload: its index) arrives;
+    returns (arrival times, replay's printed line)."""
     import time
-
-    from fleetpulse.simulators.replay import replay_broker
 
     got: dict[int, float] = {}
     sub_cred = broker.credentials("fleetpulse-recorder")
@@ -253,16 +253,21 @@ def _received_at(broker: Broker, cap: Path, n: int, speed: float):
     sub.connect(broker.host, broker.port)
     sub.subscribe("devices/tick-1/telemetry", qos=1)
     sub.loop_start()
+    cred = broker.credentials("fleetpulse-simulator")
+    (tmp_path / "pw").write_text(cred.password + "\n")
     try:
         assert subscribed.wait(5)
-        cred = broker.credentials("fleetpulse-simulator")
-        r = replay_broker(cap, broker.host, broker.port, speed=speed,
-                          username=cred.username, password=cred.password)
+        r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "replay", str(cap),
+                            "--broker", broker.address, "--speed", str(speed), "--username",
+                            cred.username, "--password-file", str(tmp_path / "pw")],
+                           capture_output=True, text=True, timeout=60, env={
+                               **os.environ, "COLUMNS": "200"})
+        assert r.returncode == 0, r.stderr
         wait_until("every tick received", lambda: len(got) == n, timeout=10)
     finally:
         sub.loop_stop()
         sub.disconnect()
-    return got, r
+    return got, r.stdout
 
 
 def test_replay_keeps_to_its_schedule(broker: Broker, tmp_path: Path) -> None:
@@ -275,13 +280,14 @@ def test_replay_keeps_to_its_schedule(broker: Broker, tmp_path: Path) -> None:
                               str(i).encode(), 1, False))
     w.flush()
     for speed in (10.0, 40.0):
-        got, r = _received_at(broker, tmp_path / "timed", n, speed)
+        got, line = _received_at(broker, tmp_path / "timed", n, speed, tmp_path)
         # the schedule's origin as the subscriber sees it: the earliest (arrival - due)
         offsets = [got[i] - i * 0.1 / speed for i in range(n)]
         lag_ms = sorted((o - min(offsets)) * 1000 for o in offsets)
         p99 = lag_ms[int(0.99 * n) - 1]
-        print(f"speed {speed}: subscriber p99 lag {p99:.1f} ms; replay said p99 "
-              f"{r.lag_p99_ms:.1f} ms, max {r.lag_max_ms:.1f} ms")
-        assert p99 < 20 and r.lag_p99_ms < 20
+        print(f"speed {speed}: subscriber p99 lag {p99:.1f} ms; {line.strip()}")
+        said = re.search(r"lag p50 ([0-9.]+) ms, p99 ([0-9.]+) ms", line)
+        assert said and float(said.group(2)) < 20, line
+        assert p99 < 20
         # no drift: the last message is as late as the first
         assert abs(offsets[-1] - offsets[0]) * 1000 < 20
