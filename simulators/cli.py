@@ -62,6 +62,12 @@ def register_capture(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--update-golden", action="store_true",
                    help="with --golden: write FILE from this capture instead")
     p.add_argument("--filter", default=None, help="replay only topics matching this filter")
+    p.add_argument("--retime", default="none", metavar="now|DATE|none",
+                   help="shift every envelope's sent_ms and record times by one constant so "
+                        "the first record lands now or at DATE's UTC midnight (default none)")
+    p.add_argument("--clone", type=_positive, default=1, metavar="K",
+                   help="replay as K fleets: device ids get -c1 .. -c(K-1) in topic and "
+                        "envelope (default 1)")
     config.add_auth_args(p, "fleetpulse-simulator")
     p.set_defaults(func=_replay)
 
@@ -150,16 +156,23 @@ def _replay(args: argparse.Namespace) -> int:
         host, port = config.parse_broker(args.broker)
         username, password = config.resolve_auth(args)
         b = replay_broker(args.capture, host, port, args.speed, args.fast, args.filter,
-                          args.loop, username, password)
+                          args.loop, username, password, retime=args.retime,
+                          clones=args.clone)
         timing = ("" if args.fast else f", lag p50 {b.lag_p50_ms:.1f} ms, p99 "
                   f"{b.lag_p99_ms:.1f} ms, max {b.lag_max_ms:.1f} ms")
         Console().print(f"replayed {b.messages:,} messages in {b.seconds:.2f} s "
-                        f"({b.rate:,.0f} msg/s){timing}; every QoS 1 message acknowledged")
+                        f"({b.rate:,.0f} msg/s){timing}; every QoS 1 message acknowledged"
+                        + _shifted(b.offset_ms))
         return 0
     if args.data is None:
         raise UserError("replay needs --broker HOST:PORT, --data DIR (offline into a "
                         "dataset) or --golden FILE")
-    r = replay_offline(args.capture, args.data, args.filter)
+    r = replay_offline(args.capture, args.data, args.filter, args.retime, args.clone)
     Console(stderr=True).print(f"replayed {r.messages:,} messages: {r.records:,} records "
-                               f"stored, {r.rejected:,} rejected into quarantine, in {args.data}")
+                               f"stored, {r.rejected:,} rejected into quarantine, in {args.data}"
+                               + _shifted(r.offset_ms))
     return 0
+
+
+def _shifted(offset_ms: int) -> str:
+    return f"; times shifted by {offset_ms:+,} ms (--retime)" if offset_ms else ""

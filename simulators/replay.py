@@ -19,6 +19,7 @@ from typing import Any
 from fleetpulse.gateway.errors import UserError
 
 from . import capture
+from .retime import retime_offset, transform
 
 # Floats in a golden file are equal within this (relative, or absolute near zero):
 # metrics are rounded to 4 places, but sums over many rows may differ in the last bits
@@ -32,20 +33,32 @@ class OfflineResult:
     messages: int
     records: int
     rejected: int
+    offset_ms: int = 0  # what --retime added to every time
 
 
-def replay_offline(path: Path, data: Path, topic_filter: str | None = None) -> OfflineResult:
+def messages_of(path: Path, topic_filter: str | None = None, retime: str = "none",
+                clones: int = 1) -> tuple[list[capture.Message], int]:
+    """The capture's messages after --retime and --clone, and the offset applied (ms)."""
+    import time
+
+    messages = list(capture.read(path, topic_filter))
+    offset = retime_offset(messages, retime, int(time.time() * 1000))
+    return list(transform(messages, offset, clones)), offset
+
+
+def replay_offline(path: Path, data: Path, topic_filter: str | None = None,
+                   retime: str = "none", clones: int = 1) -> OfflineResult:
     """Every message of the capture into the dataset at `data`, as ingest would."""
     from fleetpulse.ingest.pipeline import Pipeline
 
+    messages, offset = messages_of(path, topic_filter, retime, clones)
     pipe = Pipeline(data, "replay")
-    n = 0
-    for m in capture.read(path, topic_filter):
+    for m in messages:
         pipe.handle(m.topic, m.payload, m.received_ns // 1_000_000)
-        n += 1
     pipe.flush()
     s = pipe.stats
-    return OfflineResult(n, s.readings + s.events, s.messages_rejected + s.records_rejected)
+    return OfflineResult(len(messages), s.readings + s.events,
+                         s.messages_rejected + s.records_rejected, offset)
 
 
 def metric_values(data: Path) -> dict[str, list[dict[str, Any]]]:
@@ -141,6 +154,7 @@ class BrokerResult:
     lag_p50_ms: float
     lag_p99_ms: float
     lag_max_ms: float
+    offset_ms: int = 0
 
     @property
     def rate(self) -> float:
@@ -169,8 +183,8 @@ def _properties(d: dict[str, Any] | None) -> Any:
 def replay_broker(path: Path, host: str, port: int, speed: float = 1.0, fast: bool = False,
                   topic_filter: str | None = None, loops: int = 1,
                   username: str | None = None, password: str | None = None,
-                  client_id: str = "fleetpulse-replay", ack_timeout: float = 60.0
-                  ) -> BrokerResult:
+                  client_id: str = "fleetpulse-replay", ack_timeout: float = 60.0,
+                  retime: str = "none", clones: int = 1) -> BrokerResult:
     """Publish the capture to a broker with its QoS, retain flags and properties.
 
     Timing is an absolute schedule: message i is due at t0 + (offset_i - offset_0) /
@@ -183,7 +197,7 @@ def replay_broker(path: Path, host: str, port: int, speed: float = 1.0, fast: bo
 
     if speed <= 0:
         raise UserError("--speed must be above 0 (use --fast for no waiting)")
-    messages = list(capture.read(path, topic_filter))
+    messages, offset = messages_of(path, topic_filter, retime, clones)
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                     protocol=mqtt.MQTTv5)
     if username:
@@ -235,4 +249,4 @@ def replay_broker(path: Path, host: str, port: int, speed: float = 1.0, fast: bo
         return lags[min(len(lags) - 1, int(q * len(lags)))] if lags else 0.0
 
     return BrokerResult(len(messages) * loops, seconds, pct(0.5), pct(0.99),
-                        lags[-1] if lags else 0.0)
+                        lags[-1] if lags else 0.0, offset)

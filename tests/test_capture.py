@@ -3,6 +3,7 @@ replayed offline through ingest's pipeline, and checked against golden metrics."
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import os
@@ -291,3 +292,28 @@ def test_replay_keeps_to_its_schedule(broker: Broker, tmp_path: Path) -> None:
         assert p99 < 20
         # no drift: the last message is as late as the first
         assert abs(offsets[-1] - offsets[0]) * 1000 < 20
+
+
+def test_retime_and_clone(tmp_path: Path) -> None:
+    from fleetpulse.simulators.replay import messages_of
+
+    cap = _capture_of(tmp_path, n=8)
+    moved, offset = messages_of(cap, retime="2027-03-01")
+    midnight = 1803859200000  # 2027-03-01T00:00Z
+    assert offset == midnight - T
+    first = json.loads(moved[0].payload)
+    assert first["records"][0]["t"] == midnight and first["sent_ms"] == midnight
+    assert moved[0].received_ns == (T + offset) * 1_000_000
+    again, _ = messages_of(cap, retime="2027-03-01")
+    assert [m.payload for m in again] == [m.payload for m in moved]  # deterministic
+    cloned, _ = messages_of(cap, clones=3)
+    assert len(cloned) == 24
+    assert [m.topic for m in cloned[:3]] == ["devices/g-0/telemetry", "devices/g-0-c1/telemetry",
+                                             "devices/g-0-c2/telemetry"]
+    assert [json.loads(m.payload)["device_id"] for m in cloned[:3]] == ["g-0", "g-0-c1", "g-0-c2"]
+    assert cloned[0].payload == next(capture.read(cap)).payload  # clone 0 as recorded
+    r = replay_offline(cap, tmp_path / "data", clones=3, retime="2027-03-01")
+    con = dataset.connect(tmp_path / "data")
+    assert con.execute("SELECT count(DISTINCT device_id), min(ts)::DATE FROM events"
+                       ).fetchone() == (12, datetime.date(2027, 3, 1))
+    assert r.rejected == 0 and r.offset_ms == offset
