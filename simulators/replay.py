@@ -49,20 +49,28 @@ def messages_of(path: Path, topic_filter: str | None = None, retime: str = "none
 def replay_offline(path: Path, data: Path, topic_filter: str | None = None,
                    retime: str = "none", clones: int = 1) -> OfflineResult:
     """Every message of the capture into the dataset at `data`, as ingest would."""
+    from paho.mqtt.client import topic_matches_sub
+
+    from fleetpulse.ingest.contract import TELEMETRY_FILTER
     from fleetpulse.ingest.pipeline import Pipeline
 
     messages, offset = messages_of(path, topic_filter, retime, clones)
     pipe = Pipeline(data, "replay")
+    n = 0
     for m in messages:
-        pipe.handle(m.topic, m.payload, m.received_ns // 1_000_000)
+        # what ingest subscribes to; status and config topics are other services'
+        if topic_matches_sub(TELEMETRY_FILTER, m.topic):
+            pipe.handle(m.topic, m.payload, m.received_ns // 1_000_000)
+            n += 1
     pipe.flush()
     s = pipe.stats
-    return OfflineResult(len(messages), s.readings + s.events,
-                         s.messages_rejected + s.records_rejected, offset)
+    return OfflineResult(n, s.readings + s.events, s.messages_rejected + s.records_rejected,
+                         offset)
 
 
 def metric_values(data: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every metric of the library that needs no argument, rows in a stable order."""
+    """Every metric of the library that needs no argument, rows in a stable order, and
+    the quarantine's count per reason."""
     from fleetpulse.analytics.dataset import connect, metric_catalog, query
     from fleetpulse.analytics.show import json_value
 
@@ -75,6 +83,10 @@ def metric_values(data: Path) -> dict[str, list[dict[str, Any]]]:
             r = query(con, f"SELECT * FROM {m.name}() ORDER BY ALL")
             out[m.name] = [{c: json_value(v) for c, v in zip(r.columns, row, strict=True)}
                            for row in r.rows]
+        # what was refused, and why: a change in validation shows as plainly
+        r = query(con, "SELECT reason, count(*) AS messages FROM quarantine GROUP BY ALL "
+                       "ORDER BY ALL")
+        out["quarantine_reasons"] = [dict(zip(r.columns, row, strict=True)) for row in r.rows]
         return out
     finally:
         con.close()

@@ -98,9 +98,10 @@ def test_record_is_lossless_and_duckdb_reads_it(broker: Broker, tmp_path: Path) 
         ("devices/cap-2/telemetry", 2)]
     assert capture.manifest(out)["version"] == capture.VERSION
 
-    # offline replay: the same validation and quarantine as ingest from a broker
+    # offline replay: what ingest subscribes to (telemetry, not the status message), with
+    # the same validation and quarantine as from a broker
     r = replay_offline(out, tmp_path / "data")
-    assert r.messages == len(TRAFFIC) and r.records == 6
+    assert r.messages == len(TRAFFIC) - 1 and r.records == 6
     con = dataset.connect(tmp_path / "data")
     assert con.execute("SELECT count(*) FROM quarantine").fetchone()[0] >= 2
 
@@ -317,3 +318,42 @@ def test_retime_and_clone(tmp_path: Path) -> None:
     assert con.execute("SELECT count(DISTINCT device_id), min(ts)::DATE FROM events"
                        ).fetchone() == (12, datetime.date(2027, 3, 1))
     assert r.rejected == 0 and r.offset_ms == offset
+
+
+CHECKED_IN = Path(__file__).parent / "captures" / "fleet"
+GOLDEN_FILE = Path(__file__).parent / "captures" / "fleet.golden.json"
+
+
+def test_the_checked_in_capture_passes_its_golden_file() -> None:
+    """The capture tests/captures/make_capture.py recorded from the simulator, the
+    firmware in MicroPython and a hostile client, replayed offline: every metric and
+    every quarantine reason as approved."""
+    assert sum(p.stat().st_size for p in CHECKED_IN.iterdir()) < 2_000_000
+    assert golden(CHECKED_IN, GOLDEN_FILE) == []
+    reasons = {r["reason"] for r in json.loads(GOLDEN_FILE.read_text())["metrics"][
+        "quarantine_reasons"]}
+    assert {"bad_json", "topic_mismatch", "bad_type"} <= reasons
+    devices = {m.topic.split("/")[1] for m in capture.read(CHECKED_IN)}
+    assert "fw-capture-01" in devices  # the firmware's own traffic is in it
+
+
+def test_the_checked_in_capture_through_a_real_broker(broker: Broker, start_ingest) -> None:
+    """The same capture replayed through mosquitto into a running ingest gives the
+    golden numbers too."""
+    from paho.mqtt.client import topic_matches_sub
+
+    from fleetpulse.ingest.contract import TELEMETRY_FILTER
+    from fleetpulse.simulators.replay import compare, metric_values, replay_broker
+
+    ingest = start_ingest()
+    ingest.wait_subscribed()
+    telemetry = sum(1 for m in capture.read(CHECKED_IN)
+                    if topic_matches_sub(TELEMETRY_FILTER, m.topic))
+    cred = broker.credentials("fleetpulse-simulator")
+    replay_broker(CHECKED_IN, broker.host, broker.port, fast=True, username=cred.username,
+                  password=cred.password, client_id="golden-replay")
+    wait_until("ingest took every message", lambda: ingest.stats()["messages"] >= telemetry,
+               timeout=60)
+    ingest.stop()
+    expected = json.loads(GOLDEN_FILE.read_text())["metrics"]
+    assert compare(expected, metric_values(ingest.data_dir)) == []
