@@ -39,6 +39,12 @@ def register_capture(sub: argparse._SubParsersAction) -> None:
                    help="topic filter to record (default %(default)s)")
     p.add_argument("--count", type=_positive, help="stop after this many messages")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--from", dest="source", type=Path, metavar="FILE",
+                   help="no broker: make the capture from mosquitto_sub -F '%%j' output or "
+                        "mqtt-recorder CSV")
+    p.add_argument("--base64", action="store_true",
+                   help="with --from: the CSV's payloads are base64 (mqtt-recorder "
+                        "--encode_b64)")
     config.add_auth_args(p, "fleetpulse-recorder")
     p.set_defaults(func=_record)
 
@@ -120,6 +126,16 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _record(args: argparse.Namespace) -> int:
     from .record import record
+
+    if args.source is not None:
+        from .capture_import import import_file
+
+        got = import_file(args.source, args.out, args.base64)
+        lost = (f"; {got.skipped:,} left out: {args.source} kept no bytes of their payloads "
+                "(mosquitto_sub -F %j prints binary payloads as \"\")" if got.skipped else "")
+        Console(stderr=True).print(f"imported {got.messages:,} messages from {got.source} "
+                                   f"into {args.out}{lost}")
+        return 0
 
     host, port = config.parse_broker(args.broker)
     username, password = config.resolve_auth(args)

@@ -357,3 +357,61 @@ def test_the_checked_in_capture_through_a_real_broker(broker: Broker, start_inge
     ingest.stop()
     expected = json.loads(GOLDEN_FILE.read_text())["metrics"]
     assert compare(expected, metric_values(ingest.data_dir)) == []
+
+
+def test_the_pytest_plugin_replays_a_capture_into_a_connection(fleetpulse_replay,
+                                                               request) -> None:
+    """The fixture users' CI gets from the `pytest11` entry point (not from conftest)."""
+    assert request.config.pluginmanager.has_plugin("fleetpulse")
+    con = fleetpulse_replay(CHECKED_IN)
+    got = con.execute("SELECT count(DISTINCT device_id) FROM devices").fetchone()[0]
+    expected = json.loads(GOLDEN_FILE.read_text())["metrics"]["fleet_health"]
+    assert got >= 12 and sum(r["devices"] for r in expected) >= 12
+    assert con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == sum(
+        r["messages"] for r in json.loads(GOLDEN_FILE.read_text())["metrics"][
+            "quarantine_reasons"])
+
+
+def test_import_from_mosquitto_sub_and_mqtt_recorder(broker: Broker, tmp_path: Path) -> None:
+    import base64
+    import csv
+
+    # retained, so mosquitto_sub gets them the moment it subscribes: no race
+    pub = _publisher(broker)
+    sent = [("devices/imp-1/status", b"online"), ("devices/imp-2/status", b'{"a":1}'),
+            ("devices/imp-3/status", b"\x00\xff\x80")]
+    for topic, payload in sent:
+        pub.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+    cred = broker.credentials("fleetpulse-recorder")
+    out = subprocess.run(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-u",
+                          cred.username, "-P", cred.password, "-t", "devices/+/status",
+                          "-F", "%j", "-V", "mqttv5", "-C", "3", "-W", "10"],
+                         capture_output=True, text=True, timeout=20, check=True).stdout
+    for topic, _ in sent:
+        pub.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+    pub.loop_stop()
+    pub.disconnect()
+    (tmp_path / "sub.jsonl").write_text(out)
+    r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "record", "--from",
+                        str(tmp_path / "sub.jsonl"), "--out", str(tmp_path / "a")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "1 left out" in r.stderr  # the binary payload: mosquitto_sub printed ""
+    got = sorted((m.topic, m.payload, m.retain) for m in capture.read(tmp_path / "a"))
+    assert got == [("devices/imp-1/status", b"online", True),
+                   ("devices/imp-2/status", b'{"a":1}', True)]
+
+    # mqtt-recorder's CSV: topic, payload, qos, retain, time, delta
+    for b64 in (False, True):
+        path = tmp_path / f"rec-{b64}.csv"
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            for i, (topic, payload) in enumerate(sent[:2]):
+                text = base64.b64encode(payload).decode() if b64 else payload.decode()
+                w.writerow([topic, text, 1, "False", 1767268800.25 + i, 0.5])
+        argv = [sys.executable, "-m", "fleetpulse.gateway.cli", "record", "--from", str(path),
+                "--out", str(tmp_path / f"b-{b64}"), *(["--base64"] if b64 else [])]
+        assert subprocess.run(argv, capture_output=True, text=True).returncode == 0
+        msgs = list(capture.read(tmp_path / f"b-{b64}"))
+        assert [(m.topic, m.payload, m.qos) for m in msgs] == [(t, p, 1) for t, p in sent[:2]]
+        assert msgs[1].offset_ns - msgs[0].offset_ns == 1_000_000_000
