@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from paho.mqtt.client import topic_matches_sub
 
 from fleetpulse.gateway.errors import UserError
+from fleetpulse.ingest.parquet_writer import fsync_dir
 
 FORMAT = "fleetpulse-capture"
 VERSION = 1
@@ -98,7 +99,7 @@ class CaptureWriter:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         tmp.replace(target)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -108,15 +109,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def manifest(path: Path) -> dict[str, Any]:

@@ -59,30 +59,7 @@ TRAFFIC = [
 
 
 def test_record_is_lossless_and_duckdb_reads_it(broker: Broker, tmp_path: Path) -> None:
-    out = tmp_path / "cap"
-    cred = broker.credentials("fleetpulse-recorder")
-    ready, result = threading.Event(), {}
-
-    def run() -> None:
-        result["r"] = record(broker.host, broker.port, out, "devices/#", count=len(TRAFFIC),
-                             duration=30, username=cred.username, password=cred.password,
-                             client_id="capture-test-rec", progress=False, ready=ready)
-
-    t = threading.Thread(target=run)
-    t.start()
-    assert ready.wait(10)
-    pub = _publisher(broker)
-    for topic, payload, qos, retain, user in TRAFFIC:
-        props = None
-        if user:
-            props = Properties(PacketTypes.PUBLISH)
-            props.UserProperty = user
-        pub.publish(topic, payload, qos=qos, retain=retain, properties=props).wait_for_publish(5)
-    t.join(30)
-    pub.publish("devices/cap-2/status", b"", qos=1, retain=True).wait_for_publish(5)
-    pub.loop_stop()
-    pub.disconnect()
-    assert result["r"].messages == len(TRAFFIC)
+    out = _traffic_capture(broker, tmp_path)
 
     got = list(capture.read(out))
     assert [(m.topic, m.payload, m.qos, m.retain) for m in got] == [
