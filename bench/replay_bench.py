@@ -102,6 +102,16 @@ def finish(s: subprocess.Popen, timeout: float) -> None:
         s.wait()
 
 
+def arrivals_during(broker: Broker, out: Path, count: int, run) -> list[float]:
+    """Arrival times (s) at a C subscriber of the `count` messages `run()` publishes."""
+    s = sub(broker, "%U %p", count + 2, out)
+    wait_subscribed(broker, out)
+    clear_probe(broker)
+    run()
+    finish(s, 30)
+    return [t for t, _ in arrivals_U(out)[2:]]
+
+
 def rate_of(times: list[float]) -> float:
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
 
@@ -201,13 +211,7 @@ def main() -> None:
                      lambda: subprocess.run(pub_cmd(broker, "devices/b-0/telemetry", ["-l"]),
                                             stdin=lines.open(), check=True)),
                     ("mqtt-recorder", lambda: run_mqtt_recorder(broker, lib, rcsv))):
-                out = tmp / f"arr-{len(results)}.txt"
-                s = sub(broker, "%U", n + 2, out)
-                wait_subscribed(broker, out)
-                clear_probe(broker)
-                run()
-                finish(s, 30)
-                times = [float(x) for x in out.read_text().split()[2:]]
+                times = arrivals_during(broker, tmp / f"arr-{len(results)}.txt", n, run)
                 results[f"replay msg/s ({name})"] = round(rate_of(times))
                 results[f"replay delivered of {n} ({name})"] = len(times)
             fp = results["replay msg/s (fleetpulse replay --fast)"]
@@ -226,13 +230,7 @@ def main() -> None:
                     ("fleetpulse", lambda: fleetpulse(broker, "replay", str(timed), "--broker",
                                                       broker.address, "--speed", "1")),
                     ("mqtt-recorder", lambda: run_mqtt_recorder(broker, lib, tcsv))):
-                out = tmp / f"drift-{name}.txt"
-                s = sub(broker, "%U %p", dn + 2, out)
-                wait_subscribed(broker, out)
-                clear_probe(broker)
-                run()
-                finish(s, 30)
-                arr = [t for t, _ in arrivals_U(out)[2:]]
+                arr = arrivals_during(broker, tmp / f"drift-{name}.txt", dn, run)
                 results[f"drift delivered of {dn} ({name})"] = len(arr)
                 late = [(a - arr[0]) - i * 0.05 for i, a in enumerate(arr)]
                 results[f"drift at speed 1, last message ms ({name})"] = round(late[-1] * 1000, 1)
