@@ -9,17 +9,29 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import UTC, datetime
+from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 TMP_SUFFIX = ".parquet.tmp"
 
 
-def utc_date(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
+_DAY_MS = 86_400_000
+_EPOCH = date(1970, 1, 1).toordinal()
+
+
+def utc_days(times: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Days since 1970-01-01 (UTC) of millisecond timestamps: integer arithmetic over the
+    whole column, where a datetime per row cost a quarter of ingest's time."""
+    ms = times.cast(pa.int64()).to_numpy()
+    return ms // _DAY_MS  # floor division: before 1970 still names the right day
+
+
+def day_name(day: int) -> str:
+    return date.fromordinal(_EPOCH + day).isoformat()
 
 
 def write_table(final: Path, table: pa.Table, row_group_size: int | None = None) -> Path:

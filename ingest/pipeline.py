@@ -26,6 +26,8 @@ import pyarrow as pa
 
 from fleetpulse.gateway.errors import one_line
 
+from . import envelope_decoder
+from .accepted_columns import AcceptedColumns
 from .contract import TELEMETRY_TOPIC, Rejected, parse_message
 from .learned_columns import LearnedColumns, merge_extra
 from .schema import TABLES
@@ -49,13 +51,19 @@ class Pipeline:
         self.columns = LearnedColumns(state_dir)
         self._rows: dict[str, list[dict[str, Any]]] = {
             t: [] for t in ("readings", "events", "quarantine")}
+        # what the fast path took, and tables a failed write handed back
+        self._accepted = AcceptedColumns()
+        self._tables: dict[str, list[pa.Table]] = {t: [] for t in ("readings", "events")}
+        self._restored_rows = 0
         self._oldest: float | None = None
         self._seen: dict[tuple[str, str | None, int, int, int], None] = {}
         self._window = dedup_window
 
     @property
     def buffered(self) -> int:
-        return sum(len(r) for r in self._rows.values())
+        rows = self._rows
+        return (len(rows["readings"]) + len(rows["events"]) + len(rows["quarantine"])
+                + len(self._accepted) + self._restored_rows)
 
     def buffer_age(self) -> float:
         return 0.0 if self._oldest is None else time.monotonic() - self._oldest
@@ -66,6 +74,16 @@ class Pipeline:
         st = self.stats
         st.messages += 1
         try:
+            env = envelope_decoder.decode(topic, payload, received_ms)
+            if env is not None:
+                key = (env.device_id, env.iid, env.boot, env.seq, env.sent_ms)
+                if key in self._seen:
+                    st.duplicates += 1
+                else:
+                    self._accepted.add(env, received_ms)
+                    self._remember(key)
+                    st.buffered_rows += len(env.records)
+                return
             self._take(topic, payload, received_ms)
         except Rejected as e:
             self._reject_message(topic, payload, received_ms, e.reason, e.detail)
@@ -81,8 +99,9 @@ class Pipeline:
             quarantine_row(topic, payload, received_ms, reason, detail))
 
     def _take(self, topic: str, payload: bytes, received_ms: int) -> None:
-        """Validate and buffer one message. Its rows are built first and buffered only
-        when all of them are, so a failure part-way leaves nothing half-taken."""
+        """Validate and buffer one message the fast path declined. Its rows are built
+        first and buffered only when all of them are, so a failure part-way leaves
+        nothing half-taken."""
         st = self.stats
         parsed = parse_message(topic, payload, received_ms)
         key = (parsed.device_id, parsed.iid, parsed.boot, parsed.seq, parsed.sent_ms)
@@ -105,6 +124,9 @@ class Pipeline:
             st.records_rejected += 1
             st.rejected_by_reason[r.reason] += 1
         st.type_conflicts += conflicts
+        self._remember(key)
+
+    def _remember(self, key: tuple[str, str | None, int, int, int]) -> None:
         self._seen[key] = None
         if len(self._seen) > self._window:
             del self._seen[next(iter(self._seen))]
@@ -127,12 +149,20 @@ class Pipeline:
         messages can go on being taken while the batch is written elsewhere."""
         batch = Batch(name or f"{self.writer_id}-{uuid.uuid4().hex[:12]}")
         self.columns.save()
+        accepted, self._accepted = self._accepted, AcceptedColumns()
+        for table, t in accepted.tables().items():
+            self._tables[table].append(t)
         for table, rows in self._rows.items():
-            if rows:
+            tables = self._tables.get(table)
+            if rows or tables:
                 batch.rows[table] = rows
+                batch.tables[table] = tables or []
                 batch.schemas[table] = self.columns.schema(table)
                 self._rows[table] = []
+                if tables:
+                    self._tables[table] = []
                 self.columns.written(table)
+        self._restored_rows = 0
         self._oldest = None
         self.stats.buffered_rows = self.buffered
         return batch
@@ -146,14 +176,11 @@ class Pipeline:
             if table not in batch.rows or table in batch.done:
                 continue
             try:
-                batch.files += self.store.write_rows(table, batch.rows[table], batch.name,
-                                                     batch.schemas[table])
-            except OSError:
-                raise
+                data = batch.table(table)
             except Exception as e:  # a row no check foresaw: isolate it
                 self._set_aside(batch, table, e)
-                batch.files += self.store.write_rows(table, batch.rows[table], batch.name,
-                                                     batch.schemas[table])
+                data = batch.table(table)
+            batch.files += self.store.write_table_by_date(table, data, batch.name)
             batch.done.add(table)
         batch.seconds = time.monotonic() - started
 
@@ -188,7 +215,7 @@ class Pipeline:
         """Count a batch that write() completed."""
         st = self.stats
         for table in ("readings", "events"):
-            setattr(st, table, getattr(st, table) + len(batch.rows.get(table, ())))
+            setattr(st, table, getattr(st, table) + batch.row_count(table))
         if batch.set_aside:
             st.records_rejected += batch.set_aside
             st.rejected_by_reason["internal"] += batch.set_aside
@@ -201,6 +228,9 @@ class Pipeline:
         for table, rows in batch.rows.items():
             if table not in batch.done:
                 self._rows[table][:0] = rows
+                if table in self._tables:
+                    self._tables[table][:0] = batch.tables.get(table, [])
+                    self._restored_rows += sum(t.num_rows for t in batch.tables.get(table, []))
                 self.columns.present(table, batch.schemas[table])
         if self.buffered and self._oldest is None:
             self._oldest = time.monotonic()
@@ -229,10 +259,34 @@ def quarantine_row(topic: str, payload: bytes, received_ms: int, reason: str, de
 
 @dataclass
 class Batch:
+    """What one flush writes: per table the slow path's rows (dicts) and the fast
+    path's Arrow tables (declared columns only)."""
     name: str
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    tables: dict[str, list[pa.Table]] = field(default_factory=dict)
     schemas: dict[str, pa.Schema] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
     set_aside: int = 0  # rows moved to quarantine by write()
+
+    def row_count(self, table: str) -> int:
+        return len(self.rows.get(table, ())) + sum(t.num_rows for t in self.tables.get(table, ()))
+
+    def table(self, table: str) -> pa.Table:
+        """The table's rows as one Arrow table of its schema (raises on a row Arrow
+        cannot store)."""
+        schema = self.schemas[table]
+        parts = [conform(t, schema) for t in self.tables.get(table, ())]
+        if self.rows.get(table) or not parts:
+            parts.insert(0, pa.Table.from_pylist(self.rows.get(table, []), schema=schema))
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+
+def conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A fast-path table with the batch's schema: learned columns its rows lack are null."""
+    if t.schema.equals(schema):
+        return t
+    return pa.Table.from_arrays(
+        [t.column(f.name) if f.name in t.column_names else pa.nulls(t.num_rows, f.type)
+         for f in schema], schema=schema)

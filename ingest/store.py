@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .parquet_writer import utc_date, write_table
+from .parquet_writer import day_name, utc_days, write_table
 from .schema import PARTITION_TIME, TABLES
 
 SUPERSEDED_SUFFIX = ".superseded"
@@ -92,18 +93,21 @@ class Store:
 
     def write_rows(self, table: str, rows: list[dict[str, Any]], name: str,
                    schema: pa.Schema | None = None) -> list[str]:
-        """Rows of one table as <table>/date=<UTC date>/part-<name>.parquet, one file per
+        """Rows (dicts) of one table, as write_table_by_date writes them."""
+        return self.write_table_by_date(
+            table, pa.Table.from_pylist(rows, schema=schema or TABLES[table]), name)
+
+    def write_table_by_date(self, table: str, data: pa.Table, name: str) -> list[str]:
+        """A table's rows as <table>/date=<UTC date>/part-<name>.parquet, one file per
         date. Writing the same name again replaces the file."""
-        by_date: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        time_col = PARTITION_TIME[table]
-        for row in rows:
-            by_date[utc_date(row[time_col])].append(row)
-        schema = schema or TABLES[table]
-        return [
-            self.write_table(f"{table}/date={date}/part-{name}.parquet",
-                             pa.Table.from_pylist(part, schema=schema))
-            for date, part in sorted(by_date.items())
-        ]
+        if not data.num_rows:
+            return []
+        days = utc_days(data.column(PARTITION_TIME[table]))
+        first, last = int(days.min()), int(days.max())
+        parts = [(first, data)] if first == last else [
+            (int(d), data.filter(pa.array(days == d))) for d in np.unique(days)]
+        return [self.write_table(f"{table}/date={day_name(d)}/part-{name}.parquet", part)
+                for d, part in parts]
 
     def partitions(self, table: str) -> dict[str, list[str]]:
         """date=YYYY-MM-DD -> that partition's Parquet files (store paths), sorted."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from fleetpulse.ingest import envelope_decoder
 from fleetpulse.ingest import pipeline as pipeline_module
 from fleetpulse.ingest.contract import parse_message
 from fleetpulse.ingest.pipeline import Pipeline
@@ -29,14 +30,32 @@ def stored(data: Path, table: str, cols: str) -> list[tuple]:
                       "ORDER BY ALL").fetchall()
 
 
+@pytest.fixture
+def slow_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every message through contract.parse_message, where these faults are planted."""
+    monkeypatch.setattr(envelope_decoder, "decode", lambda *_: None)
+
+
+@pytest.mark.parametrize("path", ["fast", "slow"])
 def test_an_exception_while_handling_quarantines_only_that_message(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    fast_decode = envelope_decoder.decode
+
+    def flaky_fast(topic: str, payload: bytes, received_ms: int):
+        if b'"seq":2' in payload.replace(b" ", b""):
+            raise KeyError("a bug of ours\nwith a second line")
+        return fast_decode(topic, payload, received_ms)
+
     def flaky(topic: str, payload: bytes, received_ms: int):
         if b'"seq":2' in payload.replace(b" ", b""):
             raise KeyError("a bug of ours\nwith a second line")
         return parse_message(topic, payload, received_ms)
 
-    monkeypatch.setattr(pipeline_module, "parse_message", flaky)
+    if path == "fast":
+        monkeypatch.setattr(envelope_decoder, "decode", flaky_fast)
+    else:
+        monkeypatch.setattr(envelope_decoder, "decode", lambda *_: None)
+        monkeypatch.setattr(pipeline_module, "parse_message", flaky)
     pipe = Pipeline(tmp_path, "t")
     for seq in range(4):
         pipe.handle(TOPIC, envelope(seq), T)
@@ -60,7 +79,7 @@ def test_half_a_surrogate_pair_is_refused_not_a_stuck_flush(tmp_path: Path) -> N
 
 
 def test_a_row_arrow_cannot_store_is_set_aside_at_the_flush(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_path: None) -> None:
     def unstorable(topic: str, payload: bytes, received_ms: int):
         parsed = parse_message(topic, payload, received_ms)
         if parsed.seq == 1:

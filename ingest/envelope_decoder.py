@@ -1,0 +1,130 @@
+"""The fast path of contract v1: well-formed envelopes decoded in native code.
+
+msgspec decodes an envelope straight into typed structs, checking on the way every
+type and bound the contract sets, so what stays in Python per record is the check
+against the receive time and, for events, the name and the fields its kind requires.
+The fast path never refuses anything: it declines (returns None) whatever it does not
+take whole, a field the contract does not name, a wrong type, a bad value, a record
+out of time, and contract.parse_message then takes that message the slow way, which
+names each refusal's reason. Everything the fast path takes, the slow path would take
+into the same rows (tests/test_envelope_decoder.py holds the two to that).
+"""
+
+from __future__ import annotations
+
+import sys
+from operator import attrgetter
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from .contract import (
+    _EVENT_REQUIRED,
+    CONTRACT_VERSION,
+    EVENT_NAME,
+    MAX_CLOCK_AHEAD_MS,
+    MAX_PAYLOAD_BYTES,
+    MAX_RECORDS,
+    MIN_TIME_MS,
+    Rejected,
+    device_from_topic,
+)
+
+_I64_MAX = 2**63 - 1
+_DBL_MAX = sys.float_info.max
+I64 = Annotated[int, Meta(ge=-(2**63), le=_I64_MAX)]
+Count = Annotated[int, Meta(ge=0, le=_I64_MAX)]
+Finite = Annotated[float, Meta(ge=-_DBL_MAX, le=_DBL_MAX)]
+# A reading's number: an integer beyond 2**53 has no exact double, and Arrow refuses to
+# round it, so such values are left to the slow path, which rounds as float() does.
+Number = Annotated[int, Meta(ge=-(2**53), le=2**53)] | Finite
+Time = Annotated[int, Meta(ge=MIN_TIME_MS, le=_I64_MAX)]
+Text = Annotated[str, Meta(min_length=1)]
+InstallId = Annotated[str, Meta(pattern=r"\A[0-9a-z]{8,32}\Z")]
+
+
+# gc=False: the structs hold only scalars (and the envelope its list of records), so
+# they can form no reference cycle; untracked, the hundreds of thousands a flush buffers
+# no longer make every garbage collection walk them (which cost more than decoding).
+class Reading(Struct, tag="reading", tag_field="type", forbid_unknown_fields=True, gc=False):
+    t: Time
+    # required, though null is allowed (as in the slow path)
+    temperature_c: Number | None
+    humidity_pct: Number | None
+    pressure_hpa: Number | None = None
+    light_lux: Number | None = None
+    battery_pct: Number | None = None
+    rssi_dbm: Number | None = None
+
+
+class Event(Struct, tag="event", tag_field="type", forbid_unknown_fields=True, gc=False):
+    t: Time
+    event: str
+    feature: str | None = None
+    name: str | None = None
+    value: str | I64 | Finite | bool | None = None
+    button: str | I64 | None = None
+    code: str | I64 | None = None
+    uptime_s: Count | None = None
+    reconnects: Count | None = None
+    free_mem: Count | None = None
+    records_dropped: Count | None = None
+    reset_cause: str | None = None
+    last_error: str | None = None
+    interval_s: I64 | None = None
+
+
+class Envelope(Struct, gc=False):
+    # unknown envelope keys are ignored, as the slow path ignores them
+    v: Literal[1]
+    device_id: str
+    boot: Count
+    seq: Count
+    fw: Text
+    hw: Text
+    sent_ms: Count
+    records: Annotated[list[Reading | Event], Meta(max_length=MAX_RECORDS)]
+    iid: InstallId | None = None
+
+
+assert CONTRACT_VERSION == 1  # the Literal above
+_decoder = msgspec.json.Decoder(Envelope)
+# telemetry topics already checked, with their device id: the same fleet publishes on
+# the same topics all day
+_topics: dict[str, str] = {}
+
+
+def decode(topic: str, payload: bytes, received_ms: int) -> Envelope | None:
+    """The envelope, when the fast path takes the whole message; else None."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return None
+    try:
+        env = _decoder.decode(payload)
+    except msgspec.MsgspecError:
+        return None
+    if _topics.get(topic) != env.device_id:
+        try:
+            if device_from_topic(topic) != env.device_id:  # a valid id, so is this one
+                return None
+        except Rejected:
+            return None
+        if len(_topics) > 1_000_000:
+            _topics.clear()
+        _topics[topic] = env.device_id
+    recs = env.records
+    if recs and max(map(_time, recs)) > received_ms + MAX_CLOCK_AHEAD_MS:
+        return None
+    for r in recs:
+        if type(r) is Event:
+            if EVENT_NAME.fullmatch(r.event) is None:
+                return None
+            required = _EVENT_REQUIRED.get(r.event)
+            if required:
+                for key in required:
+                    if getattr(r, key) is None:
+                        return None
+    return env
+
+
+_time = attrgetter("t")
