@@ -134,16 +134,46 @@ def segments(path: Path) -> list[Path]:
 
 
 def read(path: Path, topic_filter: str | None = None) -> Iterator[Message]:
-    """Every message of the capture in receive order (segments never overlap)."""
+    """Every message of the capture in receive order (segments never overlap), one
+    segment in memory at a time."""
     manifest(path)
+    matches = TopicMatcher(topic_filter)
     for seg in segments(path):
         t = pq.read_table(seg, schema=SCHEMA)
-        cols = {name: t.column(name).to_pylist() for name in SCHEMA.names}
-        for i in range(t.num_rows):
-            topic = cols["topic"][i]
-            if topic_filter is not None and not topic_matches_sub(topic_filter, topic):
-                continue
-            props = cols["properties"][i]
-            yield Message(cols["seq"][i], cols["received_ns"][i], cols["offset_ns"][i], topic,
-                          cols["payload"][i], cols["qos"][i], cols["retain"][i],
-                          json.loads(props) if props else None)
+        for seq, received, offset, topic, payload, qos, retain, props in zip(
+                *(t.column(name).to_pylist() for name in SCHEMA.names), strict=True):
+            if matches(topic):
+                yield Message(seq, received, offset, topic, payload, qos, retain,
+                              json.loads(props) if props else None)
+
+
+def deliveries(path: Path, topic_filter: str | None = None
+               ) -> Iterator[tuple[str, bytes, int]]:
+    """(topic, payload, received_ns) of every message in receive order, without building
+    a Message each: the offline replay's hot path."""
+    manifest(path)
+    matches = TopicMatcher(topic_filter)
+    for seg in segments(path):
+        t = pq.read_table(seg, columns=["topic", "payload", "received_ns"], schema=SCHEMA)
+        for topic, payload, received in zip(*(c.to_pylist() for c in t.columns), strict=True):
+            if matches(topic):
+                yield topic, payload, received
+
+
+class TopicMatcher:
+    """Does a topic match the filter (None: every topic)? Remembered per topic, since a
+    capture names the same few thousand topics over and over."""
+
+    def __init__(self, topic_filter: str | None) -> None:
+        self.filter = topic_filter
+        self._seen: dict[str, bool] = {}
+
+    def __call__(self, topic: str) -> bool:
+        if self.filter is None:
+            return True
+        hit = self._seen.get(topic)
+        if hit is None:
+            if len(self._seen) > 100_000:
+                self._seen.clear()
+            hit = self._seen[topic] = topic_matches_sub(self.filter, topic)
+        return hit

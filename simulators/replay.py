@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,25 +44,52 @@ def messages_of(path: Path, topic_filter: str | None = None, retime: str = "none
 
     messages = list(capture.read(path, topic_filter))
     offset = retime_offset(messages, retime, int(time.time() * 1000))
+    if offset == 0 and clones == 1:
+        return messages, 0
     return list(transform(messages, offset, clones)), offset
+
+# Offline, rows are written every this many, in a thread (pyarrow encodes and compresses
+# without the GIL) while the next ones are decoded: memory stays bounded and the write
+# costs almost no time.
+OFFLINE_FLUSH_ROWS = 50_000
 
 
 def replay_offline(path: Path, data: Path, topic_filter: str | None = None,
                    retime: str = "none", clones: int = 1) -> OfflineResult:
     """Every message of the capture into the dataset at `data`, as ingest would."""
-    from paho.mqtt.client import topic_matches_sub
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     from fleetpulse.ingest.contract import TELEMETRY_FILTER
-    from fleetpulse.ingest.pipeline import Pipeline
+    from fleetpulse.ingest.pipeline import Batch, Pipeline
 
-    messages, offset = messages_of(path, topic_filter, retime, clones)
+    stream: Iterable[tuple[str, bytes, int]]
+    if retime == "none" and clones == 1:  # nothing to shift: one segment at a time
+        stream, offset = capture.deliveries(path, topic_filter), 0
+    else:
+        messages, offset = messages_of(path, topic_filter, retime, clones)
+        stream = ((m.topic, m.payload, m.received_ns) for m in messages)
     pipe = Pipeline(data, "replay")
+    handle = pipe.handle
+    # what ingest subscribes to; status and config topics are other services'
+    telemetry = capture.TopicMatcher(TELEMETRY_FILTER)
+    writing: tuple[Batch, Future[None]] | None = None
+
+    def finish_write() -> None:
+        if writing is not None:
+            writing[1].result()
+            pipe.written(writing[0])
+
     n = 0
-    for m in messages:
-        # what ingest subscribes to; status and config topics are other services'
-        if topic_matches_sub(TELEMETRY_FILTER, m.topic):
-            pipe.handle(m.topic, m.payload, m.received_ns // 1_000_000)
-            n += 1
+    with ThreadPoolExecutor(1) as pool:
+        for topic, payload, received_ns in stream:
+            if telemetry(topic):
+                handle(topic, payload, received_ns // 1_000_000)
+                n += 1
+                if pipe.stats.buffered_rows >= OFFLINE_FLUSH_ROWS:
+                    finish_write()
+                    batch = pipe.detach()
+                    writing = batch, pool.submit(pipe.write, batch)
+        finish_write()
     pipe.flush()
     s = pipe.stats
     return OfflineResult(n, s.readings + s.events, s.messages_rejected + s.records_rejected,
