@@ -87,9 +87,12 @@ class Publish:
     payload: bytes
     packet_id: int  # 0 for QoS 0
     dup: bool
+    qos: int = 0
+    retain: bool = False
+    properties: bytes = b""  # the PUBLISH's MQTT 5 properties as sent, undecoded
 
 
-def _varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -119,7 +122,7 @@ def _read_varint(buf: bytes | bytearray | memoryview, pos: int, end: int) -> tup
             raise MalformedPacket("variable byte integer longer than four bytes")
 
 
-def _body_varint(buf: bytes | bytearray | memoryview, pos: int, stop: int) -> tuple[int, int]:
+def read_body_varint(buf: bytes | bytearray | memoryview, pos: int, stop: int) -> tuple[int, int]:
     """A variable byte integer inside a packet that is whole: running out is malformed."""
     try:
         value, pos = _read_varint(buf, pos, stop)
@@ -141,18 +144,18 @@ _PROPERTY_SIZES: dict[int, int | str] = {
 def parse_properties(body: bytes, pos: int) -> tuple[dict[int, int | bytes], int]:
     """MQTT 5 properties at body[pos:] -> ({identifier: int or raw bytes}, position after).
     Repeated identifiers (user properties) keep the last value; callers need none of them."""
-    length, pos = _body_varint(body, pos, len(body))
+    length, pos = read_body_varint(body, pos, len(body))
     stop = pos + length
     if stop > len(body):
         raise MalformedPacket("properties run past the end of the packet")
     props: dict[int, int | bytes] = {}
     while pos < stop:
-        ident, pos = _body_varint(body, pos, stop)
+        ident, pos = read_body_varint(body, pos, stop)
         size = _PROPERTY_SIZES.get(ident)
         if size is None:
             raise MalformedPacket(f"unknown property 0x{ident:02x}")
         if size == "v":
-            props[ident], pos = _body_varint(body, pos, stop)
+            props[ident], pos = read_body_varint(body, pos, stop)
             continue
         if isinstance(size, int):
             n = size
@@ -178,7 +181,7 @@ def _str(s: str) -> bytes:
 
 
 def _packet(kind: int, flags: int, body: bytes) -> bytes:
-    return bytes([kind << 4 | flags]) + _varint(len(body)) + body
+    return bytes([kind << 4 | flags]) + encode_varint(len(body)) + body
 
 
 def connect_packet(client_id: str, keepalive: int, clean_start: bool, session_expiry: int,
@@ -187,7 +190,7 @@ def connect_packet(client_id: str, keepalive: int, clean_start: bool, session_ex
     props = (b"\x11" + struct.pack("!I", session_expiry)
              + b"\x21" + struct.pack("!H", receive_maximum))
     body = _str("MQTT") + bytes([5, flags]) + struct.pack("!H", keepalive)
-    body += _varint(len(props)) + props + _str(client_id)
+    body += encode_varint(len(props)) + props + _str(client_id)
     if username:
         body += _str(username)
     if password:
@@ -195,9 +198,12 @@ def connect_packet(client_id: str, keepalive: int, clean_start: bool, session_ex
     return _packet(CONNECT, 0, body)
 
 
-def subscribe_packet(packet_id: int, topic_filter: str, qos: int = 1) -> bytes:
+def subscribe_packet(packet_id: int, topic_filter: str, qos: int = 1,
+                     retain_as_published: bool = False) -> bytes:
+    # retain as published: a retained message forwarded live keeps its retain flag
+    options = qos | (0x08 if retain_as_published else 0)
     return _packet(SUBSCRIBE, 0x2, struct.pack("!H", packet_id) + b"\x00" + _str(topic_filter)
-                   + bytes([qos]))
+                   + bytes([options]))
 
 
 def disconnect_packet(reason: int = 0) -> bytes:
@@ -265,10 +271,12 @@ def parse_packets(buf: bytearray, max_bytes: int = MAX_BATCH_BYTES
                         raise MalformedPacket("QoS 1 PUBLISH with packet id 0")
                 else:
                     pid = 0
-                plen, p = _body_varint(buf, p, stop)  # MQTT 5 properties: skipped
+                plen, p = read_body_varint(buf, p, stop)  # MQTT 5 properties: kept raw
                 if p + plen > stop:
                     raise MalformedPacket("PUBLISH properties run past the packet")
-                publishes.append(Publish(topic, bytes(mv[p + plen:stop]), pid, bool(header & 8)))
+                publishes.append(Publish(topic, bytes(mv[p + plen:stop]), pid, bool(header & 8),
+                                         qos, bool(header & 1),
+                                         bytes(mv[p:p + plen]) if plen else b""))
             elif kind == 0:
                 raise MalformedPacket("reserved packet type 0")
             else:
@@ -331,9 +339,10 @@ class Subscriber:
         if isinstance(server_keepalive, int):
             self.keepalive = server_keepalive  # MQTT 5: the broker's value wins
 
-    async def subscribe(self, topic_filter: str, qos: int = 1, timeout: float = 10.0) -> None:
+    async def subscribe(self, topic_filter: str, qos: int = 1, timeout: float = 10.0,
+                        retain_as_published: bool = False) -> None:
         pid = self._packet_id()
-        self._send(subscribe_packet(pid, topic_filter, qos))
+        self._send(subscribe_packet(pid, topic_filter, qos, retain_as_published))
         # Messages of a resumed session may arrive before the SUBACK; keep them.
         while True:
             kind, body = await asyncio.wait_for(self._control_packet(), timeout)

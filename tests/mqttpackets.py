@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from fleetpulse.ingest.mqtt_subscriber import _varint
+from fleetpulse.ingest.mqtt_subscriber import encode_varint
 
 
 def publish_packet(topic: str, payload: bytes, qos: int, pid: int = 0, props: bytes = b"",
@@ -13,5 +13,5 @@ def publish_packet(topic: str, payload: bytes, qos: int, pid: int = 0, props: by
     body = struct.pack("!H", len(t)) + t
     if qos:
         body += struct.pack("!H", pid)
-    body += _varint(len(props)) + props + payload
-    return bytes([0x30 | (8 if dup else 0) | qos << 1]) + _varint(len(body)) + body
+    body += encode_varint(len(props)) + props + payload
+    return bytes([0x30 | (8 if dup else 0) | qos << 1]) + encode_varint(len(body)) + body

@@ -18,7 +18,7 @@ from fleetpulse.ingest.mqtt_subscriber import (
     PingTimeout,
     ProtocolViolation,
     Subscriber,
-    _varint,
+    encode_varint,
 )
 
 
@@ -27,8 +27,8 @@ def publish(payload: bytes, pid: int) -> bytes:
 
 
 def connack(session_present: bool = False, props: bytes = b"") -> bytes:
-    body = bytes([int(session_present), 0]) + _varint(len(props)) + props
-    return b"\x20" + _varint(len(body)) + body
+    body = bytes([int(session_present), 0]) + encode_varint(len(props)) + props
+    return b"\x20" + encode_varint(len(body)) + body
 
 
 SUBACK = b"\x90\x04\x00\x01\x00\x01"
@@ -155,8 +155,8 @@ async def test_broker_disconnect_reason_is_reported(scripted) -> None:
     async def script(writer, _read):
         reason = b"session taken over"
         props = b"\x1f" + struct.pack("!H", len(reason)) + reason
-        body = b"\x8e" + _varint(len(props)) + props
-        writer.write(b"\xe0" + _varint(len(body)) + body)
+        body = b"\x8e" + encode_varint(len(props)) + props
+        writer.write(b"\xe0" + encode_varint(len(body)) + body)
 
     _, sub = await scripted(script)
     with pytest.raises(ConnectionLost, match=r"0x8e: session taken over"):
