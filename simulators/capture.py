@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,17 +59,19 @@ class Message:
     properties: dict[str, Any] | None = None
 
 
-@dataclass
 class CaptureWriter:
-    """Appends messages; `flush()` (about once a second) writes the next segment."""
-    path: Path
-    meta: dict[str, Any] = field(default_factory=dict)
-    _rows: list[Message] = field(default_factory=list)
-    _segment: int = 0
-    messages: int = 0
-    payload_bytes: int = 0
+    """Appends messages; `flush()` (about once a second) writes the next segment.
 
-    def __post_init__(self) -> None:
+    Rows are kept as one list per column, so a batch of messages costs a few list
+    extends rather than an object per message (the recorder's hot path)."""
+
+    def __init__(self, path: Path, meta: dict[str, Any] | None = None) -> None:
+        self.path = path
+        self.meta = meta or {}
+        self.messages = 0
+        self.payload_bytes = 0
+        self._segment = 0
+        self._columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
         self.path.mkdir(parents=True, exist_ok=True)
         if any(self.path.glob("seg-*.parquet")):
             raise UserError(f"{self.path} already holds a capture: choose another --out")
@@ -77,22 +79,41 @@ class CaptureWriter:
             {"format": FORMAT, "version": VERSION, **self.meta}, indent=1).encode())
 
     def add(self, m: Message) -> None:
-        self._rows.append(m)
+        for name, value in (("seq", m.seq), ("received_ns", m.received_ns),
+                            ("offset_ns", m.offset_ns), ("topic", m.topic),
+                            ("payload", m.payload), ("qos", m.qos), ("retain", m.retain),
+                            ("properties", json.dumps(m.properties) if m.properties else None)):
+            self._columns[name].append(value)
         self.messages += 1
         self.payload_bytes += len(m.payload)
 
-    def flush(self) -> None:
-        if not self._rows:
-            return
-        rows, self._rows = self._rows, []
+    def add_batch(self, received_ns: int, offset_ns: int, topics: list[str],
+                  payloads: list[bytes], qos: list[int], retain: list[bool],
+                  properties: list[str | None]) -> None:
+        """Messages that arrived together (one socket read): one receive time for all."""
+        n = len(topics)
+        c = self._columns
+        c["seq"].extend(range(self.messages, self.messages + n))
+        c["received_ns"].extend([received_ns] * n)
+        c["offset_ns"].extend([offset_ns] * n)
+        c["topic"].extend(topics)
+        c["payload"].extend(payloads)
+        c["qos"].extend(qos)
+        c["retain"].extend(retain)
+        c["properties"].extend(properties)
+        self.messages += n
+        self.payload_bytes += sum(map(len, payloads))
+
+    def take(self) -> pa.Table | None:
+        """What was added since the last take, as a segment's table (None: nothing)."""
+        if not self._columns["seq"]:
+            return None
+        columns, self._columns = self._columns, {name: [] for name in SCHEMA.names}
+        return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+    def write(self, table: pa.Table) -> None:
+        """The next segment: written whole (temporary name, fsync, rename)."""
         self._segment += 1
-        table = pa.Table.from_pydict({
-            "seq": [m.seq for m in rows], "received_ns": [m.received_ns for m in rows],
-            "offset_ns": [m.offset_ns for m in rows], "topic": [m.topic for m in rows],
-            "payload": [m.payload for m in rows], "qos": [m.qos for m in rows],
-            "retain": [m.retain for m in rows],
-            "properties": [json.dumps(m.properties) if m.properties else None for m in rows],
-        }, schema=SCHEMA)
         target = self.path / f"seg-{self._segment:06d}.parquet"
         tmp = target.with_name(target.name + ".tmp")
         pq.write_table(table, tmp, compression="zstd")
@@ -100,6 +121,11 @@ class CaptureWriter:
             os.fsync(f.fileno())
         tmp.replace(target)
         fsync_dir(self.path)
+
+    def flush(self) -> None:
+        table = self.take()
+        if table is not None:
+            self.write(table)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

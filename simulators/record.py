@@ -2,15 +2,20 @@
 capture (simulators/capture.py), losslessly: payload bytes as they came, QoS, retain,
 MQTT 5 properties, receive times.
 
-paho-mqtt's network thread hands each message over; the main thread writes a segment
-about once a second, so a SIGKILL loses at most that second. The client speaks MQTT 5
-(properties arrive only then) with a persistent session, so a reconnect does not lose
-the QoS 1 messages queued meanwhile.
+It reads with ingest's own MQTT 5 subscriber (ingest/mqtt_subscriber.py), not paho:
+paho builds a Properties object and makes a callback for every message, which held a
+recorder to about half of what the C mosquitto_sub drains here; this one takes every
+PUBLISH of a socket read as one batch, with one receive time, and keeps properties as
+the bytes they came in until they are decoded, only when present. A segment is written
+about once a second, in a thread, so a SIGKILL loses at most that second. The session
+is persistent (cleaned at the first connect only), so after a reconnect the broker
+redelivers what was queued meanwhile.
 """
 
 from __future__ import annotations
 
-import queue
+import asyncio
+import logging
 import signal
 import sys
 import threading
@@ -19,16 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
-
 from fleetpulse.gateway.errors import UserError
+from fleetpulse.ingest.mqtt_subscriber import MqttConnectError, MqttError, Publish, Subscriber
 
-from .capture import CaptureWriter, Message
+from . import publish_properties
+from .capture import CaptureWriter
 
 FLUSH_S = 1.0
+SESSION_EXPIRY_S = 3600
+log = logging.getLogger("fleetpulse.record")
 
 
 @dataclass
@@ -38,19 +42,6 @@ class RecordResult:
     seconds: float
 
 
-def properties_dict(props: Properties | None) -> dict[str, Any] | None:
-    if props is None:
-        return None
-    d = props.json()
-    if not d:
-        return None
-    if "UserProperty" in d:
-        d["UserProperty"] = [list(kv) for kv in d["UserProperty"]]
-    if "CorrelationData" in d and isinstance(d["CorrelationData"], bytes | bytearray):
-        d["CorrelationData"] = d["CorrelationData"].hex()
-    return d
-
-
 def record(host: str, port: int, out: Path, topic_filter: str = "devices/#",
            count: int | None = None, duration: float | None = None,
            username: str | None = None, password: str | None = None,
@@ -58,102 +49,145 @@ def record(host: str, port: int, out: Path, topic_filter: str = "devices/#",
            ready: threading.Event | None = None, stop: threading.Event | None = None
            ) -> RecordResult:
     """Record until `count` messages, `duration` seconds, SIGINT/SIGTERM or `stop`."""
-    inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
-    subscribed = threading.Event()
-    failed: list[str] = []
-    seq = [0]
-    t0_mono: list[int] = []
-
-    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        now_ns, mono = time.time_ns(), time.monotonic_ns()
-        if not t0_mono:
-            t0_mono.append(mono)
-        inbox.put(Message(seq[0], now_ns, mono - t0_mono[0], msg.topic, bytes(msg.payload),
-                          msg.qos, bool(msg.retain),
-                          properties_dict(getattr(msg, "properties", None))))
-        seq[0] += 1
-
-    def on_connect(c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object) -> None:
-        if rc.is_failure:
-            failed.append(str(rc))
-            return
-        # retain as published: a retained message forwarded live keeps its flag, so a
-        # replay retains exactly what was retained
-        c.subscribe(topic_filter, options=SubscribeOptions(qos=1, retainAsPublished=True))
-
-    def on_subscribe(_c: mqtt.Client, _u: object, _mid: int, codes: Any, _p: object) -> None:
-        if any(getattr(rc, "is_failure", False) for rc in codes):
-            failed.append(f"the broker refused the subscription to {topic_filter}")
-        subscribed.set()
-
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                    protocol=mqtt.MQTTv5)
-    if username:
-        c.username_pw_set(username, password)
-    c.on_message = on_message
-    c.on_connect = on_connect
-    c.on_subscribe = on_subscribe
-    connect_props = Properties(PacketTypes.CONNECT)
-    connect_props.SessionExpiryInterval = 3600  # a reconnect keeps the queued messages
-    try:
-        c.connect(host, port, keepalive=30, clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-                  properties=connect_props)
-    except OSError as e:
-        raise UserError(f"cannot reach the broker at {host}:{port} ({e.strerror or e}): "
-                        "start it or pass --broker HOST:PORT") from None
     stop = stop or threading.Event()
     handlers = _on_signals(stop)
-    c.loop_start()
-    progress = sys.stderr.isatty() if progress is None else progress
-    if not subscribed.wait(10) or failed:
-        c.loop_stop()
-        _restore(handlers)
-        raise UserError(f"recording failed: {failed[0] if failed else 'no SUBACK'} "
-                        "(is the account allowed to read that topic?)")
-    # the manifest appears once subscribed: from then on nothing published is missed
-    writer = CaptureWriter(out, {"broker": f"{host}:{port}", "filter": topic_filter,
-                                 "started_ns": time.time_ns()})
-    started = time.monotonic()
+    rec = _Recorder(host, port, out, topic_filter, count, duration, username, password,
+                    client_id, sys.stderr.isatty() if progress is None else progress, stop)
     try:
-        if ready is not None:
-            ready.set()
-        next_flush = time.monotonic() + FLUSH_S
-        while not stop.is_set():
-            timeout = max(0.0, next_flush - time.monotonic())
-            try:
-                writer.add(inbox.get(timeout=min(timeout, 0.2)))
-                while True:
-                    writer.add(inbox.get_nowait())
-            except queue.Empty:
-                pass
-            if count is not None and writer.messages >= count:
-                break
-            if duration is not None and time.monotonic() - started >= duration:
-                break
-            if time.monotonic() >= next_flush:
-                writer.flush()
-                next_flush += FLUSH_S
-                if progress:
-                    _progress(writer, time.monotonic() - started)
+        return asyncio.run(rec.run(ready))
     finally:
-        c.disconnect()
-        c.loop_stop()
-        while True:  # what arrived before the disconnect
-            try:
-                writer.add(inbox.get_nowait())
-            except queue.Empty:
-                break
-        writer.flush()
         _restore(handlers)
-        if progress:
-            sys.stderr.write("\n")
-    return RecordResult(writer.messages, writer.payload_bytes, time.monotonic() - started)
 
 
-def _progress(w: CaptureWriter, elapsed: float) -> None:
-    sys.stderr.write(f"\r{w.messages} messages, {w.payload_bytes / 1e6:.1f} MB, "
-                     f"{w.messages / max(elapsed, 1e-9):.0f} msg/s ")
-    sys.stderr.flush()
+class _Recorder:
+    def __init__(self, host: str, port: int, out: Path, topic_filter: str, count: int | None,
+                 duration: float | None, username: str | None, password: str | None,
+                 client_id: str, progress: bool, stop: threading.Event) -> None:
+        self.host, self.port, self.out, self.filter = host, port, out, topic_filter
+        self.count, self.duration = count, duration
+        self.username, self.password, self.client_id = username, password, client_id
+        self.progress, self.stop = progress, stop
+        self.writer: CaptureWriter | None = None
+        self.t0_mono: int | None = None
+        self.started = 0.0
+
+    async def run(self, ready: threading.Event | None) -> RecordResult:
+        first, backoff = True, 0.2
+        try:
+            while not self._finished():
+                sub = Subscriber(self.host, self.port, self.client_id, clean_start=first,
+                                 session_expiry=SESSION_EXPIRY_S, username=self.username,
+                                 password=self.password)
+                try:
+                    await self._connect(sub)
+                    first = False
+                    if self.writer is None:
+                        # the manifest appears once subscribed: from then on nothing
+                        # published is missed
+                        self.writer = CaptureWriter(self.out, {
+                            "broker": f"{self.host}:{self.port}", "filter": self.filter,
+                            "started_ns": time.time_ns()})
+                        self.started = time.monotonic()
+                        if ready is not None:
+                            ready.set()
+                    backoff = 0.2
+                    await self._drain(sub)
+                except (OSError, MqttError, TimeoutError) as e:
+                    log.warning("broker %s:%d: %s; reconnecting in %.1fs", self.host,
+                                self.port, e or type(e).__name__, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                finally:
+                    await sub.close()
+        finally:
+            if self.writer is not None:
+                await asyncio.to_thread(self.writer.flush)
+                if self.progress:
+                    sys.stderr.write("\n")
+        w = self.writer
+        assert w is not None
+        return RecordResult(w.messages, w.payload_bytes, time.monotonic() - self.started)
+
+    async def _connect(self, sub: Subscriber) -> None:
+        try:
+            await sub.connect()
+            await sub.subscribe(self.filter, qos=1, retain_as_published=True)
+        except OSError as e:
+            if self.writer is not None:
+                raise
+            raise UserError(f"cannot reach the broker at {self.host}:{self.port} "
+                            f"({e.strerror or e}): start it or pass --broker HOST:PORT"
+                            ) from None
+        except MqttConnectError as e:
+            raise UserError(f"recording failed: {e} (is the account allowed to read "
+                            f"{self.filter}?)") from None
+
+    def _finished(self) -> bool:
+        if self.stop.is_set():
+            return True
+        w = self.writer
+        if w is not None and self.count is not None and w.messages >= self.count:
+            return True
+        return (self.writer is not None and self.duration is not None
+                and time.monotonic() - self.started >= self.duration)
+
+    async def _drain(self, sub: Subscriber) -> None:
+        """Take batches until finished; a segment about once a second."""
+        w = self.writer
+        assert w is not None
+        next_flush = time.monotonic() + FLUSH_S
+        flushing: asyncio.Future[None] | None = None
+        reading: asyncio.Task[list[Publish]] | None = None
+        try:
+            while not self._finished():
+                if reading is None:
+                    reading = asyncio.ensure_future(sub.read_batch())
+                done, _ = await asyncio.wait({reading}, timeout=0.1)
+                if done:
+                    batch, reading = reading.result(), None
+                    self._add(w, sub, batch)
+                    await sub.drain()
+                if time.monotonic() >= next_flush:
+                    next_flush += FLUSH_S
+                    if flushing is None or flushing.done():
+                        if flushing is not None:
+                            flushing.result()
+                        table = w.take()
+                        if table is not None:
+                            flushing = asyncio.ensure_future(asyncio.to_thread(w.write, table))
+                    if self.progress:
+                        self._show_progress(w)
+        finally:
+            if reading is not None:
+                reading.cancel()
+            if flushing is not None:
+                await flushing
+
+    def _add(self, w: CaptureWriter, sub: Subscriber, batch: list[Publish]) -> None:
+        now_ns, mono = time.time_ns(), time.monotonic_ns()
+        if self.t0_mono is None:
+            self.t0_mono = mono
+        if self.count is not None:
+            # beyond --count: left unacknowledged, for whoever records next
+            batch = batch[:max(0, self.count - w.messages)]
+        decode = publish_properties.decode
+        w.add_batch(now_ns, mono - self.t0_mono, [p.topic for p in batch],
+                    [p.payload for p in batch], [p.qos for p in batch],
+                    [p.retain for p in batch],
+                    [_json(decode(p.properties)) if p.properties else None for p in batch])
+        sub.ack([p.packet_id for p in batch if p.packet_id])
+
+    def _show_progress(self, w: CaptureWriter) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        sys.stderr.write(f"\r{w.messages} messages, {w.payload_bytes / 1e6:.1f} MB, "
+                         f"{w.messages / elapsed:.0f} msg/s ")
+        sys.stderr.flush()
+
+
+def _json(props: dict[str, Any] | None) -> str | None:
+    import json
+
+    return json.dumps(props) if props else None
 
 
 def _on_signals(stop: threading.Event) -> dict[int, Any]:
