@@ -25,7 +25,7 @@ READ_SIZE = 1 << 20
 # broker sends its whole backlog at once; batches stay bounded, so memory does too.
 MAX_BATCH_BYTES = 1 << 20
 
-_CONNACK_REASONS = {
+CONNACK_REASONS = {
     # MQTT 3.1.1 return codes: what a broker answers when it does not speak MQTT 5
     0x01: "unacceptable protocol version (the broker needs MQTT 5)",
     0x02: "client identifier rejected", 0x03: "server unavailable",
@@ -331,7 +331,7 @@ class Subscriber:
         if len(body) < 2:
             raise MalformedPacket("CONNACK shorter than two bytes")
         if body[1] != 0:
-            reason = _CONNACK_REASONS.get(body[1], f"reason code 0x{body[1]:02x}")
+            reason = CONNACK_REASONS.get(body[1], f"reason code 0x{body[1]:02x}")
             raise MqttConnectError(f"broker refused the connection: {reason}", body[1])
         self.session_present = bool(body[0] & 1)
         self.connack_properties, _ = parse_properties(body, 2) if len(body) > 2 else ({}, 2)
@@ -357,7 +357,7 @@ class Subscriber:
                         code)
                 return
             if kind == DISCONNECT:
-                raise ConnectionLost(_disconnect_reason(body))
+                raise ConnectionLost(disconnect_reason(body))
 
     async def _control_packet(self) -> tuple[int, bytes]:
         """Read until a non-PUBLISH packet arrives; PUBLISHes stay buffered for read_batch."""
@@ -440,7 +440,7 @@ class Subscriber:
             if kind == PINGRESP:
                 self._ping_sent = None
             elif kind == DISCONNECT:
-                raise ConnectionLost(_disconnect_reason(body))
+                raise ConnectionLost(disconnect_reason(body))
 
     def _count(self, pubs: list[Publish]) -> list[Publish]:
         self._inflight += sum(1 for p in pubs if p.packet_id)
@@ -493,7 +493,7 @@ class Subscriber:
             self._writer = None
 
 
-def _disconnect_reason(body: bytes) -> str:
+def disconnect_reason(body: bytes) -> str:
     if not body:
         return "broker sent DISCONNECT"
     text = ""
