@@ -38,15 +38,13 @@ class OfflineResult:
 
 
 def messages_of(path: Path, topic_filter: str | None = None, retime: str = "none",
-                clones: int = 1) -> tuple[list[capture.Message], int]:
-    """The capture's messages after --retime and --clone, and the offset applied (ms)."""
+                clones: int = 1) -> tuple[Iterable[capture.Message], int]:
+    """The capture's messages after --retime and --clone, read as they are used, and
+    the offset applied (ms)."""
     import time
 
-    messages = list(capture.read(path, topic_filter))
-    offset = retime_offset(messages, retime, int(time.time() * 1000))
-    if offset == 0 and clones == 1:
-        return messages, 0
-    return list(transform(messages, offset, clones)), offset
+    offset = retime_offset(capture.read(path, topic_filter), retime, int(time.time() * 1000))
+    return transform(capture.read(path, topic_filter), offset, clones), offset
 
 # Offline, rows are written every this many, in a thread (pyarrow encodes and compresses
 # without the GIL) while the next ones are decoded: memory stays bounded and the write
@@ -201,25 +199,6 @@ class BrokerResult:
         return self.messages / self.seconds if self.seconds > 0 else 0.0
 
 
-def _properties(d: dict[str, Any] | None) -> Any:
-    """paho Properties for a PUBLISH from a capture's JSON, or None."""
-    if not d:
-        return None
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    p = Properties(PacketTypes.PUBLISH)
-    for name, value in d.items():
-        if name == "SubscriptionIdentifier":
-            continue  # added by the broker on delivery; a client may not publish it
-        if name == "UserProperty":
-            value = [tuple(kv) for kv in value]
-        elif name == "CorrelationData":
-            value = bytes.fromhex(value)
-        setattr(p, name, value)
-    return p
-
-
 def replay_broker(path: Path, host: str, port: int, speed: float = 1.0, fast: bool = False,
                   topic_filter: str | None = None, loops: int = 1,
                   username: str | None = None, password: str | None = None,
@@ -229,64 +208,86 @@ def replay_broker(path: Path, host: str, port: int, speed: float = 1.0, fast: bo
 
     Timing is an absolute schedule: message i is due at t0 + (offset_i - offset_0) /
     speed, and the wait is for that instant, never for the delta since the previous
-    message, so lateness does not accumulate. `fast` publishes as fast as the client
-    can. Every QoS 1 message is acknowledged before this returns."""
-    import time
-
-    import paho.mqtt.client as mqtt
+    message, so lateness does not accumulate. `fast` publishes as fast as the broker's
+    window allows. Every QoS 1 and 2 message is acknowledged before this returns. The
+    capture is read a segment at a time, once per lap."""
+    import asyncio
 
     if speed <= 0:
         raise UserError("--speed must be above 0 (use --fast for no waiting)")
-    messages, offset = messages_of(path, topic_filter, retime, clones)
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                    protocol=mqtt.MQTTv5)
-    if username:
-        c.username_pw_set(username, password)
-    c.max_inflight_messages_set(1000)
-    c.max_queued_messages_set(0)
+    if clones < 1:
+        raise UserError("--clone must be at least 1")
+    return asyncio.run(_replay_broker(path, host, port, speed, fast, topic_filter, loops,
+                                      username, password, client_id, ack_timeout, retime,
+                                      clones))
+
+
+async def _replay_broker(path: Path, host: str, port: int, speed: float, fast: bool,
+                         topic_filter: str | None, loops: int, username: str | None,
+                         password: str | None, client_id: str, ack_timeout: float,
+                         retime: str, clones: int) -> BrokerResult:
+    import asyncio
+    import time
+
+    from fleetpulse.ingest.mqtt_subscriber import MqttConnectError, MqttError
+
+    from . import publish_properties
+    from .mqtt_publisher import Publisher
+
+    first_ns = last_ns = None
+    for m in capture.read(path, topic_filter):
+        first_ns = m.offset_ns if first_ns is None else first_ns
+        last_ns = m.offset_ns
+    offset = retime_offset(capture.read(path, topic_filter), retime, int(time.time() * 1000))
+    span_s = ((last_ns or 0) - (first_ns or 0)) / 1e9 / speed
+    pub = Publisher(host, port, client_id, username=username, password=password)
     try:
-        c.connect(host, port, keepalive=30)
+        await pub.connect()
     except OSError as e:
         raise UserError(f"cannot reach the broker at {host}:{port} ({e.strerror or e}): "
                         "start it or pass --broker HOST:PORT") from None
-    c.loop_start()
+    except MqttConnectError as e:
+        raise UserError(f"replay failed: {e}") from None
     lags: list[float] = []
-    pending = []
-    props = [_properties(m.properties) for m in messages]
-    span = (messages[-1].offset_ns - messages[0].offset_ns) if messages else 0
+    sent = 0
+    encoded: dict[str, bytes] = {}
     start = time.monotonic()
     try:
         for lap in range(loops):
-            base = messages[0].offset_ns if messages else 0
-            lap_start = start + lap * (span / 1e9 / speed + 0.001) if not fast else 0.0
-            for m, p in zip(messages, props, strict=True):
+            lap_start = start + lap * (span_s + 0.001)
+            for m in transform(capture.read(path, topic_filter), offset, clones):
                 if not fast:
-                    due = lap_start + (m.offset_ns - base) / 1e9 / speed
+                    due = lap_start + (m.offset_ns - (first_ns or 0)) / 1e9 / speed
                     wait = due - time.monotonic()
                     if wait > 0:
-                        time.sleep(wait)
-                info = c.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, properties=p)
-                if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                    raise UserError(f"publish to {m.topic} failed: "
-                                    f"{mqtt.error_string(info.rc)}")
+                        await pub.drain()  # what is due now leaves before the wait
+                        await asyncio.sleep(wait)
+                props = b""
+                if m.properties:
+                    key = json.dumps(m.properties, sort_keys=True)
+                    props = encoded.get(key) or encoded.setdefault(
+                        key, publish_properties.encode(m.properties))
+                await pub.publish(m.topic, m.payload, m.qos, m.retain, props)
+                sent += 1
                 if not fast:
+                    pub.flush()
                     lags.append((time.monotonic() - due) * 1000)
-                if m.qos:
-                    pending.append(info)
-        deadline = time.monotonic() + ack_timeout
-        for info in pending:
-            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            if not info.is_published():
-                raise UserError(f"the broker did not acknowledge {len(pending)} QoS 1 "
-                                f"messages within {ack_timeout:.0f} s")
+        if not await pub.wait_acknowledged(ack_timeout):
+            raise UserError(f"the broker did not acknowledge {pub.unacknowledged} QoS 1/2 "
+                            f"messages within {ack_timeout:.0f} s")
         seconds = time.monotonic() - start
+    except MqttError as e:
+        raise UserError(f"replay stopped after {sent:,} messages: {e}") from None
     finally:
-        c.disconnect()
-        c.loop_stop()
+        await pub.close()
+    if pub.refused:
+        codes = ", ".join(f"{n:,} with reason 0x{code:02x}" for code, n in
+                          sorted(pub.refused.items()))
+        raise UserError(f"the broker refused {sum(pub.refused.values()):,} messages ({codes}; "
+                        "0x87: the account may not publish on those topics)")
     lags.sort()
 
     def pct(q: float) -> float:
         return lags[min(len(lags) - 1, int(q * len(lags)))] if lags else 0.0
 
-    return BrokerResult(len(messages) * loops, seconds, pct(0.5), pct(0.99),
-                        lags[-1] if lags else 0.0, offset)
+    return BrokerResult(sent, seconds, pct(0.5), pct(0.99), lags[-1] if lags else 0.0, offset)

@@ -39,7 +39,7 @@ def first_record_ms(messages: Iterable[Message]) -> int | None:
     return first
 
 
-def retime_offset(messages: list[Message], when: str, now_ms: int) -> int:
+def retime_offset(messages: Iterable[Message], when: str, now_ms: int) -> int:
     """ms to add so the first record lands at `when`: "now", a YYYY-MM-DD (its UTC
     midnight) or "none" (0)."""
     if when == "none":
@@ -61,7 +61,7 @@ def _device(topic: str) -> str | None:
     return parts[1] if len(parts) == 3 and parts[0] == "devices" else None
 
 
-def transform(messages: list[Message], offset_ms: int = 0, clones: int = 1
+def transform(messages: Iterable[Message], offset_ms: int = 0, clones: int = 1
               ) -> Iterator[Message]:
     """Each message shifted by offset_ms (envelope sent_ms and every record's t, and the
     receive time), then once per clone: clone 0 as recorded, clone k with every device
@@ -69,6 +69,9 @@ def transform(messages: list[Message], offset_ms: int = 0, clones: int = 1
     so the schedule stays the capture's."""
     if clones < 1:
         raise UserError("--clone must be at least 1")
+    if not offset_ms and clones == 1:
+        yield from messages
+        return
     for m in messages:
         env = _envelope(m) if offset_ms or clones > 1 else None
         if env is not None and offset_ms:
