@@ -74,6 +74,15 @@ class Event(Struct, tag="event", tag_field="type", forbid_unknown_fields=True, g
     last_error: str | None = None
     interval_s: I64 | None = None
 
+    def __post_init__(self) -> None:
+        # msgspec calls this while decoding, for events only; raising declines the
+        # message (msgspec reports it as a ValidationError)
+        if EVENT_NAME.fullmatch(self.event) is None:
+            raise ValueError("not an event name")
+        for key in _EVENT_REQUIRED.get(self.event, ()):
+            if getattr(self, key) is None:
+                raise ValueError(f"no {key}")
+
 
 class Envelope(Struct, gc=False):
     # unknown envelope keys are ignored, as the slow path ignores them
@@ -115,15 +124,6 @@ def decode(topic: str, payload: bytes, received_ms: int) -> Envelope | None:
     recs = env.records
     if recs and max(map(_time, recs)) > received_ms + MAX_CLOCK_AHEAD_MS:
         return None
-    for r in recs:
-        if type(r) is Event:
-            if EVENT_NAME.fullmatch(r.event) is None:
-                return None
-            required = _EVENT_REQUIRED.get(r.event)
-            if required:
-                for key in required:
-                    if getattr(r, key) is None:
-                        return None
     return env
 
 

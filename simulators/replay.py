@@ -70,12 +70,12 @@ def replay_offline(path: Path, data: Path, topic_filter: str | None = None,
     handle = pipe.handle
     # what ingest subscribes to; status and config topics are other services'
     telemetry = capture.TopicMatcher(TELEMETRY_FILTER)
-    writing: tuple[Batch, Future[None]] | None = None
+    writing: list[tuple[Batch, Future[None]]] = []
 
     def finish_write() -> None:
-        if writing is not None:
-            writing[1].result()
-            pipe.written(writing[0])
+        batch, done = writing.pop(0)
+        done.result()
+        pipe.written(batch)
 
     n = 0
     with ThreadPoolExecutor(1) as pool:
@@ -84,10 +84,12 @@ def replay_offline(path: Path, data: Path, topic_filter: str | None = None,
                 handle(topic, payload, received_ns // 1_000_000)
                 n += 1
                 if pipe.stats.buffered_rows >= OFFLINE_FLUSH_ROWS:
-                    finish_write()
+                    if len(writing) > 1:  # two batches in the queue bound the memory
+                        finish_write()
                     batch = pipe.detach()
-                    writing = batch, pool.submit(pipe.write, batch)
-        finish_write()
+                    writing.append((batch, pool.submit(pipe.write, batch)))
+        while writing:
+            finish_write()
     pipe.flush()
     s = pipe.stats
     return OfflineResult(n, s.readings + s.events, s.messages_rejected + s.records_rejected,
