@@ -206,7 +206,9 @@ def subscribe_packet(packet_id: int, topic_filter: str, qos: int = 1,
                    + bytes([options]))
 
 
-def disconnect_packet(reason: int = 0) -> bytes:
+def disconnect_packet(reason: int = 0, end_session: bool = False) -> bytes:
+    if end_session:  # Session Expiry Interval 0: the broker drops the session now
+        return bytes([0xE0, 7, reason, 5, 0x11, 0, 0, 0, 0])
     return b"\xe0\x00" if reason == 0 else bytes([0xE0, 1, reason])
 
 
@@ -478,12 +480,14 @@ class Subscriber:
         self._next_id = pid % 65535 + 1
         return pid
 
-    async def close(self, graceful: bool = True) -> None:
+    async def close(self, graceful: bool = True, end_session: bool = False) -> None:
+        """Disconnect; `end_session` asks the broker to forget the session (nothing is
+        queued for this client any more)."""
         if self._writer is None:
             return
         try:
             if graceful:
-                self._writer.write(disconnect_packet())
+                self._writer.write(disconnect_packet(end_session=end_session))
                 await self._writer.drain()
             self._writer.close()
             await self._writer.wait_closed()

@@ -9,7 +9,7 @@ PUBLISH of a socket read as one batch, with one receive time, and keeps properti
 the bytes they came in until they are decoded, only when present. A segment is written
 about once a second, in a thread, so a SIGKILL loses at most that second. The session
 is persistent (cleaned at the first connect only), so after a reconnect the broker
-redelivers what was queued meanwhile.
+redelivers what was queued meanwhile; a recording that ends ends the session too.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class _Recorder:
                 sub = Subscriber(self.host, self.port, self.client_id, clean_start=first,
                                  session_expiry=SESSION_EXPIRY_S, username=self.username,
                                  password=self.password)
+                ended = False
                 try:
                     await self._connect(sub)
                     first = False
@@ -92,13 +93,15 @@ class _Recorder:
                             ready.set()
                     backoff = 0.2
                     await self._drain(sub)
+                    ended = True
                 except (OSError, MqttError, TimeoutError) as e:
                     log.warning("broker %s:%d: %s; reconnecting in %.1fs", self.host,
                                 self.port, e or type(e).__name__, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                 finally:
-                    await sub.close()
+                    # done: the broker need not queue for this recorder any more
+                    await sub.close(end_session=ended)
         finally:
             if self.writer is not None:
                 await asyncio.to_thread(self.writer.flush)

@@ -83,6 +83,29 @@ def test_record_is_lossless_and_duckdb_reads_it(broker: Broker, tmp_path: Path) 
     assert con.execute("SELECT count(*) FROM quarantine").fetchone()[0] >= 2
 
 
+async def test_a_finished_recording_ends_its_broker_session(broker: Broker,
+                                                            tmp_path: Path) -> None:
+    """Otherwise the broker would go on queueing every message for a recorder that left."""
+    import asyncio
+
+    from fleetpulse.ingest.mqtt_subscriber import Subscriber
+
+    t, _ = _record_in_thread(broker, tmp_path / "cap", 1, "ends-session")
+    pub = _publisher(broker)
+    pub.publish("devices/s-1/telemetry", b"x", qos=1).wait_for_publish(5)
+    await asyncio.to_thread(t.join, 30)
+    cred = broker.credentials("fleetpulse-recorder")
+    again = Subscriber(broker.host, broker.port, "ends-session", clean_start=False,
+                       username=cred.username, password=cred.password)
+    await again.connect()
+    try:
+        assert not again.session_present
+    finally:
+        await again.close()
+        pub.loop_stop()
+        pub.disconnect()
+
+
 def _capture_of(tmp_path: Path, n: int = 40) -> Path:
     w = capture.CaptureWriter(tmp_path / "cap")
     for i in range(n):
@@ -214,6 +237,33 @@ def test_round_trip_through_a_second_broker_is_byte_for_byte(broker: Broker,
     a, b = list(capture.read(first)), list(capture.read(tmp_path / "second"))
     assert [key(m) for m in b] == [key(m) for m in a]
     assert all((m.properties or {}).get("ContentType") == "application/octet-stream" for m in a)
+
+
+def test_replay_completes_qos_2_and_reports_refused_messages(broker: Broker,
+                                                            tmp_path: Path) -> None:
+    import pytest
+
+    from fleetpulse.gateway.errors import UserError
+    from fleetpulse.simulators.replay import replay_broker
+
+    def one(name: str, topic: str, qos: int) -> Path:
+        w = capture.CaptureWriter(tmp_path / name)
+        w.add(capture.Message(0, T * 1_000_000, 0, topic, b"\x00\xff payload", qos))
+        w.flush()
+        return tmp_path / name
+
+    cred = broker.credentials("fleetpulse-simulator")
+    t, _ = _record_in_thread(broker, tmp_path / "got", 1, "qos2-rec")
+    r = replay_broker(one("two", "devices/q-1/telemetry", 2), broker.host, broker.port,
+                      fast=True, username=cred.username, password=cred.password)
+    t.join(30)
+    assert r.messages == 1  # returned only once the broker completed the QoS 2 handshake
+    [m] = capture.read(tmp_path / "got")
+    assert (m.topic, m.payload) == ("devices/q-1/telemetry", b"\x00\xff payload")
+    # the simulator account may not publish configuration: the broker says so per message
+    with pytest.raises(UserError, match=r"refused 1 messages .*0x87"):
+        replay_broker(one("config", "devices/q-1/config", 1), broker.host, broker.port,
+                      fast=True, username=cred.username, password=cred.password)
 
 
 def _received_at(broker: Broker, cap: Path, n: int, speed: float, tmp_path: Path):
