@@ -292,7 +292,7 @@ def _received_at(broker: Broker, cap: Path, n: int, speed: float, tmp_path: Path
         r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "replay", str(cap),
                             "--broker", broker.address, "--speed", str(speed), "--username",
                             cred.username, "--password-file", str(tmp_path / "pw")],
-                           capture_output=True, text=True, timeout=60,
+                           capture_output=True, text=True, timeout=120,
                            env={**os.environ, "COLUMNS": "200"})
         assert r.returncode == 0, r.stderr
         deadline = time.monotonic() + 10
@@ -332,12 +332,12 @@ def test_publish_properties_read_as_paho_writes_them() -> None:
 
 
 def test_replay_keeps_to_its_schedule(tmp_path: Path) -> None:
-    """Replayed at speed 10 and 40, each message reaches an independent subscriber on
-    time: p99 lag under 20 ms against the capture's schedule, with no drift."""
+    """A 60 s capture replayed at speed 1 and 10: each message reaches an independent
+    subscriber on time, p99 lag under 20 ms against the capture's schedule, no drift."""
     w = capture.CaptureWriter(tmp_path / "timed")
-    n = 200
-    for i in range(n):  # 20 s at 10 messages a second
-        w.add(capture.Message(i, 0, i * 100_000_000, "devices/tick-1/telemetry",
+    n = 300
+    for i in range(n):  # 60 s at 5 messages a second
+        w.add(capture.Message(i, 0, i * 200_000_000, "devices/tick-1/telemetry",
                               str(i).encode(), 1, False))
     w.flush()
     from fleetpulse.gateway.broker import free_port
@@ -347,10 +347,10 @@ def test_replay_keeps_to_its_schedule(tmp_path: Path) -> None:
     # be timed here too.
     with Broker(free_port(), tmp_path / "broker") as own:
         runs = [(speed, *_received_at(own, tmp_path / "timed", n, speed, tmp_path))
-                for speed in (10.0, 40.0)]
+                for speed in (1.0, 10.0)]
     for speed, got, line in runs:
         # the schedule's origin as the subscriber sees it: the earliest (arrival - due)
-        offsets = [got[i] - i * 0.1 / speed for i in range(n)]
+        offsets = [got[i] - i * 0.2 / speed for i in range(n)]
         lag_ms = sorted((o - min(offsets)) * 1000 for o in offsets)
         p99 = lag_ms[int(0.99 * n) - 1]
         print(f"speed {speed}: subscriber p99 lag {p99:.1f} ms; {line.strip()}")
