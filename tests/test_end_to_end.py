@@ -7,12 +7,24 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fleetpulse.analytics.dataset import connect
+from fleetpulse.gateway.broker import Broker, free_port
 from fleetpulse.simulators.simulate import simulate
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A broker of this module's own. The session broker still queues (and autosaves)
+    every telemetry message for the persistent sessions of ingest processes that earlier
+    tests stopped minutes ago: with them the fleet below took 248 s to arrive instead of
+    75 s."""
+    with Broker(free_port(), tmp_path_factory.mktemp("e2e-broker")) as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
