@@ -25,12 +25,17 @@ def _fill(data: Path, devices: int, days: int) -> list[tuple[str, dict]]:
     """A simulated fleet through the ingest pipeline, flushed every 6 hours so each day
     has several files to compact; returns the envelopes sent."""
     sent = []
-    for day, hour in Fleet(devices, days, 5, START).hours():
-        pipe = Pipeline(data, f"fill-{day}-{len(sent)}")
+    pipe = None
+    for n, (day, hour) in enumerate(Fleet(devices, days, 5, START).hours()):
+        pipe = pipe or Pipeline(data, f"fill-{day}-{n}")
         for device_id, env in hour:
             pipe.handle(TELEMETRY_TOPIC.format(device_id=device_id), json.dumps(env).encode(),
                         env["sent_ms"])
             sent.append((device_id, env))
+        if n % 6 == 5:
+            pipe.flush()
+            pipe = None
+    if pipe is not None:
         pipe.flush()
     return sent
 
@@ -96,9 +101,9 @@ def test_rollups_match_raw_rows_and_late_data_invalidates_a_day(tmp_path: Path) 
     assert _raw_days(data) == set()
     sessions_dir = data / "rollups" / rollup_dir("session_parts")
     assert len(list(sessions_dir.glob("date=*/*.parquet"))) == 9
-    assert _metrics(data) == expected
     # A rollup written by another definition of its query (an older release) sits in
-    # a folder of another name: never read, and the next compaction removes it.
+    # a folder of another name: never read (its rows would count twice), and the next
+    # compaction removes it.
     outdated = data / "rollups" / "session_parts-0ldc0de0"
     shutil.copytree(sessions_dir, outdated)
     assert _metrics(data) == expected
