@@ -104,7 +104,7 @@ def test_disk_full_stops_acking_then_recovers(broker, start_ingest, small_disk):
     filler.write_bytes(b"\0" * (6 * 1024 * 1024 - 300 * 1024))  # leave 300 KB
     # Large flushes, so the write-ahead log needs more room than there is.
     ingest = start_ingest(data=data, client_id="ingest-diskfull",
-                          args=["--flush-rows", "50000", "--flush-seconds", "30"])
+                          args=["--flush-rows", "50000", "--flush-seconds", "5"])
     ingest.wait_subscribed()
     load = LoadPublisher(broker, messages=4000, per_message=5,
                          prefix="full").start()  # ~2.5 MB of payload: more than fits
