@@ -1,4 +1,4 @@
-"""`fleetpulse firmware build|run|check|config`."""
+"""`fleetpulse firmware build|run|check|config|bench-board`."""
 
 from __future__ import annotations
 
@@ -45,6 +45,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run the modules from this ROMFS image, mounted at /rom")
     r.set_defaults(func=_run)
 
+    bb = fw.add_parser("bench-board", help="a board without hardware, on a serial port of "
+                                           "its own, for mpremote and flashing",
+                       description="The MicroPython unix port behind a pseudo-terminal with a "
+                                   "folder as its flash: mpremote (or `firmware flash`) "
+                                   "connects to the printed port as to a USB board, and it "
+                                   "comes back after a reset as a board does.")
+    bb.add_argument("--flash", type=Path, default=Path("bench-flash"),
+                    help="folder standing in for the board's flash (default %(default)s)")
+    bb.add_argument("--scenario", type=Path, default=None,
+                    help="scenario JSON for the sim board the firmware runs on")
+    bb.set_defaults(func=_bench_board)
+
     c = fw.add_parser("check", help="type-check the firmware against a board's stubs")
     c.add_argument("--board", choices=["esp32", "rp2"], action="append",
                    help="board (repeatable; default both)")
@@ -87,6 +99,28 @@ def _run(args: argparse.Namespace) -> int:
     from .loop import run
 
     return run(args.flash, args.config, args.scenario, args.bundle, args.heap, args.romfs)
+
+
+def _bench_board(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .bench_board import BenchBoard
+
+    env = {"FLEETPULSE_SCENARIO": str(args.scenario.resolve())} if args.scenario else {}
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with BenchBoard(args.flash, env) as board:
+        # the port on stdout, alone on its line, for scripts: PORT=$(... | head -1)
+        print(board.port, flush=True)
+        Console(stderr=True).print(f"bench board on {board.port}, flash {args.flash}: "
+                                   f"try `mpremote connect {board.port} ls`; Ctrl-C stops it")
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

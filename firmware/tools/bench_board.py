@@ -1,0 +1,178 @@
+"""A board with no hardware: the MicroPython unix port behind a pseudo-terminal, with a
+folder as its flash, so mpremote (and `fleetpulse firmware flash`) talk to it as to a
+board on USB serial.
+
+The unix port speaks the raw REPL, but it exits where a board resets: on the soft reset
+mpremote asks for (Ctrl-D at the raw REPL) and on machine.reset(). So the port mpremote
+opens is a second pty, and a relay thread in between starts the interpreter again each
+time it exits, the way a board comes back: after a soft reset in the raw REPL it prints
+"soft reboot" and is back at the raw REPL without running main.py; after a reset
+(machine.reset(), a soft reset at the friendly REPL, the sim board's own resets, or a
+power-up) it runs main.py from the flash when there is one, then the REPL (`-i`). What
+the interpreter printed is kept, so a failed flash can show the board's last console
+lines.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import pty
+import selectors
+import shutil
+import subprocess
+import tempfile
+import threading
+import tty
+from pathlib import Path
+
+from .loop import micropython_binary
+
+RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
+CONSOLE_LINES = 200
+RESET_EXIT = 77  # as the sim board (firmware/hw/sim.py) exits for machine.reset()
+# The unix port's own `machine` has no reset(): this one, on the module path after the
+# flash, gives mpremote's `reset` (machine.reset()) a board that reboots.
+MACHINE_PY = f"""import sys
+
+
+def reset():
+    sys.exit({RESET_EXIT})
+
+
+def soft_reset():
+    raise SystemExit
+
+
+def idle():
+    pass
+
+
+def unique_id():
+    return b"bench-board"
+"""
+
+
+class BenchBoard:
+    def __init__(self, flash: Path, env: dict[str, str] | None = None) -> None:
+        self.flash = flash.resolve()
+        self.env = env or {}
+        self.boots = 0
+        self._console: collections.deque[bytes] = collections.deque(maxlen=CONSOLE_LINES)
+        self._partial = b""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._child_fd = -1
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._raw = False
+        self._lib = Path(tempfile.mkdtemp(prefix="bench-board-"))
+        (self._lib / "machine.py").write_text(MACHINE_PY)
+        self._user_fd, slave = pty.openpty()
+        tty.setraw(slave)  # bytes through untouched, as a USB CDC port carries them
+        self.port = os.ttyname(slave)
+        self._slave = slave  # kept open: the port exists while the board does
+
+    def start(self) -> BenchBoard:
+        self.flash.mkdir(parents=True, exist_ok=True)
+        self._boot(run_main=True)
+        self._thread = threading.Thread(target=self._relay, name="bench-board", daemon=True)
+        self._thread.start()
+        return self
+
+    def __enter__(self) -> BenchBoard:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def console(self) -> list[str]:
+        """The board's last console lines."""
+        lines = [*self._console, self._partial] if self._partial else list(self._console)
+        return [b.decode("utf-8", "replace").rstrip("\r\n") for b in lines]
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._kill()
+        for fd in (self._user_fd, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        shutil.rmtree(self._lib, ignore_errors=True)
+
+    def _boot(self, run_main: bool) -> None:
+        """Start the interpreter with the flash as its file system and module path."""
+        self.boots += 1
+        argv = [micropython_binary()]
+        if run_main and (self.flash / "main.py").exists():
+            argv += ["-i", "main.py"]
+        master, slave = pty.openpty()
+        tty.setraw(slave)  # the port writes \r\n itself: no newline translation
+        env = {**os.environ, **self.env, "MICROPYPATH": f"{self.flash}:{self._lib}"}
+        self._proc = subprocess.Popen(argv, cwd=self.flash, env=env, stdin=slave,
+                                      stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        self._child_fd = master
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._child_fd >= 0:
+            try:
+                os.close(self._child_fd)
+            except OSError:
+                pass
+            self._child_fd = -1
+
+    def _relay(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._user_fd, selectors.EVENT_READ, "user")
+        sel.register(self._child_fd, selectors.EVENT_READ, "child")
+        suppress_until_raw = False
+        while not self._stop.is_set():
+            for key, _ in sel.select(0.1):
+                try:
+                    data = os.read(key.fd, 4096)
+                except OSError:  # the interpreter's side closed: it exited
+                    data = b""
+                if key.data == "user":
+                    if data:
+                        if b"\x02" in data:
+                            self._raw = False
+                        os.write(self._child_fd, data)
+                    continue
+                if data:
+                    if suppress_until_raw:
+                        # a board back from a soft reset shows only the raw prompt
+                        at = data.find(RAW_BANNER)
+                        if at < 0:
+                            continue
+                        data, suppress_until_raw = data[at:], False
+                    if RAW_BANNER in data:
+                        self._raw = True
+                    self._note(data)
+                    os.write(self._user_fd, data)
+                    continue
+                # the interpreter exited: come back as the board would
+                sel.unregister(self._child_fd)
+                code = self._proc.wait() if self._proc is not None else 0
+                self._kill()
+                soft = self._raw and code == 0
+                os.write(self._user_fd, b"soft reboot\r\n" if soft else b"\r\n")
+                self._note(b"soft reboot\r\n" if soft else f"(reset, exit {code})\r\n".encode())
+                self._boot(run_main=not soft)
+                if soft:
+                    os.write(self._child_fd, b"\x01")  # straight back to the raw REPL
+                    suppress_until_raw = True
+                else:
+                    self._raw = False
+                sel.register(self._child_fd, selectors.EVENT_READ, "child")
+        sel.close()
+
+    def _note(self, data: bytes) -> None:
+        text = self._partial + data
+        *lines, self._partial = text.split(b"\n")
+        self._console.extend(line + b"\n" for line in lines)
