@@ -485,16 +485,21 @@ class Subscriber:
         queued for this client any more)."""
         if self._writer is None:
             return
-        try:
-            if graceful:
-                self._writer.write(disconnect_packet(end_session=end_session))
-                await self._writer.drain()
-            self._writer.close()
-            await self._writer.wait_closed()
-        except (OSError, ConnectionError):
-            pass
-        finally:
-            self._writer = None
+        writer, self._writer = self._writer, None
+        await close_connection(
+            writer, disconnect_packet(end_session=end_session) if graceful else None)
+
+
+async def close_connection(writer: asyncio.StreamWriter, farewell: bytes | None) -> None:
+    """Send `farewell` (a DISCONNECT), then close; a connection already gone is fine."""
+    try:
+        if farewell:
+            writer.write(farewell)
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    except (OSError, ConnectionError):
+        pass
 
 
 def disconnect_reason(body: bytes) -> str:

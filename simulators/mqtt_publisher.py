@@ -26,6 +26,7 @@ from fleetpulse.ingest.mqtt_subscriber import (
     MqttConnectError,
     MqttError,
     ProtocolViolation,
+    close_connection,
     connect_packet,
     disconnect_packet,
     disconnect_reason,
@@ -200,13 +201,6 @@ class Publisher:
             self._reading.cancel()
         if self._writer is None:
             return
-        try:
-            self.flush()
-            self._writer.write(disconnect_packet())
-            await self._writer.drain()
-            self._writer.close()
-            await self._writer.wait_closed()
-        except (OSError, ConnectionError):
-            pass
-        finally:
-            self._writer = None
+        self.flush()
+        writer, self._writer = self._writer, None
+        await close_connection(writer, disconnect_packet())
