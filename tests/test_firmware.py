@@ -380,8 +380,10 @@ def test_low_power_mode_samples_journals_and_sleeps(broker, start_ingest, tmp_pa
     assert sorted(r["boot"] for r in readings) == list(range(wakes))
     times = [int(r["ts"].timestamp() * 1000) for r in readings]
     # 60 s of sleep, plus the time awake: longer on wakes that connect and wait for acks
+    # (at speed 200 a tenth of a second awake is 20 s of device time, so a loaded machine
+    # stretches those; a sleep missed or doubled would not fit)
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert all(60_000 <= g <= 80_000 for g in gaps) and gaps.count(60_000) >= wakes // 2, gaps
+    assert all(60_000 <= g < 120_000 for g in gaps) and gaps.count(60_000) >= wakes // 2, gaps
     power_on = [e for e in rows(tmp_path / "data", "events", "lp-0001")
                 if e["event"] == "power_on"]
     assert len(power_on) == 1, "a wake from deep sleep is not a power-on"
