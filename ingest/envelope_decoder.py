@@ -12,6 +12,7 @@ into the same rows (tests/test_envelope_decoder.py holds the two to that).
 
 from __future__ import annotations
 
+import functools
 import sys
 from operator import attrgetter
 from typing import Annotated, Literal
@@ -99,9 +100,16 @@ class Envelope(Struct, gc=False):
 
 assert CONTRACT_VERSION == 1  # the Literal above
 _decoder = msgspec.json.Decoder(Envelope)
-# telemetry topics already checked, with their device id: the same fleet publishes on
-# the same topics all day
-_topics: dict[str, str] = {}
+
+
+# The same fleet publishes on the same topics all day: each is checked once.
+@functools.lru_cache(maxsize=1 << 16)
+def _topic_device(topic: str) -> str | None:
+    """The device id a telemetry topic names, or None when it is not one."""
+    try:
+        return device_from_topic(topic)
+    except Rejected:
+        return None
 
 
 def decode(topic: str, payload: bytes, received_ms: int) -> Envelope | None:
@@ -112,15 +120,8 @@ def decode(topic: str, payload: bytes, received_ms: int) -> Envelope | None:
         env = _decoder.decode(payload)
     except msgspec.MsgspecError:
         return None
-    if _topics.get(topic) != env.device_id:
-        try:
-            if device_from_topic(topic) != env.device_id:  # a valid id, so is this one
-                return None
-        except Rejected:
-            return None
-        if len(_topics) > 1_000_000:
-            _topics.clear()
-        _topics[topic] = env.device_id
+    if _topic_device(topic) != env.device_id:  # the topic's id is valid, so is this one
+        return None
     recs = env.records
     if recs and max(map(_time, recs)) > received_ms + MAX_CLOCK_AHEAD_MS:
         return None

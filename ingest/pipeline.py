@@ -54,7 +54,6 @@ class Pipeline:
         # what the fast path took, and tables a failed write handed back
         self._accepted = AcceptedColumns()
         self._tables: dict[str, list[pa.Table]] = {t: [] for t in ("readings", "events")}
-        self._restored_rows = 0
         self._oldest: float | None = None
         self._seen: dict[tuple[str, str | None, int, int, int], None] = {}
         self._window = dedup_window
@@ -63,7 +62,8 @@ class Pipeline:
     def buffered(self) -> int:
         rows = self._rows
         return (len(rows["readings"]) + len(rows["events"]) + len(rows["quarantine"])
-                + len(self._accepted) + self._restored_rows)
+                + len(self._accepted)
+                + sum(t.num_rows for ts in self._tables.values() for t in ts))
 
     def buffer_age(self) -> float:
         return 0.0 if self._oldest is None else time.monotonic() - self._oldest
@@ -76,12 +76,10 @@ class Pipeline:
         try:
             env = envelope_decoder.decode(topic, payload, received_ms)
             if env is not None:
-                key = (env.device_id, env.iid, env.boot, env.seq, env.sent_ms)
-                if key in self._seen:
-                    st.duplicates += 1
-                else:
+                if not self._duplicate((env.device_id, env.iid, env.boot, env.seq,
+                                        env.sent_ms)):
                     self._accepted.add(env, received_ms)
-                    self._remember(key)
+                    self._remember((env.device_id, env.iid, env.boot, env.seq, env.sent_ms))
                     st.buffered_rows += len(env.records)
                 return
             self._take(topic, payload, received_ms)
@@ -105,8 +103,7 @@ class Pipeline:
         st = self.stats
         parsed = parse_message(topic, payload, received_ms)
         key = (parsed.device_id, parsed.iid, parsed.boot, parsed.seq, parsed.sent_ms)
-        if key in self._seen:
-            st.duplicates += 1
+        if self._duplicate(key):
             return
         conflicts = 0
         for table, rows in (("readings", parsed.readings), ("events", parsed.events)):
@@ -125,6 +122,13 @@ class Pipeline:
             st.rejected_by_reason[r.reason] += 1
         st.type_conflicts += conflicts
         self._remember(key)
+
+    def _duplicate(self, key: tuple[str, str | None, int, int, int]) -> bool:
+        """Taken recently already (counted as a duplicate)?"""
+        if key in self._seen:
+            self.stats.duplicates += 1
+            return True
+        return False
 
     def _remember(self, key: tuple[str, str | None, int, int, int]) -> None:
         self._seen[key] = None
@@ -162,7 +166,6 @@ class Pipeline:
                 if tables:
                     self._tables[table] = []
                 self.columns.written(table)
-        self._restored_rows = 0
         self._oldest = None
         self.stats.buffered_rows = self.buffered
         return batch
@@ -230,7 +233,6 @@ class Pipeline:
                 self._rows[table][:0] = rows
                 if table in self._tables:
                     self._tables[table][:0] = batch.tables.get(table, [])
-                    self._restored_rows += sum(t.num_rows for t in batch.tables.get(table, []))
                 self.columns.present(table, batch.schemas[table])
         if self.buffered and self._oldest is None:
             self._oldest = time.monotonic()

@@ -15,6 +15,7 @@ redelivers what was queued meanwhile; a recording that ends ends the session too
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -108,7 +109,9 @@ class _Recorder:
                 if self.progress:
                     sys.stderr.write("\n")
         w = self.writer
-        assert w is not None
+        if w is None:  # stopped (a signal) before the broker granted the subscription
+            raise UserError(f"stopped before subscribing to {self.filter} on "
+                            f"{self.host}:{self.port}: nothing recorded")
         return RecordResult(w.messages, w.payload_bytes, time.monotonic() - self.started)
 
     async def _connect(self, sub: Subscriber) -> None:
@@ -188,8 +191,6 @@ class _Recorder:
 
 
 def _json(props: dict[str, Any] | None) -> str | None:
-    import json
-
     return json.dumps(props) if props else None
 
 
