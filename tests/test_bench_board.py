@@ -73,3 +73,21 @@ def test_the_cli_prints_a_port_mpremote_connects_to(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def test_connecting_interrupts_a_running_program_and_keeps_its_input(tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    # a main.py that never returns and never reads the console, as the firmware
+    (flash / "main.py").write_bytes(b"import time\nprint('looping')\nwhile True:\n"
+                                    b"    time.sleep(0.05)\n")
+    with BenchBoard(flash, baud=115200) as board:
+        wait_until("main.py to run", lambda: "looping" in board.console(), timeout=10)
+        t = SerialTransport(board.port, baudrate=115200)
+        try:
+            t.enter_raw_repl(soft_reset=False)  # Ctrl-C, then Ctrl-A: must reach the REPL
+            assert t.eval("3 * 3") == 9
+            assert any("KeyboardInterrupt" in line for line in board.console())
+            assert board.boots == 1  # interrupted, not rebooted
+        finally:
+            t.close()

@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="folder standing in for the board's flash (default %(default)s)")
     bb.add_argument("--scenario", type=Path, default=None,
                     help="scenario JSON for the sim board the firmware runs on")
+    bb.add_argument("--baud", type=int, default=None,
+                    help="pace the port like a serial line of this speed (default: as fast "
+                         "as a pty goes); 115200 is what most boards' USB serial runs at")
     bb.set_defaults(func=_bench_board)
 
     c = fw.add_parser("check", help="type-check the firmware against a board's stubs")
@@ -110,7 +113,7 @@ def _bench_board(args: argparse.Namespace) -> int:
     env = {"FLEETPULSE_SCENARIO": str(args.scenario.resolve())} if args.scenario else {}
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with BenchBoard(args.flash, env) as board:
+    with BenchBoard(args.flash, env, baud=args.baud) as board:
         # the port on stdout, alone on its line, for scripts: PORT=$(... | head -1)
         print(board.port, flush=True)
         Console(stderr=True).print(f"bench board on {board.port}, flash {args.flash}: "
