@@ -385,9 +385,13 @@ class App:
             if up >= next_hb:
                 self.heartbeat()
                 next_hb = up + s["heartbeat_s"] * 1000
+            # The first envelope of a boot goes as soon as there is a connection: a
+            # device that just came up (or was just flashed) is heard at once, not after
+            # flush_s.
             if self.batch and (len(self.batch) >= s["batch_records"] or
                                self.batch_bytes >= ENVELOPE_BYTES or
-                               up - self.batch_up >= s["flush_s"] * 1000):
+                               up - self.batch_up >= s["flush_s"] * 1000 or
+                               (self.seq == 0 and self.client is not None)):
                 self.flush()
             self.network()
             up = self.clock.up()

@@ -47,6 +47,17 @@ def add_auth_args(p: argparse.ArgumentParser, service: str) -> None:
     p.set_defaults(service_account=service)
 
 
+def parse_attributes(pairs: list[str]) -> dict[str, str]:
+    """NAME=VALUE pairs (from --attr) as a dict; a pair without '=' is a mistake."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, eq, value = pair.partition("=")
+        if not eq or not name.strip():
+            raise UserError(f"attribute {pair!r} is not NAME=VALUE, e.g. --attr region=eu-west")
+        out[name.strip()] = value.strip()
+    return out
+
+
 def add_secret_args(p: argparse.ArgumentParser, name: str, env_name: str, what: str) -> None:
     """--NAME-file FILE (first line), env FLEETPULSE_<ENV_NAME>, or --NAME on the command
     line, which works but warns: every user of the machine can read it with `ps`."""

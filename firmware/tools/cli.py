@@ -60,6 +60,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "as a pty goes); 115200 is what most boards' USB serial runs at")
     bb.set_defaults(func=_bench_board)
 
+    f = fw.add_parser("flash", help="provision a board, copy the firmware, and wait for "
+                                    "its first report",
+                      description="From a board (or every attached board) to a registered "
+                                  "device that has reported: runtime check (or write with "
+                                  "--runtime), registry account, bundle copy with hash skip "
+                                  "and read-back check, config.json from the site file, reset, "
+                                  "then the device's `online` and first telemetry at the "
+                                  "broker. Idempotent: run it again and it copies nothing.")
+    from .flash_cli import add_arguments
+
+    add_arguments(f)
+    f.set_defaults(func=_flash)
+
     c = fw.add_parser("check", help="type-check the firmware against a board's stubs")
     c.add_argument("--board", choices=["esp32", "rp2"], action="append",
                    help="board (repeatable; default both)")
@@ -124,6 +137,12 @@ def _bench_board(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
     return 0
+
+
+def _flash(args: argparse.Namespace) -> int:
+    from .flash_cli import run_flash
+
+    return run_flash(args)
 
 
 def _check(args: argparse.Namespace) -> int:
