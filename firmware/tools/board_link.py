@@ -168,13 +168,17 @@ class BoardLink:
     def remove(self, path: str) -> None:
         self._exec(f"import os\ntry:\n    os.remove({path!r})\nexcept OSError:\n    pass\n")
 
+    def exec_no_follow(self, code: str) -> None:
+        """Run code that ends the connection (a reset, the bootloader)."""
+        try:
+            self._t.exec_raw_no_follow(code)
+        except (TransportError, serial.SerialException, OSError):
+            pass  # the line may be cut before the command is acknowledged
+
     def reset(self) -> None:
         """A hard reset: the board boots and runs main.py. The connection ends with it
         (on a board with native USB the port itself goes away for a moment)."""
-        try:
-            self._t.exec_raw_no_follow("import machine\nmachine.reset()")
-        except (TransportError, serial.SerialException, OSError):
-            pass  # the reset may cut the line before the command is acknowledged
+        self.exec_no_follow("import machine\nmachine.reset()")
         self.close()
 
 
