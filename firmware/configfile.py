@@ -32,16 +32,22 @@ def _load(path):
         raise ConfigError("%s is not valid JSON: fix it and copy it again" % path)
     if not isinstance(cfg, dict):
         raise ConfigError("%s must hold a JSON object" % path)
+    claim = cfg.get("claim")
+    if claim is not None and (not isinstance(claim, dict) or not isinstance(
+            claim.get("id"), str) or not isinstance(claim.get("secret"), str)):
+        raise ConfigError("%s: claim must hold id and secret (`fleetpulse devices claim "
+                          "create` prints them)" % path)
     dev = cfg.get("device_id")
-    if not isinstance(dev, str) or not 0 < len(dev) <= 64 or dev[0] in "_.-" or [
-            c for c in dev if c not in _ID_CHARS]:
+    if claim is None and (not isinstance(dev, str) or not 0 < len(dev) <= 64 or
+                          dev[0] in "_.-" or [c for c in dev if c not in _ID_CHARS]):
         raise ConfigError("%s: device_id must be 1-64 characters of A-Z a-z 0-9 _ . -" % path)
     m = cfg.get("mqtt")
     if not isinstance(m, dict) or not isinstance(m.get("host"), str):
         raise ConfigError("%s: mqtt.host (the broker's address) is missing" % path)
     if not isinstance(m.get("port", 1883), int):
         raise ConfigError("%s: mqtt.port must be a number" % path)
-    if not isinstance(m.get("username"), str) or not isinstance(m.get("password"), str):
+    if claim is None and (not isinstance(m.get("username"), str) or
+                          not isinstance(m.get("password"), str)):
         raise ConfigError("%s: mqtt.username and mqtt.password are required "
                           "(fleetpulse devices add prints them)" % path)
     if m.get("tls"):

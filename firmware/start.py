@@ -18,18 +18,44 @@ def load_config():
         del sys.modules["configfile"]  # boot-time code: its heap is needed later
 
 
+def provisioned(board, cfg):
+    """cfg with the device's own account; a board flashed with a batch's claim gets one
+    first (provision.py, unloaded afterwards)."""
+    if "claim" not in cfg:
+        return cfg, None
+    import provision
+    try:
+        ident = provision.identity()
+        err = None
+        if ident is None:
+            ident, err = provision.request(board, cfg)
+    finally:
+        del sys.modules["provision"]
+    if ident is None:
+        return None, "provisioning: %s" % err
+    cfg["device_id"] = ident["device_id"]
+    cfg["mqtt"]["username"] = ident["device_id"]
+    cfg["mqtt"]["password"] = ident["password"]
+    return cfg, None
+
+
 def main():
     board = None
     while True:
         try:
             cfg, err = load_config()
             if cfg is not None:
-                board = hw.load(cfg.get("board_type"), cfg.get("board"))
-                from app import App
-                App(board, cfg).run()
-                return
-            # a reset would not mend the file: retried until someone copies a good one
-            print("fleetpulse: config error: %s; retrying in %d s" % (err, RETRY_MS // 1000))
+                board = board or hw.load(cfg.get("board_type"), cfg.get("board"))
+                cfg, err = provisioned(board, cfg)
+                if cfg is not None:
+                    from app import App
+                    App(board, cfg).run()
+                    return
+            else:
+                err = "config error: %s" % err
+            # a reset would not mend it: retried until someone copies a good file, or
+            # the claim is answered
+            print("fleetpulse: %s; retrying in %d s" % (err, RETRY_MS // 1000))
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:

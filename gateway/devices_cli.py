@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -31,7 +32,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     ro = dsub.add_parser("rotate", help="new password for a device (print it once)")
     ro.add_argument("device_id")
     ro.set_defaults(func=_rotate)
-    for q in (a, lst, r, ro):
+    cl = dsub.add_parser("claim", help="claims: one credential for a batch of identical boards",
+                         description="A claim lets up to --count boards carrying the same "
+                                     "image ask `fleetpulse gateway provision` for accounts "
+                                     "of their own (docs/provisioning.md).")
+    csub = cl.add_subparsers(dest="claim_action", metavar="ACTION", required=True)
+    cc = csub.add_parser("create", help="a new claim; prints its id and secret once")
+    cc.add_argument("--model", help="hardware model of the batch (also the id prefix)")
+    cc.add_argument("--count", type=int, required=True, help="how many devices it may create")
+    cc.add_argument("--prefix", help="device ids are PREFIX-SERIAL (default: the model)")
+    cc.add_argument("--allow", type=Path, metavar="FILE",
+                    help="only these serial numbers (one per line)")
+    cc.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
+                    help="an attribute for every device it creates (repeatable)")
+    cc.set_defaults(func=_claim_create)
+    cls = csub.add_parser("list", help="every claim with its use")
+    cls.set_defaults(func=_claim_list)
+    cr = csub.add_parser("revoke", help="stop a claim creating devices (theirs stay)")
+    cr.add_argument("claim_id")
+    cr.set_defaults(func=_claim_revoke)
+    for q in (a, lst, r, ro, cc, cls, cr):
         config.add_registry_arg(q)
     c = dsub.add_parser("configure", help="send a device its settings (retained config topic)",
                         description="Publish settings to devices/ID/config, retained, so the "
@@ -129,4 +149,42 @@ def _list(args: argparse.Namespace) -> int:
         table.add_row(device_id, d.get("model") or "", attrs, state, d.get("added_at") or "",
                       d.get("last_seen") or "")
     Console().print(table)
+    return 0
+
+
+def _claim_create(args: argparse.Namespace) -> int:
+    from .errors import UserError
+
+    allow = None
+    if args.allow is not None:
+        try:
+            allow = [ln.strip() for ln in args.allow.read_text().splitlines() if ln.strip()]
+        except OSError as e:
+            raise UserError(f"cannot read --allow {args.allow}: {e.strerror}") from None
+    reg = Registry(args.registry)
+    creds = reg.create_claim(args.model, args.count, allow, args.prefix,
+                             config.parse_attributes(args.attr))
+    Console().print(f"claim [bold]{creds.username}[/] for {args.count} devices\n"
+                    f"  id: {creds.username}\n  secret: {creds.password}\n"
+                    "(shown once: put both into the batch's config.json as "
+                    '"claim": {"id": ..., "secret": ...})')
+    return 0
+
+
+def _claim_list(args: argparse.Namespace) -> int:
+    reg = Registry(args.registry).init()
+    table = Table("claim", "model", "devices", "allow-list", "state", "created")
+    for claim_id, c in sorted(reg.claims().items()):
+        allow = "" if c.get("allow") is None else f"{len(c['allow'])} serials"
+        table.add_row(claim_id, c.get("model") or "", f"{len(c['devices'])} of {c['count']}",
+                      allow, "revoked" if c.get("revoked_at") else "active",
+                      c.get("created_at") or "")
+    Console().print(table)
+    return 0
+
+
+def _claim_revoke(args: argparse.Namespace) -> int:
+    Registry(args.registry).revoke_claim(args.claim_id)
+    Console().print(f"revoked claim {args.claim_id}: it provisions no more devices; those "
+                    "it provisioned keep their accounts")
     return 0

@@ -17,7 +17,7 @@ from .errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("gateway", help="TLS certificates, presence service, serial bridge",
+    p = sub.add_parser("gateway", help="TLS certificates, presence, provisioning, serial bridge",
                        description="Gateway services around the broker.")
     gsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
@@ -43,6 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     config.add_data_arg(pr)
     config.add_auth_args(pr, "fleetpulse-gateway")
     pr.set_defaults(func=_presence)
+
+    pv = gsub.add_parser("provision", help="answer claims: give new devices their accounts",
+                         description="Answer provisioning requests of boards flashed with a "
+                                     "claim (`fleetpulse devices claim create`): check the "
+                                     "claim, create the device's account, send it back.")
+    config.add_broker_arg(pv)
+    config.add_auth_args(pv, "fleetpulse-provisioner")
+    pv.set_defaults(func=_provision)
 
     s = gsub.add_parser("serial", help="publish envelopes a wired device writes to a serial "
                                        "port",
@@ -100,6 +108,27 @@ def _presence(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await run_presence(cfg, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def _provision(args: argparse.Namespace) -> int:
+    from .provisioning import ProvisioningConfig, run_provisioning
+
+    if not (args.registry / "services.json").exists():
+        raise UserError(f"no registry at {args.registry}: pass --registry DIR (where "
+                        "`fleetpulse broker` keeps it)")
+    host, port = config.parse_broker(args.broker)
+    username, password = config.resolve_auth(args)
+    cfg = ProvisioningConfig(host, port, args.registry, username, password)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_provisioning(cfg, stop)
 
     asyncio.run(main())
     return 0

@@ -51,6 +51,9 @@ SERVICES: dict[str, list[str]] = {
     ],
     # `fleetpulse record`: reads what it records, publishes nothing.
     "fleetpulse-recorder": ["topic read devices/#"],
+    # `fleetpulse gateway provision`: hears claims' requests, answers with accounts.
+    "fleetpulse-provisioner": ["topic read provision/+/request",
+                               "topic write provision/+/response"],
     # For the simulator and tests only: one client publishing as a whole virtual fleet.
     "fleetpulse-simulator": ["topic write devices/+/telemetry", "topic write devices/+/status"],
 }
@@ -60,6 +63,18 @@ _DEVICE_ACL = [
     "pattern write devices/%u/status",
     "pattern read devices/%u/config",
 ]
+# A claim account (username claim-<id>) may only ask for a device account and hear the
+# answer, each on topics named by its own client id. Patterns apply to every user, so the
+# claim's own section denies the device topics the patterns above would give it.
+CLAIM_PREFIX = "claim-"
+_CLAIM_ACL = [
+    "pattern write provision/%c/request",
+    "pattern read provision/%c/response",
+]
+
+
+class ClaimRefused(Exception):
+    """A provisioning request the claim does not allow; the message goes to the device."""
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -167,6 +182,9 @@ class Registry:
             raise UserError(f"{device_id!r} is not a valid device id (letters, digits, _ . -)")
         if device_id in SERVICES:
             raise UserError(f"{device_id!r} is the name of a service account")
+        if device_id.startswith(CLAIM_PREFIX):
+            raise UserError(f"{device_id!r}: ids starting with {CLAIM_PREFIX!r} are claim "
+                            "accounts")
         with self._locked():
             self._init()  # only now: a refused id leaves even an empty directory alone
             devices = self.devices()
@@ -216,6 +234,86 @@ class Registry:
             devices[device_id]["revoked_at"] = _now()
             self._save(devices)
 
+    # -- claims -------------------------------------------------------------------------
+
+    def claims(self) -> dict[str, dict[str, Any]]:
+        return self._read("claims.json")
+
+    def create_claim(self, model: str | None, count: int, allow: list[str] | None = None,
+                     prefix: str | None = None,
+                     attributes: dict[str, str] | None = None) -> Credentials:
+        """A claim for `count` devices (optionally only these serial numbers); its
+        credentials, shown once, go into every board of the batch."""
+        if count < 1:
+            raise UserError("--count must be at least 1")
+        prefix = prefix or model or "device"
+        if not is_device_id(f"{prefix}-x"):
+            raise UserError(f"--prefix {prefix!r} does not make valid device ids")
+        with self._locked():
+            self._init()
+            claims = self.claims()
+            claim_id = secrets.token_hex(4)
+            secret = new_secret()
+            claims[claim_id] = {"model": model, "count": count, "allow": allow,
+                                "prefix": prefix, "attributes": dict(attributes or {}),
+                                "created_at": _now(), "revoked_at": None,
+                                "secret_hash": hash_password(secret), "devices": {}}
+            self._write("claims.json", claims, mode=0o600)
+            self._render()
+            self.reload_broker()
+        return Credentials(claim_id, secret)
+
+    def revoke_claim(self, claim_id: str) -> None:
+        """No new devices from this claim; the ones it provisioned keep their accounts."""
+        with self._locked():
+            claims = self.claims()
+            if claim_id not in claims or claims[claim_id].get("revoked_at"):
+                raise UserError(f"no active claim {claim_id} in {self.dir}")
+            claims[claim_id]["revoked_at"] = _now()
+            self._write("claims.json", claims, mode=0o600)
+            self._render()
+            self.reload_broker()
+
+    def provision(self, claim_id: str, secret: str, serial: str) -> Credentials:
+        """The account of the device with this serial number under the claim: created
+        while the claim has room, or given a new password if the device asks again (its
+        first answer was lost). ClaimRefused says why not."""
+        with self._locked():
+            claims = self.claims()
+            c = claims.get(claim_id)
+            if c is None or c.get("revoked_at") or not check_password(secret, c["secret_hash"]):
+                raise ClaimRefused("unknown or revoked claim")
+            if not isinstance(serial, str) or not is_device_id(f"{c['prefix']}-{serial}"):
+                raise ClaimRefused("the serial number is not usable in a device id")
+            if c.get("allow") is not None and serial not in c["allow"]:
+                raise ClaimRefused(f"serial {serial} is not on the claim's allow-list")
+            devices = self.devices()
+            device_id = c["devices"].get(serial)
+            if device_id is None and len(c["devices"]) >= c["count"]:
+                raise ClaimRefused(f"the claim's {c['count']} devices are all provisioned")
+            if device_id is None:
+                device_id = f"{c['prefix']}-{serial}"
+                known = devices.get(device_id)
+                if known is not None and not known.get("revoked_at"):
+                    raise ClaimRefused(f"device {device_id} exists outside this claim")
+            elif devices.get(device_id, {}).get("revoked_at"):
+                raise ClaimRefused(f"device {device_id} is revoked")
+            password = new_secret()
+            if device_id in devices:
+                devices[device_id].update(password_hash=hash_password(password),
+                                          rotated_at=_now())
+            else:
+                devices[device_id] = {"model": c.get("model"),
+                                      "attributes": {**c.get("attributes", {}),
+                                                     "claim": claim_id, "serial": serial},
+                                      "added_at": _now(), "revoked_at": None,
+                                      "rotated_at": None, "last_seen": None,
+                                      "password_hash": hash_password(password)}
+            c["devices"][serial] = device_id
+            self._write("claims.json", claims, mode=0o600)
+            self._save(devices)
+        return Credentials(device_id, password)
+
     def touch(self, seen: dict[str, float]) -> None:
         """Record when devices were last seen (from presence, in batches). Only last_seen
         changes, on a copy read under the lock, so this never undoes a revoke."""
@@ -247,12 +345,19 @@ class Registry:
         lines = [f"{name}:{hash_password(secret)}" for name, secret in sorted(services.items())]
         lines += [f"{d}:{info['password_hash']}" for d, info in sorted(self.devices().items())
                   if not info.get("revoked_at")]
+        claims = {c: info for c, info in sorted(self.claims().items())
+                  if not info.get("revoked_at")}
+        lines += [f"{CLAIM_PREFIX}{c}:{info['secret_hash']}" for c, info in claims.items()]
         self._write("passwd", "\n".join(lines) + "\n", mode=0o600)
         acl = ["# Generated by fleetpulse from registry.json: do not edit.", ""]
         for name, rules in SERVICES.items():
             acl += [f"user {name}", *rules, ""]
+        for c in claims:
+            acl += [f"user {CLAIM_PREFIX}{c}", "topic deny devices/#", ""]
         acl += ["# Every device: its own topics only (the username is the device id).",
-                *_DEVICE_ACL, ""]
+                *_DEVICE_ACL, "",
+                "# Claims: ask for an account, hear the answer (the client id names both).",
+                *_CLAIM_ACL, ""]
         self._write("acl", "\n".join(acl))
 
     def reload_broker(self) -> bool:

@@ -25,6 +25,11 @@ class MicroBoard:
     def ticks_ms(self):
         return time.ticks_ms()
 
+    def serial(self):
+        """The chip's own id (what a claim provisions the device by)."""
+        import binascii
+        return binascii.hexlify(machine.unique_id()).decode()
+
     def idle(self, ms, poller=None):
         if ms > 0:
             if poller is not None:

@@ -36,6 +36,7 @@ class Board:
         sc = sc or {}
         # Only compact copies of the scenario are kept: its heap is the firmware's heap.
         self.hw = sc.get("hw", "thermostat-sim")
+        self._serial = str(sc.get("serial", "sim0"))  # a chip id, for claim provisioning
         self.speed = float(sc.get("speed", 1))
         self.duration_ms = int(sc.get("duration_s", 0) * 1000)
         self.inputs = sorted((int(i["at_s"] * 1000), i["button"]) for i in sc.get("inputs", ()))
@@ -84,6 +85,9 @@ class Board:
         self.heap_peak = 0
 
     # -- time -------------------------------------------------------------------------
+    def serial(self):
+        return self._serial
+
     def ticks_ms(self):
         return time.ticks_add(self._tick0, self._v)
 
