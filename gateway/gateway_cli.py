@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -102,15 +103,7 @@ def _presence(args: argparse.Namespace) -> int:
     cfg = PresenceConfig(host, port, args.data, username, password,
                          args.registry if args.registry.exists() else None)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_presence(cfg, stop)
-
-    asyncio.run(main())
-    return 0
+    return _until_signal(lambda stop: run_presence(cfg, stop))
 
 
 def _provision(args: argparse.Namespace) -> int:
@@ -123,12 +116,17 @@ def _provision(args: argparse.Namespace) -> int:
     username, password = config.resolve_auth(args)
     cfg = ProvisioningConfig(host, port, args.registry, username, password)
 
+    return _until_signal(lambda stop: run_provisioning(cfg, stop))
+
+
+def _until_signal(service: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Run an asyncio service until SIGINT or SIGTERM sets its stop event."""
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_provisioning(cfg, stop)
+        await service(stop)
 
     asyncio.run(main())
     return 0

@@ -24,6 +24,7 @@ from fleetpulse.ingest.contract import is_device_id
 from fleetpulse.ingest.store import Store
 
 from .registry import Registry
+from .subscription import serve
 
 log = logging.getLogger("fleetpulse.gateway.presence")
 STATUS_FILTER = "devices/+/status"
@@ -55,25 +56,11 @@ async def run_presence(cfg: PresenceConfig, stop: asyncio.Event) -> None:
             registry.touch(seen)
             seen.clear()
 
-    async def consume() -> None:
-        backoff = 0.5
-        while True:
-            try:
-                async with aiomqtt.Client(cfg.host, cfg.port, identifier=cfg.client_id,
-                                          username=cfg.username, password=cfg.password) as c:
-                    await c.subscribe(STATUS_FILTER, qos=1)
-                    log.info("watching %s on %s:%d", STATUS_FILTER, cfg.host, cfg.port)
-                    backoff = 0.5
-                    async for msg in c.messages:
-                        row = _row(str(msg.topic), msg.payload, msg.retain)
-                        if row is not None:
-                            rows.append(row)
-                            seen[row["device_id"]] = time.time()
-            except aiomqtt.MqttError as e:
-                log.warning("broker %s:%d: %s; reconnecting in %.1fs", cfg.host, cfg.port, e,
-                            backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+    async def record(_c: aiomqtt.Client, msg: aiomqtt.Message) -> None:
+        row = _row(str(msg.topic), msg.payload, msg.retain)
+        if row is not None:
+            rows.append(row)
+            seen[row["device_id"]] = time.time()
 
     async def ticker() -> None:
         while True:
@@ -84,7 +71,9 @@ async def run_presence(cfg: PresenceConfig, stop: asyncio.Event) -> None:
                 log.error("cannot write presence to %s (%s); keeping %d changes", store, e,
                           len(rows))
 
-    tasks = [asyncio.create_task(consume()), asyncio.create_task(ticker())]
+    consume = serve(cfg.host, cfg.port, cfg.client_id, cfg.username, cfg.password,
+                    STATUS_FILTER, record, log)
+    tasks = [asyncio.create_task(consume), asyncio.create_task(ticker())]
     await stop.wait()
     for t in tasks:
         t.cancel()

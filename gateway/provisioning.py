@@ -17,6 +17,7 @@ from pathlib import Path
 import aiomqtt
 
 from .registry import ClaimRefused, Registry
+from .subscription import serve
 
 log = logging.getLogger("fleetpulse.gateway.provisioning")
 REQUEST_FILTER = "provision/+/request"
@@ -58,28 +59,15 @@ def answer(registry: Registry, topic: str, payload: bytes) -> tuple[str, dict[st
 async def run_provisioning(cfg: ProvisioningConfig, stop: asyncio.Event) -> None:
     registry = Registry(cfg.registry)
 
-    async def serve() -> None:
-        backoff = 0.5
-        while True:
-            try:
-                async with aiomqtt.Client(cfg.host, cfg.port, identifier=cfg.client_id,
-                                          username=cfg.username, password=cfg.password) as c:
-                    await c.subscribe(REQUEST_FILTER, qos=1)
-                    log.info("answering %s on %s:%d", REQUEST_FILTER, cfg.host, cfg.port)
-                    backoff = 0.5
-                    async for msg in c.messages:
-                        payload = msg.payload if isinstance(msg.payload, bytes) else b""
-                        # the registry's lock and password hashing: off the event loop
-                        out = await asyncio.to_thread(answer, registry, str(msg.topic), payload)
-                        if out is not None:
-                            await c.publish(out[0], json.dumps(out[1]).encode(), qos=1)
-            except aiomqtt.MqttError as e:
-                log.warning("broker %s:%d: %s; reconnecting in %.1fs", cfg.host, cfg.port, e,
-                            backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+    async def handle(c: aiomqtt.Client, msg: aiomqtt.Message) -> None:
+        payload = msg.payload if isinstance(msg.payload, bytes) else b""
+        # the registry's lock and password hashing: off the event loop
+        out = await asyncio.to_thread(answer, registry, str(msg.topic), payload)
+        if out is not None:
+            await c.publish(out[0], json.dumps(out[1]).encode(), qos=1)
 
-    task = asyncio.create_task(serve())
+    task = asyncio.create_task(serve(cfg.host, cfg.port, cfg.client_id, cfg.username,
+                                     cfg.password, REQUEST_FILTER, handle, log))
     await stop.wait()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -105,6 +105,16 @@ def test_a_board_that_never_reaches_the_broker_says_where_to_look(
         assert json.loads(r2.stdout)["credentials"] == "reused"
 
 
+def _flash_in_process(broker: Broker, reg: Registry, tmp_path: Path,
+                      device_id: str) -> flash.FlashResult:
+    with BenchBoard(tmp_path / "flash") as board:
+        job = FlashJob(port=board.port, device_id=device_id,
+                       site=load_site(_site(tmp_path, broker.port)), registry=reg,
+                       broker=(broker.host, broker.port), auth=(None, None),
+                       cache=tmp_path / "cache")
+        return flash_board(job, lambda *_: None)
+
+
 def test_a_copy_that_fails_puts_the_registry_back(broker: Broker, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BENCH_WIFI", "w")
@@ -114,12 +124,7 @@ def test_a_copy_that_fails_puts_the_registry_back(broker: Broker, tmp_path: Path
         raise FlashError("copying app.mpy failed (cable pulled)")
 
     monkeypatch.setattr(BoardLink, "put", cut_cable)
-    with BenchBoard(tmp_path / "flash") as board:
-        job = FlashJob(port=board.port, device_id="cut-0001",
-                       site=load_site(_site(tmp_path, broker.port)), registry=reg,
-                       broker=(broker.host, broker.port), auth=(None, None),
-                       cache=tmp_path / "cache")
-        res = flash_board(job, lambda *_: None)
+    res = _flash_in_process(broker, reg, tmp_path, "cut-0001")
     assert not res.ok and res.verdict.startswith("copy: copying app.mpy failed"), res.verdict
     assert "cut-0001" not in reg.devices()  # no account left that no board holds
     assert "cut-0001" not in (reg.dir / "passwd").read_text()
@@ -130,12 +135,7 @@ def test_an_id_registered_to_another_board_is_refused_without_rotate(
     monkeypatch.setenv("BENCH_WIFI", "w")
     reg = Registry(tmp_path / "registry").init()
     creds = reg.add("taken-0001")
-    with BenchBoard(tmp_path / "flash") as board:
-        job = FlashJob(port=board.port, device_id="taken-0001",
-                       site=load_site(_site(tmp_path, broker.port)), registry=reg,
-                       broker=(broker.host, broker.port), auth=(None, None),
-                       cache=tmp_path / "cache")
-        res = flash_board(job, lambda *_: None)
+    res = _flash_in_process(broker, reg, tmp_path, "taken-0001")
     assert not res.ok and "pass --rotate" in res.verdict, res.verdict
     assert reg.verify("taken-0001", creds.password)  # the other board still gets in
 
