@@ -47,10 +47,15 @@ CONSOLE_LINES = 200
 RESET_EXIT = 77  # as the sim board (firmware/hw/sim.py) exits for machine.reset()
 # The unix port's own `machine` has no reset(): this one, on the module path after the
 # flash, gives mpremote's `reset` (machine.reset()) a board that reboots.
+# Said by reset() just before the interpreter exits: from here on input is held for the
+# next boot. Without it, what mpremote sends right after a `reset` reached the exiting
+# interpreter (still at its raw REPL for a few milliseconds) and was lost with it.
+RESET_MARK = b"\x00bench-board-reset\x00"
 MACHINE_PY = f"""import sys
 
 
 def reset():
+    sys.stdout.write({RESET_MARK.decode()!r})
     sys.exit({RESET_EXIT})
 
 
@@ -175,6 +180,9 @@ class BenchBoard:
                         self._from_user(data)
                     continue
                 if data:
+                    if RESET_MARK in data:
+                        self._at_prompt, self._tail = False, b""
+                        data = data.replace(RESET_MARK, b"")
                     self._saw(data)
                     if suppress_until_raw:
                         # a board back from a soft reset shows only the raw prompt
@@ -251,7 +259,9 @@ class BenchBoard:
 
     def _saw(self, data: bytes) -> None:
         text = self._tail + data
-        if any(p in text for p in PROMPTS):
+        # a prompt counts only if it ends in the new bytes (the tail is for one split
+        # across two reads, not for seeing an old prompt again)
+        if any(text.find(p, max(0, len(self._tail) - len(p) + 1)) >= 0 for p in PROMPTS):
             self._at_prompt = True
         self._tail = text[-PROMPT_TAIL:]
 
