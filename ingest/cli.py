@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    default=float(config.env("FLUSH_SECONDS", "5") or 5),
                    help="flush when the oldest buffered row is this old (env "
                         "FLEETPULSE_FLUSH_SECONDS, default %(default)s)")
+    p.add_argument("--flush-idle", type=float,
+                   default=float(config.env("FLUSH_IDLE", "0.5") or 0),
+                   help="flush once no message came for this long, when at least 1000 rows "
+                        "are buffered: the end of a burst reaches Parquet at once (env "
+                        "FLEETPULSE_FLUSH_IDLE, default %(default)s; 0 turns it off)")
     p.add_argument("--session-expiry", type=int, default=_int_env("SESSION_EXPIRY", 7 * 86400),
                    help="seconds the broker keeps messages for a stopped ingest (env "
                         "FLEETPULSE_SESSION_EXPIRY, default %(default)s)")
@@ -81,7 +86,8 @@ def _ingest(args: argparse.Namespace) -> int:
     cfg = IngestConfig(
         host=host, port=port, data=args.data, state_dir=state_dir, client_id=args.client_id,
         flush_rows=args.flush_rows, flush_seconds=args.flush_seconds,
-        session_expiry_s=args.session_expiry, shared_group=args.shared_group,
+        flush_idle_s=args.flush_idle, session_expiry_s=args.session_expiry,
+        shared_group=args.shared_group,
         username=args.username, password=args.password, metrics_port=args.metrics_port,
     )
     return asyncio.run(run(cfg, early_stop=early_stop))
@@ -98,6 +104,7 @@ def _run_workers(args: argparse.Namespace) -> int:
         cmd += ["ingest", "--broker", args.broker, "--data", str(args.data),
                 "--client-id", f"{args.client_id}-{i}", "--shared-group", group,
                 "--flush-rows", str(args.flush_rows), "--flush-seconds", str(args.flush_seconds),
+                "--flush-idle", str(args.flush_idle),
                 "--session-expiry", str(args.session_expiry)]
         if args.state_dir:
             cmd += ["--state-dir", str(args.state_dir)]

@@ -4,8 +4,9 @@ Order of events for every batch the socket delivers:
   1. append the raw messages to the write-ahead log and fdatasync (group commit),
   2. validate them into buffered rows,
   3. PUBACK them: only now may the broker forget them.
-Buffered rows become Parquet when there are `flush_rows` of them or the oldest is
-`flush_seconds` old; the log segments they came from are then deleted. A crash at any
+Buffered rows become Parquet when there are `flush_rows` of them, when the oldest is
+`flush_seconds` old, or when a burst has ended (no message for `flush_idle_s` with at
+least IDLE_FLUSH_MIN buffered); the log segments they came from are then deleted. A crash at any
 point loses nothing acknowledged: leftover segments are replayed at the next start.
 
 If the log or the Parquet store cannot be written (disk full, store down), ingest
@@ -36,6 +37,10 @@ log = logging.getLogger("fleetpulse.ingest")
 OUTAGE_MERGE_S = 30.0
 # Buffered rows, in units of flush_rows, beyond which reading waits for the running flush.
 MAX_BUFFERED_FLUSHES = 4
+# A quiet stream flushes early only with this much buffered: a burst that ended reaches
+# Parquet at once, while a trickle of single messages still makes one file per
+# flush_seconds, not one per gap.
+IDLE_FLUSH_MIN = 1000
 
 
 @dataclass
@@ -49,6 +54,7 @@ class IngestConfig:
     state_dir: Path | None = None
     flush_rows: int = 50_000
     flush_seconds: float = 5.0
+    flush_idle_s: float = 0.5  # 0: only flush_rows and flush_seconds
     session_expiry_s: int = 7 * 24 * 3600
     shared_group: str | None = None
     username: str | None = None
@@ -83,6 +89,7 @@ class IngestService:
         self._recovered_at = -OUTAGE_MERGE_S
         self._outage_said = False
         self._batch_started: float | None = None
+        self._last_batch_at = 0.0
         self._flush_lock = asyncio.Lock()
         self._flushing: asyncio.Task[bool] | None = None
         self._session_marker = self.state_dir / "_ingest" / f"{cfg.client_id}.session"
@@ -254,6 +261,7 @@ class IngestService:
             handle(p.topic, p.payload, now)
         sub.ack([p.packet_id for p in batch if p.packet_id])
         self._batch_started = None
+        self._last_batch_at = time.monotonic()
         st = self.stats
         st.last_durable_at = time.time()
         if not st.first_message_at:
@@ -270,6 +278,9 @@ class IngestService:
             now = time.monotonic()
             failing = not self._store_ok.is_set()
             due = self.pipeline.buffered and self.pipeline.buffer_age() >= self.cfg.flush_seconds
+            idle = self.cfg.flush_idle_s
+            if idle and not due and self.pipeline.buffered >= IDLE_FLUSH_MIN:
+                due = now - self._last_batch_at >= idle  # the burst is over
             if (due or failing) and now >= retry_at:
                 if await self.flush() and (not failing or self._probe_store()):
                     self._store_recovered()
