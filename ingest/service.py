@@ -129,20 +129,34 @@ class IngestService:
             if not self.pipeline.buffered and segment is None:
                 return True
             batch = self.pipeline.detach(name=self._flush_name(segment) if segment else None)
-            try:
-                await asyncio.to_thread(self.pipeline.write, batch)
-            except BaseException as e:
+            write = asyncio.ensure_future(asyncio.to_thread(self.pipeline.write, batch))
+            cancelled = False
+            while not write.done():
+                # A stop that comes mid-write cannot stop the thread: wait for it, so the
+                # batch is accounted for once. Restored while its thread still wrote, the
+                # stop's own flush raced that thread for the same file names.
+                try:
+                    await asyncio.shield(write)
+                except asyncio.CancelledError:
+                    cancelled = True
+                except BaseException:
+                    pass  # the write's own error: taken from the future below
+            error = write.exception()
+            if error is not None:
                 # whatever went wrong, the rows go back: dropped here, a later flush would
                 # delete the log segment that still holds them
                 self.pipeline.restore(batch)
-                if not isinstance(e, OSError):
-                    raise
-                self._store_failed(f"cannot write Parquet to {self.store} ({e.strerror or e})")
-                return False
-            self.pipeline.written(batch)
-            if segment is not None:
-                self.wal.delete_through(segment)
-            return True
+                if not isinstance(error, OSError):
+                    raise error
+                self._store_failed(f"cannot write Parquet to {self.store} "
+                                   f"({error.strerror or error})")
+            else:
+                self.pipeline.written(batch)
+                if segment is not None:
+                    self.wal.delete_through(segment)
+            if cancelled:
+                raise asyncio.CancelledError
+            return error is None
 
     def _flush_soon(self) -> asyncio.Task[bool]:
         """Start flushing in the background unless it is already under way."""

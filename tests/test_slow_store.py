@@ -67,3 +67,41 @@ async def test_reading_acking_and_pings_go_on_during_a_slow_flush(broker, tmp_pa
         stop.set()
         assert await asyncio.wait_for(service, 60) == 0
         load.close()
+
+
+async def test_a_stop_during_a_write_waits_for_it_and_writes_each_row_once(
+        broker, tmp_path, monkeypatch) -> None:
+    """The demo's ending: the stream goes quiet, the timer's flush starts writing, and the
+    stop arrives mid-write. The write's thread cannot be cancelled; the stop must wait for
+    it rather than write the same batch beside it (which raced it for the file names)."""
+    from conftest import dataset_counts
+
+    writing = threading.Event()
+    original = Store.write_table
+
+    def slow_write(self, rel, table, row_group_size=None):
+        writing.set()
+        time.sleep(1.5)
+        return original(self, rel, table, row_group_size)
+
+    monkeypatch.setattr(Store, "write_table", slow_write)
+    data = tmp_path / "data"
+    user, password = ingest_credentials(broker)
+    cid = f"stop-mid-write-{tmp_path.name}"[:60]
+    cfg = IngestConfig(host=broker.host, port=broker.port, data=data, client_id=cid,
+                       flush_rows=100_000, flush_seconds=0.3, username=user,
+                       password=password)
+    stop = asyncio.Event()
+    service = asyncio.create_task(run(cfg, stop))
+    await wait_for("subscribed", lambda: (stats.read(data, cid) or {}).get("subscribed"), 20)
+    load = LoadPublisher(broker, messages=30, per_message=1, devices=3, prefix="stopmid")
+    try:
+        for i in range(30):
+            await asyncio.to_thread(load.pub.publish, *load.envelope(i))
+        await asyncio.to_thread(writing.wait, 10)  # the timer's flush is writing
+        stop.set()
+        assert await asyncio.wait_for(service, 60) == 0
+        raw, distinct, _ = dataset_counts(data)
+        assert raw == distinct == 30
+    finally:
+        load.close()
