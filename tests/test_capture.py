@@ -367,8 +367,12 @@ def test_replay_keeps_to_its_schedule(tmp_path: Path) -> None:
             print(f"speed {speed}: subscriber p99 lag {p99:.1f} ms; {line.strip()}")
             assert own_p99 < 20, line
             assert p99 < 20
-            # no drift: the last message is as late as the first
-            assert abs(offsets[-1] - offsets[0]) * 1000 < 20
+            # No drift: the last messages are as late as the first. Medians of 30 at each
+            # end, since one message held up by the VM (the first, 25 ms, seen in CI) is
+            # jitter, already bounded by the p99 above; a schedule that slips accumulates
+            # and moves every message of the tail.
+            head, tail = sorted(offsets[:30]), sorted(offsets[-30:])
+            assert abs(tail[15] - head[15]) * 1000 < 20
 
 
 def test_retime_and_clone(tmp_path: Path) -> None:
