@@ -138,6 +138,15 @@ class Publisher:
         if self._writer is not None:
             await self._writer.drain()
 
+    def refusals(self) -> str | None:
+        """One line on the messages the broker refused, or None when it took them all."""
+        if not self.refused:
+            return None
+        codes = ", ".join(f"{n:,} with reason 0x{code:02x}" for code, n in
+                          sorted(self.refused.items()))
+        return (f"the broker refused {sum(self.refused.values()):,} messages ({codes}; "
+                "0x87: the account may not publish on those topics)")
+
     @property
     def unacknowledged(self) -> int:
         return len(self._inflight)

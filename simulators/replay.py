@@ -282,11 +282,9 @@ async def _replay_broker(path: Path, host: str, port: int, speed: float, fast: b
         raise UserError(f"replay stopped after {sent:,} messages: {e}") from None
     finally:
         await pub.close()
-    if pub.refused:
-        codes = ", ".join(f"{n:,} with reason 0x{code:02x}" for code, n in
-                          sorted(pub.refused.items()))
-        raise UserError(f"the broker refused {sum(pub.refused.values()):,} messages ({codes}; "
-                        "0x87: the account may not publish on those topics)")
+    refused = pub.refusals()
+    if refused:
+        raise UserError(refused)
     lags.sort()
 
     def pct(q: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import subprocess
@@ -10,11 +11,19 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from fleetpulse.analytics.dataset import connect
 from fleetpulse.gateway.broker import Broker, free_port
 from fleetpulse.simulators.simulate import simulate
+
+
+@functools.cache
+def _con(data: Path) -> duckdb.DuckDBPyConnection:
+    """One connection to the fleet's dataset for the module: every test here only reads,
+    and binding the views costs 2-3 s a connection."""
+    return connect(data)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +63,7 @@ def fleet_run(broker, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, P
 
 def test_every_record_published_is_stored_once(fleet_run) -> None:
     truth, data = fleet_run
-    con = connect(data)
+    con = _con(data)
     readings, events = con.execute(
         "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM events)").fetchone()
     assert readings == truth["readings"]
@@ -66,7 +75,7 @@ def test_every_record_published_is_stored_once(fleet_run) -> None:
 
 def test_daily_active_devices_equal_truth_every_day(fleet_run) -> None:
     truth, data = fleet_run
-    con = connect(data)
+    con = _con(data)
     got = {str(d): n for d, n in con.execute(
         "SELECT day, dau FROM active_devices()").fetchall()}
     want = {d: v["active_devices"] for d, v in truth["days"].items() if v["active_devices"]}
@@ -76,7 +85,7 @@ def test_daily_active_devices_equal_truth_every_day(fleet_run) -> None:
 
 def test_devices_and_uses_per_feature_equal_truth_every_day(fleet_run) -> None:
     truth, data = fleet_run
-    con = connect(data)
+    con = _con(data)
     devices: dict[str, dict[str, int]] = {}
     uses: dict[str, dict[str, int]] = {}
     for day, feature, n_dev, n_use in con.execute(
@@ -91,7 +100,7 @@ def test_devices_and_uses_per_feature_equal_truth_every_day(fleet_run) -> None:
 
 def test_daily_median_temperature_equals_truth(fleet_run) -> None:
     truth, data = fleet_run
-    con = connect(data)
+    con = _con(data)
     got = dict(con.execute("SELECT day::VARCHAR, median_temperature_c FROM daily_temperature()"
                            ).fetchall())
     want = {d: v["median_temperature_c"] for d, v in truth["days"].items()}
@@ -102,7 +111,7 @@ def test_daily_median_temperature_equals_truth(fleet_run) -> None:
 
 def test_devices_view_knows_every_device_and_its_firmware(fleet_run) -> None:
     truth, data = fleet_run
-    con = connect(data)
+    con = _con(data)
     rows = con.execute("SELECT device_id, hw FROM devices").fetchall()
     plan = truth["plan"]
     seen = {d for d, p in plan.items()}
@@ -112,7 +121,7 @@ def test_devices_view_knows_every_device_and_its_firmware(fleet_run) -> None:
 
 def test_wau_mau_equal_truth_every_day(fleet_run) -> None:
     truth, data = fleet_run
-    got = {str(d): (dau, wau, mau) for d, dau, wau, mau in connect(data).execute(
+    got = {str(d): (dau, wau, mau) for d, dau, wau, mau in _con(data).execute(
         "SELECT day, dau, wau, mau FROM active_devices()").fetchall()}
     want = {d: (v["active_devices"], v["wau"], v["mau"]) for d, v in truth["days"].items()}
     assert got == want
@@ -121,7 +130,7 @@ def test_wau_mau_equal_truth_every_day(fleet_run) -> None:
 def test_firmware_rollout_equals_truth(fleet_run) -> None:
     truth, data = fleet_run
     got: dict[str, dict[str, int]] = {}
-    for day, fw, n in connect(data).execute(
+    for day, fw, n in _con(data).execute(
             "SELECT day, fw, devices FROM firmware_rollout()").fetchall():
         got.setdefault(str(day), {})[fw] = n
     want = {d: v["active_by_fw"] for d, v in truth["days"].items() if v["active_by_fw"]}
@@ -134,7 +143,7 @@ def test_firmware_rollout_equals_truth(fleet_run) -> None:
 def test_lifecycle_equals_truth(fleet_run) -> None:
     truth, data = fleet_run
     got = {str(w): {"new": a, "returning": b, "resurrecting": c, "dormant": d}
-           for w, a, b, c, d in connect(data).execute(
+           for w, a, b, c, d in _con(data).execute(
                "SELECT week, new_devices, returning_devices, resurrecting_devices, "
                "dormant_devices FROM lifecycle()").fetchall()}
     assert got == truth["lifecycle"]
@@ -145,7 +154,7 @@ def test_lifecycle_equals_truth(fleet_run) -> None:
 def test_retention_matrix_equals_truth(fleet_run) -> None:
     truth, data = fleet_run
     got: dict[str, dict] = {}
-    for cohort, size, n, in_week, after in connect(data).execute(
+    for cohort, size, n, in_week, after in _con(data).execute(
             "SELECT cohort_week, cohort_size, weeks_since, active_in_week, active_in_or_after "
             "FROM retention() ORDER BY cohort_week, weeks_since").fetchall():
         c = got.setdefault(str(cohort), {"size": size, "active_in_week": [],
@@ -161,7 +170,7 @@ def test_retention_matrix_equals_truth(fleet_run) -> None:
 
 def test_feature_adoption_equals_truth(fleet_run) -> None:
     truth, data = fleet_run
-    got = dict(connect(data).execute(
+    got = dict(_con(data).execute(
         "SELECT feature, devices FROM feature_adoption()").fetchall())
     assert got == truth["feature_devices"]
 
@@ -169,7 +178,7 @@ def test_feature_adoption_equals_truth(fleet_run) -> None:
 def test_feature_adoption_by_experiment_variant_equals_truth(fleet_run) -> None:
     truth, data = fleet_run
     key = truth["planted"]["experiment"]["key"]
-    rows = connect(data).execute(
+    rows = _con(data).execute(
         f"SELECT segment, feature, devices FROM feature_adoption(segment_by := 'variant:{key}')"
     ).fetchall()
     got: dict[str, dict[str, int]] = {}
@@ -181,7 +190,7 @@ def test_feature_adoption_by_experiment_variant_equals_truth(fleet_run) -> None:
 
 def test_fleet_health_finds_the_crashing_firmware(fleet_run) -> None:
     truth, data = fleet_run
-    rows = connect(data).execute(
+    rows = _con(data).execute(
         "SELECT segment, devices, crash_free_devices, crash_free_share FROM fleet_health()"
     ).fetchall()
     got = {fw: {"devices": n, "crash_free_devices": ok} for fw, n, ok, _ in rows}
@@ -196,7 +205,7 @@ def _experiment(data, key: str, feature: str) -> dict:
     from fleetpulse.analytics.experiment_query import experiment_devices
     from fleetpulse.analytics.experiments import analyze
 
-    return analyze(experiment_devices(connect(data), key, feature))
+    return analyze(experiment_devices(_con(data), key, feature))
 
 
 def test_experiment_finds_the_planted_effect(fleet_run) -> None:
