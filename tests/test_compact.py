@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -70,30 +71,44 @@ def test_compaction_merges_dedups_and_keeps_every_record(tmp_path: Path) -> None
 def test_queries_during_compaction_always_see_each_record_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
     n = _fill(data, flushes=40, per_flush=25, duplicate_every=7)
-    seen: list[int] = []
+    reads: list[tuple[float, float, int]] = []  # (start, end, count) of every read
     errors: list[str] = []
     stop = threading.Event()
+    warm = threading.Barrier(3)
 
     def query_forever() -> None:
+        first = True
         while not stop.is_set():
             try:
+                start = time.monotonic()
                 con = connect(data)  # a new reader each time: it lists the files afresh
-                seen.append(query(con, "SELECT count(*) FROM readings").rows[0][0])
+                reads.append((start, time.monotonic(),
+                              query(con, "SELECT count(*) FROM readings").rows[0][0]))
                 con.close()
             except Exception as e:
                 errors.append(repr(e))
+            if first:
+                first = False
+                warm.wait()
 
     readers = [threading.Thread(target=query_forever) for _ in range(2)]
     for r in readers:
         r.start()
+    # Both readers have read once and are reading again: whatever the machine's speed,
+    # each is inside a read when compaction starts and keeps reading until it ends.
+    warm.wait()
+    began = time.monotonic()
     try:
         compact(data, grace_s=1.0)
     finally:
+        ended = time.monotonic()
         stop.set()
         for r in readers:
             r.join()
     assert errors == []
-    assert len(seen) > 5 and set(seen) == {n}
+    during = [c for start, end, c in reads if start < ended and end > began]
+    assert len(during) >= 2
+    assert {c for _, _, c in reads} == {n}
 
 
 def test_compact_command(tmp_path: Path) -> None:
