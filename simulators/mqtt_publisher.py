@@ -138,14 +138,18 @@ class Publisher:
         if self._writer is not None:
             await self._writer.drain()
 
-    def refusals(self) -> str | None:
-        """One line on the messages the broker refused, or None when it took them all."""
-        if not self.refused:
-            return None
-        codes = ", ".join(f"{n:,} with reason 0x{code:02x}" for code, n in
-                          sorted(self.refused.items()))
-        return (f"the broker refused {sum(self.refused.values()):,} messages ({codes}; "
-                "0x87: the account may not publish on those topics)")
+    async def finish(self, timeout: float) -> None:
+        """Return once the broker acknowledged every QoS 1 and 2 PUBLISH sent and refused
+        none; otherwise raise, saying which."""
+        if not await self.wait_acknowledged(timeout):
+            raise MqttError(f"the broker did not acknowledge {self.unacknowledged:,} QoS 1/2 "
+                            f"messages within {timeout:.0f} s")
+        if self.refused:
+            codes = ", ".join(f"{n:,} with reason 0x{code:02x}" for code, n in
+                              sorted(self.refused.items()))
+            raise PublishRefused(f"the broker refused {sum(self.refused.values()):,} messages "
+                                 f"({codes}; 0x87: the account may not publish on those "
+                                 "topics)")
 
     @property
     def unacknowledged(self) -> int:
