@@ -326,45 +326,60 @@ def live_mq_bridge(b: Broker, load: list[tuple[str, bytes]], per: int, work: Pat
     return {"seconds": end - start, "rss": peak}
 
 
-def live_fleetpulse(b: Broker, load: list[tuple[str, bytes]], per: int,
-                    work: Path) -> dict[str, float]:
-    """`fleetpulse ingest` with its default flags, only the broker, folder and id given."""
+def live_fleetpulse(b: Broker, load: list[tuple[str, bytes]], per: int, work: Path,
+                    workers: int = 1) -> dict[str, float]:
+    """`fleetpulse ingest` with its default flags, only the broker, folder and id given
+    (and `--workers N` when asked: one process per worker in a shared subscription)."""
     cid = "bench-live-fleetpulse"
     data = work / "fleetpulse"
     cmd = [sys.executable, "-m", "fleetpulse.gateway.cli", "ingest", "--broker", b.address,
            "--data", str(data), "--client-id", cid]
+    ids = [cid]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+        ids = [f"{cid}-{i}" for i in range(workers)]
+
+    def counters() -> list[dict[str, Any]]:
+        return [ingest_stats.read(data, i) or {} for i in ids]
+
     p = subprocess.Popen(cmd, env=_env(b))
-    rss = PeakRss(p.pid)
-    _wait(lambda: (ingest_stats.read(data, cid) or {}).get("subscribed"), 30)
+    rss = PeakRss(p.pid)  # with workers: the supervisor; each worker's is read below
+    _wait(lambda: all(s.get("subscribed") for s in counters()), 30)
+    children = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+    worker_rss = [PeakRss(int(c)) for c in children]
     watch = RowWatcher(data / "readings", len(load) * per)
     # its counters carry wall-clock times: map them onto the monotonic clock
     wall_offset = time.time() - time.monotonic()
     start = _publish_live(b, load)
     end = watch.wait(600)
-    peak = rss.stop()
-    s = _wait(lambda: (lambda s: s if s.get("messages", 0) >= len(load) else None)(
-        ingest_stats.read(data, cid) or {}), 60)
+    peak = max([rss.stop(), *(r.stop() for r in worker_rss)])
+    done = _wait(lambda: (lambda ss: ss if sum(s.get("messages", 0) for s in ss) >= len(load)
+                          else None)(counters()), 60)
     p.terminate()
     assert p.wait() == 0
-    final = ingest_stats.read(data, cid) or {}
-    assert final["readings"] == len(load) * per, final
-    assert not final.get("duplicates") and not final.get("messages_rejected"), final
-    drop_session(b, cid)
-    return {"seconds": end - start, "durable": s["last_durable_at"] - wall_offset - start,
-            "rss": peak}
+    final = counters()
+    assert sum(s["readings"] for s in final) == len(load) * per, final
+    assert not any(s.get("duplicates") or s.get("messages_rejected") for s in final), final
+    for i in ids:
+        drop_session(b, i)
+    durable = max(s["last_durable_at"] for s in done if s.get("messages"))
+    return {"seconds": end - start, "durable": durable - wall_offset - start, "rss": peak}
 
 
 def run_live(b: Broker, per: int, messages: int, work: Path,
-             mq_bridge_python: str | None) -> list[str]:
+             mq_bridge_python: str | None, workers: list[int]) -> list[str]:
     load = [envelope(i, per, devices=1000) for i in range(messages)]
     consumers: list[tuple[str, Any]] = [("mosquitto_sub -> file (C limit)", live_mosquitto_sub)]
     if mq_bridge_python:
         consumers.append(("mq-bridge (Rust) -> Parquet",
                           functools.partial(live_mq_bridge, python=mq_bridge_python)))
-    consumers.append(("fleetpulse ingest, default flags", live_fleetpulse))
-    got = {}
+    for n in workers:
+        consumers.append(("fleetpulse ingest, default flags" if n == 1 else
+                          f"fleetpulse ingest --workers {n}",
+                          functools.partial(live_fleetpulse, workers=n)))
+    got: dict[str, dict[str, float]] = {}
     for name, fn in consumers:
-        w = work / f"live-{per}-{name.split()[0]}"
+        w = work / f"live-{per}-{len(got)}"
         w.mkdir()
         got[name] = r = fn(b, load, per, w)
         print(f"live {per} rec/msg  {name:34s} {messages / r['seconds']:9,.0f} msg/s  peak RSS "
@@ -402,6 +417,9 @@ def main() -> None:
     ap.add_argument("--per", default="1,10,32", help="records per message, comma-separated")
     ap.add_argument("--live-messages", default="1:200000,10:100000,32:31250",
                     help="live: messages per measurement, for each records-per-message")
+    ap.add_argument("--workers", default="1",
+                    help="live: fleetpulse's --workers values to measure, comma-separated "
+                         "(1: its default flags)")
     ap.add_argument("--mq-bridge-python", metavar="PYTHON",
                     help="an interpreter with mq-bridge installed (default: this one if it "
                          "has it; else mq-bridge is left out)")
@@ -417,7 +435,8 @@ def main() -> None:
     with Broker(free_port(), work / "broker") as b:
         for per in pers:
             if args.mode in ("live", "both"):
-                live_rows += run_live(b, per, live_n.get(per, 1_000_000 // per), work, bridge)
+                live_rows += run_live(b, per, live_n.get(per, 1_000_000 // per), work, bridge,
+                                      [int(n) for n in args.workers.split(",")])
             if args.mode in ("drain", "both"):
                 drain_rows += run_drain(b, per, args.records, work)
     shutil.rmtree(work, ignore_errors=True)
