@@ -24,6 +24,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONF = REPO_ROOT / "mosquitto.conf"
 
 
+def _handles_sigterm(pid: int) -> bool:
+    """Whether the process has installed a SIGTERM handler (Linux: SigCgt in its status;
+    elsewhere assumed)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    caught = next((line.split()[1] for line in status.splitlines()
+                   if line.startswith("SigCgt:")), None)
+    return caught is None or bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -118,7 +130,10 @@ class Broker:
         log.close()
         self.registry.pid_path.write_text(str(self.proc.pid))
         deadline = time.monotonic() + timeout
-        while not _accepts(self.host, self.port):
+        # Ready once it accepts connections and has its SIGTERM handler: mosquitto opens
+        # its listeners before it installs the handler, so a stop() in between killed it
+        # unsaved (exit -15; seen once in make test).
+        while not (_accepts(self.host, self.port) and _handles_sigterm(self.proc.pid)):
             if self.proc.poll() is not None:
                 raise UserError(f"mosquitto exited at start: {self._last_log_line()}")
             if time.monotonic() > deadline:
