@@ -15,7 +15,13 @@ import struct
 import threading
 import time
 
-from fleetpulse.ingest.mqtt_subscriber import connect_packet, encode_varint, parse_packets
+from fleetpulse.ingest.mqtt_subscriber import (
+    CONNACK,
+    PUBACK,
+    connect_packet,
+    encode_varint,
+    parse_packets,
+)
 
 WINDOW = 30_000
 CHUNK = 1000
@@ -48,7 +54,7 @@ class LivePublisher:
             del buf[:used]
             if others:
                 kind, body = others[0]
-                if kind != 2 or body[1] != 0:
+                if kind != CONNACK or body[1] != 0:
                     raise SystemExit(f"the broker refused the bench publisher: {body!r}")
                 break
             buf += self._sock.recv(65536)
@@ -87,7 +93,7 @@ class LivePublisher:
             buf += data
             _, others, used = parse_packets(buf)
             del buf[:used]
-            acks = [body for kind, body in others if kind == 4]
+            acks = [body for kind, body in others if kind == PUBACK]
             self.refused += sum(1 for body in acks if len(body) > 2 and body[2] >= 0x80)
             n = len(acks)
             if n:

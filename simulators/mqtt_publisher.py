@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import struct
 
+from fleetpulse.gateway.errors import UserError
 from fleetpulse.ingest.mqtt_subscriber import (
     CONNACK,
     CONNACK_REASONS,
@@ -94,6 +95,17 @@ class Publisher:
             self.keepalive = keepalive
         self._room.set()
         self._reading = asyncio.ensure_future(self._read_acks(buf))
+
+    async def connect_or_explain(self, timeout: float = 10.0) -> None:
+        """connect(), with a failure turned into the one line a person acts on."""
+        try:
+            await self.connect(timeout)
+        except OSError as e:
+            raise UserError(f"cannot reach the broker at {self.host}:{self.port} "
+                            f"({e.strerror or e}): start it or pass --broker HOST:PORT") from None
+        except MqttConnectError as e:
+            raise UserError(f"the broker at {self.host}:{self.port} refused the connection "
+                            f"({e}): check --username and --password, or --registry") from None
 
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                       properties: bytes = b"") -> None:

@@ -1,4 +1,5 @@
-"""QoS 1 publishing of a simulated fleet's envelopes through one paho-mqtt client.
+"""QoS 1 publishing through one paho-mqtt client, for tests and benchmarks that load a
+broker from a thread (`fleetpulse simulate` uses mqtt_publisher.Publisher).
 
 paho's network thread does the socket work while the caller generates envelopes; a
 bounded number of un-acknowledged messages keeps memory flat, and `drain()` returns

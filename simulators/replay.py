@@ -231,7 +231,7 @@ async def _replay_broker(path: Path, host: str, port: int, speed: float, fast: b
     import asyncio
     import time
 
-    from fleetpulse.ingest.mqtt_subscriber import MqttConnectError, MqttError
+    from fleetpulse.ingest.mqtt_subscriber import MqttError
 
     from . import publish_properties
     from .mqtt_publisher import Publisher
@@ -243,13 +243,7 @@ async def _replay_broker(path: Path, host: str, port: int, speed: float, fast: b
     offset = retime_offset(capture.read(path, topic_filter), retime, int(time.time() * 1000))
     span_s = ((last_ns or 0) - (first_ns or 0)) / 1e9 / speed
     pub = Publisher(host, port, client_id, username=username, password=password)
-    try:
-        await pub.connect()
-    except OSError as e:
-        raise UserError(f"cannot reach the broker at {host}:{port} ({e.strerror or e}): "
-                        "start it or pass --broker HOST:PORT") from None
-    except MqttConnectError as e:
-        raise UserError(f"replay failed: {e}") from None
+    await pub.connect_or_explain()
     lags: list[float] = []
     sent = 0
     encoded: dict[str, bytes] = {}

@@ -25,7 +25,7 @@ from .fleet import (
     FIRMWARE_OLD,
     Fleet,
 )
-from .mqtt_publisher import MqttConnectError, MqttError, Publisher
+from .mqtt_publisher import MqttError, Publisher
 from .truth import Truth
 
 ACK_TIMEOUT_S = 120
@@ -86,14 +86,7 @@ async def _publish(host: str, port: int, username: str | None, password: str | N
     contending for the GIL held the simulator to about 3K msg/s."""
     pub = Publisher(host, port, f"fleetpulse-sim-{uuid.uuid4().hex[:8]}",
                     username=username, password=password)
-    try:
-        await pub.connect()
-    except OSError as e:
-        raise UserError(f"cannot reach the broker at {host}:{port} ({e.strerror or e}): "
-                        "is it running? (--broker HOST:PORT)") from None
-    except MqttConnectError as e:
-        raise UserError(f"the broker at {host}:{port} refused the connection ({e}): check "
-                        "--username and --password, or --registry") from None
+    await pub.connect_or_explain()
     sent = 0
     try:
         for day, envelopes in fleet.hours():
