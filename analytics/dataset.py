@@ -5,11 +5,14 @@ by UTC date, columns united by name so files from older and newer writers mix). 
 first two keep one row per record identity (device_id, iid, boot, seq, idx): a message the
 broker delivered twice is counted once. `*_raw` views show the files as they are.
 
-A local dataset is read with DuckDB's own Parquet reader over a glob, so a view sees
-files written after it was created. A dataset in object storage is read through
-pyarrow datasets registered into DuckDB: that needs no DuckDB extension (httpfs cannot
-be installed on machines without internet), but a connection sees the files that
-existed when it was opened.
+A local dataset is read with DuckDB's own Parquet reader. A connection's views name
+the files listed when it opened (analytics/layout.py): binding them costs no file
+listing and no footer per query, and a query that finds a listed file gone (compaction
+replaced it) runs again over a new listing. A catalog file for BI tools gets views that
+list the files at query time instead, since such tools keep a connection open for
+hours. A dataset in object storage is read through pyarrow datasets registered into
+DuckDB: that needs no DuckDB extension (httpfs cannot be installed on machines without
+internet); a connection sees the files that existed when it was opened.
 """
 
 from __future__ import annotations
@@ -27,44 +30,15 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from fleetpulse.gateway.errors import UserError
-from fleetpulse.ingest.schema import RECORD_KEY, TABLES
+from fleetpulse.ingest.schema import TABLES
 from fleetpulse.ingest.store import Store
 
 from . import rollups
+from .layout import SOURCES, Layout, list_layout
+from .sources import DEDUP, deduplicated, empty_select, files_select, parquet_select
 from .sqltext import file_listing, fill_contract, sql_str, statements
 
 METRICS_SQL = Path(__file__).with_name("metrics.sql")
-
-_DUCK_TYPES = {
-    pa.string(): "VARCHAR",
-    pa.int64(): "BIGINT",
-    pa.int32(): "INTEGER",
-    pa.float64(): "DOUBLE",
-    pa.binary(): "BLOB",
-    pa.bool_(): "BOOLEAN",
-}
-
-
-def _duck_type(t: pa.DataType) -> str:
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
-    return _DUCK_TYPES[t]
-
-
-def empty_select(table: str) -> str:
-    """A SELECT with the table's declared columns (and its date) and no rows."""
-    cols = [f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in TABLES[table]]
-    return f"SELECT {', '.join(cols)}, CAST(NULL AS DATE) AS date WHERE false"
-
-
-def parquet_select(table: str, files: str) -> str:
-    """A SELECT over Parquet files of a table (files: a SQL glob or list literal), their
-    date taken from the path. United by name with the empty typed table, so every declared
-    column exists even if no file has it yet (files from an older writer or another tool)."""
-    return (f"SELECT * FROM read_parquet({files}, hive_partitioning = true, "
-            f"union_by_name = true, hive_types = {{'date': DATE}}) "
-            f"UNION ALL BY NAME {empty_select(table)}")
-
 
 def _source(store: Store, table: str) -> str:
     """A SELECT over the table's files by glob (absolute path or s3:// URL), or an empty
@@ -74,41 +48,47 @@ def _source(store: Store, table: str) -> str:
     return parquet_select(table, sql_str(store.url(table, "date=*", "*.parquet")))
 
 
-_DEDUP = (f"QUALIFY row_number() OVER (PARTITION BY date, {', '.join(RECORD_KEY)} "
-          "ORDER BY received_at) = 1")
-
-
-def _deduplicated(store: Store, table: str) -> str:
-    """One row per record identity. Deduplicating is most of a query's cost, and a
-    partition holding a single file needs none: compaction leaves one deduplicated file,
-    and ingest drops repeats within what it writes at once. So only partitions with
-    several files go through the window; which ones is read from the file listing at
-    query time (DuckDB's glob), so the view stays live as files come and go. Files that
-    compaction has superseded count too: a query that listed them just before they
+def _live_deduplicated(store: Store, table: str) -> str:
+    """One row per record identity, choosing at query time (DuckDB's glob) which
+    partitions hold several files and need the window (sources.deduplicated does the
+    same from a listing taken once), so the view stays live as files come and go. Files
+    that compaction has superseded count too: a query that listed them just before they
     were moved aside still deduplicates their partition."""
     if not store.local:
-        return f"SELECT * FROM {table}_raw {_DEDUP}"
+        return f"SELECT * FROM {table}_raw {DEDUP}"
     files = file_listing(store.url(table, "date=*", "*.parquet*"))
     return (f"WITH parts AS (SELECT d, count(*) AS n FROM ({files}) GROUP BY d) "
             f"SELECT * FROM {table}_raw WHERE date IN (SELECT d FROM parts WHERE n = 1) "
             f"UNION ALL BY NAME "
             f"SELECT * FROM {table}_raw WHERE date IN (SELECT d FROM parts WHERE n > 1) "
-            f"{_DEDUP}")
+            f"{DEDUP}")
 
 
-def view_statements(store: Store, raw_views: bool = True) -> list[str]:
-    """Every view of the dataset and its metrics, over absolute paths."""
+def data_view_statements(store: Store, layout: Layout | None,
+                         raw_views: bool = True) -> list[str]:
+    """The views over the dataset's files: over the files of `layout` (a connection's
+    listing), or, with None, live views that list the files at query time (a catalog
+    for BI tools, which keep a connection open while ingest and compaction change the
+    files)."""
     stmts = []
     if raw_views:
         for table in TABLES:
-            stmts.append(f"CREATE OR REPLACE VIEW {table}_raw AS {_source(store, table)}")
-    for table in ("readings", "events"):
-        stmts.append(f"CREATE OR REPLACE VIEW {table} AS {_deduplicated(store, table)}")
+            src = (_source(store, table) if layout is None else
+                   files_select(table, layout.all_files(table), layout.uniform[table]))
+            stmts.append(f"CREATE OR REPLACE VIEW {table}_raw AS {src}")
+    for table in SOURCES:
+        src = _live_deduplicated(store, table) if layout is None else deduplicated(layout, table)
+        stmts.append(f"CREATE OR REPLACE VIEW {table} AS {src}")
     stmts.append("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM quarantine_raw")
     stmts.append("CREATE OR REPLACE VIEW presence AS SELECT * FROM presence_raw")
-    stmts += rollups.view_statements(store)
-    stmts += statements(_metrics_sql())
-    return stmts + _comments()
+    return stmts + rollups.view_statements(store, layout)
+
+
+def view_statements(store: Store, layout: Layout | None = None,
+                    raw_views: bool = True) -> list[str]:
+    """Every view of the dataset and its metrics, over absolute paths."""
+    return (data_view_statements(store, layout, raw_views) + statements(_metrics_sql())
+            + _comments())
 
 
 @dataclass
@@ -181,23 +161,29 @@ class Result:
 T = TypeVar("T")
 
 
-def _rerun_if_file_vanished(action: Callable[[], T], attempts: int = 5) -> T:
+def _rerun_if_file_vanished(action: Callable[[], T], attempts: int = 5,
+                            before_rerun: Callable[[], None] | None = None) -> T:
     """Compaction deletes the files it replaced after a grace period; a statement that
-    listed the files just before that finds one gone. Running it again lists the files
-    afresh and sees the compacted file instead. The pause lets compaction finish
-    deleting, so the next listing is stable."""
+    listed the files just before that finds one gone. Running it again, after listing
+    the files afresh (before_rerun), sees the compacted file instead. The pause lets
+    compaction finish deleting, so the next listing is stable."""
     for attempt in range(attempts):
         try:
             return action()
         except duckdb.IOException as e:
-            if "Cannot open file" not in str(e) or attempt == attempts - 1:
+            # A listed file that is gone: opening it, or (a list entry is a glob) matching it.
+            gone = "Cannot open file" in str(e) or "No files found that match" in str(e)
+            if not gone or attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
+            if before_rerun is not None:
+                before_rerun()
     raise AssertionError("unreachable")
 
 
 def query(con: duckdb.DuckDBPyConnection, sql: str) -> Result:
-    """Run a query to completion over the dataset's views."""
+    """Run a query to completion over the dataset's views; a query that finds a file
+    gone that the connection listed runs again over a new listing (refresh)."""
 
     def run() -> Result:
         rel = con.sql(sql)
@@ -205,7 +191,7 @@ def query(con: duckdb.DuckDBPyConnection, sql: str) -> Result:
             return Result([], [], [])
         return Result(list(rel.columns), [str(t) for t in rel.types], rel.fetchall())
 
-    return _rerun_if_file_vanished(run)
+    return _rerun_if_file_vanished(run, before_rerun=partial(refresh, con))
 
 
 def _register_remote(con: duckdb.DuckDBPyConnection, store: Store) -> None:
@@ -228,25 +214,60 @@ def _register_remote(con: duckdb.DuckDBPyConnection, store: Store) -> None:
         con.execute(f"CREATE OR REPLACE VIEW {table}_raw AS SELECT * FROM _{table}_files")
 
 
+# The connection's own record of which dataset its views list (a DuckDB variable,
+# so the connection carries it and nothing else needs to).
+_DATASET_VARIABLE = "fleetpulse_dataset"
+
+
 def connect(data: str | Path | Store, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the dataset's views and metric macros. A local dataset's
+    views read the files listed when the connection opened (refresh lists again)."""
     store = data if isinstance(data, Store) else Store(data)
     con = duckdb.connect(database)
     if not store.local:
         _register_remote(con, store)
-    for stmt in view_statements(store, raw_views=store.local):
-        # Binding a view reads every file's footer (columns are united by name).
+        _run(con, view_statements(store, raw_views=False))
+        return con
+    con.execute(f"SET VARIABLE {_DATASET_VARIABLE} = ?", [store.root])
+    refresh(con)
+    _run(con, statements(_metrics_sql()) + _comments())
+    return con
+
+
+def refresh(con: duckdb.DuckDBPyConnection) -> None:
+    """Point a connection's views at the local dataset's files as they are now (a
+    connection from connect() over object storage, or from elsewhere, is left as is)."""
+    row = con.execute(f"SELECT getvariable('{_DATASET_VARIABLE}')").fetchone()
+    if row is None or row[0] is None:
+        return
+    store = Store(row[0])
+    # A file listed and gone before the view is bound: list again.
+    _rerun_if_file_vanished(
+        lambda: _run(con, data_view_statements(store, list_layout(store))))
+
+
+def _run(con: duckdb.DuckDBPyConnection, stmts: list[str]) -> None:
+    for stmt in stmts:
+        con.execute(stmt)
+
+
+def _live_catalog(store: Store, path: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(path))
+    for stmt in view_statements(store):
+        # Binding a live view lists the files and reads their footers.
         _rerun_if_file_vanished(partial(con.execute, stmt))
     return con
 
 
 def write_catalog(data: str | Path, out: Path) -> list[str]:
     """A DuckDB file holding only views and macros over absolute paths; return their
-    names (views first)."""
+    names (views first). Its views list the files at query time: a BI tool keeps its
+    connection open while ingest and compaction change them."""
     store = Store(data)
     out = out.resolve()
     tmp = out.with_name(out.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    con = connect(store, str(tmp)) if store.local else _remote_catalog(store, tmp)
+    con = _live_catalog(store, tmp) if store.local else _remote_catalog(store, tmp)
     names = [r[0] for r in con.execute(
         "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY view_name").fetchall()]
     names += [f"{r[0]}()" for r in con.execute(

@@ -22,7 +22,6 @@ from typing import Any
 import duckdb
 
 from .dataset import Result, connect, query
-from .rollups import CHOICE_VIEWS, ROLLED_UP_PREFIX, read_rollups_alone
 from .show import json_value
 
 MAX_TABLE_ROWS = 200
@@ -110,32 +109,13 @@ def run_groups(con: duckdb.DuckDBPyConnection,
             timer(step, time.perf_counter() - t)
         return result
 
-    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
-    shadows: list[str] = []
     try:
-        # Before them, the rollup_* views' choice of which rollups match the files: listed
-        # once per page, not once per chart, and every chart sees the same choice. Only a
-        # local dataset with rollups has these views.
-        choice = [v for v in CHOICE_VIEWS if v in views]
-        for name in choice:
-            timed(f"snapshot {name}",
-                  f"CREATE OR REPLACE TEMP TABLE {name} AS FROM main.{name}")
-        if choice:
-            shadows = read_rollups_alone(con, views)
         for name in SHARED_VIEWS:
-            source = f"main.{name}"
-            if name in shadows:  # a rollup read alone: snapshot its files, not the view
-                con.execute(f"DROP VIEW temp.{name}")
-                shadows.remove(name)
-                source = f"main.{ROLLED_UP_PREFIX}{name.removeprefix('rollup_')}"
-            timed(f"snapshot {name}", f"CREATE OR REPLACE TEMP TABLE {name} AS FROM {source}")
+            timed(f"snapshot {name}", f"CREATE OR REPLACE TEMP TABLE {name} AS FROM main.{name}")
         return [timed(g.key, g.sql) for g in GROUPS]
     finally:
-        for name in (*CHOICE_VIEWS, *SHARED_VIEWS):
+        for name in SHARED_VIEWS:
             con.execute(f"DROP TABLE IF EXISTS temp.{name}")
-        for name in shadows:
-            con.execute(f"DROP VIEW IF EXISTS temp.{name}")
-
 
 
 def experiment_group(con: duckdb.DuckDBPyConnection, key: str, feature: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import re
 import shutil
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
@@ -32,15 +33,13 @@ from fleetpulse.ingest.store import Store
 
 from .sqltext import file_listing, fill_contract, sql_str, without_comments
 
+if TYPE_CHECKING:
+    from .layout import Layout
+
 log = logging.getLogger("fleetpulse.rollups")
 
 ROLLUPS_SQL = Path(__file__).with_name("rollups.sql")
 ROLLUP_DIR = "rollups"
-# rolled_up_<name>: the days of rollup_<name> that come from rollup files
-ROLLED_UP_PREFIX = "rolled_up_"
-# The views that choose, from the file listings, which rollups a query may read; a
-# reader may snapshot them as TEMP tables of the same names (analytics/report.py).
-CHOICE_VIEWS = ("rollup_days", "rollup_valid", "rollup_raw_days")
 _SOURCES = ("readings", "events")
 
 
@@ -97,8 +96,8 @@ def write_rollups(store: Store) -> list[str]:
 
 
 def _write_day(store: Store, day: str, key: str, src: dict[str, str | None]) -> None:
-    # Imported here: dataset imports this module for its views.
-    from .dataset import empty_select, parquet_select
+    # Imported here: sources imports layout, which imports this module.
+    from .sources import empty_select, parquet_select
 
     # Each rollup reads the day's files itself, only the columns it needs: loading them
     # once into temp tables for all of them was no faster (bench/RESULTS.md, "Rollups: one
@@ -132,9 +131,13 @@ def _plain(t: pa.Table) -> pa.Table:
     return t.cast(pa.schema(fields))
 
 
-def view_statements(store: Store) -> list[str]:
+def view_statements(store: Store, layout: Layout | None = None) -> list[str]:
     """`rollup_<name>` views: each day from its rollup while that matches the day's
-    files, from raw rows otherwise. Run after the `readings` and `events` views exist."""
+    files, from raw rows otherwise; the choice made from `layout` (a connection's
+    listing), or with None at query time from the files then. Run after the `readings`
+    and `events` views exist."""
+    if layout is not None:
+        return _snapshot_view_statements(layout)
     def raw_days_of(table: str, name: str) -> str:
         return (f"(SELECT * FROM {table} WHERE date IN "
                 f"(SELECT d FROM rollup_raw_days WHERE name = '{name}'))")
@@ -150,17 +153,45 @@ def view_statements(store: Store) -> list[str]:
             continue
         files = sql_str(store.url(ROLLUP_DIR, rollup_dir(name), "date=*", "*.parquet"))
         computed = _over(query, raw_days_of("readings", name), raw_days_of("events", name))
-        # The rollups alone are a view of their own: a reader that has snapshotted
-        # rollup_raw_days and found no day to compute (a dashboard refresh) reads just
-        # these, without planning the raw query (analytics/report.py).
         stmts.append(
-            f"CREATE OR REPLACE VIEW {ROLLED_UP_PREFIX}{name} AS "
+            f"CREATE OR REPLACE VIEW rollup_{name} AS "
             f"SELECT * EXCLUDE (filename) FROM read_parquet({files}, hive_partitioning = true, "
             f"hive_types = {{'date': DATE}}, filename = true) "
-            f"WHERE filename IN (SELECT file FROM rollup_valid WHERE name = '{name}')")
-        stmts.append(
-            f"CREATE OR REPLACE VIEW rollup_{name} AS SELECT * FROM {ROLLED_UP_PREFIX}{name} "
+            f"WHERE filename IN (SELECT file FROM rollup_valid WHERE name = '{name}') "
             f"UNION ALL BY NAME (SELECT * FROM ({computed}))")
+    return stmts
+
+
+def _snapshot_view_statements(layout: Layout) -> list[str]:
+    # Imported here: sources imports layout, which imports this module.
+    from .sources import deduplicated
+
+    stmts = []
+    for name, query in rollup_queries().items():
+        valid, raw = layout.rollups[name], layout.raw_days(name)
+        if not valid:
+            stmts.append(f"CREATE OR REPLACE VIEW rollup_{name} AS "
+                         f"{_over(query, 'readings', 'events')}")
+            continue
+        files = "[" + ", ".join(sql_str(f) for f in valid.values()) + "]"
+        parts = [f"SELECT * FROM read_parquet({files}, hive_partitioning = true, "
+                 "hive_types = {'date': DATE})"]
+        if raw:  # days whose files changed since compaction rolled them up
+            parts.append("SELECT * FROM (" + _over(
+                query, *(f"({deduplicated(layout, t, raw)})" for t in ("readings", "events")))
+                + ")")
+        stmts.append(f"CREATE OR REPLACE VIEW rollup_{name} AS "
+                     + " UNION ALL BY NAME ".join(parts))
+    valid_rows = [f"({sql_str(n)}, DATE {sql_str(d)}, {sql_str(f)})"
+                  for n, days in layout.rollups.items() for d, f in days.items()]
+    raw_rows = [f"({sql_str(n)}, DATE {sql_str(d)})"
+                for n in rollup_queries() for d in layout.raw_days(n)]
+    stmts.append("CREATE OR REPLACE VIEW rollup_valid AS " + (
+        f"SELECT * FROM (VALUES {', '.join(valid_rows)}) v(name, d, file)" if valid_rows else
+        "SELECT NULL::VARCHAR AS name, NULL::DATE AS d, NULL::VARCHAR AS file WHERE false"))
+    stmts.append("CREATE OR REPLACE VIEW rollup_raw_days AS " + (
+        f"SELECT * FROM (VALUES {', '.join(raw_rows)}) v(name, d)" if raw_rows else
+        "SELECT NULL::VARCHAR AS name, NULL::DATE AS d WHERE false"))
     return stmts
 
 
@@ -213,20 +244,3 @@ def _validity_views(store: Store) -> list[str]:
         f"SELECT n.name, r.d FROM rollup_days r, (VALUES {names}) n(name) "
         "WHERE NOT EXISTS (SELECT 1 FROM rollup_valid v WHERE v.name = n.name AND v.d = r.d)",
     ]
-
-
-def read_rollups_alone(con: duckdb.DuckDBPyConnection, views: set[str]) -> list[str]:
-    """For every rollup with no day left to compute from raw rows in the connection's
-    (snapshot of) rollup_raw_days, a TEMP view rollup_<name> over its rollup files alone,
-    shadowing the view that would also plan (and open files for) an empty raw query.
-    views: the connection's view names. Returns the TEMP views made, for the caller to
-    drop."""
-    raw = {r[0] for r in con.execute("SELECT DISTINCT name FROM rollup_raw_days").fetchall()}
-    out = []
-    for view in sorted(views):
-        if view.startswith(ROLLED_UP_PREFIX):
-            name = view.removeprefix(ROLLED_UP_PREFIX)
-            if name not in raw:
-                con.execute(f"CREATE OR REPLACE TEMP VIEW rollup_{name} AS FROM main.{view}")
-                out.append(f"rollup_{name}")
-    return out
