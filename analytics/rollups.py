@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from fleetpulse.ingest.store import Store
 
-from .sqltext import file_listing, fill_contract, sql_str, without_comments
+from .sqltext import file_listing, fill_contract, sql_list, sql_str, without_comments
 
 if TYPE_CHECKING:
     from .layout import Layout
@@ -173,7 +173,7 @@ def _snapshot_view_statements(layout: Layout) -> list[str]:
             stmts.append(f"CREATE OR REPLACE VIEW rollup_{name} AS "
                          f"{_over(query, 'readings', 'events')}")
             continue
-        files = "[" + ", ".join(sql_str(f) for f in valid.values()) + "]"
+        files = f"[{sql_list(valid.values())}]"
         parts = [f"SELECT * FROM read_parquet({files}, hive_partitioning = true, "
                  "hive_types = {'date': DATE})"]
         if raw:  # days whose files changed since compaction rolled them up

@@ -8,7 +8,7 @@ import pyarrow as pa
 from fleetpulse.ingest.schema import RECORD_KEY, TABLES
 
 from .layout import Layout
-from .sqltext import sql_str
+from .sqltext import sql_list
 
 _DUCK_TYPES = {
     pa.string(): "VARCHAR",
@@ -47,7 +47,7 @@ def files_select(table: str, files: list[str], uniform: bool = False) -> str:
     """parquet_select over a list of files; empty_select for none."""
     if not files:
         return empty_select(table)
-    return parquet_select(table, "[" + ", ".join(sql_str(f) for f in files) + "]",
+    return parquet_select(table, f"[{sql_list(files)}]",
                           union_by_name=not uniform)
 
 

@@ -4,6 +4,8 @@ a table's data files that views consult at query time."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from fleetpulse.ingest.contract import CRASH_RESET_CAUSES, DEFAULT_HEARTBEAT_S, USAGE_EVENTS
 
 
@@ -12,12 +14,14 @@ def sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+def sql_list(items: Iterable[str]) -> str:
+    """String literals separated by commas (for IN (...) or a [...] list)."""
+    return ", ".join(sql_str(i) for i in items)
+
+
 def fill_contract(text: str) -> str:
     """{usage_events}, {crash_reset_causes} and {default_heartbeat_s} in a SQL file, as
     the contract defines them."""
-    def sql_list(items: tuple[str, ...]) -> str:
-        return ", ".join(sql_str(i) for i in items)
-
     return (text.replace("{usage_events}", sql_list(USAGE_EVENTS))
             .replace("{crash_reset_causes}", sql_list(CRASH_RESET_CAUSES))
             .replace("{default_heartbeat_s}", str(DEFAULT_HEARTBEAT_S)))
