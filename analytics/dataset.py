@@ -229,8 +229,15 @@ def connect(data: str | Path | Store, database: str = ":memory:") -> duckdb.Duck
         _run(con, view_statements(store, raw_views=False))
         return con
     con.execute(f"SET VARIABLE {_DATASET_VARIABLE} = ?", [store.root])
-    refresh(con)
-    _run(con, statements(_metrics_sql()) + _comments())
+
+    def bind() -> None:
+        # Creating a macro binds its body against the views, which opens their files:
+        # a file listed and gone by then (compaction) means listing again, and binding
+        # everything again (every statement is CREATE OR REPLACE).
+        _run(con, data_view_statements(store, list_layout(store)))
+        _run(con, statements(_metrics_sql()) + _comments())
+
+    _rerun_if_file_vanished(bind)
     return con
 
 
