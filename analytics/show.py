@@ -31,6 +31,12 @@ def json_value(v: Any) -> Any:
     return v
 
 
+# A table is for reading: rich lays out every cell (about 1 ms per row), so 10,000 rows
+# took 10 s to print and scrolled out of sight. Like the duckdb shell, show the first
+# rows and say how to get all of them; csv and json print every row.
+MAX_TABLE_ROWS = 40
+
+
 def print_result(result: Result, fmt: str = "table", title: str | None = None,
                  console: Console | None = None) -> None:
     cols = result.columns
@@ -44,10 +50,21 @@ def print_result(result: Result, fmt: str = "table", title: str | None = None,
                   sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
+        cut = len(rows) > MAX_TABLE_ROWS
+        half = MAX_TABLE_ROWS // 2
+        shown = [*rows[:half], None, *rows[-half:]] if cut else rows
         table = Table(title=title, title_justify="left", title_style="bold")
         for c, t in zip(cols, result.types, strict=True):
             numeric = t in ("BIGINT", "INTEGER", "DOUBLE", "HUGEINT", "FLOAT")
             table.add_column(c, justify="right" if numeric else "left")
-        for r in rows:
-            table.add_row(*(_cell(v) for v in r))
-        (console or Console()).print(table)
+        for r in shown:
+            if r is None:
+                table.add_row(*("…" for _ in cols))
+            else:
+                table.add_row(*(_cell(v) for v in r))
+        out = console or Console()
+        out.print(table)
+        if cut:  # below the table, not as its caption: a narrow table would wrap it
+            out.print(f"{MAX_TABLE_ROWS} of {len(rows):,} rows shown (the first and the last "
+                      f"{half}): --format csv or json prints all", style="dim",
+                      highlight=False)

@@ -55,6 +55,18 @@ def test_sql_formats(dataset: Path) -> None:
     assert r.returncode == 0 and "22" in r.stdout
 
 
+def test_a_long_table_shows_its_ends_and_says_how_to_get_every_row(dataset: Path) -> None:
+    q = "SELECT range AS n FROM range(1000)"
+    r = fleetpulse("sql", "--data", str(dataset), q)
+    assert r.returncode == 0, r.stderr
+    shown = [int(c) for line in r.stdout.splitlines()
+             if (c := line.strip("│ ").strip()).isdigit()]
+    assert shown == [*range(20), *range(980, 1000)]
+    assert "40 of 1,000 rows shown" in r.stdout and "--format csv" in r.stdout
+    r = fleetpulse("sql", "--data", str(dataset), q, "--format", "csv")
+    assert r.stdout.split() == ["n", *map(str, range(1000))]
+
+
 def test_metrics_prints_the_three_metrics(dataset: Path) -> None:
     r = fleetpulse("metrics", "--data", str(dataset))
     assert r.returncode == 0, r.stderr
