@@ -150,6 +150,16 @@ def test_reading_distributions_by_model(env_con) -> None:
         ("thermostat", 1, 2, 22.19, 22.95, 23.71, 54.5)]
 
 
+def test_daily_temperature_quantiles_across_models(env_con) -> None:
+    # Jan 10, both models: 19.0, 20.6, 22.0, 22.5 -> median 21.3; p10 at 0.3 -> 19.48;
+    # p90 at 2.7 -> 22.35; humidity 41, 43, 50, 55 -> 46.5. Jan 11: 23.9 alone.
+    got = rows(env_con, "SELECT day, round(median_temperature_c, 6), "
+                        "round(p10_temperature_c, 6), round(p90_temperature_c, 6), "
+                        "median_humidity_pct, readings FROM daily_temperature()")
+    assert got == [(date(2026, 1, 10), 21.3, 19.48, 22.35, 46.5, 4),
+                   (date(2026, 1, 11), 23.9, 23.9, 23.9, 59.0, 1)]
+
+
 def rows(con, sql: str) -> list[tuple]:
     return con.execute(sql).fetchall()
 
