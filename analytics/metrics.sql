@@ -291,10 +291,16 @@ CREATE OR REPLACE MACRO funnel(step1 := 'power_on', step2 := 'session_start',
                                step3 := 'feature_used', window_days := 14,
                                since := DATE '1970-01-01', until := DATE '2999-12-31') AS TABLE
 -- a step is an event name, or feature_used:<feature> for one feature
+-- Only the events of the three steps are read: the event names (a feature step's is
+-- feature_used) are constants once the macro is expanded, so the filter reaches the scan
+-- (0.89 -> 0.80 s at full scale). Kept as one CTE: a scan per step, each filtered to its
+-- own event, took 1.0 s, and the CTE not materialised 1.35 s.
 WITH ev AS (
     SELECT device_id, ts, event,
            CASE WHEN event = 'feature_used' THEN 'feature_used:' || feature END AS feature_key
     FROM events WHERE date BETWEEN since AND until
+        AND event IN (split_part(step1, ':', 1), split_part(step2, ':', 1),
+                      split_part(step3, ':', 1))
 ),
 s1 AS (
     SELECT device_id, min(ts) AS t1 FROM ev
