@@ -233,18 +233,32 @@ grid AS (
 hits AS (
     SELECT c.cohort_week, c.device_id, ((a.week - c.cohort_week) / 7)::INTEGER AS weeks_since
     FROM cohort c JOIN active_weeks a USING (device_id)
+),
+-- hits holds each device at most once per week: counts, not distinct counts, and
+-- "in week N or later" from each device's last week, so the grid joins a few hundred
+-- rows instead of every hit of its cohort (1.15 s -> 0.60 s at full scale)
+in_week AS (SELECT cohort_week, weeks_since, count(*) AS n FROM hits GROUP BY ALL),
+reach AS (
+    SELECT cohort_week, last_week_since, count(*) AS n FROM (
+        SELECT cohort_week, device_id, max(weeks_since) AS last_week_since
+        FROM hits GROUP BY ALL
+    ) GROUP BY ALL
+),
+or_after AS (
+    SELECT g.cohort_week, g.weeks_since, sum(r.n)::BIGINT AS n
+    FROM grid g JOIN reach r ON r.cohort_week = g.cohort_week
+        AND r.last_week_since >= g.weeks_since
+    GROUP BY ALL
 )
 SELECT g.cohort_week, g.cohort_size, g.weeks_since,
-       count(DISTINCT h.device_id) FILTER (WHERE h.weeks_since = g.weeks_since)
-           AS active_in_week,
-       count(DISTINCT h.device_id) FILTER (WHERE h.weeks_since >= g.weeks_since)
-           AS active_in_or_after,
-       round(count(DISTINCT h.device_id) FILTER (WHERE h.weeks_since = g.weeks_since)
-             / g.cohort_size, 4) AS retention,
-       round(count(DISTINCT h.device_id) FILTER (WHERE h.weeks_since >= g.weeks_since)
-             / g.cohort_size, 4) AS unbounded_retention
-FROM grid g LEFT JOIN hits h USING (cohort_week)
-GROUP BY g.cohort_week, g.cohort_size, g.weeks_since ORDER BY g.cohort_week, g.weeks_since;
+       coalesce(i.n, 0) AS active_in_week,
+       coalesce(o.n, 0) AS active_in_or_after,
+       round(coalesce(i.n, 0) / g.cohort_size, 4) AS retention,
+       round(coalesce(o.n, 0) / g.cohort_size, 4) AS unbounded_retention
+FROM grid g
+LEFT JOIN in_week i USING (cohort_week, weeks_since)
+LEFT JOIN or_after o USING (cohort_week, weeks_since)
+ORDER BY g.cohort_week, g.weeks_since;
 
 -- metric: feature_adoption: per feature, devices that used it, share of the devices active in the period, median days from activation to first use, uses per device; a use counts under the firmware that sent it
 CREATE OR REPLACE MACRO feature_adoption(since := DATE '1970-01-01',
