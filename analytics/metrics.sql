@@ -194,13 +194,13 @@ WITH active_weeks AS (
 ),
 first_week AS (SELECT device_id, cohort_week AS first_week FROM activations),
 weeks AS (SELECT DISTINCT date_trunc('week', day)::DATE AS week FROM device_days),
+-- two equi-joins of the (week, device) grid where two correlated EXISTS took longer
 grid AS (
     SELECT w.week, f.device_id, f.first_week,
-           EXISTS (SELECT 1 FROM active_weeks a WHERE a.device_id = f.device_id
-                   AND a.week = w.week) AS now_active,
-           EXISTS (SELECT 1 FROM active_weeks a WHERE a.device_id = f.device_id
-                   AND a.week = w.week - 7) AS before_active
+           a.week IS NOT NULL AS now_active, b.week IS NOT NULL AS before_active
     FROM weeks w JOIN first_week f ON w.week >= f.first_week
+    LEFT JOIN active_weeks a ON a.device_id = f.device_id AND a.week = w.week
+    LEFT JOIN active_weeks b ON b.device_id = f.device_id AND b.week = (w.week - 7)::DATE
 )
 SELECT week,
        count(*) FILTER (WHERE week = first_week) AS new_devices,
