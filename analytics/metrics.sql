@@ -79,10 +79,12 @@ CREATE OR REPLACE MACRO interpolate(lo, hi, h) AS
     lo + (coalesce(hi, lo) - lo) * (h - floor(h));
 
 -- activations: a device is activated on the first day it sent anything; its cohort
--- is that day's week.
+-- is that day's week. Read from the rollup device_days is built from (a device-day is
+-- there iff it has a row there), not through device_days' own aggregation: half the time.
 CREATE OR REPLACE VIEW activations AS
-SELECT device_id, min(day) AS activation_day, date_trunc('week', min(day))::DATE AS cohort_week
-FROM device_days GROUP BY device_id;
+SELECT device_id, min(date) AS activation_day,
+       date_trunc('week', min(date))::DATE AS cohort_week
+FROM rollup_firmware_days GROUP BY device_id;
 
 -- experiment_variant: a device's variant in experiment `key`. bucket = the first 8 hex
 -- digits of sha256("<key>:<device_id>") as an integer, mod 10000; variant B when bucket <
