@@ -148,7 +148,8 @@ days AS (
     SELECT unnest(range(lo, hi + 1, INTERVAL 1 DAY))::DATE AS day FROM bounds WHERE lo <= hi
 ),
 act AS (
-    SELECT DISTINCT device_id, segment_of(segment_by, fw, hw, device_id) AS segment, day
+    -- one row per device and day already: no DISTINCT
+    SELECT device_id, segment_of(segment_by, fw, hw, device_id) AS segment, day
     FROM device_days WHERE active
 ),
 spans AS (
@@ -195,8 +196,9 @@ FROM per_device GROUP BY ALL ORDER BY week, segment, active_days;
 CREATE OR REPLACE MACRO lifecycle(since := DATE '1970-01-01', until := DATE '2999-12-31')
     AS TABLE
 WITH active_weeks AS (
-    SELECT DISTINCT device_id, date_trunc('week', day)::DATE AS week
-    FROM device_days WHERE active
+    -- a device-day is active iff one of its firmware rows has a usage event
+    SELECT DISTINCT device_id, date_trunc('week', date)::DATE AS week
+    FROM rollup_firmware_days WHERE usage_events > 0
 ),
 first_week AS (SELECT device_id, cohort_week AS first_week FROM activations),
 weeks AS (SELECT DISTINCT date_trunc('week', date)::DATE AS week FROM rollup_firmware_days),
@@ -225,8 +227,9 @@ WITH cohort AS (
     WHERE activation_day BETWEEN since AND until
 ),
 active_weeks AS (
-    SELECT DISTINCT device_id, date_trunc('week', day)::DATE AS week
-    FROM device_days WHERE active
+    -- a device-day is active iff one of its firmware rows has a usage event
+    SELECT DISTINCT device_id, date_trunc('week', date)::DATE AS week
+    FROM rollup_firmware_days WHERE usage_events > 0
 ),
 last_week AS (SELECT max(date_trunc('week', date))::DATE AS w FROM rollup_firmware_days),
 sizes AS (SELECT cohort_week, count(*) AS cohort_size FROM cohort GROUP BY ALL),
