@@ -1,5 +1,5 @@
 """The per-device rows an experiment analysis needs, from the dataset's macros
-(experiment_exposure, experiment_daily_uses, experiment_guardrails in metrics.sql)."""
+(experiment_exposure, exposure_daily_uses, exposure_guardrails in metrics.sql)."""
 
 from __future__ import annotations
 
@@ -14,27 +14,36 @@ if TYPE_CHECKING:
     import duckdb
 
 
+_EXPOSURE = "fleetpulse_experiment_exposure"
+
+
 def experiment_devices(con: duckdb.DuckDBPyConnection, key: str, feature: str,
                        share_b: float = 0.5, since: date | None = None,
                        until: date | None = None) -> list[Device]:
     """Every exposed device with its uses, pre-period uses, daily uses and health."""
-    params = [sql_str(key), f"feature_name := {sql_str(feature)}", f"share_b := {share_b}"]
-    if since:
-        params.append(f"since := DATE '{since}'")
-    if until:
-        params.append(f"until := DATE '{until}'")
-    args = ", ".join(params)
-    daily: dict[str, dict[date, int]] = {}
-    for device_id, day, uses in query(
-            con, f"SELECT device_id, day, uses FROM experiment_daily_uses({args})").rows:
-        daily.setdefault(device_id, {})[day] = int(uses)
-    health = {r[0]: r[1:] for r in query(
-        con, "SELECT device_id, device_days, crashes, reboots, heartbeats, "
-             f"expected_heartbeats FROM experiment_guardrails({args})").rows}
+    since_sql = f"DATE '{since or date(1970, 1, 1)}'"
+    until_sql = f"DATE '{until or date(2999, 12, 31)}'"
+    args = (f"{sql_str(key)}, feature_name := {sql_str(feature)}, share_b := {share_b}, "
+            f"since := {since_sql}, until := {until_sql}")
+    # The exposure once, for the three reads below (each macro alone recomputes it).
+    query(con, f"CREATE OR REPLACE TEMP TABLE {_EXPOSURE} AS "
+               f"SELECT * FROM experiment_exposure({args})")
+    try:
+        daily: dict[str, dict[date, int]] = {}
+        for device_id, day, uses in query(
+                con, f"SELECT device_id, day, uses FROM exposure_daily_uses("
+                     f"'{_EXPOSURE}', {sql_str(feature)}, {until_sql})").rows:
+            daily.setdefault(device_id, {})[day] = int(uses)
+        health = {r[0]: r[1:] for r in query(
+            con, "SELECT device_id, device_days, crashes, reboots, heartbeats, "
+                 f"expected_heartbeats FROM exposure_guardrails('{_EXPOSURE}', {since_sql}, "
+                 f"{until_sql})").rows}
+        exposed = query(con, "SELECT device_id, variant, exposed_day, uses, pre_uses "
+                             f"FROM {_EXPOSURE} ORDER BY device_id").rows
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS temp.{_EXPOSURE}")
     out = []
-    for device_id, variant, exposed_day, uses, pre_uses in query(
-            con, "SELECT device_id, variant, exposed_day, uses, pre_uses "
-                 f"FROM experiment_exposure({args}) ORDER BY device_id").rows:
+    for device_id, variant, exposed_day, uses, pre_uses in exposed:
         days, crashes, reboots, hb, expected = health.get(device_id, (0, 0, 0, 0.0, 0.0))
         out.append(Device(variant, float(uses), float(pre_uses), exposed_day,
                           daily.get(device_id, {}), int(days), int(crashes), int(reboots),

@@ -645,28 +645,43 @@ SELECT e.device_id, e.variant, e.exposed_at, utc_day(e.exposed_at) AS exposed_da
        coalesce(u.pre_uses, 0) AS pre_uses
 FROM exposed e LEFT JOIN uses u USING (device_id);
 
+-- exposure_daily_uses / exposure_guardrails: the same over the rows of experiment_exposure
+-- already computed, in the table or CTE named `exposure`: an analysis reads the exposure
+-- once for both (analytics/experiment_query.py), where each macro below computed it again.
+CREATE OR REPLACE MACRO exposure_daily_uses(exposure, feature_name, until) AS TABLE
+SELECT e.device_id, u.date AS day, count(*) AS uses
+FROM query_table(exposure) e
+JOIN usage_events u ON u.device_id = e.device_id AND u.ts >= e.exposed_at
+WHERE u.event = 'feature_used' AND u.feature = feature_name AND u.date <= until
+GROUP BY ALL;
+
+CREATE OR REPLACE MACRO exposure_guardrails(exposure, since, until) AS TABLE
+SELECT e.device_id, e.variant, count(h.day) AS device_days,
+       coalesce(sum(h.crashes), 0) AS crashes, coalesce(sum(h.reboots), 0) AS reboots,
+       coalesce(sum(h.heartbeats), 0) AS heartbeats,
+       coalesce(sum(h.expected_heartbeats), 0) AS expected_heartbeats
+FROM query_table(exposure) e
+LEFT JOIN device_health_days(since := since, until := until, segment_by := 'all') h
+    ON h.device_id = e.device_id AND h.day >= e.exposed_day
+GROUP BY ALL;
+
 -- experiment_daily_uses: per exposed device and UTC day from its exposure, uses of
 -- `feature_name`: the running totals a sequential test looks at day by day
 CREATE OR REPLACE MACRO experiment_daily_uses(key, feature_name := 'eco_mode', share_b := 0.5,
                                               since := DATE '1970-01-01',
                                               until := DATE '2999-12-31') AS TABLE
-SELECT e.device_id, u.date AS day, count(*) AS uses
-FROM experiment_exposure(key, feature_name := feature_name, share_b := share_b,
-                         since := since, until := until) e
-JOIN usage_events u ON u.device_id = e.device_id AND u.ts >= e.exposed_at
-WHERE u.event = 'feature_used' AND u.feature = feature_name AND u.date <= until
-GROUP BY ALL;
+WITH exposure AS (
+    SELECT * FROM experiment_exposure(key, feature_name := feature_name, share_b := share_b,
+                                      since := since, until := until)
+)
+SELECT * FROM exposure_daily_uses('exposure', feature_name, until);
 
 -- experiment_guardrails: per exposed device, its health from its exposure day on
 CREATE OR REPLACE MACRO experiment_guardrails(key, feature_name := 'eco_mode', share_b := 0.5,
                                               since := DATE '1970-01-01',
                                               until := DATE '2999-12-31') AS TABLE
-SELECT e.device_id, e.variant, count(h.day) AS device_days,
-       coalesce(sum(h.crashes), 0) AS crashes, coalesce(sum(h.reboots), 0) AS reboots,
-       coalesce(sum(h.heartbeats), 0) AS heartbeats,
-       coalesce(sum(h.expected_heartbeats), 0) AS expected_heartbeats
-FROM experiment_exposure(key, feature_name := feature_name, share_b := share_b,
-                         since := since, until := until) e
-LEFT JOIN device_health_days(since := since, until := until, segment_by := 'all') h
-    ON h.device_id = e.device_id AND h.day >= e.exposed_day
-GROUP BY ALL;
+WITH exposure AS (
+    SELECT * FROM experiment_exposure(key, feature_name := feature_name, share_b := share_b,
+                                      since := since, until := until)
+)
+SELECT * FROM exposure_guardrails('exposure', since, until);
