@@ -51,6 +51,11 @@ class AcceptedColumns:
         if len(self._envelopes) >= CHUNK_ENVELOPES:
             self._build_chunk()
 
+    def seal(self) -> set[str]:
+        """Take no more envelopes; return the tables that will have rows."""
+        self._build_chunk()
+        return {name for name, parts in self._parts.items() if parts}
+
     def tables(self) -> dict[str, pa.Table]:
         """readings and events as Arrow tables (only those with rows); starts afresh."""
         self._build_chunk()
