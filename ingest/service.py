@@ -23,6 +23,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from .contract import TELEMETRY_FILTER
 from .mqtt_subscriber import MqttError, Subscriber
 from .pipeline import Pipeline
 from .store import Store
-from .wal import WriteAheadLog, read_segment
+from .wal import WriteAheadLog, Written, read_segment
 
 log = logging.getLogger("fleetpulse.ingest")
 OUTAGE_MERGE_S = 30.0
@@ -41,6 +42,7 @@ MAX_BUFFERED_FLUSHES = 4
 # Parquet at once, while a trickle of single messages still makes one file per
 # flush_seconds, not one per gap.
 IDLE_FLUSH_MIN = 1000
+TICK_S = 0.1
 
 
 @dataclass
@@ -54,7 +56,9 @@ class IngestConfig:
     state_dir: Path | None = None
     flush_rows: int = 50_000
     flush_seconds: float = 5.0
-    flush_idle_s: float = 0.5  # 0: only flush_rows and flush_seconds
+    # 0.2 s: a gap a steady stream of a hundred messages a second never shows, while
+    # the end of a burst reaches Parquet 0.3 s sooner than with 0.5 (0 turns it off)
+    flush_idle_s: float = 0.2
     session_expiry_s: int = 7 * 24 * 3600
     shared_group: str | None = None
     username: str | None = None
@@ -93,6 +97,8 @@ class IngestService:
         self._flush_lock = asyncio.Lock()
         self._flushing: asyncio.Task[bool] | None = None
         self._session_marker = self.state_dir / "_ingest" / f"{cfg.client_id}.session"
+        self._wal_sync = ThreadPoolExecutor(1, thread_name_prefix="wal-sync")
+        self._syncing: asyncio.Future[None] | None = None
 
     # -- durability -----------------------------------------------------------------
 
@@ -117,6 +123,10 @@ class IngestService:
             log.warning("recovered from an unclean stop: replayed %d log segments, removed %d "
                         "partial files", len(segments), removed)
 
+    def close(self) -> None:
+        self.wal.close()
+        self._wal_sync.shutdown()
+
     def _flush_name(self, segment: Path) -> str:
         return f"{self.cfg.client_id}-{segment.stem}"
 
@@ -125,6 +135,7 @@ class IngestService:
         in a thread, so the event loop goes on reading, logging and acknowledging (and
         pinging the broker) while a slow store takes its time."""
         async with self._flush_lock:
+            await self._wal_synced()  # never close a segment under its pending sync
             segment = self.wal.rotate()
             if not self.pipeline.buffered and segment is None:
                 return True
@@ -171,13 +182,16 @@ class IngestService:
                 break
         return ok
 
-    def _log_batch(self, frames: list[tuple[int, str, bytes]]) -> None:
+    def _log_batch(self, frames: list[tuple[int, str, bytes]]) -> Written:
         try:
-            self.wal.append(frames)
+            return self.wal.write(frames)
         except OSError as e:
-            self._store_failed(f"cannot write the write-ahead log under {self.state_dir} "
-                               f"({e.strerror})")
-            raise StoreError(str(e)) from None
+            raise self._wal_failed(e) from None
+
+    def _wal_failed(self, e: OSError) -> StoreError:
+        self._store_failed(f"cannot write the write-ahead log under {self.state_dir} "
+                           f"({e.strerror})")
+        return StoreError(str(e))
 
     def _probe_store(self) -> bool:
         """Can the write-ahead log's disk take a write again?"""
@@ -232,7 +246,7 @@ class IngestService:
                 backoff = 0.2
                 while self._store_ok.is_set():  # a failing store: stop taking messages
                     batch = await sub.read_batch()
-                    self._take(sub, batch)
+                    await self._take(sub, batch)
                     await sub.drain()
                     if self.pipeline.buffered >= cfg.flush_rows:
                         flushing = self._flush_soon()
@@ -266,13 +280,30 @@ class IngestService:
             self._session_marker.parent.mkdir(parents=True, exist_ok=True)
             self._session_marker.touch()
 
-    def _take(self, sub: Subscriber, batch: list) -> None:
+    async def _take(self, sub: Subscriber, batch: list) -> None:
+        """Log the batch, validate it while another thread waits for the disk (the
+        fdatasync was a tenth of the event loop's time), and ack it once both are done.
+        Rows of a batch whose sync fails stay buffered unacked: the broker sends those
+        messages again and the pipeline drops the copies as duplicates."""
         self._batch_started = time.monotonic()
         now = time.time_ns() // 1_000_000
-        self._log_batch([(now, p.topic, p.payload) for p in batch])
+        written = self._log_batch([(now, p.topic, p.payload) for p in batch])
+        self._syncing = syncing = asyncio.get_running_loop().run_in_executor(
+            self._wal_sync, self.wal.sync, written)
         handle = self.pipeline.handle
         for p in batch:
             handle(p.topic, p.payload, now)
+        cancelled = False
+        while True:
+            try:
+                # a stop that comes now still lets the sync finish and acks what it made
+                # durable, so nothing is both buffered for Parquet and left unacked
+                await asyncio.shield(syncing)
+                break
+            except asyncio.CancelledError:
+                cancelled = True
+            except OSError as e:
+                raise self._wal_failed(e) from None
         sub.ack([p.packet_id for p in batch if p.packet_id])
         self._batch_started = None
         self._last_batch_at = time.monotonic()
@@ -280,6 +311,22 @@ class IngestService:
         st.last_durable_at = time.time()
         if not st.first_message_at:
             st.first_message_at = now / 1000
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _wal_synced(self) -> None:
+        """Wait for the batch whose log write is being synced, if any."""
+        if self._syncing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._syncing)
+
+    def _tick_delay(self) -> float:
+        """0.1 s, or less when a burst's end is due sooner: the idle flush fires on time,
+        not up to a tick late."""
+        idle = self.cfg.flush_idle_s
+        if not idle or self.pipeline.buffered < IDLE_FLUSH_MIN:
+            return TICK_S
+        return min(TICK_S, max(0.005, self._last_batch_at + idle - time.monotonic()))
 
     def unacked_age(self) -> float:
         return 0.0 if self._batch_started is None else time.monotonic() - self._batch_started
@@ -288,7 +335,7 @@ class IngestService:
         last = ""
         retry_at = 0.0
         while True:
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(self._tick_delay())
             now = time.monotonic()
             failing = not self._store_ok.is_set()
             due = self.pipeline.buffered and self.pipeline.buffer_age() >= self.cfg.flush_seconds
@@ -302,7 +349,9 @@ class IngestService:
                     retry_at = now + 1.0
             self.stats.wal_segments = len(self.wal.segments()) if failing else 0
             snapshot = self.stats.to_json()
-            if snapshot != last:
+            # not while a batch is counted but not yet synced and acked: a reader of the
+            # counters takes `messages` as what is durable
+            if snapshot != last and self._batch_started is None:
                 with contextlib.suppress(OSError):  # a full disk must not stop the service
                     stats.publish(self.stats, self.state_dir)
                 last = snapshot
@@ -331,7 +380,7 @@ async def run(cfg: IngestConfig, stop: asyncio.Event | None = None,
         with contextlib.suppress(asyncio.CancelledError):
             await task
     ok = await service.flush()
-    service.wal.close()
+    service.close()
     service.stats.subscribed = False
     service.stats.state = "stopped"
     with contextlib.suppress(OSError):

@@ -21,16 +21,25 @@ import contextlib
 import logging
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from .parquet_writer import fsync_dir as _fsync_dir
 
 log = logging.getLogger("fleetpulse.ingest.wal")
 
-_HEAD = struct.Struct("!IIQH")
 SUFFIX = ".wal"
+_HEAD = struct.Struct("!IIQH")
+_BODY_HEAD = struct.Struct("!IQH")  # what the CRC covers starts with this
+
+
+class Written(NamedTuple):
+    """Where a write() went: its segment's descriptor and the offset it started at."""
+    fd: int
+    start: int
 
 
 class WriteAheadLog:
@@ -44,25 +53,37 @@ class WriteAheadLog:
         self.current: Path | None = None
         # Newest segment with frames not yet covered by a flush; what rotate() returns.
         self._pending: Path | None = existing[-1] if existing else None
+        self._lock = threading.RLock()
 
     def segments(self) -> list[Path]:
         return sorted(self.directory.glob(f"*{SUFFIX}"), key=segment_number)
 
     def append(self, frames: list[tuple[int, str, bytes]]) -> None:
         """Append (received_ms, topic, payload) frames; durable when this returns."""
+        self.sync(self.write(frames))
+
+    def write(self, frames: list[tuple[int, str, bytes]]) -> Written:
+        """Write frames to the current segment without waiting for the disk: durable
+        only once sync() of what this returns has returned. The service validates the
+        batch while another thread waits for the fdatasync."""
         if self._file is None:
             self.current = self.directory / f"{self._next:012d}-{self._token}{SUFFIX}"
             self._next += 1
             self._file = os.open(self.current, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             _fsync_dir(self.directory)
             self._pending = self.current
-        parts = []
-        pack = _HEAD.pack
+        # Header, topic and payload are joined once: building each frame as bytes first
+        # copied every payload three times, a tenth of ingest's time at 1 KiB payloads.
+        parts: list[bytes] = []
+        add = parts.append
+        pack, body_head = _HEAD.pack, _BODY_HEAD.pack
         crc32 = zlib.crc32
         for received_ms, topic, payload in frames:
             t = topic.encode()
-            rest = struct.pack("!IQH", len(payload), received_ms, len(t)) + t + payload
-            parts.append(pack(crc32(rest), len(payload), received_ms, len(t)) + t + payload)
+            crc = crc32(payload, crc32(t, crc32(body_head(len(payload), received_ms, len(t)))))
+            add(pack(crc, len(payload), received_ms, len(t)))
+            add(t)
+            add(payload)
         data = b"".join(parts)
         fd = self._file
         start = os.lseek(fd, 0, os.SEEK_END)
@@ -70,24 +91,41 @@ class WriteAheadLog:
             written = os.write(fd, data)
             while written < len(data):  # os.write may write less than asked (disk nearly full)
                 written += os.write(fd, data[written:])
-            os.fdatasync(fd)
         except OSError:
-            # Cut the failed batch off so the segment ends on a whole frame, and start a
-            # new segment for the retry: later frames never follow a torn one.
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, start)
-            self.rotate()
+            self._cut(fd, start)
             raise
+        return Written(fd, start)
+
+    def sync(self, written: Written) -> None:
+        """Wait until a write() is on disk. May run in another thread than write(): the
+        lock keeps rotate() from closing the file under it."""
+        with self._lock:
+            if written.fd != self._file:  # the caller must not rotate() in between
+                raise RuntimeError("a write-ahead log segment was closed before its write "
+                                   "was synced")
+            try:
+                os.fdatasync(written.fd)
+            except OSError:
+                self._cut(written.fd, written.start)
+                raise
+
+    def _cut(self, fd: int, start: int) -> None:
+        # Cut the failed batch off so the segment ends on a whole frame, and start a
+        # new segment for the retry: later frames never follow a torn one.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        self.rotate()
 
     def rotate(self) -> Path | None:
         """Close the current segment (the next append opens a new one); return the newest
         segment holding frames that no flush has covered yet, or None."""
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._file)
-            self._file = None
-            self.current = None
-        return self._pending
+        with self._lock:
+            if self._file is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._file)
+                self._file = None
+                self.current = None
+            return self._pending
 
     def delete_through(self, last: Path) -> None:
         """Delete `last` and every older segment."""
