@@ -11,7 +11,6 @@ field the contract does not name, so no learned column and no `extra`).
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,8 +34,10 @@ class AcceptedColumns:
         self._envelopes: list[Envelope] = []  # not yet turned into columns
         self._received: list[int] = []
         self._records = 0
-        # per envelope of the flush (a chunk's are moved here when it is built)
-        self._env: dict[str, list[Any]] = {k: [] for k in (*_ENVELOPE_COLUMNS, "received")}
+        # per envelope of the flush, as each chunk's Arrow arrays: kept as Python objects
+        # until the flush, a backlog's buffered envelopes held ~260 bytes each
+        self._env: dict[str, list[pa.Array]] = {k: [] for k in (*_ENVELOPE_COLUMNS, "received")}
+        self._env_count = 0
         # per table: each chunk's (owning envelope per row, record columns)
         self._parts: dict[str, list[tuple[np.ndarray, dict[str, pa.Array]]]] = {
             "readings": [], "events": []}
@@ -59,7 +60,7 @@ class AcceptedColumns:
     def tables(self) -> dict[str, pa.Table]:
         """readings and events as Arrow tables (only those with rows); starts afresh."""
         self._build_chunk()
-        env = {k: pa.array(v, _ENVELOPE_COLUMNS.get(k, pa.int64()))
+        env = {k: pa.concat_arrays(v) if v else pa.array([], _ENVELOPE_COLUMNS.get(k, pa.int64()))
                for k, v in self._env.items()}
         out = {}
         for name, parts in self._parts.items():
@@ -83,15 +84,17 @@ class AcceptedColumns:
         envs = self._envelopes
         if not envs:
             return
-        first = len(self._env["device_id"])
+        first = self._env_count
+        self._env_count += len(envs)
         e = self._env
-        e["device_id"] += [x.device_id for x in envs]
-        e["iid"] += [x.iid for x in envs]
-        e["boot"] += [x.boot for x in envs]
-        e["seq"] += [x.seq for x in envs]
-        e["fw"] += [x.fw for x in envs]
-        e["hw"] += [x.hw for x in envs]
-        e["received"] += self._received
+        s, i64 = pa.string(), pa.int64()
+        e["device_id"].append(pa.array([x.device_id for x in envs], s))
+        e["iid"].append(pa.array([x.iid for x in envs], s))
+        e["boot"].append(pa.array([x.boot for x in envs], i64))
+        e["seq"].append(pa.array([x.seq for x in envs], i64))
+        e["fw"].append(pa.array([x.fw for x in envs], s))
+        e["hw"].append(pa.array([x.hw for x in envs], s))
+        e["received"].append(pa.array(self._received, i64))
         self._envelopes, self._received = [], []
         counts = np.fromiter((len(x.records) for x in envs), np.int64, len(envs))
         recs = [r for x in envs for r in x.records]

@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from sys import intern
 from typing import Any
 
 import pyarrow as pa
@@ -76,10 +77,11 @@ class Pipeline:
         try:
             env = envelope_decoder.decode(topic, payload, received_ms)
             if env is not None:
-                if not self._duplicate((env.device_id, env.iid, env.boot, env.seq,
-                                        env.sent_ms)):
+                # interned: the window's keys share one string per device, not one each
+                key = (intern(env.device_id), env.iid, env.boot, env.seq, env.sent_ms)
+                if not self._duplicate(key):
                     self._accepted.add(env, received_ms)
-                    self._remember((env.device_id, env.iid, env.boot, env.seq, env.sent_ms))
+                    self._remember(key)
                     st.buffered_rows += len(env.records)
                 return
             self._take(topic, payload, received_ms)
