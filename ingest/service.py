@@ -315,8 +315,10 @@ class IngestService:
             raise asyncio.CancelledError
 
     async def _wal_synced(self) -> None:
-        """Wait for the batch whose log write is being synced, if any."""
-        if self._syncing is not None:
+        """Return when no log write is waiting for its sync. A loop, since the next
+        batch may be written while this waits for the one before; the caller then runs
+        on without yielding, so none can start before it is done with the log."""
+        while self._syncing is not None and not self._syncing.done():
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._syncing)
 

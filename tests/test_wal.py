@@ -3,6 +3,7 @@ syncs must read back exactly, and a failed sync must leave no torn or unsynced f
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from pathlib import Path
@@ -51,3 +52,29 @@ def test_a_segment_closed_before_its_write_was_synced_is_an_error(tmp_path: Path
     log.rotate()
     with pytest.raises(RuntimeError, match="before its write was synced"):
         log.sync(written)
+
+
+def test_the_service_waits_for_every_pending_sync_before_it_closes_a_segment(
+        tmp_path: Path) -> None:
+    """A flush that waited for one batch's sync must not close the segment while the next
+    batch, written meanwhile, still waits for its own (seen as a crash at a stop under load)."""
+    from fleetpulse.ingest.service import IngestConfig, IngestService
+
+    async def scenario() -> None:
+        svc = IngestService(IngestConfig(host="127.0.0.1", port=1, data=tmp_path))
+        loop = asyncio.get_running_loop()
+        first: asyncio.Future[None] = loop.create_future()
+        second: asyncio.Future[None] = loop.create_future()
+        svc._syncing = first
+        waiting = asyncio.create_task(svc._wal_synced())
+        await asyncio.sleep(0)
+        first.set_result(None)
+        svc._syncing = second  # the next batch was written before the waiter ran again
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        second.set_result(None)
+        await asyncio.wait_for(waiting, 1)
+        svc.close()
+
+    asyncio.run(scenario())
