@@ -94,6 +94,7 @@ class IngestService:
         self._outage_said = False
         self._batch_started: float | None = None
         self._last_batch_at = 0.0
+        self._big_burst = False  # the stream filled a file by row count since it was quiet
         self._flush_lock = asyncio.Lock()
         self._flushing: asyncio.Task[bool] | None = None
         self._session_marker = self.state_dir / "_ingest" / f"{cfg.client_id}.session"
@@ -249,6 +250,7 @@ class IngestService:
                     await self._take(sub, batch)
                     await sub.drain()
                     if self.pipeline.buffered >= cfg.flush_rows:
+                        self._big_burst = True
                         flushing = self._flush_soon()
                         if self.pipeline.buffered >= MAX_BUFFERED_FLUSHES * cfg.flush_rows:
                             # the store is slower than the fleet: wait rather than grow
@@ -325,10 +327,18 @@ class IngestService:
     def _tick_delay(self) -> float:
         """0.1 s, or less when a burst's end is due sooner: the idle flush fires on time,
         not up to a tick late."""
-        idle = self.cfg.flush_idle_s
-        if not idle or self.pipeline.buffered < IDLE_FLUSH_MIN:
+        if not self._idle_flush_armed():
             return TICK_S
-        return min(TICK_S, max(0.005, self._last_batch_at + idle - time.monotonic()))
+        return min(TICK_S, max(0.005, self._last_batch_at + self.cfg.flush_idle_s
+                                      - time.monotonic()))
+
+    def _idle_flush_armed(self) -> bool:
+        """Would a quiet stream flush now? With IDLE_FLUSH_MIN rows buffered, or any
+        rows left by a burst that filled a file by --flush-rows: its tail is the burst's
+        end, however small, and would otherwise wait out --flush-seconds."""
+        buffered = self.pipeline.buffered
+        return bool(self.cfg.flush_idle_s) and (
+            buffered >= IDLE_FLUSH_MIN or (self._big_burst and buffered > 0))
 
     def unacked_age(self) -> float:
         return 0.0 if self._batch_started is None else time.monotonic() - self._batch_started
@@ -341,9 +351,11 @@ class IngestService:
             now = time.monotonic()
             failing = not self._store_ok.is_set()
             due = self.pipeline.buffered and self.pipeline.buffer_age() >= self.cfg.flush_seconds
-            idle = self.cfg.flush_idle_s
-            if idle and not due and self.pipeline.buffered >= IDLE_FLUSH_MIN:
-                due = now - self._last_batch_at >= idle  # the burst is over
+            quiet = now - self._last_batch_at >= self.cfg.flush_idle_s
+            if self._idle_flush_armed() and not due:
+                due = quiet  # the burst is over
+            elif quiet and not self.pipeline.buffered:
+                self._big_burst = False
             if (due or failing) and now >= retry_at:
                 if await self.flush() and (not failing or self._probe_store()):
                     self._store_recovered()
