@@ -1,9 +1,10 @@
 """The ingest service: MQTT telemetry -> write-ahead log -> acknowledgement -> Parquet.
 
 Order of events for every batch the socket delivers:
-  1. append the raw messages to the write-ahead log and fdatasync (group commit),
-  2. validate them into buffered rows,
-  3. PUBACK them: only now may the broker forget them.
+  1. write the raw messages to the write-ahead log; a thread fdatasyncs it (group
+     commit) while
+  2. they are validated into buffered rows;
+  3. once both are done, PUBACK them: only now may the broker forget them.
 Buffered rows become Parquet when there are `flush_rows` of them, when the oldest is
 `flush_seconds` old, or when a burst has ended (no message for `flush_idle_s` with at
 least IDLE_FLUSH_MIN buffered); the log segments they came from are then deleted. A crash at any
