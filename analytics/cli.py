@@ -186,7 +186,15 @@ def _metrics(args: argparse.Namespace) -> int:
             print_result(Result(["metric", "description"], ["VARCHAR", "VARCHAR"], listing),
                          args.format)
         return 0
+    if args.since and args.until and args.since > args.until:
+        raise UserError(f"--since {args.since} is after --until {args.until}")
     if args.name is None:
+        ignored = [flag for flag, given in (("--since", args.since), ("--until", args.until),
+                                            ("--by", args.by), ("--param", args.param),
+                                            ("--key", args.key)) if given]
+        if ignored:
+            raise UserError(f"the summary takes no {', '.join(ignored)}: name a metric "
+                            "(`fleetpulse metrics --list` shows them)")
         print_metrics(args.data, fmt=args.format)
         return 0
     if args.name == "experiment":

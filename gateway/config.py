@@ -102,6 +102,10 @@ def secret(args: argparse.Namespace, name: str, prompt: bool = False) -> str | N
 def resolve_auth(args: argparse.Namespace) -> tuple[str | None, str | None]:
     if args.username:
         return args.username, secret(args, "password", prompt=True)
+    if args.password is not None or args.password_file is not None:
+        # without a user name the password would be dropped for the service account's
+        raise UserError("--password needs --username; without both, the "
+                        f"{args.service_account} service account from --registry is used")
     if (args.registry / "services.json").exists():
         from .registry import Registry
 
@@ -110,10 +114,33 @@ def resolve_auth(args: argparse.Namespace) -> tuple[str | None, str | None]:
     return None, None
 
 
+# What a folder ingest writes to holds (any one of them; a new dataset may hold none yet).
+DATASET_ENTRIES = ("readings", "events", "quarantine", "presence", "rollups", "_ingest",
+                   "_wal", "_schema")
+
+
 def require_dataset(data: str) -> None:
-    """A local dataset must exist before it is read; object storage is checked on use."""
-    if not data.startswith("s3://") and not Path(data).is_dir():
+    """A local dataset must exist before it is read; object storage is checked on use.
+    A folder that holds something else but no dataset is a wrong --data, not an empty
+    dataset: it would answer every question with zero."""
+    if data.startswith("s3://"):
+        return
+    root = Path(data)
+    if not root.is_dir():
         raise UserError(f"no dataset at {data}: pass --data DIR (where ingest writes)")
+    if _is_dataset(root):
+        return
+    children = sorted(c for c in root.iterdir() if c.is_dir() and _is_dataset(c))
+    if children:
+        raise UserError(f"{data} holds no dataset, but {children[0]} does: pass --data "
+                        f"{children[0]}")
+    if any(root.iterdir()):
+        raise UserError(f"{data} holds no dataset (no {', '.join(DATASET_ENTRIES[:3])} "
+                        "folder): pass --data DIR (where ingest writes)")
+
+
+def _is_dataset(path: Path) -> bool:
+    return any((path / name).is_dir() for name in DATASET_ENTRIES)
 
 
 def parse_broker(value: str) -> tuple[str, int]:

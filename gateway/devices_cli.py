@@ -140,8 +140,18 @@ def _configure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing(registry: Path) -> Registry:
+    """A registry that a listing reads: never created by it."""
+    from .errors import UserError
+
+    if not (registry / "services.json").exists():
+        raise UserError(f"no device registry at {registry}: pass --registry DIR (`fleetpulse "
+                        f"broker` keeps one in {config.DEFAULT_REGISTRY})")
+    return Registry(registry)
+
+
 def _list(args: argparse.Namespace) -> int:
-    reg = Registry(args.registry).init()
+    reg = _existing(args.registry)
     table = Table("device", "model", "attributes", "state", "added", "last seen")
     for device_id, d in sorted(reg.devices().items()):
         state = "revoked" if d.get("revoked_at") else "active"
@@ -172,7 +182,7 @@ def _claim_create(args: argparse.Namespace) -> int:
 
 
 def _claim_list(args: argparse.Namespace) -> int:
-    reg = Registry(args.registry).init()
+    reg = _existing(args.registry)
     table = Table("claim", "model", "devices", "allow-list", "state", "created")
     for claim_id, c in sorted(reg.claims().items()):
         allow = "" if c.get("allow") is None else f"{len(c['allow'])} serials"

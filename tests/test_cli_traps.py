@@ -1,0 +1,89 @@
+"""Mistakes that used to give a plausible answer and exit 0: each is now one line on
+stderr and exit 2 (issue: a CLI that never misleads)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleetpulse.ingest.pipeline import Pipeline
+
+T0 = 1767268800000
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def one_error(p: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), p.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert not p.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """demo/data as `fleetpulse demo` lays it out, with a few rows."""
+    root = tmp_path_factory.mktemp("work") / "demo"
+    data = root / "data"
+    p = Pipeline(data, "w")
+    import json
+    for seq in range(3):
+        env = {"v": 1, "device_id": "cli-1", "boot": 1, "seq": seq, "fw": "1.0.0", "hw": "t",
+               "sent_ms": T0 + seq, "records": [
+                   {"t": T0 + seq, "type": "event", "event": "feature_used",
+                    "feature": "eco_mode"}]}
+        p.handle("devices/cli-1/telemetry", json.dumps(env).encode(), T0 + 10_000)
+    p.flush()
+    (root / "truth.json").write_text("{}")
+    return data
+
+
+def test_a_folder_above_the_dataset_names_the_dataset(dataset: Path) -> None:
+    one_error(run("metrics", "active_devices", "--data", str(dataset.parent)),
+              "holds no dataset", f"--data {dataset}")
+
+
+def test_a_folder_holding_something_else_is_not_an_empty_dataset(tmp_path: Path) -> None:
+    (tmp_path / "registry").mkdir()
+    (tmp_path / "mosquitto.db").write_bytes(b"")
+    one_error(run("sql", "SELECT count(*) FROM events", "--data", str(tmp_path)),
+              "holds no dataset")
+
+
+def test_an_empty_folder_is_still_an_empty_dataset(tmp_path: Path) -> None:
+    p = run("sql", "SELECT count(*) AS n FROM events", "--data", str(tmp_path),
+            "--format", "csv")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["n", "0"]
+
+
+def test_since_after_until(dataset: Path) -> None:
+    one_error(run("metrics", "active_devices", "--data", str(dataset),
+                  "--since", "2026-01-05", "--until", "2026-01-01"),
+              "--since 2026-01-05 is after --until 2026-01-01")
+
+
+def test_the_summary_refuses_the_flags_it_would_ignore(dataset: Path) -> None:
+    one_error(run("metrics", "--data", str(dataset), "--since", "2026-01-01", "--by", "fw"),
+              "--since", "--by", "name a metric")
+
+
+def test_listing_a_registry_that_does_not_exist_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "nonexistent"
+    one_error(run("devices", "list", "--registry", str(missing)), "no device registry",
+              str(missing))
+    assert not missing.exists()
+
+
+def test_a_password_without_a_user_name_is_refused(tmp_path: Path) -> None:
+    one_error(run("ingest", "--broker", "127.0.0.1:1", "--data", str(tmp_path / "d"),
+                  "--registry", str(tmp_path / "r"), "--password", "x"),
+              "--password needs --username")
