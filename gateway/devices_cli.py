@@ -101,7 +101,7 @@ def _configure(args: argparse.Namespace) -> int:
 
     import paho.mqtt.client as mqtt
 
-    from fleetpulse.firmware import setting_names
+    from fleetpulse.firmware import check_settings, setting_names
 
     from .errors import UserError
 
@@ -120,7 +120,16 @@ def _configure(args: argparse.Namespace) -> int:
         if unknown:
             raise UserError(f"unknown setting {', '.join(unknown)}: the firmware knows "
                             f"{', '.join(sorted(setting_names()))}")
+        problem = check_settings(settings)
+        if problem:
+            # the device would refuse the whole message and keep its settings
+            raise UserError(f"the firmware would refuse these settings: {problem}")
         payload = json.dumps(settings).encode()
+    if (args.registry / "services.json").exists() and \
+            args.device_id not in Registry(args.registry).devices():
+        # a retained message for no device waits on the broker for ever
+        raise UserError(f"no device {args.device_id} in the registry at {args.registry}: "
+                        "`fleetpulse devices list` shows them")
     host, port = config.parse_broker(args.broker)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     client.username_pw_set(*config.resolve_auth(args))

@@ -87,3 +87,19 @@ def test_a_password_without_a_user_name_is_refused(tmp_path: Path) -> None:
     one_error(run("ingest", "--broker", "127.0.0.1:1", "--data", str(tmp_path / "d"),
                   "--registry", str(tmp_path / "r"), "--password", "x"),
               "--password needs --username")
+
+
+def test_configure_refuses_what_the_firmware_would_refuse(tmp_path: Path) -> None:
+    reg = tmp_path / "reg"
+    assert run("devices", "add", "cfg-1", "--registry", str(reg)).returncode == 0
+    one_error(run("devices", "configure", "cfg-1", '{"sample_s": "fast"}', "--registry",
+                  str(reg), "--broker", "127.0.0.1:1"),
+              "the firmware would refuse these settings", "sample_s must be a positive integer")
+
+
+def test_configure_of_a_device_the_registry_does_not_know(tmp_path: Path) -> None:
+    reg = tmp_path / "reg"
+    assert run("devices", "add", "cfg-1", "--registry", str(reg)).returncode == 0
+    one_error(run("devices", "configure", "cfg-2", '{"sample_s": 30}', "--registry",
+                  str(reg), "--broker", "127.0.0.1:1"),
+              "no device cfg-2 in the registry")

@@ -32,3 +32,18 @@ def setting_names() -> set[str]:
             return {k.value for k in node.value.keys
                     if isinstance(k, ast.Constant) and isinstance(k.value, str)}
     raise RuntimeError("firmware/conf.py has no DEFAULTS")
+
+
+def check_settings(settings: object) -> str | None:
+    """What the firmware would refuse in these settings (None: nothing), by running the
+    firmware's own check (conf.check_settings, plain Python) so server and device agree
+    on values as well as names."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_fleetpulse_device_conf",
+                                                  FIRMWARE_DIR / "conf.py")
+    assert spec is not None and spec.loader is not None
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    problem: str | None = conf.check_settings(settings)
+    return problem
