@@ -230,7 +230,28 @@ def _metrics(args: argparse.Namespace) -> int:
     except duckdb.Error as e:
         raise UserError(f"{args.name} failed: {str(e).splitlines()[0]}") from None
     print_result(result, args.format, title=metric.description)
+    if args.name == "funnel":
+        _warn_unknown_steps(con, args.param)
     return 0
+
+
+def _warn_unknown_steps(con: duckdb.DuckDBPyConnection, given: list[str]) -> None:
+    """A funnel step that names no event in the dataset counts no device: right, but most
+    likely a typo, so say so (on stderr; the table stands)."""
+    from .dataset import query
+
+    for item in given:
+        name, _, value = item.partition("=")
+        if not name.startswith("step"):
+            continue
+        event, _, feature = value.partition(":")
+        cond = f"event = {sql_str(event)}" + (f" AND feature = {sql_str(feature)}"
+                                              if feature else "")
+        if query(con, f"SELECT EXISTS (SELECT 1 FROM events WHERE {cond})").rows[0][0]:
+            continue
+        names = [r[0] for r in query(con, "SELECT DISTINCT event FROM events ORDER BY 1").rows]
+        print(f"warning: {name}: no event {value!r} in the dataset, so no device reaches it "
+              f"(events seen: {', '.join(names) or 'none'})", file=sys.stderr)
 
 
 def _segmentation(value: str) -> str:

@@ -103,3 +103,15 @@ def test_configure_of_a_device_the_registry_does_not_know(tmp_path: Path) -> Non
     one_error(run("devices", "configure", "cfg-2", '{"sample_s": 30}', "--registry",
                   str(reg), "--broker", "127.0.0.1:1"),
               "no device cfg-2 in the registry")
+
+
+def test_a_funnel_step_naming_no_event_is_warned_about(dataset: Path) -> None:
+    p = run("metrics", "funnel", "--data", str(dataset), "--param", "step3=nosuch_event",
+            "--format", "csv")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip()  # the table stands: it is right, just most likely not meant
+    (line,) = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert line.startswith("warning: step3: no event 'nosuch_event'") and "feature_used" in line
+    ok = run("metrics", "funnel", "--data", str(dataset), "--param",
+             "step3=feature_used:eco_mode", "--format", "csv")
+    assert ok.returncode == 0 and not ok.stderr.strip(), ok.stderr
