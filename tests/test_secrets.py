@@ -8,8 +8,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from fleetpulse.gateway.certs import check_certs
+from fleetpulse.gateway.registry import Registry
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -19,32 +21,62 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
                           env={**clean, **(env or {})})
 
 
+def registered(tmp_path: Path) -> tuple[list[str], str]:
+    """Flags naming a registry that holds device d1, and d1's password."""
+    reg = Registry(tmp_path / "registry").init()
+    creds = reg.add("d1")
+    return ["--registry", str(reg.dir), "--host", "10.0.0.2"], creds.password
+
+
 def test_firmware_config_takes_the_password_from_a_file_or_the_environment(tmp_path) -> None:
+    flags, password = registered(tmp_path)
     pw = tmp_path / "pw"
-    pw.write_text("from-file\n")
+    pw.write_text(password + "\n")
+    wifi = tmp_path / "wifi"
+    wifi.write_text("wifi-secret\n")
     r = cli("firmware", "config", "d1", "--password-file", str(pw), "--ssid", "home",
-            "--wifi-password-file", str(pw))
+            "--wifi-password-file", str(wifi), *flags)
     assert r.returncode == 0 and r.stderr == ""
     cfg = json.loads(r.stdout)
-    assert cfg["mqtt"]["password"] == "from-file" and cfg["wifi"]["password"] == "from-file"
-    r = cli("firmware", "config", "d1", env={"FLEETPULSE_DEVICE_PASSWORD": "from-env"})
+    assert cfg["mqtt"]["password"] == password and cfg["wifi"]["password"] == "wifi-secret"
+    assert cfg["mqtt"]["host"] == "10.0.0.2"
+    r = cli("firmware", "config", "d1", *flags, env={"FLEETPULSE_DEVICE_PASSWORD": password})
     assert r.returncode == 0 and r.stderr == ""
-    assert json.loads(r.stdout)["mqtt"]["password"] == "from-env"
+    assert json.loads(r.stdout)["mqtt"]["password"] == password
 
 
 def test_a_password_on_argv_works_but_warns(tmp_path) -> None:
-    r = cli("firmware", "config", "d1", "--password", "on-argv")
-    assert r.returncode == 0 and json.loads(r.stdout)["mqtt"]["password"] == "on-argv"
+    flags, password = registered(tmp_path)
+    r = cli("firmware", "config", "d1", "--password", password, *flags)
+    assert r.returncode == 0 and json.loads(r.stdout)["mqtt"]["password"] == password
     [warning] = r.stderr.splitlines()
     assert "visible to every user" in warning and "--password-file" in warning
 
 
+def test_firmware_config_checks_the_host_the_device_and_its_password(tmp_path) -> None:
+    flags, password = registered(tmp_path)
+    env = {"FLEETPULSE_DEVICE_PASSWORD": password}
+    r = cli("firmware", "config", "d1", "--registry", flags[1], env=env)
+    assert r.returncode == 2 and r.stdout == "" and "needs --host" in r.stderr
+    r = cli("firmware", "config", "d2", *flags, env=env)
+    assert r.returncode == 2 and r.stdout == "" and "no device d2 in the registry" in r.stderr
+    r = cli("firmware", "config", "d1", *flags, env={"FLEETPULSE_DEVICE_PASSWORD": "wrong"})
+    assert r.returncode == 2 and r.stdout == "" and "not d1's current password" in r.stderr
+    # without a registry it still writes the file, and says that nothing was checked
+    r = cli("firmware", "config", "d1", "--registry", str(tmp_path / "none"), "--host", "h",
+            env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["mqtt"]["username"] == "d1"
+    [warning] = r.stderr.splitlines()
+    assert "not checked" in warning
+
+
 def test_no_password_and_no_terminal_is_one_clear_line(tmp_path) -> None:
-    r = cli("firmware", "config", "d1")
+    r = cli("firmware", "config", "d1", "--host", "h")
     assert r.returncode == 2 and r.stdout == ""
     [line] = r.stderr.splitlines()
     assert "--password-file" in line and "FLEETPULSE_DEVICE_PASSWORD" in line
-    r = cli("firmware", "config", "d1", "--password-file", str(tmp_path / "missing"))
+    r = cli("firmware", "config", "d1", "--host", "h", "--password-file",
+            str(tmp_path / "missing"))
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
 
 

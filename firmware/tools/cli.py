@@ -82,11 +82,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("device_id")
     config.add_secret_args(g, "password", "DEVICE_PASSWORD",
                            "device's MQTT password (the one `devices add` printed)")
-    g.add_argument("--host", default="192.168.1.10", help="broker address as devices see it")
+    g.add_argument("--host", help="broker address as devices see it (the gateway's address "
+                                  "or name on their network; required)")
     g.add_argument("--port", type=int, default=8883)
     g.add_argument("--no-tls", action="store_true", help="plain MQTT (loopback/testing only)")
     g.add_argument("--ssid", default="", help="WiFi network")
     config.add_secret_args(g, "wifi_password", "WIFI_PASSWORD", "WiFi password")
+    config.add_registry_arg(g)
     g.set_defaults(func=_config)
 
 
@@ -161,10 +163,15 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
+    if not args.host:
+        # a guessed default address would be written into the device without a word
+        raise UserError("firmware config needs --host: the broker's address as the device "
+                        "sees it (the gateway's address or name on the device's network)")
     password = config.secret(args, "password", prompt=True)
     if not password:
         raise UserError("firmware config needs the device's password: --password-file FILE, "
                         "FLEETPULSE_DEVICE_PASSWORD, or run it in a terminal to be asked")
+    _check_device(args.registry, args.device_id, password)
     cfg = {
         "device_id": args.device_id,
         "wifi": {"ssid": args.ssid,
@@ -176,3 +183,23 @@ def _config(args: argparse.Namespace) -> int:
     }
     print(json.dumps(cfg, indent=2))
     return 0
+
+
+def _check_device(registry: Path, device_id: str, password: str) -> None:
+    """A config.json whose device or password the broker would refuse fails at the desk,
+    not on the board; without a registry at hand, say that nothing was checked."""
+    import sys
+
+    from fleetpulse.gateway.registry import Registry
+
+    if not (registry / "services.json").exists():
+        print(f"warning: no device registry at {registry}: {device_id} and its password are "
+              "not checked (pass --registry DIR)", file=sys.stderr)
+        return
+    reg = Registry(registry)
+    if device_id not in reg.devices():
+        raise UserError(f"no device {device_id} in the registry at {registry}: add it with "
+                        f"`fleetpulse devices add {device_id}`")
+    if not reg.verify(device_id, password):
+        raise UserError(f"that is not {device_id}'s current password (mistyped, rotated or "
+                        f"revoked): `fleetpulse devices rotate {device_id}` prints a new one")
