@@ -106,10 +106,11 @@ def resolve_auth(args: argparse.Namespace) -> tuple[str | None, str | None]:
         # without a user name the password would be dropped for the service account's
         raise UserError("--password needs --username; without both, the "
                         f"{args.service_account} service account from --registry is used")
-    if (args.registry / "services.json").exists():
-        from .registry import Registry
+    from .registry import Registry
 
-        c = Registry(args.registry).service(args.service_account)
+    reg = Registry(args.registry)
+    if reg.exists:
+        c = reg.service(args.service_account)
         return c.username, c.password
     return None, None
 

@@ -125,8 +125,8 @@ def _configure(args: argparse.Namespace) -> int:
             # the device would refuse the whole message and keep its settings
             raise UserError(f"the firmware would refuse these settings: {problem}")
         payload = json.dumps(settings).encode()
-    if (args.registry / "services.json").exists() and \
-            args.device_id not in Registry(args.registry).devices():
+    reg = Registry(args.registry)
+    if reg.exists and args.device_id not in reg.devices():
         # a retained message for no device waits on the broker for ever
         raise UserError(f"no device {args.device_id} in the registry at {args.registry}: "
                         "`fleetpulse devices list` shows them")
@@ -153,10 +153,11 @@ def _existing(registry: Path) -> Registry:
     """A registry that a listing reads: never created by it."""
     from .errors import UserError
 
-    if not (registry / "services.json").exists():
+    reg = Registry(registry)
+    if not reg.exists:
         raise UserError(f"no device registry at {registry}: pass --registry DIR (`fleetpulse "
                         f"broker` keeps one in {config.DEFAULT_REGISTRY})")
-    return Registry(registry)
+    return reg
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -108,8 +108,9 @@ def _presence(args: argparse.Namespace) -> int:
 
 def _provision(args: argparse.Namespace) -> int:
     from .provisioning import ProvisioningConfig, run_provisioning
+    from .registry import Registry
 
-    if not (args.registry / "services.json").exists():
+    if not Registry(args.registry).exists:
         raise UserError(f"no registry at {args.registry}: pass --registry DIR (where "
                         "`fleetpulse broker` keeps it)")
     host, port = config.parse_broker(args.broker)

@@ -107,6 +107,11 @@ class Registry:
     # -- files --------------------------------------------------------------------------
 
     @property
+    def exists(self) -> bool:
+        """Whether init() made a registry here (its service accounts are written first)."""
+        return (self.dir / "services.json").exists()
+
+    @property
     def passwd_path(self) -> Path:
         return self.dir / "passwd"
 

@@ -192,11 +192,11 @@ def _check_device(registry: Path, device_id: str, password: str) -> None:
 
     from fleetpulse.gateway.registry import Registry
 
-    if not (registry / "services.json").exists():
+    reg = Registry(registry)
+    if not reg.exists:
         print(f"warning: no device registry at {registry}: {device_id} and its password are "
               "not checked (pass --registry DIR)", file=sys.stderr)
         return
-    reg = Registry(registry)
     if device_id not in reg.devices():
         raise UserError(f"no device {device_id} in the registry at {registry}: add it with "
                         f"`fleetpulse devices add {device_id}`")
