@@ -1,7 +1,10 @@
 """CPython tooling for the MicroPython firmware in firmware/: bundle builds with
 mpy-cross, the firmware-in-the-loop runner, and the type-check against board stubs."""
 
+import functools
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 # firmware/ holds what goes onto a device; this package (firmware/tools) never does.
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent
@@ -21,29 +24,24 @@ def board_modules(board: str) -> list[str]:
 
 
 def setting_names() -> set[str]:
-    """The settings the firmware accepts from its config topic (conf.DEFAULTS), read
-    from the firmware source so server and device cannot disagree."""
-    import ast
-
-    tree = ast.parse((FIRMWARE_DIR / "conf.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "DEFAULTS":
-            assert isinstance(node.value, ast.Dict)
-            return {k.value for k in node.value.keys
-                    if isinstance(k, ast.Constant) and isinstance(k.value, str)}
-    raise RuntimeError("firmware/conf.py has no DEFAULTS")
+    """The settings the firmware accepts from its config topic (conf.DEFAULTS), taken
+    from the firmware itself so server and device cannot disagree."""
+    return set(_device_conf().DEFAULTS)
 
 
 def check_settings(settings: object) -> str | None:
-    """What the firmware would refuse in these settings (None: nothing), by running the
-    firmware's own check (conf.check_settings, plain Python) so server and device agree
-    on values as well as names."""
-    import importlib.util
+    """What the firmware would refuse in these settings (None: nothing): the firmware's
+    own check, so server and device agree on values as well as names."""
+    problem: str | None = _device_conf().check_settings(settings)
+    return problem
 
+
+@functools.cache
+def _device_conf() -> ModuleType:
+    """firmware/conf.py, which is plain Python, loaded once on the CPython side."""
     spec = importlib.util.spec_from_file_location("_fleetpulse_device_conf",
                                                   FIRMWARE_DIR / "conf.py")
     assert spec is not None and spec.loader is not None
     conf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conf)
-    problem: str | None = conf.check_settings(settings)
-    return problem
+    return conf
