@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,3 +170,11 @@ def dataset_counts(data: Path) -> tuple[int, int, int]:
         "(SELECT count(*) FROM readings)").fetchone()
     con.close()
     return row
+
+
+def fleetpulse(*args: str, cwd: Path | None = None, env: dict | None = None
+               ) -> subprocess.CompletedProcess:
+    """The console script as a user runs it (wide terminal, so tables do not wrap)."""
+    return subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=120,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})

@@ -5,23 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import fleetpulse
 
 from fleetpulse.ingest.pipeline import Pipeline
 
 T = 1767268800000
-
-
-def fleetpulse(*args: str, cwd: Path | None = None, env: dict | None = None
-               ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=120,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 
 @pytest.fixture
