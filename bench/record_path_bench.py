@@ -7,7 +7,9 @@ sends), the CPU time per record of: msgspec decode into the fast path's typed st
 Arrow columns from those structs (ingest/accepted_columns.py); the zstd Parquet encode
 of the resulting table (to memory, as ingest's writer does before its fsync). Best of 3.
 The floor a live run cannot go under: what one core spends per record before MQTT, the
-write-ahead log and the event loop.
+write-ahead log and the event loop. Also what a buffered message holds until its flush:
+Python's allocations (tracemalloc) plus Arrow's after every message was decoded and
+added, before the flush builds the tables.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import io
 import json
 import random
 import time
+import tracemalloc
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fleetpulse.ingest.accepted_columns import AcceptedColumns
@@ -57,12 +61,28 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=200_000)
     args = ap.parse_args()
     print("| records/msg | decode us/record | columns us/record | Parquet encode us/row "
-          "| sum us/record | sum us/message |")
-    print("| --- | --- | --- | --- | --- | --- |")
+          "| sum us/record | sum us/message | buffered bytes/message |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for per in map(int, args.per.split(",")):
         d, c, e = measure(per, args.records)
+        held = buffered_bytes(per, args.records)
         print(f"| {per} | {d:.2f} | {c:.2f} | {e:.2f} | {d + c + e:.2f} | "
-              f"{(d + c + e) * per:.1f} |")
+              f"{(d + c + e) * per:.1f} | {held:.0f} |")
+
+
+def buffered_bytes(per: int, records: int) -> float:
+    """Bytes a message holds while buffered: decoded one at a time, as ingest does, so
+    only what the buffer keeps is still allocated when counted."""
+    received = T0 + 10**9
+    msgs = envelopes(records // per, per)
+    arrow = pa.total_allocated_bytes()  # Arrow's buffers are not Python allocations
+    tracemalloc.start()
+    cols = AcceptedColumns()
+    for t, p in msgs:
+        cols.add(decode(t, p, received), received)  # type: ignore[arg-type]
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return (held + pa.total_allocated_bytes() - arrow) / len(msgs)
 
 
 def measure(per: int, records: int) -> tuple[float, float, float]:

@@ -35,7 +35,8 @@ class AcceptedColumns:
         self._received: list[int] = []
         self._records = 0
         # per envelope of the flush, as each chunk's Arrow arrays: kept as Python objects
-        # until the flush, a backlog's buffered envelopes held ~260 bytes each
+        # until the flush, a buffered one-record message held 302 bytes instead of 143
+        # (bench/record_path_bench.py, bench/RESULTS.md)
         self._env: dict[str, list[pa.Array]] = {k: [] for k in (*_ENVELOPE_COLUMNS, "received")}
         self._env_count = 0
         # per table: each chunk's (owning envelope per row, record columns)

@@ -91,8 +91,8 @@ def _ingest(args: argparse.Namespace) -> int:
         username=args.username, password=args.password, metrics_port=args.metrics_port,
     )
     # glibc's allocator for Arrow's buffers: mimalloc, pyarrow's default, kept freed
-    # pages, and ingest's peak RSS was 215 MB against 145 MB draining the same stream at
-    # the same rate (bench/RESULTS.md, "Ingest, live stream").
+    # pages, and ingest's peak RSS was 215 MB against 145 MB taking the same stream at
+    # the same rate (bench/RESULTS.md, issue 17's "Second pass").
     import pyarrow as pa
 
     pa.set_memory_pool(pa.system_memory_pool())

@@ -284,8 +284,9 @@ class IngestService:
             self._session_marker.touch()
 
     async def _take(self, sub: Subscriber, batch: list) -> None:
-        """Log the batch, validate it while another thread waits for the disk (the
-        fdatasync was a tenth of the event loop's time), and ack it once both are done.
+        """Log the batch, validate it while another thread waits for the disk (waiting
+        was 9% of the event loop's busy time: profile in bench/RESULTS.md), and ack it
+        once both are done.
         Rows of a batch whose sync fails stay buffered unacked: the broker sends those
         messages again and the pipeline drops the copies as duplicates."""
         self._batch_started = time.monotonic()
