@@ -13,12 +13,12 @@ demo: deps
 
 test: test-deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy gateway ingest analytics simulators firmware/tools
+	$(VENV)/bin/mypy core gateway ingest analytics simulators firmware/tools
 	$(VENV)/bin/pytest
 
 lint: deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy gateway ingest analytics simulators firmware/tools
+	$(VENV)/bin/mypy core gateway ingest analytics simulators firmware/tools
 
 deps: $(STAMP) mosquitto
 

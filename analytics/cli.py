@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from fleetpulse.gateway import config
-from fleetpulse.gateway.errors import UserError
+from fleetpulse import config
+from fleetpulse.errors import UserError
 
 from .sqltext import sql_str
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from fleetpulse.gateway.errors import one_line
+from fleetpulse.errors import one_line
 
 from .report import render, report_data
 

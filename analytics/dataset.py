@@ -28,7 +28,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fleetpulse.gateway.errors import UserError
+from fleetpulse.errors import UserError
 from fleetpulse.ingest.schema import TABLES
 from fleetpulse.ingest.store import Store
 

@@ -153,7 +153,7 @@ def run_naive(b: Broker, messages: int, per: int, work: Path) -> tuple[float, fl
 def run_fleetpulse(b: Broker, messages: int, per: int, work: Path) -> tuple[float, float]:
     cid = "bench-fleetpulse"
     data = work / "fleetpulse"
-    cmd = [sys.executable, "-m", "fleetpulse.gateway.cli", "ingest", "--broker", b.address,
+    cmd = [sys.executable, "-m", "fleetpulse", "ingest", "--broker", b.address,
            "--data", str(data), "--client-id", cid, "--flush-seconds", "1"]
     first_run = subprocess.Popen(cmd, env=_env(b))
     _wait(lambda: (ingest_stats.read(data, cid) or {}).get("subscribed"), 30)
@@ -326,7 +326,7 @@ def live_fleetpulse(b: Broker, load: list[tuple[str, bytes]], per: int, work: Pa
     (and `--workers N` when asked: one process per worker in a shared subscription)."""
     cid = "bench-live-fleetpulse"
     data = work / "fleetpulse"
-    cmd = [sys.executable, "-m", "fleetpulse.gateway.cli", "ingest", "--broker", b.address,
+    cmd = [sys.executable, "-m", "fleetpulse", "ingest", "--broker", b.address,
            "--data", str(data), "--client-id", cid]
     ids = [cid]
     if workers > 1:

@@ -161,7 +161,7 @@ def run_mqtt_recorder(broker: Broker, lib: Path, csv_file: Path) -> None:
 def fleetpulse(broker: Broker, *args: str) -> str:
     c = broker.credentials("fleetpulse-simulator")
     env = {**os.environ, "FLEETPULSE_MQTT_PASSWORD": c.password, "COLUMNS": "200"}
-    r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", *args,
+    r = subprocess.run([sys.executable, "-m", "fleetpulse", *args,
                         "--username", c.username], env=env, check=True, capture_output=True,
                        text=True)
     return r.stdout + r.stderr
@@ -190,7 +190,7 @@ def main() -> None:
         results["offline records/s (slowest, fastest of 9)"] = f"{rates[0]:.0f}, {rates[-1]:.0f}"
         r = replay_offline(fast_cap, tmp / "offline-records")
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "replay", str(fast_cap),
+        subprocess.run([sys.executable, "-m", "fleetpulse", "replay", str(fast_cap),
                         "--data", str(tmp / "offline-cli")], check=True, capture_output=True)
         results["offline records/s (fleetpulse replay --data, whole command)"] = round(
             r.records / (time.perf_counter() - t))
@@ -199,7 +199,7 @@ def main() -> None:
             # 1. record against mosquitto_sub -F %j, both draining one C-published stream
             rec_out = tmp / "rec"
             c = broker.credentials("fleetpulse-recorder")
-            rec = subprocess.Popen([sys.executable, "-m", "fleetpulse.gateway.cli", "record",
+            rec = subprocess.Popen([sys.executable, "-m", "fleetpulse", "record",
                                     "--broker", broker.address, "--out", str(rec_out),
                                     "--count", str(n + 2), "--username", c.username],
                                    env={**os.environ, "FLEETPULSE_MQTT_PASSWORD": c.password},

@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from fleetpulse.errors import UserError
+
 from .certs import ensure_certs
-from .errors import UserError
 from .registry import Credentials, Registry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .errors import UserError
+from fleetpulse.errors import UserError
 
 CA_DAYS = 3650
 SERVER_DAYS = 825  # the longest lifetime clients such as browsers and Apple devices accept

@@ -8,7 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import config
+from fleetpulse import config
+
 from .registry import Registry
 
 
@@ -101,9 +102,8 @@ def _configure(args: argparse.Namespace) -> int:
 
     import paho.mqtt.client as mqtt
 
+    from fleetpulse.errors import UserError
     from fleetpulse.firmware import check_settings, setting_names
-
-    from .errors import UserError
 
     if args.clear == (args.settings is not None):
         raise UserError("give either a settings JSON object or --clear")
@@ -151,7 +151,7 @@ def _configure(args: argparse.Namespace) -> int:
 
 def _existing(registry: Path) -> Registry:
     """A registry that a listing reads: never created by it."""
-    from .errors import UserError
+    from fleetpulse.errors import UserError
 
     reg = Registry(registry)
     if not reg.exists:
@@ -173,7 +173,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _claim_create(args: argparse.Namespace) -> int:
-    from .errors import UserError
+    from fleetpulse.errors import UserError
 
     allow = None
     if args.allow is not None:

@@ -13,8 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import config
-from .errors import UserError
+from fleetpulse import config
+from fleetpulse.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleetpulse.errors import UserError
 from fleetpulse.ingest.contract import is_device_id
-
-from .errors import UserError
 
 # mosquitto_passwd (2.x) format: $7$<iterations>$<base64 salt>$<base64 PBKDF2-SHA512>.
 # Written here because no maintained Python package produces it; it is a few lines of

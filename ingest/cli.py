@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from fleetpulse.gateway import config
+from fleetpulse import config
 
 
 def _int_env(name: str, default: int) -> int:
@@ -105,7 +105,7 @@ def _run_workers(args: argparse.Namespace) -> int:
     group = args.shared_group or args.client_id
     procs = []
     for i in range(args.workers):
-        cmd = [sys.executable, "-m", "fleetpulse.gateway.cli"]
+        cmd = [sys.executable, "-m", "fleetpulse"]
         cmd += ["-v"] * args.verbose
         cmd += ["ingest", "--broker", args.broker, "--data", str(args.data),
                 "--client-id", f"{args.client_id}-{i}", "--shared-group", group,

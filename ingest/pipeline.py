@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from fleetpulse.gateway.errors import one_line
+from fleetpulse.errors import one_line
 
 from . import envelope_decoder
 from .accepted_columns import AcceptedColumns

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleetpulse.gateway.errors import UserError
+from fleetpulse.errors import UserError
 
 from . import stats
 
@@ -41,7 +41,7 @@ class IngestProcess:
         self.stats_dir.mkdir(parents=True, exist_ok=True)
         # A stats file from an earlier run would make the waits below pass too early.
         stats.stats_path(self.stats_dir, self.client_id).unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "fleetpulse.gateway.cli", "-v", "ingest",
+        cmd = [sys.executable, "-m", "fleetpulse", "-v", "ingest",
                "--broker", self.broker, "--data", self.data,
                "--client-id", self.client_id, *self.extra_args]
         if self.state_dir is not None:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from paho.mqtt.client import topic_matches_sub
 
-from fleetpulse.gateway.errors import UserError
+from fleetpulse.errors import UserError
 from fleetpulse.ingest.parquet_writer import fsync_dir
 
 FORMAT = "fleetpulse-capture"

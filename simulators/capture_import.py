@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fleetpulse.gateway.errors import UserError
+from fleetpulse.errors import UserError
 
 from .capture import CaptureWriter, Message
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from fleetpulse.gateway import config
+from fleetpulse import config
 
 from .fleet import DEFAULT_START
 
@@ -148,7 +148,7 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from fleetpulse.gateway.errors import UserError
+    from fleetpulse.errors import UserError
 
     from .replay import REL_TOL, golden, replay_broker, replay_offline
 

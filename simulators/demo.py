@@ -14,8 +14,8 @@ from pathlib import Path
 from rich.console import Console
 
 from fleetpulse.analytics.cli import print_metrics
+from fleetpulse.errors import UserError
 from fleetpulse.gateway.broker import Broker, free_port
-from fleetpulse.gateway.errors import UserError
 from fleetpulse.ingest.process import IngestProcess
 
 from .simulate import simulate

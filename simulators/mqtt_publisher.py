@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import struct
 
-from fleetpulse.gateway.errors import UserError
+from fleetpulse.errors import UserError
 from fleetpulse.ingest.mqtt_subscriber import (
     CONNACK,
     CONNACK_REASONS,

@@ -14,7 +14,7 @@ import uuid
 
 import paho.mqtt.client as mqtt
 
-from fleetpulse.gateway.errors import UserError
+from fleetpulse.errors import UserError
 
 MAX_UNACKED = 5000
 

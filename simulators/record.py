@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetpulse.gateway.errors import UserError
+from fleetpulse.errors import UserError
 from fleetpulse.ingest.mqtt_subscriber import MqttConnectError, MqttError, Publish, Subscriber
 
 from . import publish_properties

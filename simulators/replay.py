@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetpulse.gateway.errors import UserError
+from fleetpulse.errors import UserError
 
 from . import capture
 from .retime import retime_offset, transform

@@ -175,6 +175,6 @@ def dataset_counts(data: Path) -> tuple[int, int, int]:
 def fleetpulse(*args: str, cwd: Path | None = None, env: dict | None = None
                ) -> subprocess.CompletedProcess:
     """The console script as a user runs it (wide terminal, so tables do not wrap)."""
-    return subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", *args],
+    return subprocess.run([sys.executable, "-m", "fleetpulse", *args],
                           capture_output=True, text=True, cwd=cwd, timeout=120,
                           env={**os.environ, "COLUMNS": "200", **(env or {})})

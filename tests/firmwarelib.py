@@ -62,7 +62,7 @@ class SimDevice:
     def run(self, timeout: float = 120) -> str:
         """`fleetpulse firmware run` until the scenario ends (deep sleeps included)."""
         proc = subprocess.run(
-            [sys.executable, "-m", "fleetpulse.gateway.cli", "firmware", "run",
+            [sys.executable, "-m", "fleetpulse", "firmware", "run",
              "--scenario", str(self.root / "scenario.json"), "--flash", str(self.flash),
              *(["--romfs", str(self.romfs)] if self.romfs else [])],
             capture_output=True, text=True, timeout=timeout, check=False)

@@ -47,7 +47,7 @@ def test_mpremote_drives_it_like_a_usb_board(tmp_path: Path) -> None:
 
 
 def test_the_cli_prints_a_port_mpremote_connects_to(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "fleetpulse.gateway.cli", "firmware",
+    proc = subprocess.Popen([sys.executable, "-m", "fleetpulse", "firmware",
                              "bench-board", "--flash", str(tmp_path / "flash")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

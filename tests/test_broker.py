@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from fleetpulse.errors import UserError
 from fleetpulse.gateway.broker import DEFAULT_CONF, Broker, free_port, render_conf
-from fleetpulse.gateway.errors import UserError
 
 
 def test_render_sets_only_the_launch_time_values(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_stop_ends_the_process_and_keeps_persistence(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_broker_command_stops_mosquitto_on_signal(tmp_path: Path, sig: int) -> None:
     port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "fleetpulse.gateway.cli", "broker", "--port",
+    p = subprocess.Popen([sys.executable, "-m", "fleetpulse", "broker", "--port",
                           str(port), "--tls-port", str(free_port()), "--data", str(tmp_path)],
                          stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20

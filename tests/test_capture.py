@@ -122,7 +122,7 @@ def test_golden_passes_and_a_changed_definition_fails_naming_it(tmp_path: Path,
     gold = tmp_path / "golden.json"
     assert golden(cap, gold, update=True) == []
     assert golden(cap, gold) == []
-    argv = [sys.executable, "-m", "fleetpulse.gateway.cli", "replay", str(cap), "--golden",
+    argv = [sys.executable, "-m", "fleetpulse", "replay", str(cap), "--golden",
             str(gold)]
     ok = subprocess.run(argv, capture_output=True, text=True)
     assert ok.returncode == 0 and "metrics equal" in ok.stdout, ok.stderr
@@ -144,7 +144,7 @@ def test_golden_passes_and_a_changed_definition_fails_naming_it(tmp_path: Path,
 
 
 def test_replay_says_what_to_do(tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "fleetpulse.gateway.cli", "replay", str(tmp_path)]
+    argv = [sys.executable, "-m", "fleetpulse", "replay", str(tmp_path)]
     r = subprocess.run(argv, capture_output=True, text=True)
     assert r.returncode == 2 and "--data DIR (offline" in r.stderr
     r = subprocess.run([*argv, "--data", str(tmp_path / "d")], capture_output=True, text=True)
@@ -160,7 +160,7 @@ def test_sigkill_while_recording_loses_at_most_the_last_second(broker: Broker,
     cred = broker.credentials("fleetpulse-recorder")
     (tmp_path / "pw").write_text(cred.password + "\n")
     out = tmp_path / "cap"
-    proc = subprocess.Popen([sys.executable, "-m", "fleetpulse.gateway.cli", "record",
+    proc = subprocess.Popen([sys.executable, "-m", "fleetpulse", "record",
                              "--broker", broker.address, "--out", str(out), "--username",
                              cred.username, "--password-file", str(tmp_path / "pw")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -243,7 +243,7 @@ def test_replay_completes_qos_2_and_reports_refused_messages(broker: Broker,
                                                             tmp_path: Path) -> None:
     import pytest
 
-    from fleetpulse.gateway.errors import UserError
+    from fleetpulse.errors import UserError
     from fleetpulse.simulators.replay import replay_broker
 
     def one(name: str, topic: str, qos: int) -> Path:
@@ -289,7 +289,7 @@ def _received_at(broker: Broker, cap: Path, n: int, speed: float, tmp_path: Path
         probe.publish("devices/tick-1/telemetry", b"", qos=1, retain=True).wait_for_publish(5)
         probe.loop_stop()
         probe.disconnect()
-        r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "replay", str(cap),
+        r = subprocess.run([sys.executable, "-m", "fleetpulse", "replay", str(cap),
                             "--broker", broker.address, "--speed", str(speed), "--username",
                             cred.username, "--password-file", str(tmp_path / "pw")],
                            capture_output=True, text=True, timeout=120,
@@ -474,7 +474,7 @@ def test_import_from_mosquitto_sub_and_mqtt_recorder(broker: Broker, tmp_path: P
     pub.loop_stop()
     pub.disconnect()
     (tmp_path / "sub.jsonl").write_text(out)
-    r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "record", "--from",
+    r = subprocess.run([sys.executable, "-m", "fleetpulse", "record", "--from",
                         str(tmp_path / "sub.jsonl"), "--out", str(tmp_path / "a")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -491,7 +491,7 @@ def test_import_from_mosquitto_sub_and_mqtt_recorder(broker: Broker, tmp_path: P
             for i, (topic, payload) in enumerate(sent[:2]):
                 text = base64.b64encode(payload).decode() if b64 else payload.decode()
                 w.writerow([topic, text, 1, "False", 1767268800.25 + i, 0.5])
-        argv = [sys.executable, "-m", "fleetpulse.gateway.cli", "record", "--from", str(path),
+        argv = [sys.executable, "-m", "fleetpulse", "record", "--from", str(path),
                 "--out", str(tmp_path / f"b-{b64}"), *(["--base64"] if b64 else [])]
         assert subprocess.run(argv, capture_output=True, text=True).returncode == 0
         msgs = list(capture.read(tmp_path / f"b-{b64}"))

@@ -114,12 +114,12 @@ def test_queries_during_compaction_always_see_each_record_once(tmp_path: Path) -
 def test_compact_command(tmp_path: Path) -> None:
     data = tmp_path / "data"
     _fill(data, flushes=3, per_flush=5)
-    r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "compact", "--data",
+    r = subprocess.run([sys.executable, "-m", "fleetpulse", "compact", "--data",
                         str(data), "--grace", "0"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "3 -> 1" in r.stdout
     assert "rolled up 2 day(s): 2026-01-01 .. 2026-01-02" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "compact", "--data",
+    r = subprocess.run([sys.executable, "-m", "fleetpulse", "compact", "--data",
                         str(data), "--grace", "0"], capture_output=True, text=True)
     assert "nothing to compact" in r.stdout
     assert "rolled up" not in r.stdout  # the rollups still match their days' files

@@ -53,7 +53,7 @@ def test_report_is_one_offline_file(dataset: Path, tmp_path: Path) -> None:
         r'<script id="data" type="application/json">(.*?)</script>', html, re.S).group(1))
     assert [g["key"] for g in payload["groups"]] == [g.key for g in GROUPS]
     assert all(g["rows"] for g in payload["groups"]), "every metric group has data"
-    r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "report", "--data",
+    r = subprocess.run([sys.executable, "-m", "fleetpulse", "report", "--data",
                         str(dataset), "--out", str(tmp_path / "r.html")],
                        capture_output=True, text=True)
     assert r.returncode == 0 and (tmp_path / "r.html").stat().st_size > 5000
@@ -88,7 +88,7 @@ def test_snapshot_of_shared_views_changes_no_number(dataset: Path) -> None:
 def dashboard_server(data: Path) -> Iterator[str]:
     """`fleetpulse dashboard` on a free port, answering; yields its URL."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "fleetpulse.gateway.cli", "dashboard",
+    server = subprocess.Popen([sys.executable, "-m", "fleetpulse", "dashboard",
                                "--data", str(data), "--port", str(port)],
                               stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/"

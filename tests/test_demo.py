@@ -15,7 +15,7 @@ def _processes_mentioning(text: str) -> list[str]:
 def test_demo_prints_metrics_and_leaves_nothing_running(tmp_path) -> None:
     work = tmp_path / "demo-work"
     r = subprocess.run(
-        [sys.executable, "-m", "fleetpulse.gateway.cli", "demo", "--devices", "30", "--days",
+        [sys.executable, "-m", "fleetpulse", "demo", "--devices", "30", "--days",
          "5", "--workdir", str(work)],
         capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "160"},
     )

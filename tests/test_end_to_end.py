@@ -231,7 +231,7 @@ def test_an_aa_experiment_is_not_significant(fleet_run) -> None:
 def test_experiment_command_prints_json_and_csv(fleet_run) -> None:
     truth, data = fleet_run
     planted = truth["planted"]["experiment"]
-    argv = [sys.executable, "-m", "fleetpulse.gateway.cli", "metrics", "experiment",
+    argv = [sys.executable, "-m", "fleetpulse", "metrics", "experiment",
             "--data", str(data), "--key", planted["key"], "--feature", planted["feature"]]
     out = subprocess.run([*argv, "--format", "json"], capture_output=True, text=True,
                          check=True).stdout

@@ -176,7 +176,7 @@ def test_firmware_runs_from_a_romfs_image(broker, start_ingest, tmp_path) -> Non
 
 def test_config_message_is_applied_persisted_and_reported(broker, start_ingest, tmp_path) -> None:
     def configure(*args: str) -> None:
-        subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "devices", "configure",
+        subprocess.run([sys.executable, "-m", "fleetpulse", "devices", "configure",
                         *args, "--broker", broker.address, "--registry", str(broker.registry.dir)],
                        check=True, capture_output=True)
 

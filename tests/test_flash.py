@@ -35,7 +35,7 @@ def _site(tmp_path: Path, port: int, **extra: object) -> Path:
 
 def _flash(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "BENCH_WIFI": "s3cret-wifi"}
-    return subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "firmware", "flash",
+    return subprocess.run([sys.executable, "-m", "fleetpulse", "firmware", "flash",
                            *args], capture_output=True, text=True, env=env, timeout=180)
 
 
@@ -151,7 +151,7 @@ def test_all_attached_boards_concurrently_with_ids_from_their_serials(
         attached = [(b.port, f"SN{i:03}") for i, b in enumerate(boards)]
         monkeypatch.setattr(board_link, "attached_ports", lambda: attached)
         monkeypatch.setattr(flash_cli, "attached_ports", lambda: attached)
-        from fleetpulse.gateway.cli import build_parser
+        from fleetpulse.cli import build_parser
 
         args = build_parser().parse_args([
             "firmware", "flash", "--all", "--id-template", "hub-{serial}",

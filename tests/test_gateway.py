@@ -97,7 +97,7 @@ def test_revoked_device_is_cut_off_while_others_stay_connected(broker) -> None:
     cg, sg = _client(broker, gone.username, gone.password, client_id="sec-gone")
     cg.reconnect_delay_set(60, 60)  # no quick reconnect attempts hiding the refusal
     assert sk["rc"] == sg["rc"] == "Success"
-    r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "devices", "revoke",
+    r = subprocess.run([sys.executable, "-m", "fleetpulse", "devices", "revoke",
                         "sec-gone", "--registry", str(broker.registry.dir)],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
@@ -148,7 +148,7 @@ def test_devices_cli_add_list(tmp_path: Path) -> None:
     reg = tmp_path / "reg"
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "devices", *args,
+        return subprocess.run([sys.executable, "-m", "fleetpulse", "devices", *args,
                                "--registry", str(reg)], capture_output=True, text=True,
                               timeout=30, env={**os.environ, "COLUMNS": "200"})
 
@@ -167,7 +167,7 @@ def test_devices_cli_add_list(tmp_path: Path) -> None:
     assert {p.name: p.read_bytes() for p in reg.iterdir() if p.name != ".lock"} == before
     assert oct((reg / "registry.json").stat().st_mode & 0o777) == "0o600"
     empty = tmp_path / "empty-reg"
-    r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "devices", "add",
+    r = subprocess.run([sys.executable, "-m", "fleetpulse", "devices", "add",
                         "bad id", "--registry", str(empty)], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 2 and not empty.exists(), "a refused id created the registry"
@@ -182,7 +182,7 @@ def test_presence_shows_a_cut_connection_as_offline(broker, tmp_path: Path) -> N
     env = {**os.environ, "FLEETPULSE_MQTT_USERNAME": gw.username,
            "FLEETPULSE_MQTT_PASSWORD": gw.password}
     presence = subprocess.Popen(
-        [sys.executable, "-m", "fleetpulse.gateway.cli", "gateway", "presence", "--broker",
+        [sys.executable, "-m", "fleetpulse", "gateway", "presence", "--broker",
          broker.address, "--data", str(data), "--registry", str(broker.registry.dir)],
         env=env, stderr=subprocess.PIPE, text=True)
     dev = broker.registry.add("sec-presence")
@@ -232,7 +232,7 @@ def test_serial_bridge_through_a_pty_with_unplug(broker, start_ingest, tmp_path:
     env = {**os.environ, "FLEETPULSE_MQTT_USERNAME": gw.username,
            "FLEETPULSE_MQTT_PASSWORD": gw.password}
     bridge = subprocess.Popen(
-        [sys.executable, "-m", "fleetpulse.gateway.cli", "-v", "gateway", "serial", "--port",
+        [sys.executable, "-m", "fleetpulse", "-v", "gateway", "serial", "--port",
          str(link), "--broker", broker.address, "--registry", str(broker.registry.dir),
          "--stats-file", str(stats_file)], env=env, stderr=subprocess.PIPE, text=True)
 
@@ -271,8 +271,8 @@ def test_serial_bridge_through_a_pty_with_unplug(broker, start_ingest, tmp_path:
 
 
 def test_certificates_are_never_regenerated_silently(tmp_path: Path) -> None:
+    from fleetpulse.errors import UserError
     from fleetpulse.gateway.certs import ensure_certs
-    from fleetpulse.gateway.errors import UserError
 
     ensure_certs(tmp_path)
     ca = (tmp_path / "ca.crt").read_bytes()

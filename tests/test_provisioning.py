@@ -13,9 +13,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from conftest import wait_until
 
+from fleetpulse.errors import UserError
 from fleetpulse.firmware.loop import prepare_flash
 from fleetpulse.gateway.broker import Broker
-from fleetpulse.gateway.errors import UserError
 from fleetpulse.gateway.registry import ClaimRefused, Registry
 
 
@@ -80,7 +80,7 @@ def test_one_image_one_claim_distinct_devices_with_the_firmware(
         broker: Broker, tmp_path: Path) -> None:
     reg = broker.registry
     claim = reg.create_claim("thermostat-batch7", 2)
-    service = subprocess.Popen([sys.executable, "-m", "fleetpulse.gateway.cli", "gateway",
+    service = subprocess.Popen([sys.executable, "-m", "fleetpulse", "gateway",
                                 "provision", "--broker", broker.address,
                                 "--registry", str(reg.dir)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -121,7 +121,7 @@ def test_one_image_one_claim_distinct_devices_with_the_firmware(
             prepare_flash(root / "flash", image)
             (root / "scenario.json").write_text(json.dumps(
                 {"serial": serial, "speed": 10, "duration_s": 40}))
-            r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "firmware",
+            r = subprocess.run([sys.executable, "-m", "fleetpulse", "firmware",
                                 "run", "--scenario", str(root / "scenario.json"),
                                 "--flash", str(root / "flash")],
                                capture_output=True, text=True, timeout=120)

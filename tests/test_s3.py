@@ -97,12 +97,12 @@ def test_cli_sql_reads_s3(s3, tmp_path) -> None:
     for i in range(4):
         pipe.handle(*load.envelope(i), LoadPublisher.T0)
     pipe.flush()
-    r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "sql", "--data", s3,
+    r = subprocess.run([sys.executable, "-m", "fleetpulse", "sql", "--data", s3,
                         "SELECT count(*) AS n FROM readings", "--format", "csv"],
                        capture_output=True, text=True, env=os.environ.copy(), timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["n", "12"]
-    r = subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", "catalog", "--data", s3,
+    r = subprocess.run([sys.executable, "-m", "fleetpulse", "catalog", "--data", s3,
                         "--out", str(tmp_path / "c.duckdb")],
                        capture_output=True, text=True, env=os.environ.copy(), timeout=60)
     # Offline, DuckDB's httpfs cannot be installed: one line that says what to do.

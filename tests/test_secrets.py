@@ -16,7 +16,7 @@ from fleetpulse.gateway.registry import Registry
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPULSE_")}
-    return subprocess.run([sys.executable, "-m", "fleetpulse.gateway.cli", *args],
+    return subprocess.run([sys.executable, "-m", "fleetpulse", *args],
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
                           env={**clean, **(env or {})})
 
@@ -81,8 +81,8 @@ def test_no_password_and_no_terminal_is_one_clear_line(tmp_path) -> None:
 
 
 def test_services_read_the_password_file(tmp_path) -> None:
-    from fleetpulse.gateway import config
-    from fleetpulse.gateway.cli import build_parser
+    from fleetpulse import config
+    from fleetpulse.cli import build_parser
 
     pw = tmp_path / "pw"
     pw.write_text("svc-secret\n")

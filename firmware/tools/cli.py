@@ -9,8 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fleetpulse.gateway import config
-from fleetpulse.gateway.errors import UserError
+from fleetpulse import config
+from fleetpulse.errors import UserError
 
 from . import BOARDS
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
-from fleetpulse.gateway.errors import UserError
+from fleetpulse.errors import UserError
 
 
 @dataclass

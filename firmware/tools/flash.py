@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleetpulse.gateway.errors import UserError
+from fleetpulse.errors import UserError
 from fleetpulse.gateway.registry import Registry
 
 from .board_link import BoardLink, ConsoleTail, FlashError, check_runtime

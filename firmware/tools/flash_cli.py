@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from fleetpulse.gateway import config
-from fleetpulse.gateway.errors import UserError
+from fleetpulse import config
+from fleetpulse.errors import UserError
 from fleetpulse.gateway.registry import Registry
 
 from .board_link import attached_ports, resolve_port

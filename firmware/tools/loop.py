@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fleetpulse.gateway.errors import UserError
+from fleetpulse.errors import UserError
 
 from . import FIRMWARE_DIR
 

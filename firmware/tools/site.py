@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleetpulse.gateway.errors import UserError
+from fleetpulse.errors import UserError
 
 CA_ON_BOARD = "ca.crt"  # where config.json tells the firmware to find the broker's CA
 

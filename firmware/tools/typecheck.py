@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fleetpulse.gateway.errors import UserError
+from fleetpulse.errors import UserError
 
 from . import BOARDS, FIRMWARE_DIR, board_modules
 

@@ -1,25 +1,21 @@
-"""`fleetpulse`: one console script, a subcommand per job.
-
-Each subsystem registers its own subcommands; this module only dispatches and turns
-errors meant for people into one line on stderr.
-"""
+"""`fleetpulse broker`: mosquitto from the repository's mosquitto.conf, in the foreground."""
 
 from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import threading
 from pathlib import Path
 
 from rich.console import Console
 
-from . import config
+from fleetpulse import config
+from fleetpulse.errors import UserError
+
 from .broker import DEFAULT_CONF, Broker
-from .errors import UserError
 
 
-def _register_broker(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("broker", help="run mosquitto with the repository's mosquitto.conf",
                        description="Run mosquitto from mosquitto.conf until Ctrl-C.")
     p.add_argument("--port", type=int, default=int(config.env("BROKER_PORT", "1883") or 1883),
@@ -55,50 +51,3 @@ def _broker(args: argparse.Namespace) -> int:
         if b.proc is not None and b.proc.poll() not in (None, 0):
             raise UserError(f"mosquitto exited with {b.proc.returncode}: see {b.data_dir}")
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from fleetpulse.analytics import cli as analytics_cli
-    from fleetpulse.firmware import cli as firmware_cli
-    from fleetpulse.ingest import cli as ingest_cli
-    from fleetpulse.simulators import cli as simulators_cli
-
-    from . import devices_cli, gateway_cli
-
-    parser = argparse.ArgumentParser(
-        prog="fleetpulse",
-        description="Device telemetry from MQTT to Parquet to product metrics.",
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output (-v info, -vv debug)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    simulators_cli.register_demo(sub)
-    _register_broker(sub)
-    ingest_cli.register(sub)
-    ingest_cli.register_compact(sub)
-    simulators_cli.register(sub)
-    simulators_cli.register_capture(sub)
-    analytics_cli.register(sub)
-    devices_cli.register(sub)
-    gateway_cli.register(sub)
-    firmware_cli.register(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    config.setup_logging(args.verbose)
-    try:
-        code = args.func(args)
-    except UserError as e:
-        # soft_wrap: one line whatever the width, so logs and scripts get it whole
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        code = 2
-    except KeyboardInterrupt:
-        code = 130
-    sys.exit(code)
-
-
-if __name__ == "__main__":
-    main()

@@ -106,7 +106,7 @@ def resolve_auth(args: argparse.Namespace) -> tuple[str | None, str | None]:
         # without a user name the password would be dropped for the service account's
         raise UserError("--password needs --username; without both, the "
                         f"{args.service_account} service account from --registry is used")
-    from .registry import Registry
+    from fleetpulse.gateway.registry import Registry
 
     reg = Registry(args.registry)
     if reg.exists:
