@@ -53,18 +53,63 @@ def print_result(result: Result, fmt: str = "table", title: str | None = None,
         cut = len(rows) > MAX_TABLE_ROWS
         half = MAX_TABLE_ROWS // 2
         shown = [*rows[:half], None, *rows[-half:]] if cut else rows
-        table = Table(title=title, title_justify="left", title_style="bold")
-        for c, t in zip(cols, result.types, strict=True):
-            numeric = t in ("BIGINT", "INTEGER", "DOUBLE", "HUGEINT", "FLOAT")
-            table.add_column(c, justify="right" if numeric else "left")
-        for r in shown:
-            if r is None:
-                table.add_row(*("…" for _ in cols))
-            else:
-                table.add_row(*(_cell(v) for v in r))
         out = console or Console()
+        cells = [None if r is None else [_cell(v) for v in r] for r in shown]
+        keep = fit_columns([len(c) for c in cols], [c for c in cells if c is not None],
+                           out.width)
+        table = Table(title=title, title_justify="left", title_style="bold")
+        for i in keep:
+            if i is None:
+                table.add_column("…", justify="center")
+                continue
+            numeric = result.types[i] in ("BIGINT", "INTEGER", "DOUBLE", "HUGEINT", "FLOAT")
+            table.add_column(cols[i], justify="right" if numeric else "left")
+        for row in cells:
+            table.add_row(*("…" if row is None or i is None else row[i] for i in keep))
         out.print(table)
-        if cut:  # below the table, not as its caption: a narrow table would wrap it
-            out.print(f"{MAX_TABLE_ROWS} of {len(rows):,} rows shown (the first and the last "
-                      f"{half}): --format csv or json prints all", style="dim",
+        notes = []
+        if cut:
+            notes.append(f"{MAX_TABLE_ROWS} of {len(rows):,} rows shown (the first and the "
+                         f"last {half})")
+        hidden = len(cols) - sum(i is not None for i in keep)
+        if hidden:
+            notes.append(f"{hidden} of {len(cols)} columns hidden to fit the terminal "
+                         "(select fewer)")
+        if notes:  # below the table, not as its caption: a narrow table would wrap it
+            out.print("; ".join(notes) + ": --format csv or json prints all", style="dim",
                       highlight=False)
+
+
+# A column narrower than this shows mostly "…"; wider cells may still wrap.
+_READABLE = 24
+
+
+def fit_columns(header_widths: list[int], rows: list[list[str]], width: int
+                ) -> list[int | None]:
+    """Which columns a table `width` characters wide can show readably: all of them, or
+    the first and last ones with None where the middle ones are left out. Rich would
+    squeeze every column instead, and 17 columns in 80 characters read as all "…"."""
+    n = len(header_widths)
+    need = [min(_READABLE, max([h, *(len(r[i]) for r in rows)])) + 3  # padding, border
+            for i, h in enumerate(header_widths)]
+    if sum(need) + 1 <= width:
+        return list(range(n))
+    room = width - 1 - 4  # the border, and the "…" column
+    left: list[int] = []
+    right: list[int] = []
+    lo, hi = 0, n - 1
+    while lo <= hi:
+        take_left = len(left) <= len(right)
+        i = lo if take_left else hi
+        if need[i] > room:
+            break
+        room -= need[i]
+        if take_left:
+            left.append(i)
+            lo += 1
+        else:
+            right.append(i)
+            hi -= 1
+    if not left:  # even one column is wider than the terminal: rich wraps it
+        return [0, None] if n > 1 else [0]
+    return [*left, None, *reversed(right)]

@@ -7,7 +7,9 @@ errors meant for people into one line on stderr.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from rich.console import Console
 
@@ -27,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Device telemetry from MQTT to Parquet to product metrics.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output (-v info, -vv debug)")
+                        help="more log output (-v info, -vv debug); also after the command")
+    parser.add_argument("--version", action="version", version=f"fleetpulse {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     simulators_cli.register_demo(sub)
     broker_cli.register(sub)
@@ -39,12 +42,39 @@ def build_parser() -> argparse.ArgumentParser:
     devices_cli.register(sub)
     gateway_cli.register(sub)
     firmware_cli.register(sub)
+    _verbose_anywhere(sub)
     return parser
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """How many -v were given, before and after the command."""
+    return int(args.verbose) + int(getattr(args, "verbose_after", 0))
+
+
+def _version() -> str:
+    try:
+        return version("fleetpulse")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _verbose_anywhere(sub: argparse._SubParsersAction) -> None:
+    """-v after the command counts as before it (`fleetpulse ingest -v` as `fleetpulse -v
+    ingest`). A subcommand parses into a namespace of its own and copies it over the
+    root's, so its count has a name of its own (added to the root's by `verbosity`);
+    SUPPRESS keeps a subcommand that was given none from setting it."""
+    for p in set(sub.choices.values()):
+        p.add_argument("-v", "--verbose", action="count", dest="verbose_after",
+                       default=argparse.SUPPRESS, help="more log output (-v info, -vv debug)")
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _verbose_anywhere(action)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.verbose = verbosity(args)
     config.setup_logging(args.verbose)
     try:
         code = args.func(args)
@@ -54,7 +84,23 @@ def main(argv: list[str] | None = None) -> None:
         code = 2
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        code = _stdout_closed()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = _stdout_closed()
     sys.exit(code)
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (`fleetpulse sql ... | head`): what it wanted
+    it has, so no traceback. stdout is pointed at /dev/null so the interpreter's own
+    flush at exit does not fail again. Exit 1, as rich's Console does when a table
+    meets the closed pipe, so every command ends the same way."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
 
 
 if __name__ == "__main__":

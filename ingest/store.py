@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from fleetpulse.errors import UserError, one_line
+
 from .parquet_writer import day_name, utc_days, write_table
 from .schema import PARTITION_TIME, TABLES
 
@@ -113,7 +115,16 @@ class Store:
         """date=YYYY-MM-DD -> that partition's Parquet files (store paths), sorted."""
         sel = pafs.FileSelector(self.path(table), recursive=True, allow_not_found=True)
         out: dict[str, list[str]] = defaultdict(list)
-        for info in self.fs.get_file_info(sel):
+        try:
+            infos = self.fs.get_file_info(sel)
+        except OSError as e:
+            if self.local:
+                raise
+            # an unreachable bucket or endpoint is the user's to fix: one line, not a
+            # pyarrow traceback
+            raise UserError(f"cannot list {self.url(table)} ({one_line(e)}): check the "
+                            "bucket, FLEETPULSE_S3_ENDPOINT and the AWS credentials") from None
+        for info in infos:
             parts = info.path.rsplit("/", 2)
             if (info.type == pafs.FileType.File and info.path.endswith(".parquet")
                     and len(parts) == 3 and parts[1].startswith("date=")):

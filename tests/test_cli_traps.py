@@ -3,12 +3,15 @@ stderr and exit 2 (issue: a CLI that never misleads)."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import fleetpulse
 
+from fleetpulse.gateway.broker import free_port
 from fleetpulse.ingest.pipeline import Pipeline
 
 T0 = 1767268800000
@@ -110,3 +113,72 @@ def test_a_funnel_step_naming_no_event_is_warned_about(dataset: Path) -> None:
     ok = fleetpulse("metrics", "funnel", "--data", str(dataset), "--param",
              "step3=feature_used:eco_mode", "--format", "csv")
     assert ok.returncode == 0 and not ok.stderr.strip(), ok.stderr
+
+
+def test_version() -> None:
+    p = fleetpulse("--version")
+    assert p.returncode == 0 and p.stdout.startswith("fleetpulse "), (p.stdout, p.stderr)
+    from importlib.metadata import version
+
+    assert p.stdout.split()[1] == version("fleetpulse")
+
+
+def test_verbose_counts_before_and_after_the_command() -> None:
+    from fleetpulse.cli import build_parser, verbosity
+
+    def parse(argv: list[str]) -> argparse.Namespace:
+        ns = build_parser().parse_args(argv)
+        ns.verbose = verbosity(ns)
+        return ns
+
+    assert parse(["metrics", "--list"]).verbose == 0
+    assert parse(["metrics", "-v", "--list"]).verbose == 1
+    assert parse(["-v", "metrics", "--list", "-v"]).verbose == 2
+    assert parse(["devices", "list", "-vv"]).verbose == 2  # a sub-subcommand too
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(dataset: Path) -> None:
+    # far more than a pipe buffer holds, so the write after `head` leaves meets a closed pipe
+    for fmt in ("csv", "table"):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleetpulse", "sql", "--data", str(dataset), "--format",
+             fmt, "SELECT range AS n, 'x' || range AS s FROM range(300000)"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 1, err
+        assert not err.strip(), err
+
+
+def test_an_unreachable_bucket_is_one_line() -> None:
+    env = {"FLEETPULSE_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+           "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}
+    p = fleetpulse("metrics", "active_devices", "--data", "s3://nobucket/x", env=env)
+    one_error(p, "cannot list s3://nobucket/x/", "FLEETPULSE_S3_ENDPOINT")
+
+
+def test_a_wide_table_keeps_whole_columns_and_says_what_it_left_out(dataset: Path) -> None:
+    p = fleetpulse("sql", "--data", str(dataset), "SELECT * FROM events", env={"COLUMNS": "80"})
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert all(len(ln) <= 80 for ln in lines)
+    header = lines[1]
+    assert "device_id" in header and "date" in header  # the first and the last, whole
+    n = len(fleetpulse("sql", "--data", str(dataset), "SELECT * FROM events", "--format",
+                       "csv").stdout.splitlines()[0].split(","))
+    shown = header.count("┃") - 2  # one of them is the "…" column
+    assert f"{n - shown} of {n} columns hidden" in " ".join(lines[-2:])
+
+
+def test_fit_columns() -> None:
+    from fleetpulse.analytics.show import fit_columns
+
+    assert fit_columns([2, 2], [["a", "b"]], 80) == [0, 1]
+    keep = fit_columns([10] * 12, [["x" * 10] * 12], 80)
+    assert keep[0] == 0 and keep[-1] == 11 and None in keep
+    widths = [13 for i in keep if i is not None]  # 10 + padding and border
+    assert sum(widths) + 4 + 1 <= 80
+    # a very long cell is counted at a readable width, not its own
+    assert fit_columns([1, 1], [["y" * 500, "z"]], 80) == [0, 1]
