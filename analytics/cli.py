@@ -232,7 +232,24 @@ def _metrics(args: argparse.Namespace) -> int:
     print_result(result, args.format, title=metric.description)
     if args.name == "funnel":
         _warn_unknown_steps(con, args.param)
+    if args.by and args.by.startswith("variant:"):
+        _warn_unreported_experiment(con, args.by.split(":")[1])
     return 0
+
+
+def _warn_unreported_experiment(con: duckdb.DuckDBPyConnection, key: str) -> None:
+    """The hash assigns every device a variant of any key, so a mistyped key still
+    splits the fleet in two, plausibly. Firmware that applies an experiment reports it
+    (setting_changed experiment.KEY): when no device did, say so (on stderr; the split
+    by hash stands, for a fleet whose firmware never reports)."""
+    from .dataset import query
+
+    keys = [r[0] for r in query(con, "SELECT DISTINCT experiment FROM experiment_reports "
+                                     "ORDER BY 1").rows]
+    if key not in keys:
+        print(f"warning: no device reported applying experiment {key!r}, so its variants "
+              f"below are the hash assignment alone (experiments reported: "
+              f"{', '.join(keys) or 'none'})", file=sys.stderr)
 
 
 def _warn_unknown_steps(con: duckdb.DuckDBPyConnection, given: list[str]) -> None:
@@ -278,6 +295,7 @@ def _experiment(args: argparse.Namespace) -> int:
     if not args.key:
         raise UserError("experiment needs --key (the experiment key devices were assigned by)")
     con = open_dataset(args.data)
+    _warn_unreported_experiment(con, args.key)
     devices = experiment_devices(con, args.key, args.feature, args.share_b, args.since,
                                  args.until)
     r = analyze(devices, args.share_b, args.min_sample, tuning_n=args.tuning_n,

@@ -81,6 +81,10 @@ class Device:
     session_hours: set[int] = field(default_factory=set)
     used: set[str] = field(default_factory=set)  # features used at least once
 
+    @property
+    def aa_variant(self) -> str:
+        return variant(AA_KEY, self.device_id)
+
     def plan(self) -> dict[str, Any]:
         return {
             "hw": self.hw,
@@ -169,6 +173,11 @@ def _device_hour(d: Device, day: int, hour: int, t0: int) -> dict[str, Any] | No
     records: list[dict[str, Any]] = []
     if day == d.activation_day and hour == 0:
         records.append({"t": t0, "type": "event", "event": "power_on"})
+        # The fleet's config carries both experiments; the firmware reports the variant
+        # it applied for each (docs/experiments.md), before the device is ever used.
+        for i, (key, var) in enumerate(((EXPERIMENT.key, d.variant), (AA_KEY, d.aa_variant))):
+            records.append({"t": t0 + 1 + i, "type": "event", "event": "setting_changed",
+                            "name": f"experiment.{key}", "value": var})
         d.uptime_s = 0
     if day == d.upgrade_day and hour == 3:
         d.boot += 1

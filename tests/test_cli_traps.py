@@ -38,6 +38,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
                "sent_ms": T0 + seq, "records": [
                    {"t": T0 + seq, "type": "event", "event": "feature_used",
                     "feature": "eco_mode"}]}
+        if seq == 0:
+            env["records"].insert(0, {"t": T0, "type": "event", "event": "setting_changed",
+                                      "name": "experiment.eco_nudge", "value": "B"})
         p.handle("devices/cli-1/telemetry", json.dumps(env).encode(), T0 + 10_000)
     p.flush()
     (root / "truth.json").write_text("{}")
@@ -182,3 +185,18 @@ def test_fit_columns() -> None:
     assert sum(widths) + 4 + 1 <= 80
     # a very long cell is counted at a readable width, not its own
     assert fit_columns([1, 1], [["y" * 500, "z"]], 80) == [0, 1]
+
+
+def test_an_experiment_no_device_reported_is_warned_about(dataset: Path) -> None:
+    # the fixture's device reports applying eco_nudge (as firmware does on a config)
+    for args in (("experiment", "--key", "nosuch"), ("active_devices", "--by", "variant:nosuch")):
+        p = fleetpulse("metrics", *args, "--data", str(dataset), "--format", "csv")
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.strip()  # the hash split stands
+        (line,) = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert line.startswith("warning: no device reported applying experiment 'nosuch'")
+        assert "experiments reported: eco_nudge" in line
+    for args in (("experiment", "--key", "eco_nudge"), ("active_devices", "--by",
+                                                         "variant:eco_nudge")):
+        ok = fleetpulse("metrics", *args, "--data", str(dataset), "--format", "csv")
+        assert ok.returncode == 0 and not ok.stderr.strip(), ok.stderr
