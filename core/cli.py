@@ -12,6 +12,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from rich.console import Console
+from rich.markup import escape
 
 from . import config
 from .errors import UserError
@@ -79,8 +80,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = args.func(args)
     except UserError as e:
-        # soft_wrap: one line whatever the width, so logs and scripts get it whole
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        # soft_wrap: one line whatever the width, so logs and scripts get it whole; an
+        # error listing several mistakes gives each its own line; escaped, since a
+        # message may quote brackets ("[at_s, seconds]") that rich would take for styles
+        console = Console(stderr=True)
+        for line in str(e).splitlines() or [""]:
+            console.print(f"[bold red]error:[/] {escape(line)}", highlight=False,
+                          soft_wrap=True)
         code = 2
     except KeyboardInterrupt:
         code = 130

@@ -59,12 +59,14 @@ class SimDevice:
         if self.tls:
             shutil.copyfile(self.broker.certs / "ca.crt", self.flash / "ca.crt")
 
-    def run(self, timeout: float = 120) -> str:
-        """`fleetpulse firmware run` until the scenario ends (deep sleeps included)."""
+    def run(self, timeout: float = 120, must_connect: bool = True) -> str:
+        """`fleetpulse firmware run` until the scenario ends (deep sleeps included); unless
+        told otherwise, a run that never reaches the broker fails."""
         proc = subprocess.run(
             [sys.executable, "-m", "fleetpulse", "firmware", "run",
              "--scenario", str(self.root / "scenario.json"), "--flash", str(self.flash),
-             *(["--romfs", str(self.romfs)] if self.romfs else [])],
+             *(["--romfs", str(self.romfs)] if self.romfs else []),
+             *(["--timeout", str(timeout / 2)] if must_connect else [])],
             capture_output=True, text=True, timeout=timeout, check=False)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout

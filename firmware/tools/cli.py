@@ -43,6 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--heap", default=None, help="MicroPython heap size, e.g. 40K")
     r.add_argument("--romfs", type=Path, default=None,
                    help="run the modules from this ROMFS image, mounted at /rom")
+    r.add_argument("--ca", type=Path, default=None,
+                   help="the broker's CA certificate, copied onto the flash under the name "
+                        "config.json gives (mqtt.ca), e.g. broker-data/certs/ca.crt")
+    r.add_argument("--timeout", type=float, default=float(config.env("FIRMWARE_TIMEOUT", "0")
+                                                          or 0), metavar="SECONDS",
+                   help="exit 3 if the device has not connected to its broker within SECONDS "
+                        "(real time), or stops without connecting; for CI (env "
+                        "FLEETPULSE_FIRMWARE_TIMEOUT, default 0: wait as a board would)")
     r.set_defaults(func=_run)
 
     bb = fw.add_parser("bench-board", help="a board without hardware, on a serial port of "
@@ -114,9 +122,16 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .loop import run
+    from .loop import NeverConnected, run
 
-    return run(args.flash, args.config, args.scenario, args.bundle, args.heap, args.romfs)
+    try:
+        return run(args.flash, args.config, args.scenario, args.bundle, args.heap, args.romfs,
+                   args.ca, args.timeout)
+    except NeverConnected as e:
+        # its own exit status, so CI can tell "never connected" from a wrong command
+        Console(stderr=True).print(f"error: {e}", highlight=False, markup=False,
+                                   soft_wrap=True)
+        return 3
 
 
 def _bench_board(args: argparse.Namespace) -> int:
@@ -125,6 +140,10 @@ def _bench_board(args: argparse.Namespace) -> int:
 
     from .bench_board import BenchBoard
 
+    from .scenario import check_scenario
+
+    if args.scenario:
+        check_scenario(args.scenario)
     env = {"FLEETPULSE_SCENARIO": str(args.scenario.resolve())} if args.scenario else {}
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

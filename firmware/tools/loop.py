@@ -3,16 +3,20 @@ on the sim board (firmware/hw/sim.py), against a real broker."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from fleetpulse.errors import UserError
 
 from . import FIRMWARE_DIR
+from .scenario import check_scenario
 
 # hw/sim.py exits with these to deep sleep, or when its watchdog or the firmware resets
 # the board; the runner starts it again, as a board boots.
@@ -69,22 +73,113 @@ def prepare_flash(flash: Path, config: Path | None, main: Path | None = None) ->
         shutil.copyfile(config, flash / "config.json")
 
 
+# What the firmware prints once its MQTT session is up (app.py's log); a connection watch
+# reads the board's console for it, as a person at a serial terminal would.
+CONNECTED_LINE = "fleetpulse: connected"
+
+
+class NeverConnected(UserError):
+    """The firmware ran but never reached the broker (what CI must not pass)."""
+
+
 def run(flash: Path, config: Path | None, scenario: Path | None, source: Path | None = None,
-        heap: str | None = None, romfs: Path | None = None) -> int:
-    """Boot the firmware and wake it again after each deep sleep until it stops;
-    return its exit status."""
+        heap: str | None = None, romfs: Path | None = None, ca: Path | None = None,
+        timeout: float = 0) -> int:
+    """Boot the firmware and wake it again after each deep sleep until it stops; return
+    its exit status. With `timeout` (seconds, real time) a device that has not connected
+    by then is stopped, and one that stops without ever connecting is a NeverConnected
+    too: a CI job must not pass on a firmware that never reached its broker."""
+    if scenario is not None:
+        check_scenario(scenario)
     main = (source or FIRMWARE_DIR) / "main.py" if romfs is not None else None
     prepare_flash(flash, config, main)
+    place_ca(flash, ca)
     argv, env = command(flash, scenario, source, heap, romfs)
+    watch = _ConnectionWatch(timeout)
     while True:
-        proc = subprocess.Popen(argv, cwd=flash, env=env)
+        proc = subprocess.Popen(argv, cwd=flash, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
         old = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
         try:
-            code = proc.wait()
+            code = watch.follow(proc)
         except KeyboardInterrupt:
             proc.terminate()
             code = proc.wait()
         finally:
             signal.signal(signal.SIGTERM, old)
+        if watch.timed_out:
+            raise NeverConnected(f"the device did not connect within {timeout:g} s "
+                                 f"(its last line: {watch.last_line or 'none'})")
         if code not in (DEEP_SLEEP_EXIT, WATCHDOG_EXIT, RESET_EXIT):
+            if timeout and code == 0 and not watch.connected:
+                raise NeverConnected("the firmware stopped without ever connecting (its last "
+                                     f"line: {watch.last_line or 'none'})")
             return code
+
+
+class _ConnectionWatch:
+    """Passes the board's console through to ours, noting whether it connected, and
+    stops the board when `timeout` seconds pass first (0: never)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.deadline = time.monotonic() + timeout if timeout else None
+        self.connected = False
+        self.timed_out = False
+        self.last_line = ""
+
+    def follow(self, proc: subprocess.Popen[bytes]) -> int:
+        assert proc.stdout is not None
+        timer = None
+        if self.deadline is not None and not self.connected:
+            timer = threading.Timer(max(0.0, self.deadline - time.monotonic()), self._expire,
+                                    (proc,))
+            timer.daemon = True
+            timer.start()
+        try:
+            for raw in proc.stdout:
+                sys.stdout.buffer.write(raw)
+                sys.stdout.buffer.flush()
+                line = raw.decode("utf-8", "replace").strip()
+                if line:
+                    self.last_line = line
+                if not self.connected and line.startswith(CONNECTED_LINE):
+                    self.connected = True
+                    if timer is not None:
+                        timer.cancel()
+            return proc.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self, proc: subprocess.Popen[bytes]) -> None:
+        if not self.connected:
+            self.timed_out = True
+            proc.terminate()
+
+
+def place_ca(flash: Path, ca: Path | None) -> None:
+    """The broker's CA on the flash under the name config.json gives it (mqtt.ca), from
+    `ca` when given. When the config asks for TLS and the file is on neither, say so here:
+    the firmware would only print that it is missing and retry forever."""
+    cfg = _read_config(flash)
+    mqtt = cfg.get("mqtt") if isinstance(cfg, dict) else None
+    tls = isinstance(mqtt, dict) and bool(mqtt.get("tls"))
+    name = mqtt.get("ca", "ca.crt") if isinstance(mqtt, dict) else "ca.crt"
+    if not isinstance(name, str):
+        return  # the firmware's own config check names this mistake
+    if ca is not None:
+        if not ca.is_file():
+            raise UserError(f"--ca {ca} does not exist: the broker's CA is in its certs "
+                            "folder (broker-data/certs/ca.crt by default)")
+        shutil.copyfile(ca, flash / name)
+    elif tls and not (flash / name).exists():
+        raise UserError(f"config.json asks for TLS with the CA {name}, which is not on the "
+                        f"flash ({flash}): pass --ca broker-data/certs/ca.crt (the broker's "
+                        "CA), or write the config with --no-tls for a plain local broker")
+
+
+def _read_config(flash: Path) -> object:
+    try:
+        return json.loads((flash / "config.json").read_text())
+    except (OSError, ValueError):
+        return None  # missing or broken: the firmware's own check says which
