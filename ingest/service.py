@@ -22,15 +22,18 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleetpulse.errors import UserError
+
 from . import parquet_writer, stats
 from .contract import TELEMETRY_FILTER
-from .mqtt_subscriber import MqttError, Subscriber
+from .mqtt_subscriber import REFUSED_LOGIN, MqttConnectError, MqttError, Subscriber
 from .pipeline import Pipeline
 from .store import Store
 from .wal import WriteAheadLog, Written, read_segment
@@ -245,6 +248,9 @@ class IngestService:
                 self.stats.subscribed = True
                 stats.publish(self.stats, self.state_dir)
                 log.info("subscribed to %s on %s:%d", self.topic_filter, cfg.host, cfg.port)
+                if self.stats.connects == 1:  # a person starting ingest sees that it is up
+                    print(f"ingest: taking {self.topic_filter} from {cfg.host}:{cfg.port} "
+                          f"into {cfg.data}; Ctrl-C stops", file=sys.stderr, flush=True)
                 backoff = 0.2
                 while self._store_ok.is_set():  # a failing store: stop taking messages
                     batch = await sub.read_batch()
@@ -259,6 +265,16 @@ class IngestService:
             except StoreError:
                 pass
             except (OSError, MqttError, TimeoutError) as e:
+                if (isinstance(e, MqttConnectError) and e.code in REFUSED_LOGIN
+                        and not self.stats.connects):
+                    # Wrong credentials from the start do not mend by retrying (it looped
+                    # "not authorized; reconnecting" for ever); once ingest has been in, a
+                    # refusal may be an account being rotated, so that is retried.
+                    who = f"user {cfg.username!r}" if cfg.username else "an anonymous login"
+                    raise UserError(
+                        f"the broker at {cfg.host}:{cfg.port} refused {who} ({e}): pass "
+                        "--username and --password-file, or --registry where the broker "
+                        "keeps its accounts (broker-data/registry by default)") from None
                 log.warning("broker %s:%d: %s; reconnecting in %.1fs", cfg.host, cfg.port,
                             e or type(e).__name__, backoff)
                 await asyncio.sleep(backoff)
@@ -392,15 +408,22 @@ async def run(cfg: IngestConfig, stop: asyncio.Event | None = None,
     await asyncio.wait({tasks[0], stopper}, return_when=asyncio.FIRST_COMPLETED)
     for task in (*tasks, stopper):
         task.cancel()
+    refused: UserError | None = None
     for task in (*tasks, stopper):
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await task
+        except asyncio.CancelledError:
+            pass
+        except UserError as e:  # said once the rows it holds are safe
+            refused = e
     ok = await service.flush()
     service.close()
     service.stats.subscribed = False
     service.stats.state = "stopped"
     with contextlib.suppress(OSError):
         stats.publish(service.stats, service.state_dir)
+    if refused is not None:
+        raise refused
     if not ok:
         log.error("%d rows could not be written; they are safe in the write-ahead log and "
                   "are written at the next start", service.pipeline.buffered)

@@ -200,3 +200,25 @@ def test_an_experiment_no_device_reported_is_warned_about(dataset: Path) -> None
                                                          "variant:eco_nudge")):
         ok = fleetpulse("metrics", *args, "--data", str(dataset), "--format", "csv")
         assert ok.returncode == 0 and not ok.stderr.strip(), ok.stderr
+
+
+def test_ingest_refused_by_the_broker_stops_with_one_line(broker, tmp_path: Path) -> None:
+    wrong = tmp_path / "pw"
+    wrong.write_text("not-the-password\n")
+    p = fleetpulse("ingest", "--broker", broker.address, "--data", str(tmp_path / "d"),
+                   "--username", "fleetpulse-ingest", "--password-file", str(wrong))
+    one_error(p, f"the broker at {broker.address} refused user 'fleetpulse-ingest'",
+              "--password-file")
+    # no registry where it was told to look, and no user name: an anonymous login, refused
+    p = fleetpulse("ingest", "--broker", broker.address, "--data", str(tmp_path / "d"),
+                   "--registry", str(tmp_path / "nowhere"))
+    one_error(p, "refused an anonymous login", "--registry")
+
+
+def test_ingest_says_once_that_it_is_up(start_ingest, tmp_path: Path) -> None:
+    ing = start_ingest()
+    ing.wait_subscribed()
+    ing.stop()
+    lines = [ln for ln in (tmp_path / "ingest-0.log").read_text().splitlines()
+             if ln.startswith("ingest: ")]
+    assert len(lines) == 1 and "taking devices/+/telemetry from" in lines[0], lines
