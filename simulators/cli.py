@@ -117,7 +117,7 @@ def _simulate(args: argparse.Namespace) -> int:
     username, password = config.resolve_auth(args)
     truth = simulate(host, port, args.devices, args.days, args.seed, args.truth, args.start,
                      progress=not args.no_progress, username=username, password=password)
-    Console(stderr=True).print(
+    Console().print(
         f"published {truth['messages']:,} messages, {truth['records']:,} records"
         + (f"; truth in {args.truth}" if args.truth else "")
     )

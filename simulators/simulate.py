@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fleetpulse.errors import UserError
@@ -54,6 +55,7 @@ def simulate(
         TimeElapsedColumn(),
         disable=not progress,
         transient=False,
+        console=Console(stderr=True),  # progress on stderr; the summary is the result
     )
     with bar:
         task = bar.add_task("", total=days, devices=devices, msgs=0)

@@ -222,3 +222,12 @@ def test_ingest_says_once_that_it_is_up(start_ingest, tmp_path: Path) -> None:
     lines = [ln for ln in (tmp_path / "ingest-0.log").read_text().splitlines()
              if ln.startswith("ingest: ")]
     assert len(lines) == 1 and "taking devices/+/telemetry from" in lines[0], lines
+
+
+def test_simulate_shows_progress_on_stderr_and_its_result_on_stdout(broker,
+                                                                    tmp_path: Path) -> None:
+    p = fleetpulse("simulate", "--broker", broker.address, "--registry",
+                   str(broker.registry.dir), "--devices", "2", "--days", "1")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("published ") and len(p.stdout.splitlines()) == 1, p.stdout
+    assert "simulating 2 devices" in p.stderr
