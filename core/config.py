@@ -16,6 +16,22 @@ def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"FLEETPULSE_{name}", default)
 
 
+def renamed(old: str, action: str = "store") -> type[argparse.Action]:
+    """An argparse action for a flag whose old name still works for a release, with a
+    warning naming the new one: `p.add_argument("--new", "--old", action=renamed("--old"))`."""
+    base = {"store": argparse._StoreAction, "append": argparse._AppendAction}[action]
+
+    class Renamed(base):  # type: ignore[valid-type, misc]
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                     values: object, option_string: str | None = None) -> None:
+            if option_string == old:
+                print(f"warning: {parser.prog} {old} is now {self.option_strings[0]}; "
+                      f"{old} goes in the next release", file=sys.stderr)
+            super().__call__(parser, namespace, values, option_string)
+
+    return Renamed
+
+
 def add_broker_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", default=env("BROKER", "127.0.0.1:1883"), metavar="HOST:PORT",
                    help="MQTT broker (env FLEETPULSE_BROKER, default %(default)s)")

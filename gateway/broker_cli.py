@@ -20,9 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run mosquitto from mosquitto.conf until Ctrl-C.")
     p.add_argument("--port", type=int, default=int(config.env("BROKER_PORT", "1883") or 1883),
                    help="listener port (env FLEETPULSE_BROKER_PORT, default %(default)s)")
-    p.add_argument("--data", type=Path, default=Path(config.env("BROKER_DATA", "broker-data")
-                                                     or "broker-data"),
-                   help="persistence directory (env FLEETPULSE_BROKER_DATA, default %(default)s)")
+    # --broker-data, not --data: everywhere else --data is the dataset ingest writes
+    p.add_argument("--broker-data", "--data", dest="broker_data", type=Path,
+                   action=config.renamed("--data"),
+                   default=Path(config.env("BROKER_DATA", "broker-data") or "broker-data"),
+                   help="the broker's own folder: persistence, accounts, certificates (env "
+                        "FLEETPULSE_BROKER_DATA, default %(default)s)")
     p.add_argument("--tls-port", type=int,
                    default=int(config.env("BROKER_TLS_PORT", "8883") or 8883),
                    help="TLS listener port (env FLEETPULSE_BROKER_TLS_PORT, default %(default)s)")
@@ -41,7 +44,8 @@ def _broker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Broker(args.port, args.data, args.conf, args.tls_port, args.registry, args.certs) as b:
+    with Broker(args.port, args.broker_data, args.conf, args.tls_port, args.registry,
+                args.certs) as b:
         console.print(f"mosquitto listening on {b.address} and TLS on port {b.tls_port} "
                       f"(data in {b.data_dir}); Ctrl-C stops it\n"
                       f"accounts: {b.registry.dir} (add devices with `fleetpulse devices add "

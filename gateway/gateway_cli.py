@@ -57,8 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "port",
                         description="Read contract-v1 envelopes as JSON lines from a serial "
                                     "port and publish them at QoS 1 for the device.")
-    s.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyACM0 (a stable "
-                                                 "/dev/serial/by-id/... path survives replugging)")
+    # --serial-port: --port is a TCP port in every other command
+    s.add_argument("--serial-port", "--port", dest="serial_port", required=True,
+                   action=config.renamed("--port"),
+                   help="serial device, e.g. /dev/ttyACM0 (a stable /dev/serial/by-id/... path "
+                        "survives replugging)")
     s.add_argument("--baud", type=int, default=115200, help="baud rate (default %(default)s)")
     s.add_argument("--stats-file", type=Path, help="keep live counters in this JSON file")
     config.add_broker_arg(s)
@@ -140,7 +143,7 @@ def _serial(args: argparse.Namespace) -> int:
     host, port = config.parse_broker(args.broker)
     username, password = config.resolve_auth(args)
     registry = Registry(args.registry) if (args.registry / "registry.json").exists() else None
-    bridge = SerialBridge(args.port, host, port, username, password, registry, args.baud,
+    bridge = SerialBridge(args.serial_port, host, port, username, password, registry, args.baud,
                           args.stats_file)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -55,7 +55,8 @@ def test_stop_ends_the_process_and_keeps_persistence(tmp_path: Path) -> None:
 def test_broker_command_stops_mosquitto_on_signal(tmp_path: Path, sig: int) -> None:
     port = free_port()
     p = subprocess.Popen([sys.executable, "-m", "fleetpulse", "broker", "--port",
-                          str(port), "--tls-port", str(free_port()), "--data", str(tmp_path)],
+                          str(port), "--tls-port", str(free_port()), "--broker-data",
+                          str(tmp_path)],
                          stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     pid_file = tmp_path / "registry" / "broker.pid"

@@ -231,3 +231,21 @@ def test_simulate_shows_progress_on_stderr_and_its_result_on_stdout(broker,
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("published ") and len(p.stdout.splitlines()) == 1, p.stdout
     assert "simulating 2 devices" in p.stderr
+
+
+def test_renamed_flags_still_work_for_a_release_and_say_their_new_name(capsys) -> None:
+    from fleetpulse.cli import build_parser
+
+    parse = build_parser().parse_args
+    for argv, dest, value, new in (
+            (["broker", "--data", "bd"], "broker_data", Path("bd"), "--broker-data"),
+            (["gateway", "serial", "--port", "/dev/ttyX"], "serial_port", "/dev/ttyX",
+             "--serial-port"),
+            (["firmware", "flash", "--port", "/dev/ttyX", "--port", "/dev/ttyY"], "serial_port",
+             ["/dev/ttyX", "/dev/ttyY"], "--serial-port")):
+        assert getattr(parse(argv), dest) == value
+        err = capsys.readouterr().err
+        assert f"--port is now {new}" in err or f"--data is now {new}" in err, err
+        new_argv = [new if a in ("--data", "--port") else a for a in argv]
+        assert getattr(parse(new_argv), dest) == value
+        assert not capsys.readouterr().err

@@ -47,7 +47,7 @@ def test_flash_provisions_copies_and_waits_for_the_first_report(
     common = ["--site", str(site), "--broker", broker.address,
               "--registry", str(broker.registry.dir), "--timeout", "30", "--json"]
     with BenchBoard(tmp_path / "flash", baud=115200) as board:
-        r = _flash(["--port", board.port, "--device-id", "bench-0001", *common], tmp_path)
+        r = _flash(["--serial-port", board.port, "--device-id", "bench-0001", *common], tmp_path)
         assert r.returncode == 0, r.stdout + r.stderr
         first = json.loads(r.stdout)
         assert first["ok"] and first["credentials"] == "added", first
@@ -70,7 +70,8 @@ def test_flash_provisions_copies_and_waits_for_the_first_report(
                    lambda: dataset_counts(tmp_path / "data")[1] > 0, timeout=30)
 
         # again: everything on the board matches, nothing is copied, the account is kept
-        again = _flash(["--port", board.port, "--device-id", "bench-0001", *common], tmp_path)
+        again = _flash(["--serial-port", board.port, "--device-id", "bench-0001", *common],
+                       tmp_path)
         assert again.returncode == 0, again.stdout + again.stderr
         second = json.loads(again.stdout)
         assert second["ok"] and second["copied"] == [] and second["credentials"] == "reused"
@@ -78,7 +79,8 @@ def test_flash_provisions_copies_and_waits_for_the_first_report(
 
         # and a stale source file that would shadow a module is removed
         (tmp_path / "flash" / "app.py").write_text("raise SystemExit\n")
-        third = _flash(["--port", board.port, "--device-id", "bench-0001", *common], tmp_path)
+        third = _flash(["--serial-port", board.port, "--device-id", "bench-0001", *common],
+                       tmp_path)
         assert third.returncode == 0 and json.loads(third.stdout)["ok"], third.stderr
         assert not (tmp_path / "flash" / "app.py").exists()
 
@@ -88,7 +90,7 @@ def test_a_board_that_never_reaches_the_broker_says_where_to_look(
     dead = free_port()
     site = _site(tmp_path, dead)  # nothing listens there: the device cannot connect
     with BenchBoard(tmp_path / "flash") as board:
-        r = _flash(["--port", board.port, "--device-id", "lost-0001", "--site", str(site),
+        r = _flash(["--serial-port", board.port, "--device-id", "lost-0001", "--site", str(site),
                     "--broker", broker.address, "--registry", str(broker.registry.dir),
                     "--timeout", "6"], tmp_path)
         assert r.returncode == 1
@@ -99,7 +101,7 @@ def test_a_board_that_never_reaches_the_broker_says_where_to_look(
         # the device is registered and its config works: a second run keeps the account
         cfg = json.loads((tmp_path / "flash" / "config.json").read_text())
         assert broker.registry.verify("lost-0001", cfg["mqtt"]["password"])
-        r2 = _flash(["--port", board.port, "--device-id", "lost-0001", "--site", str(site),
+        r2 = _flash(["--serial-port", board.port, "--device-id", "lost-0001", "--site", str(site),
                      "--broker", broker.address, "--registry", str(broker.registry.dir),
                      "--timeout", "1", "--json"], tmp_path)
         assert json.loads(r2.stdout)["credentials"] == "reused"

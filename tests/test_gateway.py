@@ -232,7 +232,7 @@ def test_serial_bridge_through_a_pty_with_unplug(broker, start_ingest, tmp_path:
     env = {**os.environ, "FLEETPULSE_MQTT_USERNAME": gw.username,
            "FLEETPULSE_MQTT_PASSWORD": gw.password}
     bridge = subprocess.Popen(
-        [sys.executable, "-m", "fleetpulse", "-v", "gateway", "serial", "--port",
+        [sys.executable, "-m", "fleetpulse", "-v", "gateway", "serial", "--serial-port",
          str(link), "--broker", broker.address, "--registry", str(broker.registry.dir),
          "--stats-file", str(stats_file)], env=env, stderr=subprocess.PIPE, text=True)
 

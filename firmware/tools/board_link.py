@@ -243,5 +243,5 @@ def resolve_port(port: str) -> str:
     found = attached_ports()
     if not found:
         raise UserError("no board found on USB (mpremote's `auto`): plug one in, or pass "
-                        "--port PORT (`mpremote connect list` shows the ports)")
+                        "--serial-port PORT (`mpremote connect list` shows the ports)")
     return found[0][0]

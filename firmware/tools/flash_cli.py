@@ -27,7 +27,9 @@ from .site import load_site
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", action="append", default=[], metavar="PORT|auto",
+    # --serial-port: --port is a TCP port in every other command
+    p.add_argument("--serial-port", "--port", dest="serial_port", default=[],
+                   action=config.renamed("--port", "append"), metavar="PORT|auto",
                    help="the board's serial port (repeatable; `auto`: the first USB board, "
                         "as mpremote picks it)")
     p.add_argument("--all", action="store_true",
@@ -82,14 +84,14 @@ def run_flash(args: argparse.Namespace) -> int:
 def _ports(args: argparse.Namespace) -> list[tuple[str, str | None]]:
     serials = dict(attached_ports())
     if args.all:
-        if args.port:
-            raise UserError("give --all or --port, not both")
+        if args.serial_port:
+            raise UserError("give --all or --serial-port, not both")
         found = attached_ports()
         if not found:
             raise UserError("--all found no board on USB: plug them in (`mpremote connect "
                             "list` shows the ports)")
         return found
-    ports = [resolve_port(p) for p in args.port or ["auto"]]
+    ports = [resolve_port(p) for p in args.serial_port or ["auto"]]
     if len(set(ports)) != len(ports):
         raise UserError("the same port is given twice")
     return [(p, serials.get(p)) for p in ports]
