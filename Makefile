@@ -2,27 +2,30 @@
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+DEV     := $(VENV)/.installed-dev
 STUBS   := $(VENV)/stubs/.installed
 PYTHON  ?= python3
 SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: demo test lint bench clean deps test-deps mosquitto chromium
 
+# make demo ARGS="--devices 1000 --days 60" passes its flags on (fleetpulse demo --help)
 demo: deps
-	$(VENV)/bin/fleetpulse demo
+	$(VENV)/bin/fleetpulse demo $(ARGS)
 
 test: test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy core gateway ingest analytics simulators firmware/tools
 	$(VENV)/bin/pytest
 
-lint: deps
+lint: $(DEV)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy core gateway ingest analytics simulators firmware/tools
 
 deps: $(STAMP) mosquitto
 
-test-deps: deps chromium $(STUBS)
+# the demo needs only the runtime; tests and lint add the dev extras
+test-deps: deps $(DEV) chromium $(STUBS)
 
 # MicroPython stubs for the firmware type-check: one folder per board, since both
 # packages install top-level modules of the same names (machine, network, ...).
@@ -40,8 +43,12 @@ $(STAMP): pyproject.toml
 	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv && \
 	    rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
 	  else echo "cannot create a virtualenv: install the venv module for $(PYTHON)" >&2; exit 1; fi; }
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e .
 	@touch $(STAMP)
+
+$(DEV): $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(DEV)
 
 mosquitto:
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
