@@ -3,6 +3,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DEV     := $(VENV)/.installed-dev
+DUCKDB1 := $(VENV)/duckdb1/.installed
 STUBS   := $(VENV)/stubs/.installed
 PYTHON  ?= python3
 SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
@@ -25,7 +26,14 @@ lint: $(DEV)
 deps: $(STAMP) mosquitto
 
 # the demo needs only the runtime; tests and lint add the dev extras
-test-deps: deps $(DEV) chromium $(STUBS)
+test-deps: deps $(DEV) chromium $(STUBS) $(DUCKDB1)
+
+# DuckDB 1.x as BI tools bundle it (the CLI and duckdb-engine, as Superset connects), for
+# the test that opens our catalog with it; a venv of its own beside DuckDB 2.
+$(DUCKDB1): $(STAMP)
+	$(PYTHON) -m venv $(VENV)/duckdb1
+	$(VENV)/duckdb1/bin/python -m pip install -q --disable-pip-version-check duckdb-cli==1.5.6 duckdb==1.5.6 duckdb-engine==0.17.0 'sqlalchemy>=2,<3'
+	@touch $@
 
 # MicroPython stubs for the firmware type-check: one folder per board, since both
 # packages install top-level modules of the same names (machine, network, ...).

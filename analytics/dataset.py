@@ -132,10 +132,21 @@ def _comments() -> list[str]:
             for m in metric_catalog()]
 
 
+# The catalog file is written in the oldest storage format that holds views and macros,
+# so the DuckDB 1.x inside BI tools (DBeaver, Metabase, Grafana, duckdb-engine) and the
+# duckdb CLI on PyPI can open it: a file in DuckDB 2's own format is refused there
+# ("can only read versions between 64 and 68"). tests/test_catalog_compat.py opens it so.
+CATALOG_STORAGE = "v1.0.0"
+
+
+def _catalog_file(path: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(path), config={"storage_compatibility_version": CATALOG_STORAGE})
+
+
 def _remote_catalog(store: Store, path: Path) -> duckdb.DuckDBPyConnection:
     """Views over s3:// URLs, for readers with DuckDB's httpfs extension (BI tools on
     machines with internet). Creating them needs httpfs here too."""
-    con = duckdb.connect(str(path))
+    con = _catalog_file(path)
     try:
         con.execute("LOAD httpfs")
         for stmt in view_statements(store):
@@ -262,7 +273,7 @@ def _run(con: duckdb.DuckDBPyConnection, stmts: list[str]) -> None:
 
 
 def _live_catalog(store: Store, path: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(str(path))
+    con = _catalog_file(path)
     for stmt in view_statements(store):
         # Binding a live view lists the files and reads their footers.
         _rerun_if_file_vanished(partial(con.execute, stmt))
