@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-import json
-import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from fleetpulse.output import json_value, print_rows
+
 from .dataset import Result
+
+__all__ = ["json_value", "print_result"]  # json_value: the report and the summary use it
 
 
 def _cell(v: Any) -> str:
@@ -20,15 +20,6 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:.4g}"
     return str(v)
-
-
-def json_value(v: Any) -> Any:
-    """A query result value as JSON can hold it."""
-    if isinstance(v, dt.datetime | dt.date):
-        return v.isoformat()
-    if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
-    return v
 
 
 # A table is for reading: rich lays out every cell (about 1 ms per row), so 10,000 rows
@@ -41,14 +32,8 @@ def print_result(result: Result, fmt: str = "table", title: str | None = None,
                  console: Console | None = None) -> None:
     cols = result.columns
     rows = result.rows
-    if fmt == "csv":
-        w = csv.writer(sys.stdout)
-        w.writerow(cols)
-        w.writerows(rows)
-    elif fmt == "json":
-        json.dump([{c: json_value(v) for c, v in zip(cols, r, strict=True)} for r in rows],
-                  sys.stdout, indent=1)
-        sys.stdout.write("\n")
+    if fmt in ("csv", "json"):
+        print_rows(cols, rows, fmt)
     else:
         cut = len(rows) > MAX_TABLE_ROWS
         half = MAX_TABLE_ROWS // 2

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from fleetpulse import config
+from fleetpulse.output import add_format_arg, print_rows
 
 from .registry import Registry
 
@@ -26,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a device attribute, e.g. region=eu-west (repeatable)")
     a.set_defaults(func=_add)
     lst = dsub.add_parser("list", help="every device with its state")
+    add_format_arg(lst)
     lst.set_defaults(func=_list)
     r = dsub.add_parser("revoke", help="cut a device off (its connection is closed at once)")
     r.add_argument("device_id")
@@ -48,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="an attribute for every device it creates (repeatable)")
     cc.set_defaults(func=_claim_create)
     cls = csub.add_parser("list", help="every claim with its use")
+    add_format_arg(cls)
     cls.set_defaults(func=_claim_list)
     cr = csub.add_parser("revoke", help="stop a claim creating devices (theirs stay)")
     cr.add_argument("claim_id")
@@ -162,14 +166,25 @@ def _existing(registry: Path) -> Registry:
 
 def _list(args: argparse.Namespace) -> int:
     reg = _existing(args.registry)
-    table = Table("device", "model", "attributes", "state", "added", "last seen")
+    columns = ("device", "model", "attributes", "state", "added", "last seen")
+    rows = []
     for device_id, d in sorted(reg.devices().items()):
         state = "revoked" if d.get("revoked_at") else "active"
         attrs = " ".join(f"{k}={v}" for k, v in sorted((d.get("attributes") or {}).items()))
-        table.add_row(device_id, d.get("model") or "", attrs, state, d.get("added_at") or "",
-                      d.get("last_seen") or "")
-    Console().print(table)
+        rows.append((device_id, d.get("model") or "", attrs, state, d.get("added_at") or "",
+                     d.get("last_seen") or ""))
+    _print(columns, rows, args.format)
     return 0
+
+
+def _print(columns: Sequence[str], rows: Sequence[Sequence[str]], fmt: str) -> None:
+    if fmt != "table":
+        print_rows(columns, rows, fmt)
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
 
 
 def _claim_create(args: argparse.Namespace) -> int:
@@ -193,13 +208,14 @@ def _claim_create(args: argparse.Namespace) -> int:
 
 def _claim_list(args: argparse.Namespace) -> int:
     reg = _existing(args.registry)
-    table = Table("claim", "model", "devices", "allow-list", "state", "created")
+    columns = ("claim", "model", "devices", "allow-list", "state", "created")
+    rows = []
     for claim_id, c in sorted(reg.claims().items()):
         allow = "" if c.get("allow") is None else f"{len(c['allow'])} serials"
-        table.add_row(claim_id, c.get("model") or "", f"{len(c['devices'])} of {c['count']}",
-                      allow, "revoked" if c.get("revoked_at") else "active",
-                      c.get("created_at") or "")
-    Console().print(table)
+        rows.append((claim_id, c.get("model") or "", f"{len(c['devices'])} of {c['count']}",
+                     allow, "revoked" if c.get("revoked_at") else "active",
+                     c.get("created_at") or ""))
+    _print(columns, rows, args.format)
     return 0
 
 

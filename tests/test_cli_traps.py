@@ -249,3 +249,23 @@ def test_renamed_flags_still_work_for_a_release_and_say_their_new_name(capsys) -
         new_argv = [new if a in ("--data", "--port") else a for a in argv]
         assert getattr(parse(new_argv), dest) == value
         assert not capsys.readouterr().err
+
+
+def test_registry_listings_print_csv_and_json_for_scripts(tmp_path: Path) -> None:
+    import csv
+    import io
+    import json
+
+    from fleetpulse.gateway.registry import Registry
+
+    reg = Registry(tmp_path / "reg")
+    reg.add("fmt-1", model="m1")
+    reg.create_claim("m2", 3, None, "b", {})
+    p = fleetpulse("devices", "list", "--registry", str(tmp_path / "reg"), "--format", "json")
+    assert p.returncode == 0, p.stderr
+    (dev,) = json.loads(p.stdout)
+    assert dev["device"] == "fmt-1" and dev["model"] == "m1" and dev["state"] == "active"
+    p = fleetpulse("devices", "claim", "list", "--registry", str(tmp_path / "reg"), "--format",
+                   "csv")
+    rows = list(csv.reader(io.StringIO(p.stdout)))
+    assert rows[0][:3] == ["claim", "model", "devices"] and rows[1][1:3] == ["m2", "0 of 3"]
