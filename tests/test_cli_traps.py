@@ -141,8 +141,9 @@ def test_verbose_counts_before_and_after_the_command() -> None:
 
 
 def test_a_reader_that_stops_early_gets_no_traceback(dataset: Path) -> None:
-    # far more than a pipe buffer holds, so the write after `head` leaves meets a closed pipe
-    for fmt in ("csv", "table"):
+    # far more than a pipe buffer holds, so the write after `head` leaves meets a closed
+    # pipe (a table shows 40 rows, which a pipe buffer takes whole: not testable so)
+    for fmt in ("csv", "json"):
         proc = subprocess.Popen(
             [sys.executable, "-m", "fleetpulse", "sql", "--data", str(dataset), "--format",
              fmt, "SELECT range AS n, 'x' || range AS s FROM range(300000)"],
