@@ -149,8 +149,10 @@ def _sql(args: argparse.Namespace) -> int:
 def print_metrics(data_dir: str | Path, console: Console | None = None,
                   fmt: str = "table") -> None:
     """The summary: each query as a table, or as JSON one object keyed by title."""
+    from fleetpulse.output import json_value
+
     from .dataset import query
-    from .show import json_value, print_result
+    from .show import print_result
 
     con = open_dataset(data_dir)
     if fmt == "json":

@@ -21,8 +21,9 @@ from typing import Any
 
 import duckdb
 
+from fleetpulse.output import json_value
+
 from .dataset import Result, connect, query
-from .show import json_value
 
 MAX_TABLE_ROWS = 200
 

@@ -7,11 +7,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fleetpulse.output import json_value, print_rows
+from fleetpulse.output import print_rows
 
 from .dataset import Result
-
-__all__ = ["json_value", "print_result"]  # json_value: the report and the summary use it
 
 
 def _cell(v: Any) -> str:
