@@ -100,7 +100,7 @@ def metric_values(data: Path) -> dict[str, list[dict[str, Any]]]:
     """Every metric of the library that needs no argument, rows in a stable order, and
     the quarantine's count per reason."""
     from fleetpulse.analytics.dataset import connect, metric_catalog, query
-    from fleetpulse.analytics.show import json_value
+    from fleetpulse.output import json_value
 
     con = connect(data)
     try:
