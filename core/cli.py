@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         for line in str(e).splitlines() or [""]:
             console.print(f"[bold red]error:[/] {escape(line)}", highlight=False,
                           soft_wrap=True)
-        code = 2
+        code = e.exit_code
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:

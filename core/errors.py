@@ -2,7 +2,10 @@
 
 
 class UserError(Exception):
-    """Something the user can fix; the CLI prints its message as one line, no traceback."""
+    """Something the user can fix; the CLI prints its message as one line (a line per
+    mistake), no traceback, and exits with `exit_code`."""
+
+    exit_code = 2
 
 
 def one_line(error: BaseException, limit: int = 300) -> str:

@@ -122,16 +122,10 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .loop import NeverConnected, run
+    from .loop import run
 
-    try:
-        return run(args.flash, args.config, args.scenario, args.bundle, args.heap, args.romfs,
-                   args.ca, args.timeout)
-    except NeverConnected as e:
-        # its own exit status, so CI can tell "never connected" from a wrong command
-        Console(stderr=True).print(f"error: {e}", highlight=False, markup=False,
-                                   soft_wrap=True)
-        return 3
+    return run(args.flash, args.config, args.scenario, args.bundle, args.heap, args.romfs,
+               args.ca, args.timeout)
 
 
 def _bench_board(args: argparse.Namespace) -> int:

@@ -79,7 +79,10 @@ CONNECTED_LINE = "fleetpulse: connected"
 
 
 class NeverConnected(UserError):
-    """The firmware ran but never reached the broker (what CI must not pass)."""
+    """The firmware ran but never reached the broker (what CI must not pass); its own exit
+    status, so CI can tell it from a wrong command."""
+
+    exit_code = 3
 
 
 def run(flash: Path, config: Path | None, scenario: Path | None, source: Path | None = None,
