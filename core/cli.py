@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 from rich.console import Console
 from rich.markup import escape
@@ -31,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output (-v info, -vv debug); also after the command")
-    parser.add_argument("--version", action="version", version=f"fleetpulse {_version()}")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="show fleetpulse's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     simulators_cli.register_demo(sub)
     broker_cli.register(sub)
@@ -52,11 +52,20 @@ def verbosity(args: argparse.Namespace) -> int:
     return int(args.verbose) + int(getattr(args, "verbose_after", 0))
 
 
-def _version() -> str:
-    try:
-        return version("fleetpulse")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown (not installed)"
+class _Version(argparse.Action):
+    """--version, looked up only when asked: importlib.metadata costs every command
+    about 20 ms of start-up (python -X importtime)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("fleetpulse")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            found = "unknown (not installed)"
+        print(f"fleetpulse {found}")
+        parser.exit()
 
 
 def _verbose_anywhere(sub: argparse._SubParsersAction) -> None:

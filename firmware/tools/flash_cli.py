@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.live import Live
@@ -20,10 +21,11 @@ from fleetpulse import config
 from fleetpulse.errors import UserError
 from fleetpulse.gateway.registry import Registry
 
-from .board_link import attached_ports, resolve_port
-from .bundle import default_cache
-from .flash import FlashJob, FlashResult, flash_boards
-from .site import load_site
+# The flashing machinery (mpremote, esptool, the bundle cache) loads when a flash runs:
+# this module's flags are registered on every `fleetpulse` start, and importing it there
+# cost every command about 35 ms (python -X importtime).
+if TYPE_CHECKING:
+    from .flash import FlashJob, FlashResult
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,6 +59,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_flash(args: argparse.Namespace) -> int:
+    from .bundle import default_cache
+    from .flash import FlashJob, flash_boards
+    from .site import load_site
+
     site = load_site(args.site)
     ports = _ports(args)
     ids = _ids(args, ports)
@@ -82,6 +88,8 @@ def run_flash(args: argparse.Namespace) -> int:
 
 
 def _ports(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    from .board_link import attached_ports, resolve_port
+
     serials = dict(attached_ports())
     if args.all:
         if args.serial_port:
@@ -141,6 +149,8 @@ def _with_table(jobs: list[FlashJob], err: Console) -> list[FlashResult]:
             for port, (dev, step, what, started) in state.items():
                 t.add_row(port, dev, step, what, f"{time.monotonic() - started:.0f}")
         return t
+
+    from .flash import flash_boards
 
     box: list[list[FlashResult]] = []
     worker = threading.Thread(target=lambda: box.append(flash_boards(jobs, progress)),
