@@ -151,8 +151,8 @@ def test_all_attached_boards_concurrently_with_ids_from_their_serials(
     try:
         # USB enumeration is the hardware edge: the four ptys stand in for four boards
         attached = [(b.port, f"SN{i:03}") for i, b in enumerate(boards)]
+        # (flash_cli imports it from board_link when it runs, so one patch serves both)
         monkeypatch.setattr(board_link, "attached_ports", lambda: attached)
-        monkeypatch.setattr(flash_cli, "attached_ports", lambda: attached)
         from fleetpulse.cli import build_parser
 
         args = build_parser().parse_args([
