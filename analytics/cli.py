@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from fleetpulse import config
-from fleetpulse.errors import UserError
+from fleetpulse.errors import UserError, warn
 
 from .sqltext import sql_str
 
@@ -249,9 +249,8 @@ def _warn_unreported_experiment(con: duckdb.DuckDBPyConnection, key: str) -> Non
     keys = [r[0] for r in query(con, "SELECT DISTINCT experiment FROM experiment_reports "
                                      "ORDER BY 1").rows]
     if key not in keys:
-        print(f"warning: no device reported applying experiment {key!r}, so its variants "
-              f"below are the hash assignment alone (experiments reported: "
-              f"{', '.join(keys) or 'none'})", file=sys.stderr)
+        warn(f"no device reported applying experiment {key!r}, so its variants below are "
+             f"the hash assignment alone (experiments reported: {', '.join(keys) or 'none'})")
 
 
 def _warn_unknown_steps(con: duckdb.DuckDBPyConnection, given: list[str]) -> None:
@@ -269,8 +268,8 @@ def _warn_unknown_steps(con: duckdb.DuckDBPyConnection, given: list[str]) -> Non
         if query(con, f"SELECT EXISTS (SELECT 1 FROM events WHERE {cond})").rows[0][0]:
             continue
         names = [r[0] for r in query(con, "SELECT DISTINCT event FROM events ORDER BY 1").rows]
-        print(f"warning: {name}: no event {value!r} in the dataset, so no device reaches it "
-              f"(events seen: {', '.join(names) or 'none'})", file=sys.stderr)
+        warn(f"{name}: no event {value!r} in the dataset, so no device reaches it "
+             f"(events seen: {', '.join(names) or 'none'})")
 
 
 def _segmentation(value: str) -> str:

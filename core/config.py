@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, warn
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -25,8 +25,8 @@ def renamed(old: str, action: str = "store") -> type[argparse.Action]:
         def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                      values: object, option_string: str | None = None) -> None:
             if option_string == old:
-                print(f"warning: {parser.prog} {old} is now {self.option_strings[0]}; "
-                      f"{old} goes in the next release", file=sys.stderr)
+                warn(f"{parser.prog} {old} is now {self.option_strings[0]}; {old} goes in "
+                     "the next release")
             super().__call__(parser, namespace, values, option_string)
 
     return Renamed
@@ -104,9 +104,8 @@ def secret(args: argparse.Namespace, name: str, prompt: bool = False) -> str | N
         return from_env
     given: str | None = getattr(args, name)
     if given is not None:
-        print(f"warning: --{flag} on the command line is visible to every user of this "
-              f"machine (ps); use --{flag}-file FILE or FLEETPULSE_{getattr(args, f'_{name}_env')}",
-              file=sys.stderr)
+        warn(f"--{flag} on the command line is visible to every user of this machine (ps); "
+             f"use --{flag}-file FILE or FLEETPULSE_{getattr(args, f'_{name}_env')}")
         return given
     if prompt and sys.stdin.isatty():
         import getpass

@@ -1,4 +1,6 @@
-"""The one exception type whose message is shown to people as-is."""
+"""The one exception type whose message is shown to people as-is, and warnings."""
+
+import sys
 
 
 class UserError(Exception):
@@ -6,6 +8,11 @@ class UserError(Exception):
     mistake), no traceback, and exits with `exit_code`."""
 
     exit_code = 2
+
+
+def warn(message: str) -> None:
+    """A warning for people: one line on stderr, where the answer on stdout still stands."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def one_line(error: BaseException, limit: int = 300) -> str:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fleetpulse import config
-from fleetpulse.errors import UserError
+from fleetpulse.errors import UserError, warn
 
 from . import BOARDS
 
@@ -201,14 +201,12 @@ def _config(args: argparse.Namespace) -> int:
 def _check_device(registry: Path, device_id: str, password: str) -> None:
     """A config.json whose device or password the broker would refuse fails at the desk,
     not on the board; without a registry at hand, say that nothing was checked."""
-    import sys
-
     from fleetpulse.gateway.registry import Registry
 
     reg = Registry(registry)
     if not reg.exists:
-        print(f"warning: no device registry at {registry}: {device_id} and its password are "
-              "not checked (pass --registry DIR)", file=sys.stderr)
+        warn(f"no device registry at {registry}: {device_id} and its password are not "
+             "checked (pass --registry DIR)")
         return
     if device_id not in reg.devices():
         raise UserError(f"no device {device_id} in the registry at {registry}: add it with "
