@@ -381,6 +381,7 @@ def _report(args: argparse.Namespace) -> int:
     from .report import build_report
 
     config.require_dataset(args.data)
+    config.require_out_dir(args.out)
     html = build_report(args.data, args.experiment)
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(html)
@@ -413,6 +414,7 @@ def _catalog(args: argparse.Namespace) -> int:
     from .dataset import write_catalog
 
     config.require_dataset(args.data)
+    config.require_out_dir(args.out)
     names = write_catalog(args.data, args.out)
     Console().print(f"wrote {args.out} with {len(names)} views and metrics: "
                     f"{', '.join(names)}\n"

@@ -97,6 +97,15 @@ def main(argv: list[str] | None = None) -> None:
             console.print(f"[bold red]error:[/] {escape(line)}", highlight=False,
                           soft_wrap=True)
         code = e.exit_code
+    except OSError as e:
+        if e.filename is None:
+            raise
+        # a file the command could not read or write (permissions, a full disk): the
+        # user's to mend, so one line rather than a traceback
+        where = str(e.filename) + (f" -> {e.filename2}" if e.filename2 else "")
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e.strerror))}: "
+                                   f"{escape(where)}", highlight=False, soft_wrap=True)
+        code = 2
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:

@@ -159,6 +159,14 @@ def _is_dataset(path: Path) -> bool:
     return any((path / name).is_dir() for name in DATASET_ENTRIES)
 
 
+def require_out_dir(path: Path, flag: str = "--out") -> None:
+    """The folder a file is to be written into exists: checked before the work that
+    produces the file, not after it."""
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {path}: there is no folder {path.parent} (create it, "
+                        f"or pass another {flag})")
+
+
 def parse_broker(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep:

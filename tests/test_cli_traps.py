@@ -270,3 +270,14 @@ def test_registry_listings_print_csv_and_json_for_scripts(tmp_path: Path) -> Non
                    "csv")
     rows = list(csv.reader(io.StringIO(p.stdout)))
     assert rows[0][:3] == ["claim", "model", "devices"] and rows[1][1:3] == ["m2", "0 of 3"]
+
+
+def test_an_output_file_that_cannot_be_written_is_one_line(dataset: Path,
+                                                          tmp_path: Path) -> None:
+    for cmd in ("report", "catalog"):
+        p = fleetpulse(cmd, "--data", str(dataset), "--out", str(tmp_path / "no" / "f.out"))
+        one_error(p, f"cannot write {tmp_path / 'no' / 'f.out'}: there is no folder")
+    # a folder where the file should go: the operating system's reason, no traceback
+    (tmp_path / "taken" / "x").mkdir(parents=True)
+    p = fleetpulse("report", "--data", str(dataset), "--out", str(tmp_path / "taken"))
+    one_error(p, "directory", str(tmp_path / "taken"))
