@@ -89,32 +89,34 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = args.func(args)
     except UserError as e:
-        # soft_wrap: one line whatever the width, so logs and scripts get it whole; an
-        # error listing several mistakes gives each its own line; escaped, since a
-        # message may quote brackets ("[at_s, seconds]") that rich would take for styles
-        console = Console(stderr=True)
-        for line in str(e).splitlines() or [""]:
-            console.print(f"[bold red]error:[/] {escape(line)}", highlight=False,
-                          soft_wrap=True)
+        _say_error(str(e))
         code = e.exit_code
+    except BrokenPipeError:  # an OSError too: before the clause below
+        code = _stdout_closed()
     except OSError as e:
         if e.filename is None:
             raise
         # a file the command could not read or write (permissions, a full disk): the
         # user's to mend, so one line rather than a traceback
         where = str(e.filename) + (f" -> {e.filename2}" if e.filename2 else "")
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e.strerror))}: "
-                                   f"{escape(where)}", highlight=False, soft_wrap=True)
+        _say_error(f"{e.strerror}: {where}")
         code = 2
     except KeyboardInterrupt:
         code = 130
-    except BrokenPipeError:
-        code = _stdout_closed()
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         code = _stdout_closed()
     sys.exit(code)
+
+
+def _say_error(message: str) -> None:
+    """`error:` and the message on stderr, a line per line of it. soft_wrap: one line
+    whatever the width, so logs and scripts get it whole; escaped, since a message may
+    quote brackets ("[at_s, seconds]") that rich would take for styles."""
+    console = Console(stderr=True)
+    for line in message.splitlines() or [""]:
+        console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _stdout_closed() -> int:
