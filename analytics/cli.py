@@ -59,11 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     config.add_data_arg(p)
     p.add_argument("name", nargs="?", help="metric name (see --list), or 'experiment'")
     p.add_argument("--list", action="store_true", help="list the metrics, one line each")
-    p.add_argument("--since", type=date.fromisoformat, help="first UTC day (YYYY-MM-DD)")
-    p.add_argument("--until", type=date.fromisoformat, help="last UTC day (YYYY-MM-DD)")
-    p.add_argument("--by", type=_segmentation, metavar="fw|hw|variant:KEY[:SHARE_B]",
-                   help="break down by firmware, hardware model or experiment variant "
-                        "(SHARE_B: B's planned share, default 0.5)")
+    _add_range_args(p)
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="another parameter of the metric, e.g. --param step2=session_start")
     p.add_argument("--key", help="experiment: the experiment key")
@@ -88,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     config.add_data_arg(p)
     p.add_argument("--out", type=Path, default=Path("report.html"),
                    help="file to write (default %(default)s)")
+    _add_view_args(p)
     _add_experiment_arg(p)
     p.set_defaults(func=_report)
 
@@ -114,6 +111,26 @@ def _experiment_spec(value: str) -> tuple[str, str]:
     if not key:
         raise argparse.ArgumentTypeError(f"{value!r}: use KEY or KEY:FEATURE")
     return key, feature or "eco_mode"
+
+
+def _add_range_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", type=date.fromisoformat, help="first UTC day (YYYY-MM-DD)")
+    p.add_argument("--until", type=date.fromisoformat, help="last UTC day (YYYY-MM-DD)")
+    p.add_argument("--by", type=_segmentation, metavar="fw|hw|variant:KEY[:SHARE_B]",
+                   help="break down by firmware, hardware model or experiment variant "
+                        "(SHARE_B: B's planned share, default 0.5)")
+
+
+def _check_range(args: argparse.Namespace) -> None:
+    if args.since and args.until and args.since > args.until:
+        raise UserError(f"--since {args.since} is after --until {args.until}")
+
+
+def _add_view_args(p: argparse.ArgumentParser) -> None:
+    """The dashboard's view, fixed in a report file."""
+    _add_range_args(p)
+    p.add_argument("--feature", default="eco_mode", help="the feature whose uses the "
+                   "experiment panels compare (default %(default)s)")
 
 
 def _add_experiment_arg(p: argparse.ArgumentParser) -> None:
@@ -188,8 +205,7 @@ def _metrics(args: argparse.Namespace) -> int:
             print_result(Result(["metric", "description"], ["VARCHAR", "VARCHAR"], listing),
                          args.format)
         return 0
-    if args.since and args.until and args.since > args.until:
-        raise UserError(f"--since {args.since} is after --until {args.until}")
+    _check_range(args)
     if args.name is None:
         ignored = [flag for flag, given in (("--since", args.since), ("--until", args.until),
                                             ("--by", args.by), ("--param", args.param),
@@ -274,19 +290,14 @@ def _warn_unknown_steps(con: duckdb.DuckDBPyConnection, given: list[str]) -> Non
 
 def _segmentation(value: str) -> str:
     """--by: fw, hw, or variant:KEY with an optional :SHARE_B (the metrics' segment_by)."""
-    if value in ("fw", "hw"):
-        return value
-    kind, _, rest = value.partition(":")
-    key, _, share = rest.partition(":")
-    if kind == "variant" and key:
-        try:
-            ok = not share or 0 < float(share) < 1
-        except ValueError:
-            ok = False
-        if ok:
-            return value
-    raise argparse.ArgumentTypeError(
-        f"{value!r}: use fw, hw or variant:KEY (variant:KEY:0.2 when B's share is 0.2)")
+    from .panels import check_breakdown
+
+    if value == "all":  # the metrics' default, not a breakdown to ask for
+        raise argparse.ArgumentTypeError("'all': leave --by out for the whole fleet")
+    try:
+        return check_breakdown(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _experiment(args: argparse.Namespace) -> int:
@@ -382,7 +393,11 @@ def _report(args: argparse.Namespace) -> int:
 
     config.require_dataset(args.data)
     config.require_out_dir(args.out)
-    html = build_report(args.data, args.experiment)
+    from .panels import View
+
+    _check_range(args)
+    view = View(args.since, args.until, args.by or "all", args.feature)
+    html = build_report(args.data, view, args.experiment)
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(html)
     tmp.replace(args.out)

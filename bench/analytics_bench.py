@@ -10,7 +10,7 @@ for scale x 10K devices over 90 days: once as one file per day and table (what
 compactions), with no rollups. Then, medians of --runs (5):
 - a full page refresh: an HTTP GET of `fleetpulse dashboard`'s page, served by its own
   process, which connects and queries on every load (the wall time of the request);
-- the dashboard's queries one by one (analytics/report.py: run_groups), after connect();
+- the dashboard's queries one by one (analytics/panels.py: run_groups), after connect();
 - every `fleetpulse metrics NAME` as a process (wall time, interpreter start included);
 - DAU, adoption, retention and the funnel: through our macros on a fresh connect(), as
   hand-written plain DuckDB on a fresh connection over the raw files, and in chdb
@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from analytics_peers import QUESTIONS, chdb_answers, ours, plain
 
 from fleetpulse.analytics.dataset import connect, metric_catalog
-from fleetpulse.analytics.report import run_groups
+from fleetpulse.analytics.panels import run_groups
 from fleetpulse.analytics.rollups import write_rollups
 from fleetpulse.ingest.schema import EVENTS, READINGS
 from fleetpulse.ingest.store import Store
@@ -134,7 +134,7 @@ def time_dashboard(data: Path, runs: int = 5) -> tuple[float, float, dict[str, f
         con = connect(data)
         connects.append(time.perf_counter() - t)
         start = time.perf_counter()
-        run_groups(con, lambda step, secs: per_step.setdefault(step, []).append(secs))
+        run_groups(con, timer=lambda step, secs: per_step.setdefault(step, []).append(secs))
         totals.append(time.perf_counter() - start)
         con.close()
     return (statistics.median(connects), statistics.median(totals),

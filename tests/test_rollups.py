@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 
 from fleetpulse.analytics.dataset import connect, metric_catalog, query, write_catalog
-from fleetpulse.analytics.report import GROUPS, run_groups
+from fleetpulse.analytics.panels import PANELS, View, run_groups
 from fleetpulse.analytics.rollups import rollup_dir, rollup_queries
 from fleetpulse.ingest.compact import compact
 from fleetpulse.ingest.contract import TELEMETRY_TOPIC
@@ -74,7 +74,7 @@ def _page_matches_views(data: Path) -> None:
     its query over the views, and leaves nothing behind."""
     con = connect(data)
     try:
-        plain = [query(con, g.sql).rows for g in GROUPS]
+        plain = [query(con, p.sql(View())).rows for p in PANELS]
         assert [r.rows for r in run_groups(con)] == plain
         assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary UNION ALL "
                            "SELECT count(*) FROM duckdb_views() WHERE temporary AND NOT internal"

@@ -1,0 +1,186 @@
+"""What the dashboard shows: the view a PM chose (date range, breakdown, experiment
+feature) and, per panel, the SQL over the metric macros and the chart that draws it.
+report.py runs them; dashboard.py reads a view from the page's URL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import date
+from typing import Any
+
+import duckdb
+
+from .dataset import Result, query
+from .sqltext import sql_str
+
+DEFAULT_FEATURE = "eco_mode"
+
+
+def check_breakdown(value: str) -> str:
+    """A metric's segment_by: all, fw, hw, or variant:KEY with an optional :SHARE_B;
+    ValueError with what to write instead."""
+    if value in ("all", "fw", "hw"):
+        return value
+    kind, _, rest = value.partition(":")
+    key, _, share = rest.partition(":")
+    if kind == "variant" and key:
+        try:
+            ok = not share or 0 < float(share) < 1
+        except ValueError:
+            ok = False
+        if ok:
+            return value
+    raise ValueError(f"{value!r}: use fw, hw or variant:KEY (variant:KEY:0.2 when B's share "
+                     "is 0.2)")
+
+
+@dataclass(frozen=True)
+class View:
+    """The dashboard's state, all of it in the page's URL."""
+    since: date | None = None
+    until: date | None = None
+    by: str = "all"
+    feature: str = DEFAULT_FEATURE
+
+    def __post_init__(self) -> None:
+        check_breakdown(self.by)
+        if self.since and self.until and self.since > self.until:
+            raise ValueError(f"since {self.since} is after until {self.until}")
+
+    @property
+    def segmented(self) -> bool:
+        return self.by != "all"
+
+    def range_args(self) -> list[str]:
+        return ([f"since := DATE '{self.since}'"] if self.since else []) + \
+               ([f"until := DATE '{self.until}'"] if self.until else [])
+
+    def args(self, segment: bool = False, by: str | None = None) -> str:
+        """The macro arguments of this view; the breakdown too when `segment`."""
+        seg = [f"segment_by := {sql_str(by or self.by)}"] if segment else []
+        return ", ".join(self.range_args() + seg)
+
+    def query_string(self) -> dict[str, str]:
+        """The URL parameters that restore this view (defaults left out)."""
+        q = {"since": str(self.since or ""), "until": str(self.until or ""),
+             "by": "" if self.by == "all" else self.by,
+             "feature": "" if self.feature == DEFAULT_FEATURE else self.feature}
+        return {k: v for k, v in q.items() if v}
+
+    def with_range(self, since: date | None, until: date | None) -> View:
+        return replace(self, since=since, until=until)
+
+
+@dataclass
+class Panel:
+    key: str
+    title: str
+    chart: str  # a builder in charts.py
+    sql: Callable[[View], str]
+    follows_breakdown: bool = False
+
+
+def _health_weekly(v: View) -> str:
+    # fleet_health's crash-free share, per firmware and week (Monday to Sunday, UTC): a
+    # device counts in a week under each firmware it ran that week, crash-free if it
+    # had no crash on it that week (tests/test_dashboard.py checks each week against
+    # fleet_health over that week)
+    return ("WITH w AS (SELECT date_trunc('week', day)::DATE AS week, segment AS fw, "
+            "device_id, sum(crashes) AS crashes "
+            f"FROM device_health_days({v.args(True, by='fw')}) GROUP BY ALL) "
+            "SELECT week, fw, count(*) AS devices, count(*) FILTER (WHERE crashes = 0) AS "
+            "crash_free_devices, round(count(*) FILTER (WHERE crashes = 0) / count(*), 4) AS "
+            "crash_free_share FROM w GROUP BY ALL ORDER BY week, fw")
+
+
+def _seg(v: View) -> str:
+    return "segment, " if v.segmented else ""
+
+
+PANELS = [
+    Panel("activity", "Daily, weekly and monthly active devices", "activity",
+          lambda v: f"SELECT day, {_seg(v)}dau, wau, mau, stickiness "
+                    f"FROM active_devices({v.args(v.segmented)})", True),
+    Panel("lifecycle", "Lifecycle: new, returning, resurrecting and dormant devices per week",
+          "lifecycle", lambda v: f"SELECT * FROM lifecycle({v.args()})"),
+    Panel("retention", "Retention: share of each weekly cohort active N weeks later",
+          "retention", lambda v: f"SELECT * FROM retention({v.args()})"),
+    Panel("features", "Feature adoption: share of active devices that used each feature",
+          "features", lambda v: f"SELECT feature, {_seg(v)}devices, share_of_active, "
+                                "median_days_to_first_use, uses_per_device, uses_per_day_used "
+                                f"FROM feature_adoption({v.args(v.segmented)})", True),
+    Panel("funnel", "Funnel: power_on, then session_start, then feature_used within 14 days",
+          "funnel", lambda v: f"SELECT * FROM funnel({v.args()})"),
+    Panel("sessions", "Usage sessions per active device-day", "sessions",
+          lambda v: f"SELECT day, {_seg(v)}devices, sessions, sessions_per_device_day, "
+                    f"median_minutes, mean_minutes FROM sessions({v.args(v.segmented)})",
+          True),
+    Panel("firmware", "Firmware rollout: share of active devices on each version", "firmware",
+          lambda v: f"SELECT * FROM firmware_rollout({v.args()})"),
+    Panel("health_weekly", "Fleet health over time: crash-free devices per firmware and week",
+          "health_weekly", _health_weekly),
+    Panel("health", "Fleet health: crash-free devices, reboots and connectivity", "health",
+          lambda v: f"SELECT * FROM fleet_health({v.args(True, by=v.by if v.segmented else 'fw')})",
+          True),
+    Panel("environment", "Usage per device-hour by temperature band", "environment",
+          lambda v: "SELECT temp_from_c, sum(device_hours) AS device_hours, sum(usage_events) "
+                    "AS usage_events, round(sum(usage_events) / sum(device_hours), 4) AS "
+                    f"usage_per_device_hour FROM usage_by_environment({v.args()}) "
+                    "GROUP BY 1 ORDER BY 1"),
+    Panel("models", "Temperature by hardware model", "models",
+          lambda v: f"SELECT * FROM readings_by_model({v.args()})"),
+]
+
+
+# Views most panels derive from. They are materialised once per refresh as TEMP tables,
+# which the metric macros then read in place of the views of the same name (DuckDB
+# looks in temp first): the dataset is aggregated once instead of once per panel, and
+# every panel of a page comes from the same snapshot.
+SHARED_VIEWS = ("rollup_firmware_days", "device_days", "activations")
+
+
+def run_groups(con: duckdb.DuckDBPyConnection, view: View | None = None, *,
+               timer: Callable[[str, float], None] | None = None) -> list[Result]:
+    """Every panel's query, in PANELS order, over one snapshot of the shared views;
+    `timer(step, seconds)` is told how long each step took."""
+    def timed(step: str, sql: str) -> Result:
+        t = time.perf_counter()
+        result = query(con, sql)
+        if timer is not None:
+            timer(step, time.perf_counter() - t)
+        return result
+
+    try:
+        for name in SHARED_VIEWS:
+            timed(f"snapshot {name}", f"CREATE OR REPLACE TEMP TABLE {name} AS FROM main.{name}")
+        return [timed(p.key, p.sql(view or View())) for p in PANELS]
+    finally:
+        for name in SHARED_VIEWS:
+            con.execute(f"DROP TABLE IF EXISTS temp.{name}")
+
+
+@dataclass
+class Coverage:
+    """What the dataset holds: shown in the page's header, bounds of its date inputs."""
+    first_day: date | None
+    last_day: date | None
+    devices: int
+    experiments: list[str]
+    features: list[str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"first_day": str(self.first_day or ""), "last_day": str(self.last_day or ""),
+                "devices": self.devices, "experiments": self.experiments,
+                "features": self.features}
+
+
+def coverage(con: duckdb.DuckDBPyConnection) -> Coverage:
+    lo, hi, n = query(con, "SELECT min(date), max(date), count(DISTINCT device_id) "
+                           "FROM rollup_firmware_days").rows[0]
+    experiments = [r[0] for r in query(con, "SELECT DISTINCT experiment FROM "
+                                            "experiment_reports ORDER BY 1").rows]
+    features = [r[0] for r in query(con, "SELECT DISTINCT feature FROM rollup_feature_days "
+                                         "ORDER BY 1").rows]
+    return Coverage(lo, hi, n, experiments, features)
