@@ -15,6 +15,7 @@ from rich.console import Console
 
 from fleetpulse import config
 from fleetpulse.errors import UserError, warn
+from fleetpulse.output import add_format_arg
 
 from .sqltext import sql_str
 
@@ -49,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "quarantine, devices and every metric view.")
     config.add_data_arg(p)
     p.add_argument("query", help='for example "SELECT count(*) FROM events"')
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    add_format_arg(p)
     p.set_defaults(func=_sql)
 
     p = sub.add_parser("metrics", help="print product metrics (--list shows them all)",
@@ -75,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "interval is tightest (default %(default)s)")
     p.add_argument("--no-cuped", action="store_true",
                    help="experiment: compare raw usage, without the pre-period adjustment")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    add_format_arg(p)
     p.set_defaults(func=_metrics)
 
     p = sub.add_parser("report", help="write the dashboard as one self-contained HTML file",
@@ -150,8 +151,9 @@ def open_dataset(data: str | Path) -> duckdb.DuckDBPyConnection:
 def _sql(args: argparse.Namespace) -> int:
     import duckdb
 
+    from fleetpulse.output import print_table
+
     from .dataset import query
-    from .show import print_result
 
     con = open_dataset(args.data)
     try:
@@ -159,17 +161,16 @@ def _sql(args: argparse.Namespace) -> int:
     except duckdb.Error as e:
         raise UserError(f"query failed: {str(e).splitlines()[0]}") from None
     if result.columns:
-        print_result(result, args.format)
+        print_table(result.columns, result.rows, args.format)
     return 0
 
 
 def print_metrics(data_dir: str | Path, console: Console | None = None,
                   fmt: str = "table") -> None:
     """The summary: each query as a table, or as JSON one object keyed by title."""
-    from fleetpulse.output import json_value
+    from fleetpulse.output import json_value, print_table
 
     from .dataset import query
-    from .show import print_result
 
     con = open_dataset(data_dir)
     if fmt == "json":
@@ -185,7 +186,8 @@ def print_metrics(data_dir: str | Path, console: Console | None = None,
         raise UserError("the summary is several tables, CSV holds one: name a metric "
                         "(fleetpulse metrics active_devices --format csv) or use --format json")
     for title, sql in SUMMARY_QUERIES.items():
-        print_result(query(con, sql), title=title, console=console)
+        result = query(con, sql)
+        print_table(result.columns, result.rows, title=title, console=console)
 
 
 def _metrics(args: argparse.Namespace) -> int:
@@ -193,8 +195,7 @@ def _metrics(args: argparse.Namespace) -> int:
 
     catalog = {m.name: m for m in metric_catalog()}
     if args.list:
-        from .dataset import Result
-        from .show import print_result
+        from fleetpulse.output import print_table
 
         listing = [(m.name, m.description) for m in catalog.values()]
         listing.append(("experiment", EXPERIMENT_DESCRIPTION))
@@ -202,8 +203,7 @@ def _metrics(args: argparse.Namespace) -> int:
             for name, description in listing:
                 Console(highlight=False).print(f"[bold]{name:24s}[/] {description}")
         else:
-            print_result(Result(["metric", "description"], ["VARCHAR", "VARCHAR"], listing),
-                         args.format)
+            print_table(["metric", "description"], listing, args.format)
         return 0
     _check_range(args)
     if args.name is None:
@@ -239,15 +239,16 @@ def _metrics(args: argparse.Namespace) -> int:
     sql = f"SELECT * FROM {args.name}({', '.join(f'{k} := {v}' for k, v in params.items())})"
     import duckdb
 
+    from fleetpulse.output import print_table
+
     from .dataset import query
-    from .show import print_result
 
     con = open_dataset(args.data)
     try:
         result = query(con, sql)
     except duckdb.Error as e:
         raise UserError(f"{args.name} failed: {str(e).splitlines()[0]}") from None
-    print_result(result, args.format, title=metric.description)
+    print_table(result.columns, result.rows, args.format, title=metric.description)
     if args.name == "funnel":
         _warn_unknown_steps(con, args.param)
     if args.by and args.by.startswith("variant:"):

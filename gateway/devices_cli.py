@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from fleetpulse import config
-from fleetpulse.output import add_format_arg, print_rows
+from fleetpulse.output import add_format_arg, print_table
 
 from .registry import Registry
 
@@ -173,18 +171,8 @@ def _list(args: argparse.Namespace) -> int:
         attrs = " ".join(f"{k}={v}" for k, v in sorted((d.get("attributes") or {}).items()))
         rows.append((device_id, d.get("model") or "", attrs, state, d.get("added_at") or "",
                      d.get("last_seen") or ""))
-    _print(columns, rows, args.format)
+    print_table(columns, rows, args.format)
     return 0
-
-
-def _print(columns: Sequence[str], rows: Sequence[Sequence[str]], fmt: str) -> None:
-    if fmt != "table":
-        print_rows(columns, rows, fmt)
-        return
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
 
 
 def _claim_create(args: argparse.Namespace) -> int:
@@ -215,7 +203,7 @@ def _claim_list(args: argparse.Namespace) -> int:
         rows.append((claim_id, c.get("model") or "", f"{len(c['devices'])} of {c['count']}",
                      allow, "revoked" if c.get("revoked_at") else "active",
                      c.get("created_at") or ""))
-    _print(columns, rows, args.format)
+    print_table(columns, rows, args.format)
     return 0
 
 

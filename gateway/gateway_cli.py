@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from fleetpulse import config
 from fleetpulse.errors import UserError
+from fleetpulse.output import add_format_arg, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--host", action="append", dest="hosts",
                    help="a name or address devices use for the broker (repeatable; default: "
                         "localhost, this host's name, 127.0.0.1)")
+    add_format_arg(c)
     c.set_defaults(func=_certs)
 
     pr = gsub.add_parser("presence", help="record devices going online and offline",
@@ -76,12 +77,10 @@ def _certs(args: argparse.Namespace) -> int:
     from .certs import check_certs, create_certs
 
     if args.check:
-        table = Table("file", "subject", "expires (UTC)", "days left")
         statuses = check_certs(args.out)
-        for st in statuses:
-            table.add_row(st.name, st.subject, st.not_after.strftime("%Y-%m-%d %H:%M"),
-                          str(st.days_left))
-        Console().print(table)
+        print_table(["file", "subject", "expires_utc", "days_left"],
+                    [(st.name, st.subject, st.not_after.strftime("%Y-%m-%d %H:%M"),
+                      st.days_left) for st in statuses], args.format)
         soon = [st.name for st in statuses if st.days_left < EXPIRY_WARN_DAYS]
         if soon:
             print(f"{', '.join(soon)} in {args.out} expire(s) within {EXPIRY_WARN_DAYS} days: "

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from fleetpulse import config
+from fleetpulse.output import add_format_arg
 
 
 def _int_env(name: str, default: int) -> int:
@@ -153,14 +154,15 @@ def register_compact(sub: argparse._SubParsersAction) -> None:
                    help="compact partitions with at least this many files (default %(default)s)")
     p.add_argument("--row-group-rows", type=int, default=500_000,
                    help="rows per Parquet row group (default %(default)s)")
+    add_format_arg(p)
     p.set_defaults(func=_compact)
 
 
 def _compact(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from fleetpulse.analytics.rollups import write_rollups
+    from fleetpulse.output import print_table
 
     from .compact import compact
     from .store import Store
@@ -168,18 +170,17 @@ def _compact(args: argparse.Namespace) -> int:
     config.require_dataset(args.data)
     store = Store(args.data)
     done = compact(store, args.grace, args.min_files, args.row_group_rows, rollups=False)
-    console = Console()
+    # what was compacted is the result (stdout); what else happened is a note (stderr)
+    notes = Console(stderr=True)
     if not done:
-        console.print(f"nothing to compact: no partition has {args.min_files} or more files")
-    else:
-        table = Table("table", "partition", "files", "rows before", "rows after")
-        for c in done:
-            table.add_row(c.table, c.partition, f"{c.files_before} -> 1",
-                          f"{c.rows_before:,}", f"{c.rows_after:,}")
-        console.print(table)
+        notes.print(f"nothing to compact: no partition has {args.min_files} or more files")
+    if done or args.format != "table":
+        print_table(["table", "partition", "files_before", "rows_before", "rows_after"],
+                    [(c.table, c.partition, c.files_before, c.rows_before, c.rows_after)
+                     for c in done], args.format)
     days = write_rollups(store)
     if days:
         first, last = (d.removeprefix("date=") for d in (days[0], days[-1]))
         span = first if first == last else f"{first} .. {last}"
-        console.print(f"rolled up {len(days)} day(s): {span}")
+        notes.print(f"rolled up {len(days)} day(s): {span}")
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from fleetpulse import config
+from fleetpulse.output import add_format_arg
 
 from .fleet import DEFAULT_START
 
@@ -67,6 +68,7 @@ def register_capture(sub: argparse._SubParsersAction) -> None:
                    help="compare the replayed metrics with FILE")
     p.add_argument("--update-golden", action="store_true",
                    help="with --golden: write FILE from this capture instead")
+    add_format_arg(p, "with --golden: the differences ")
     p.add_argument("--filter", default=None, help="replay only topics matching this filter")
     p.add_argument("--retime", default="none", metavar="now|DATE|none",
                    help="shift every envelope's sent_ms and record times by one constant so "
@@ -157,16 +159,17 @@ def _replay(args: argparse.Namespace) -> int:
         if args.update_golden:
             Console(stderr=True).print(f"wrote {args.golden}")
             return 0
-        if not changes:
-            Console().print(f"metrics equal {args.golden} (floats within {REL_TOL:g})")
-            return 0
-        from rich.table import Table
+        from fleetpulse.output import print_table
 
-        t = Table("metric", "key", "expected", "got",
-                  title=f"{len(changes)} differences from {args.golden}", title_justify="left")
-        for c in changes[:200]:
-            t.add_row(c.metric, c.key, str(c.expected), str(c.got))
-        Console().print(t)
+        if not changes:
+            Console(stderr=args.format != "table").print(
+                f"metrics equal {args.golden} (floats within {REL_TOL:g})")
+            if args.format != "table":
+                print_table(["metric", "key", "expected", "got"], [], args.format)
+            return 0
+        print_table(["metric", "key", "expected", "got"],
+                    [(c.metric, c.key, c.expected, c.got) for c in changes], args.format,
+                    title=f"{len(changes)} differences from {args.golden}")
         return 1
     if args.broker and args.data is None:
         host, port = config.parse_broker(args.broker)

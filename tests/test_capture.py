@@ -126,6 +126,19 @@ def test_golden_passes_and_a_changed_definition_fails_naming_it(tmp_path: Path,
             str(gold)]
     ok = subprocess.run(argv, capture_output=True, text=True)
     assert ok.returncode == 0 and "metrics equal" in ok.stdout, ok.stderr
+    ok = subprocess.run([*argv, "--format", "json"], capture_output=True, text=True)
+    assert (ok.returncode, json.loads(ok.stdout)) == (0, []), ok.stderr  # for CI
+    assert "metrics equal" in ok.stderr
+
+    # for CI, the differences as JSON: a golden file with one count changed
+    doc = json.loads(gold.read_text())
+    doc["metrics"]["active_days_per_week"][0]["devices"] += 1
+    (tmp_path / "off.json").write_text(json.dumps(doc))
+    off = subprocess.run([*argv[:-1], str(tmp_path / "off.json"), "--format", "json"],
+                         capture_output=True, text=True)
+    assert off.returncode == 1, off.stderr
+    assert [(d["metric"], d["got"] + 1 == d["expected"]) for d in json.loads(off.stdout)] \
+        == [("active_days_per_week", True)]
 
     # a test's copy of the metric library with one definition changed
     changed = tmp_path / "metrics.sql"

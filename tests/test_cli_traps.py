@@ -177,7 +177,7 @@ def test_a_wide_table_keeps_whole_columns_and_says_what_it_left_out(dataset: Pat
 
 
 def test_fit_columns() -> None:
-    from fleetpulse.analytics.show import fit_columns
+    from fleetpulse.output import fit_columns
 
     assert fit_columns([2, 2], [["a", "b"]], 80) == [0, 1]
     keep = fit_columns([10] * 12, [["x" * 10] * 12], 80)
@@ -281,3 +281,33 @@ def test_an_output_file_that_cannot_be_written_is_one_line(dataset: Path,
     (tmp_path / "taken" / "x").mkdir(parents=True)
     p = fleetpulse("report", "--data", str(dataset), "--out", str(tmp_path / "taken"))
     one_error(p, "directory", str(tmp_path / "taken"))
+
+
+def test_tables_print_csv_and_json_for_scripts(tmp_path: Path) -> None:
+    """Every command that prints a table takes --format (the metrics, the registry and
+    replay --golden have their own tests)."""
+    import csv
+    import json
+
+    certs = tmp_path / "certs"
+    assert fleetpulse("gateway", "certs", "--out", str(certs)).returncode == 0
+    r = fleetpulse("gateway", "certs", "--out", str(certs), "--check", "--format", "csv")
+    rows = list(csv.DictReader(r.stdout.splitlines()))
+    assert r.returncode == 0 and {row["file"] for row in rows} >= {"ca.crt", "server.crt"}
+    assert all(int(row["days_left"]) > 300 for row in rows)
+
+    r = fleetpulse("firmware", "build", "--board", "esp32", "--out", str(tmp_path / "b"),
+                   "--format", "json")
+    files = json.loads(r.stdout)  # one document: the next steps went to stderr
+    assert r.returncode == 0 and "main.py" in {f["file"] for f in files}
+    assert all(f["bytes"] > 0 for f in files) and "mpremote" in r.stderr
+
+
+def test_one_number_format_for_tables() -> None:
+    from datetime import date
+
+    from fleetpulse.output import cell
+
+    assert [cell(v) for v in (12345, 0.84, 0.8400001, 2.0, 1234567.8, None, True,
+                              date(2026, 2, 1), "x")] == \
+        ["12,345", "0.84", "0.84", "2", "1,234,568", "", "yes", "2026-02-01", "x"]

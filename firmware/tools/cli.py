@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from fleetpulse import config
 from fleetpulse.errors import UserError, warn
+from fleetpulse.output import add_format_arg, print_table
 
 from . import BOARDS
 
@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", type=Path, required=True, help="bundle directory (replaced)")
     b.add_argument("--romfs", action="store_true",
                    help="also write romfs.img, for boards with a ROM partition")
+    add_format_arg(b)
     b.set_defaults(func=_build)
 
     r = fw.add_parser("run", help="run the real firmware in MicroPython on the sim board",
@@ -104,19 +105,18 @@ def _build(args: argparse.Namespace) -> int:
     from .bundle import build
 
     m = build(args.board, args.out, romfs=args.romfs)
-    t = Table(title=f"firmware {m['firmware_version']} for {m['board']} ({m['arch']})")
-    t.add_column("file")
-    t.add_column("bytes", justify="right")
-    for f in m["files"]:
-        t.add_row(f["path"], f"{f['bytes']:,}")
-    t.add_row("[bold]total", f"[bold]{m['total_bytes']:,}")
-    Console().print(t)
+    total = [("total", m["total_bytes"])] if args.format == "table" else []
+    print_table(["file", "bytes"], [*((f["path"], f["bytes"]) for f in m["files"]), *total],
+                args.format,
+                title=f"firmware {m['firmware_version']} for {m['board']} ({m['arch']})")
+    # what to do next is for people: on stderr, so --format json stays one document
+    say = Console(stderr=True)
     if "romfs" in m:
-        Console().print(f"ROMFS image {args.out}/romfs.img ({m['romfs']['bytes']:,} bytes); "
+        say.print(f"ROMFS image {args.out}/romfs.img ({m['romfs']['bytes']:,} bytes); "
                         f"deploy it with `mpremote romfs deploy {args.out}/romfs.img` and "
                         f"copy only main.py: `mpremote cp {args.out}/main.py :`")
     else:
-        Console().print(f"bundle in {args.out}; copy it onto a board with "
+        say.print(f"bundle in {args.out}; copy it onto a board with "
                         f"`mpremote cp -r {args.out}/. :`")
     return 0
 
