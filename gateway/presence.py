@@ -10,7 +10,6 @@ a last-seen time per device. It also records last-seen times in the registry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -24,7 +23,7 @@ from fleetpulse.ingest.contract import is_device_id
 from fleetpulse.ingest.store import Store
 
 from .registry import Registry
-from .subscription import serve
+from .subscription import serve, until_stopped
 
 log = logging.getLogger("fleetpulse.gateway.presence")
 STATUS_FILTER = "devices/+/status"
@@ -72,15 +71,11 @@ async def run_presence(cfg: PresenceConfig, stop: asyncio.Event) -> None:
                           len(rows))
 
     consume = serve(cfg.host, cfg.port, cfg.client_id, cfg.username, cfg.password,
-                    STATUS_FILTER, record, log)
-    tasks = [asyncio.create_task(consume), asyncio.create_task(ticker())]
-    await stop.wait()
-    for t in tasks:
-        t.cancel()
-    for t in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await t
-    flush()
+                    STATUS_FILTER, record, log, "presence")
+    try:
+        await until_stopped(stop, consume, ticker())
+    finally:
+        flush()
 
 
 def _row(topic: str, payload: object, retained: bool) -> dict[str, Any] | None:

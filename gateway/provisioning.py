@@ -8,7 +8,6 @@ answer (docs/provisioning.md)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 import aiomqtt
 
 from .registry import ClaimRefused, Registry
-from .subscription import serve
+from .subscription import serve, until_stopped
 
 log = logging.getLogger("fleetpulse.gateway.provisioning")
 REQUEST_FILTER = "provision/+/request"
@@ -66,9 +65,5 @@ async def run_provisioning(cfg: ProvisioningConfig, stop: asyncio.Event) -> None
         if out is not None:
             await c.publish(out[0], json.dumps(out[1]).encode(), qos=1)
 
-    task = asyncio.create_task(serve(cfg.host, cfg.port, cfg.client_id, cfg.username,
-                                     cfg.password, REQUEST_FILTER, handle, log))
-    await stop.wait()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await until_stopped(stop, serve(cfg.host, cfg.port, cfg.client_id, cfg.username,
+                                    cfg.password, REQUEST_FILTER, handle, log, "provision"))

@@ -35,10 +35,6 @@ CONNACK_REASONS = {
     0x87: "not authorized", 0x88: "server unavailable", 0x89: "server busy", 0x8A: "banned",
     0x95: "packet too large", 0x97: "quota exceeded",
 }
-# CONNACK codes that mean these credentials are not let in (MQTT 3.1.1 and 5)
-REFUSED_LOGIN = frozenset({0x04, 0x05, 0x86, 0x87})
-
-
 class MqttError(Exception):
     """Anything that ends a connection to the broker; reconnecting may help."""
 

@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleetpulse.errors import UserError
+from fleetpulse.mqtt import REFUSED_LOGIN, refused_login
 
 from . import parquet_writer, stats
 from .contract import TELEMETRY_FILTER
-from .mqtt_subscriber import REFUSED_LOGIN, MqttConnectError, MqttError, Subscriber
+from .mqtt_subscriber import MqttConnectError, MqttError, Subscriber
 from .pipeline import Pipeline
 from .store import Store
 from .wal import WriteAheadLog, Written, read_segment
@@ -267,14 +268,7 @@ class IngestService:
             except (OSError, MqttError, TimeoutError) as e:
                 if (isinstance(e, MqttConnectError) and e.code in REFUSED_LOGIN
                         and not self.stats.connects):
-                    # Wrong credentials from the start do not mend by retrying (it looped
-                    # "not authorized; reconnecting" for ever); once ingest has been in, a
-                    # refusal may be an account being rotated, so that is retried.
-                    who = f"user {cfg.username!r}" if cfg.username else "an anonymous login"
-                    raise UserError(
-                        f"the broker at {cfg.host}:{cfg.port} refused {who} ({e}): pass "
-                        "--username and --password-file, or --registry where the broker "
-                        "keeps its accounts (broker-data/registry by default)") from None
+                    raise refused_login(cfg.host, cfg.port, cfg.username, e) from None
                 log.warning("broker %s:%d: %s; reconnecting in %.1fs", cfg.host, cfg.port,
                             e or type(e).__name__, backoff)
                 await asyncio.sleep(backoff)
