@@ -7,7 +7,6 @@ import csv
 import dataclasses
 import json
 import sys
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ from rich.console import Console
 
 from fleetpulse import config
 from fleetpulse.errors import UserError, warn
+from fleetpulse.files import write_replacing
 from fleetpulse.output import add_format_arg
 
 from .sqltext import sql_str
@@ -115,8 +115,8 @@ def _experiment_spec(value: str) -> tuple[str, str]:
 
 
 def _add_range_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--since", type=date.fromisoformat, help="first UTC day (YYYY-MM-DD)")
-    p.add_argument("--until", type=date.fromisoformat, help="last UTC day (YYYY-MM-DD)")
+    p.add_argument("--since", type=config.day, help="first UTC day (YYYY-MM-DD)")
+    p.add_argument("--until", type=config.day, help="last UTC day (YYYY-MM-DD)")
     p.add_argument("--by", type=_segmentation, metavar="fw|hw|variant:KEY[:SHARE_B]",
                    help="break down by firmware, hardware model or experiment variant "
                         "(SHARE_B: B's planned share, default 0.5)")
@@ -399,9 +399,7 @@ def _report(args: argparse.Namespace) -> int:
     _check_range(args)
     view = View(args.since, args.until, args.by or "all", args.feature)
     html = build_report(args.data, view, args.experiment)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(html)
-    tmp.replace(args.out)
+    write_replacing(args.out, html)
     Console().print(f"wrote {args.out} ({len(html) // 1024} KB): open it in any browser")
     return 0
 

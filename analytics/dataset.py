@@ -288,12 +288,17 @@ def write_catalog(data: str | Path, out: Path) -> list[str]:
     out = out.resolve()
     tmp = out.with_name(out.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    con = _live_catalog(store, tmp) if store.local else _remote_catalog(store, tmp)
-    names = [r[0] for r in con.execute(
-        "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY view_name").fetchall()]
-    names += [f"{r[0]}()" for r in con.execute(
-        "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = "
-        "'table_macro' AND NOT internal ORDER BY function_name").fetchall()]
-    con.close()
-    tmp.replace(out)
+    try:
+        con = _live_catalog(store, tmp) if store.local else _remote_catalog(store, tmp)
+        names = [r[0] for r in con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY view_name"
+        ).fetchall()]
+        names += [f"{r[0]}()" for r in con.execute(
+            "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = "
+            "'table_macro' AND NOT internal ORDER BY function_name").fetchall()]
+        con.close()
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a catalog not written leaves nothing behind
+        raise
     return names

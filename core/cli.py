@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fleetpulse.ingest import cli as ingest_cli
     from fleetpulse.simulators import cli as simulators_cli
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fleetpulse",
         description="Device telemetry from MQTT to Parquet to product metrics.",
     )
@@ -45,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     firmware_cli.register(sub)
     _verbose_anywhere(sub)
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake on the command line is one line saying what to do, as
+    every other error is, instead of the whole usage block and then the error. The
+    subcommands' parsers are of this class too (add_subparsers makes them so)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (`{self.prog} --help` shows the usage)\n")
 
 
 def verbosity(args: argparse.Namespace) -> int:

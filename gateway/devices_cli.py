@@ -104,7 +104,7 @@ def _configure(args: argparse.Namespace) -> int:
 
     import paho.mqtt.client as mqtt
 
-    from fleetpulse.errors import UserError
+    from fleetpulse.errors import UserError, warn
     from fleetpulse.firmware import check_settings, setting_names
 
     if args.clear == (args.settings is not None):
@@ -128,10 +128,12 @@ def _configure(args: argparse.Namespace) -> int:
             raise UserError(f"the firmware would refuse these settings: {problem}")
         payload = json.dumps(settings).encode()
     reg = Registry(args.registry)
-    if reg.exists and args.device_id not in reg.devices():
-        # a retained message for no device waits on the broker for ever
-        raise UserError(f"no device {args.device_id} in the registry at {args.registry}: "
-                        "`fleetpulse devices list` shows them")
+    if reg.exists:
+        # a retained message for a device that cannot connect waits on the broker for ever
+        reg.require_active(args.device_id)
+    else:
+        warn(f"no device registry at {args.registry}: {args.device_id} is not checked "
+             "(pass --registry DIR)")
     host, port = config.parse_broker(args.broker)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     client.username_pw_set(*config.resolve_auth(args))

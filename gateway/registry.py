@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetpulse.errors import UserError
+from fleetpulse.files import write_replacing
 from fleetpulse.ingest.contract import is_device_id
 
 # mosquitto_passwd (2.x) format: $7$<iterations>$<base64 salt>$<base64 PBKDF2-SHA512>.
@@ -142,13 +143,8 @@ class Registry:
             return {}
 
     def _write(self, name: str, data: object, mode: int = 0o644) -> None:
-        path = self.dir / name
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        os.fchmod(fd, mode)  # a tmp left by a killed writer keeps its old mode otherwise
-        with os.fdopen(fd, "w") as f:
-            f.write(data if isinstance(data, str) else json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        write_replacing(self.dir / name, data if isinstance(data, str)
+                        else json.dumps(data, indent=1, sort_keys=True), mode)
 
     def init(self) -> Registry:
         """Create the registry with service accounts, once; safe to call again."""
@@ -333,9 +329,21 @@ class Registry:
 
     def _existing(self, device_id: str) -> dict[str, dict[str, Any]]:
         devices = self.devices()
-        if device_id not in devices or devices[device_id].get("revoked_at"):
-            raise UserError(f"no active device {device_id} in {self.dir}")
+        self.require_active(device_id, devices)
         return devices
+
+    def require_active(self, device_id: str,
+                       devices: dict[str, dict[str, Any]] | None = None) -> None:
+        """UserError unless `device_id` is registered and not revoked, saying what to do."""
+        d = (self.devices() if devices is None else devices).get(device_id)
+        if d is None:
+            raise UserError(f"no device {device_id} in the registry at {self.dir}: add it "
+                            f"with `fleetpulse devices add {device_id}` (`fleetpulse devices "
+                            "list` shows them)")
+        if d.get("revoked_at"):
+            raise UserError(f"device {device_id} was revoked at {d['revoked_at']}, so the "
+                            f"broker refuses it: `fleetpulse devices add {device_id}` lets it "
+                            "in again with new credentials")
 
     def _save(self, devices: dict[str, dict[str, Any]]) -> None:
         # password hashes: readable by the gateway's own user only

@@ -21,6 +21,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import serial
 
+from fleetpulse.files import write_replacing
 from fleetpulse.ingest.contract import MAX_PAYLOAD_BYTES, TELEMETRY_TOPIC, Rejected, parse_message
 
 from .registry import Registry
@@ -166,9 +167,7 @@ class SerialBridge:
             return
         d = asdict(self.stats)
         d["rejected_by_reason"] = dict(self.stats.rejected_by_reason)
-        tmp = self.stats_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(d, sort_keys=True))
-        os.replace(tmp, self.stats_file)
+        write_replacing(self.stats_file, json.dumps(d, sort_keys=True))
 
 
 def _device_id(line: bytes) -> str | None:

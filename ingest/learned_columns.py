@@ -22,6 +22,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from fleetpulse.files import write_replacing
+
 from .schema import TABLES
 
 _TYPES = {"double": pa.float64(), "string": pa.string(), "boolean": pa.bool_()}
@@ -116,10 +118,8 @@ class LearnedColumns:
                 on_disk = self._load(table)
                 merged = {**types, **on_disk}
                 if merged != on_disk:
-                    path = self._dir / f"{table}.json"
-                    tmp = path.with_suffix(".json.tmp")
-                    tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
-                    os.replace(tmp, path)
+                    write_replacing(self._dir / f"{table}.json",
+                                    json.dumps(merged, indent=1, sort_keys=True))
                 self._types[table] = merged
         finally:
             os.close(fd)

@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fleetpulse.files import fsync_dir
+
 TMP_SUFFIX = ".parquet.tmp"
 
 
@@ -48,14 +50,6 @@ def write_table(final: Path, table: pa.Table, row_group_size: int | None = None)
         raise
     fsync_dir(final.parent)
     return final
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def remove_leftovers(data_dir: Path, writer_id: str) -> int:

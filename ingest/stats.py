@@ -7,10 +7,11 @@ has taken in without talking to it.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from fleetpulse.files import write_replacing
 
 
 @dataclass
@@ -55,9 +56,7 @@ def stats_path(data_dir: Path, client_id: str) -> Path:
 def publish(stats: Stats, data_dir: Path) -> None:
     path = stats_path(data_dir, stats.client_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(stats.to_json())
-    os.replace(tmp, path)
+    write_replacing(path, stats.to_json())
 
 
 def read(data_dir: Path, client_id: str) -> dict | None:

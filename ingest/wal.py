@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from .parquet_writer import fsync_dir as _fsync_dir
+from fleetpulse.files import fsync_dir as _fsync_dir
 
 log = logging.getLogger("fleetpulse.ingest.wal")
 

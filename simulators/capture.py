@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from paho.mqtt.client import topic_matches_sub
 
 from fleetpulse.errors import UserError
-from fleetpulse.ingest.parquet_writer import fsync_dir
+from fleetpulse.files import fsync_dir, write_replacing
 
 FORMAT = "fleetpulse-capture"
 VERSION = 1
@@ -75,8 +75,8 @@ class CaptureWriter:
         self.path.mkdir(parents=True, exist_ok=True)
         if any(self.path.glob("seg-*.parquet")):
             raise UserError(f"{self.path} already holds a capture: choose another --out")
-        _write_atomic(self.path / MANIFEST, json.dumps(
-            {"format": FORMAT, "version": VERSION, **self.meta}, indent=1).encode())
+        write_replacing(self.path / MANIFEST, json.dumps(
+            {"format": FORMAT, "version": VERSION, **self.meta}, indent=1).encode(), durable=True)
 
     def add(self, m: Message) -> None:
         for name, value in (("seq", m.seq), ("received_ns", m.received_ns),
@@ -126,16 +126,6 @@ class CaptureWriter:
         table = self.take()
         if table is not None:
             self.write(table)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    fsync_dir(path.parent)
 
 
 def manifest(path: Path) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from datetime import date
 from pathlib import Path
 
 from rich.console import Console
@@ -20,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "in accelerated time and write the ground truth.")
     config.add_broker_arg(p)
     _fleet_args(p)
-    p.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START,
+    p.add_argument("--start", type=config.day, default=DEFAULT_START,
                    help="first simulated UTC day (default %(default)s)")
     p.add_argument("--truth", type=Path, default=None, help="write the ground truth JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

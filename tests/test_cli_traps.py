@@ -104,6 +104,11 @@ def test_configure_of_a_device_the_registry_does_not_know(tmp_path: Path) -> Non
     one_error(fleetpulse("devices", "configure", "cfg-2", '{"sample_s": 30}', "--registry",
                   str(reg), "--broker", "127.0.0.1:1"),
               "no device cfg-2 in the registry")
+    # a revoked device cannot connect to take its settings: refused too, saying so
+    assert fleetpulse("devices", "revoke", "cfg-1", "--registry", str(reg)).returncode == 0
+    one_error(fleetpulse("devices", "configure", "cfg-1", '{"sample_s": 30}', "--registry",
+                  str(reg), "--broker", "127.0.0.1:1"),
+              "device cfg-1 was revoked at", "`fleetpulse devices add cfg-1` lets it in again")
 
 
 def test_a_funnel_step_naming_no_event_is_warned_about(dataset: Path) -> None:
@@ -279,8 +284,10 @@ def test_an_output_file_that_cannot_be_written_is_one_line(dataset: Path,
         one_error(p, f"cannot write {tmp_path / 'no' / 'f.out'}: there is no folder")
     # a folder where the file should go: the operating system's reason, no traceback
     (tmp_path / "taken" / "x").mkdir(parents=True)
-    p = fleetpulse("report", "--data", str(dataset), "--out", str(tmp_path / "taken"))
-    one_error(p, "directory", str(tmp_path / "taken"))
+    for cmd in ("report", "catalog"):
+        p = fleetpulse(cmd, "--data", str(dataset), "--out", str(tmp_path / "taken"))
+        one_error(p, "directory", str(tmp_path / "taken"))
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["taken"], "no temporary left"
 
 
 def test_tables_print_csv_and_json_for_scripts(tmp_path: Path) -> None:
@@ -311,3 +318,43 @@ def test_one_number_format_for_tables() -> None:
     assert [cell(v) for v in (12345, 0.84, 0.8400001, 2.0, 1234567.8, None, True,
                               date(2026, 2, 1), "x")] == \
         ["12,345", "0.84", "0.84", "2", "1,234,568", "", "yes", "2026-02-01", "x"]
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["metrics", "--since", "2026-13-01"], "error: argument --since: '2026-13-01' is not a "
+     "day: use YYYY-MM-DD (`fleetpulse metrics --help` shows the usage)"),
+    (["firmware", "build"], "error: the following arguments are required: --board, --out "
+     "(`fleetpulse firmware build --help` shows the usage)"),
+    (["metric"], "error: argument COMMAND: invalid choice: 'metric' (choose from"),
+])
+def test_a_command_line_mistake_is_one_line(argv: list[str], line: str) -> None:
+    r = fleetpulse(*argv)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith(line), \
+        r.stderr
+
+
+@pytest.mark.parametrize("service, name", [("presence", "fleetpulse-gateway"),
+                                           ("provision", "fleetpulse-provisioner")])
+def test_gateway_services_say_they_are_up_or_why_not(broker, tmp_path: Path, service: str,
+                                                     name: str) -> None:
+    argv = ["gateway", service, "--broker", broker.address, "--registry",
+            str(broker.registry.dir)]
+    if service == "presence":
+        argv += ["--data", str(tmp_path / "d")]
+    wrong = tmp_path / "pw"
+    wrong.write_text("not-the-password\n")
+    one_error(fleetpulse(*argv, "--username", name, "--password-file", str(wrong)),
+              f"the broker at {broker.address} refused user {name!r}", "--password-file")
+
+    p = subprocess.Popen([sys.executable, "-m", "fleetpulse", *argv],
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        import select
+
+        assert select.select([p.stderr], [], [], 30)[0], "the service said nothing in 30 s"
+        first = p.stderr.readline()  # its first line: written once it has subscribed
+    finally:
+        p.terminate()
+        p.wait(10)
+    topic = "devices/+/status" if service == "presence" else "provision/+/request"
+    assert first == f"{service}: taking {topic} from {broker.address}\n"

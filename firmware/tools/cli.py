@@ -208,9 +208,7 @@ def _check_device(registry: Path, device_id: str, password: str) -> None:
         warn(f"no device registry at {registry}: {device_id} and its password are not "
              "checked (pass --registry DIR)")
         return
-    if device_id not in reg.devices():
-        raise UserError(f"no device {device_id} in the registry at {registry}: add it with "
-                        f"`fleetpulse devices add {device_id}`")
+    reg.require_active(device_id)
     if not reg.verify(device_id, password):
         raise UserError(f"that is not {device_id}'s current password (mistyped, rotated or "
                         f"revoked): `fleetpulse devices rotate {device_id}` prints a new one")
