@@ -31,6 +31,11 @@ def _week(d: date) -> date:
     return d - timedelta(days=d.weekday())
 
 
+def _sets() -> defaultdict[str, set[str]]:
+    # a named function, not a lambda: a Truth is pickled from worker to parent
+    return defaultdict(set)
+
+
 class Truth:
     def __init__(self) -> None:
         self.messages = 0
@@ -38,9 +43,7 @@ class Truth:
         self.readings = 0
         self.events: Counter[str] = Counter()
         self._active: dict[date, set[str]] = defaultdict(set)
-        self._feature_devices: dict[date, dict[str, set[str]]] = defaultdict(
-            lambda: defaultdict(set)
-        )
+        self._feature_devices: dict[date, dict[str, set[str]]] = defaultdict(_sets)
         self._feature_events: dict[date, Counter[str]] = defaultdict(Counter)
         self._temps: dict[date, list[float]] = defaultdict(list)
         self._day_fw: dict[tuple[str, date], tuple[int, str]] = {}
@@ -73,6 +76,27 @@ class Truth:
             if name == "error" or (name == "power_on"
                                    and r.get("reset_cause") in _CRASH_CAUSES):
                 self._crashed[fw].add(dev)
+
+    def merge(self, other: Truth) -> None:
+        """Add what another part of the fleet sent (parts never share a device)."""
+        self.messages += other.messages
+        self.records += other.records
+        self.readings += other.readings
+        self.events.update(other.events)
+        for day, devs in other._active.items():
+            self._active[day] |= devs
+        for day, features in other._feature_devices.items():
+            for f, devs in features.items():
+                self._feature_devices[day][f] |= devs
+        for day, counts in other._feature_events.items():
+            self._feature_events[day].update(counts)
+        for day, temps in other._temps.items():
+            self._temps[day] += temps  # only their median is used: order does not matter
+        self._day_fw.update(other._day_fw)
+        for fw, devs in other._crashed.items():
+            self._crashed[fw] |= devs
+        for fw, devs in other._ran.items():
+            self._ran[fw] |= devs
 
     # -- derived ------------------------------------------------------------------------
 

@@ -45,3 +45,41 @@ def test_same_seed_same_fleet_different_seed_different_fleet() -> None:
 def test_tiny_fleets_work() -> None:
     for days in (1, 2):
         assert [e for _, hour in Fleet(3, days, 1, date(2026, 3, 1)).hours() for e in hour]
+
+
+def test_parts_of_the_fleet_send_what_the_whole_fleet_sends() -> None:
+    """simulate's processes each take an interleaved part: together they send exactly
+    the whole fleet's envelopes, and their merged truth is the whole fleet's."""
+    import orjson
+
+    from fleetpulse.simulators.truth import Truth
+
+    def sent(part: tuple[int, int]) -> tuple[list[bytes], Truth]:
+        truth = Truth()
+        out = []
+        for _, hour in Fleet(12, 4, 9, date(2026, 3, 1), part).hours():
+            for _, env in hour:
+                truth.add(env)
+                out.append(orjson.dumps(env))
+        return out, truth
+
+    whole, whole_truth = sent((0, 1))
+    parts = [sent((k, 3)) for k in range(3)]
+    assert sorted(b for p, _ in parts for b in p) == sorted(whole)
+    assert all(p for p, _ in parts), "every part has devices"
+    merged = Truth()
+    for _, t in parts:
+        merged.merge(t)
+    meta = {"plan": {d.device_id: d.plan() for d in Fleet(12, 4, 9, date(2026, 3, 1)).devices}}
+    assert merged.to_dict(meta) == whole_truth.to_dict(meta)
+
+
+def test_simulate_sends_the_same_with_any_number_of_processes(broker) -> None:
+    from conftest import fleet_credentials
+
+    from fleetpulse.simulators.simulate import simulate
+
+    user, password = fleet_credentials(broker)
+    truths = [simulate(broker.host, broker.port, devices=30, days=3, seed=4, progress=False,
+                       username=user, password=password, workers=w) for w in (1, 3)]
+    assert truths[0] == truths[1] and truths[0]["messages"] > 1000
