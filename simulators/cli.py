@@ -24,9 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="first simulated UTC day (default %(default)s)")
     p.add_argument("--truth", type=Path, default=None, help="write the ground truth JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--workers", type=_positive, default=None, metavar="N",
+    p.add_argument("--workers", type=_positive, default=1, metavar="N",
                    help="processes generating and publishing the fleet, each over its own "
-                        "connection (default: one per core); the messages are the same")
+                        "connection; the messages are the same (default 1: faster only when "
+                        "every subscriber keeps up, see bench/RESULTS.md)")
     config.add_auth_args(p, "fleetpulse-simulator")
     p.set_defaults(func=_simulate)
 

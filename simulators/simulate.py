@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -35,11 +34,6 @@ from .truth import Truth
 ACK_TIMEOUT_S = 120
 
 
-def default_workers(devices: int) -> int:
-    """One generating process per core (the broker takes its share of the CPU too)."""
-    return max(1, min(os.cpu_count() or 1, devices))
-
-
 def simulate(
     host: str,
     port: int,
@@ -51,15 +45,17 @@ def simulate(
     progress: bool = True,
     username: str | None = None,
     password: str | None = None,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Publish the whole fleet at QoS 1, wait for every ack, return (and write) the truth.
 
     `workers` processes each generate, encode and publish an interleaved part of the
-    fleet over a connection of their own (Python spent about 35 us a message generating,
-    encoding and counting it, so one process stayed near 25K msg/s); what is sent, and so
-    the truth, is the same for any number of them."""
-    n = workers or default_workers(devices)
+    fleet over a connection of their own; what is sent, and so the truth, is the same for
+    any number of them. One by default: with two, the broker takes about 43K msg/s
+    instead of 28K, but a QoS 1 subscriber slower than that (ingest, mosquitto_sub) makes
+    mosquitto 2.0.11's queue for it grow, and the broker then slowed to 1.5-3K msg/s for
+    everyone (bench/RESULTS.md, "Bulk simulation")."""
+    n = max(1, min(workers, devices))
     fleet = Fleet(devices, days, seed, start)
     ctx = mp.get_context("fork")  # before the progress bar starts its thread
     days_done: Any = ctx.Array("i", n)  # per process, what the progress bar shows
