@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -68,9 +68,6 @@ class View:
              "by": "" if self.by == "all" else self.by,
              "feature": "" if self.feature == DEFAULT_FEATURE else self.feature}
         return {k: v for k, v in q.items() if v}
-
-    def with_range(self, since: date | None, until: date | None) -> View:
-        return replace(self, since=since, until=until)
 
 
 @dataclass

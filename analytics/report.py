@@ -70,6 +70,12 @@ def experiment_panel(con: duckdb.DuckDBPyConnection, key: str, feature: str,
         "columns": columns, "rows": [[_json_value(v) for v in row] for row in rows]}
 
 
+def _breakdown_note(view: View, follows: bool) -> str:
+    if not view.segmented:
+        return ""
+    return f"by {view.by}" if follows else "not broken down: this metric has no breakdown"
+
+
 def report_data(data: str | Path, view: View | None = None,
                 experiments: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """Every panel's chart and rows for `view`; then a panel per experiment key found in
@@ -82,9 +88,7 @@ def report_data(data: str | Path, view: View | None = None,
         for p, result in zip(PANELS, run_groups(con, view), strict=True):
             panels.append({
                 "key": p.key, "title": p.title, "sql": p.sql(view),
-                "subtitle": (f"by {view.by}" if view.segmented else "") if p.follows_breakdown
-                else ("not broken down: this metric has no breakdown" if view.segmented
-                      else ""),
+                "subtitle": _breakdown_note(view, p.follows_breakdown),
                 "chart": charts.spec(p.chart, view.segmented and p.follows_breakdown),
                 "columns": result.columns, "rows": _rows(result)})
         wanted = dict.fromkeys([(k, view.feature) for k in cov.experiments] + list(experiments))
