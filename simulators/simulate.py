@@ -70,7 +70,7 @@ def simulate(
         TextColumn("simulating {task.fields[devices]} devices"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("days  {task.fields[msgs]:,} messages"),
+        TextColumn("days  {task.fields[msgs]:,} messages, {task.fields[rate]:,.0f} msg/s"),
         TimeElapsedColumn(),
         disable=not progress,
         transient=False,
@@ -80,7 +80,8 @@ def simulate(
     errors: list[str] = []
     try:
         with bar:
-            task = bar.add_task("", total=days, devices=devices, msgs=0)
+            task = bar.add_task("", total=days, devices=devices, msgs=0, rate=0.0)
+            began = time.monotonic()
             pending = n
             while pending:
                 if results.empty():
@@ -94,7 +95,8 @@ def simulate(
                         truth.merge(value)
                     else:
                         errors.append(value)
-                bar.update(task, completed=min(days_done), msgs=sum(sent))
+                bar.update(task, completed=min(days_done), msgs=sum(sent),
+                           rate=sum(sent) / max(time.monotonic() - began, 1e-3))
             bar.update(task, completed=min(days_done), msgs=sum(sent))
     finally:
         for proc in procs:
