@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="processes generating and publishing the fleet, each over its own "
                         "connection; the messages are the same (default 1: faster only when "
                         "every subscriber keeps up, see bench/RESULTS.md)")
+    p.add_argument("--rate", type=_positive_rate, default=None, metavar="MSG_PER_S",
+                   help="publish at most this many messages a second, all workers together "
+                        "(default: as fast as the broker acknowledges)")
     config.add_auth_args(p, "fleetpulse-simulator")
     p.set_defaults(func=_simulate)
 
@@ -101,6 +104,16 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.devices, args.days, args.seed, args.workdir)
 
 
+def _positive_rate(value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = 0.0
+    if not rate > 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: a number of messages a second above 0")
+    return rate
+
+
 def _positive(value: str) -> int:
     n = int(value)
     if n < 1:
@@ -124,7 +137,7 @@ def _simulate(args: argparse.Namespace) -> int:
     began = time.monotonic()
     truth = simulate(host, port, args.devices, args.days, args.seed, args.truth, args.start,
                      progress=not args.no_progress, username=username, password=password,
-                     workers=args.workers)
+                     workers=args.workers, rate=args.rate)
     secs = time.monotonic() - began
     Console().print(
         f"published {truth['messages']:,} messages, {truth['records']:,} records, every one "

@@ -32,6 +32,7 @@ from .mqtt_publisher import MqttError, Publisher
 from .truth import Truth
 
 ACK_TIMEOUT_S = 120
+PACE_EVERY = 200  # messages between checks of --rate: small bursts, few clock reads
 
 
 def simulate(
@@ -46,6 +47,7 @@ def simulate(
     username: str | None = None,
     password: str | None = None,
     workers: int = 1,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     """Publish the whole fleet at QoS 1, wait for every ack, return (and write) the truth.
 
@@ -54,7 +56,8 @@ def simulate(
     any number of them. One by default: with two, the broker takes about 43K msg/s
     instead of 28K, but a QoS 1 subscriber slower than that (ingest, mosquitto_sub) makes
     mosquitto 2.0.11's queue for it grow, and the broker then slowed to 1.5-3K msg/s for
-    everyone (bench/RESULTS.md, "Bulk simulation")."""
+    everyone (bench/RESULTS.md, "Bulk simulation"). `rate` caps the messages per
+    second of all of them together, so a fleet can be held to what its consumer drains."""
     n = max(1, min(workers, devices))
     fleet = Fleet(devices, days, seed, start)
     ctx = mp.get_context("fork")  # before the progress bar starts its thread
@@ -63,7 +66,8 @@ def simulate(
     results = ctx.SimpleQueue()
     procs = [ctx.Process(target=_worker, daemon=True, name=f"simulate-{k}",
                          args=(host, port, username, password, devices, days, seed, start,
-                               (k, n), days_done, sent, results)) for k in range(n)]
+                               (k, n), rate / n if rate else None, days_done, sent, results))
+             for k in range(n)]
     for proc in procs:
         proc.start()
     bar = Progress(
@@ -124,8 +128,8 @@ def simulate(
 
 
 def _worker(host: str, port: int, username: str | None, password: str | None, devices: int,
-            days: int, seed: int, start: date, part: tuple[int, int], days_done: Any,
-            sent: Any, results: Any) -> None:
+            days: int, seed: int, start: date, part: tuple[int, int], rate: float | None,
+            days_done: Any, sent: Any, results: Any) -> None:
     """One part of the fleet, published; its truth (or the error) put on `results`."""
     k = part[0]
     truth = Truth()
@@ -136,7 +140,7 @@ def _worker(host: str, port: int, username: str | None, password: str | None, de
 
     try:
         asyncio.run(_publish(host, port, username, password,
-                             Fleet(devices, days, seed, start, part), truth, shown))
+                             Fleet(devices, days, seed, start, part), truth, shown, rate))
     except UserError as e:
         results.put(("error", str(e)))
         return
@@ -147,7 +151,8 @@ def _worker(host: str, port: int, username: str | None, password: str | None, de
 
 
 async def _publish(host: str, port: int, username: str | None, password: str | None,
-                   fleet: Fleet, truth: Truth, shown: Callable[[int, int, bool], None]) -> None:
+                   fleet: Fleet, truth: Truth, shown: Callable[[int, int, bool], None],
+                   rate: float | None = None) -> None:
     """Every envelope at QoS 1 through one MQTT 5 connection, as many in flight as the
     broker allows; returns when the broker acknowledged all of them. The replay
     publisher rather than paho: paho's per-message Python and its network thread
@@ -156,6 +161,7 @@ async def _publish(host: str, port: int, username: str | None, password: str | N
                     username=username, password=password)
     await pub.connect_or_explain()
     count = 0
+    began = time.monotonic()
     try:
         for day, envelopes in fleet.hours():
             for device_id, env in envelopes:
@@ -163,6 +169,11 @@ async def _publish(host: str, port: int, username: str | None, password: str | N
                                   orjson.dumps(env), 1)
                 truth.add(env)
                 count += 1
+                if rate and count % PACE_EVERY == 0:
+                    ahead = count / rate - (time.monotonic() - began)
+                    if ahead > 0:
+                        await pub.drain()
+                        await asyncio.sleep(ahead)
             await pub.drain()  # an hour of the fleet at most in the socket's buffer
             shown(day, count, _last_hour(envelopes))
         await pub.finish(ACK_TIMEOUT_S)

@@ -83,3 +83,24 @@ def test_simulate_sends_the_same_with_any_number_of_processes(broker) -> None:
     truths = [simulate(broker.host, broker.port, devices=30, days=3, seed=4, progress=False,
                        username=user, password=password, workers=w) for w in (1, 3)]
     assert truths[0] == truths[1] and truths[0]["messages"] > 1000
+
+
+def test_rate_holds_the_fleet_to_what_a_consumer_drains(broker) -> None:
+    """--rate paces publishing (and changes nothing sent): a worker cannot have sent its
+    c-th message before c / rate seconds, checked every PACE_EVERY messages."""
+    import time
+
+    from conftest import fleet_credentials
+
+    from fleetpulse.simulators.simulate import PACE_EVERY, simulate
+
+    user, password = fleet_credentials(broker)
+    began = time.monotonic()
+    paced = simulate(broker.host, broker.port, devices=30, days=3, seed=4, progress=False,
+                     username=user, password=password, rate=1000)
+    took = time.monotonic() - began
+    n = paced["messages"]
+    assert took >= (n // PACE_EVERY) * PACE_EVERY / 1000 > 1.0, (took, n)
+    free = simulate(broker.host, broker.port, devices=30, days=3, seed=4, progress=False,
+                    username=user, password=password)
+    assert paced == free
