@@ -16,7 +16,7 @@ from fleetpulse.errors import one_line
 
 from . import charts
 from .panels import DEFAULT_FEATURE, View
-from .report import render, report_data
+from .report import page_with_library, render, report_data
 
 log = logging.getLogger("fleetpulse.dashboard")
 
@@ -91,7 +91,7 @@ def make_server(data: str | Path, host: str, port: int,
 
 
 def _warm() -> None:
-    charts.javascript()
+    page_with_library()
     for name in charts.BUILDERS:
         for segmented in (False, True):
             charts.spec(name, segmented)

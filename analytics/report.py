@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,7 @@ def report_data(data: str | Path, view: View | None = None,
 def render(payload: dict[str, Any], served: bool = False) -> str:
     """The page; `served` pages change their view by loading a new URL, a file's controls
     are fixed at what it was built with."""
-    page = resources.files(__package__).joinpath("page.html").read_text()
-    return (page.replace("__VEGA__", _inline_script(charts.javascript()))
-            .replace("__DATA__", inline_json(payload))
+    return (page_with_library().replace("__DATA__", inline_json(payload))
             .replace("__SERVED__", "true" if served else "false"))
 
 
@@ -129,9 +128,14 @@ def inline_json(payload: object) -> str:
     return json.dumps(payload, separators=(",", ":")).translate(_INLINE_ESCAPES)
 
 
-def _inline_script(js: str) -> str:
-    """Library code placed inside <script>: it must not end the element early."""
+@cache
+def page_with_library() -> str:
+    """page.html with the chart library inlined: read and checked once per process, not
+    on every page load (the library is 900 KB)."""
+    js = charts.javascript()
+    # library code placed inside <script> must not end the element early
     if "</script" in js.lower() or "<!--" in js:
         raise ValueError("the chart library's code holds '</script' or '<!--': it cannot "
                          "be inlined as it is")
-    return js
+    return resources.files(__package__).joinpath("page.html").read_text().replace(
+        "__VEGA__", js)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
 from .errors import UserError
 
 # CONNACK codes that mean these credentials are not let in (MQTT 3.1.1 and 5)
 REFUSED_LOGIN = frozenset({0x04, 0x05, 0x86, 0x87})
+
+
+def say_up(service: str, topic: str, host: str, port: int, extra: str = "") -> None:
+    """Once, on stderr, for a person starting a service: it is subscribed and taking
+    messages (quiet logs would otherwise leave them guessing)."""
+    print(f"{service}: taking {topic} from {host}:{port}{extra}", file=sys.stderr, flush=True)
 
 
 def refused_login(host: str, port: int, username: str | None, detail: object) -> UserError:

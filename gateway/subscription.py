@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiomqtt
 
-from fleetpulse.mqtt import REFUSED_LOGIN, refused_login
+from fleetpulse.mqtt import REFUSED_LOGIN, refused_login, say_up
 
 Handler = Callable[[aiomqtt.Client, aiomqtt.Message], Awaitable[None]]
 
@@ -29,21 +28,16 @@ async def serve(host: str, port: int, client_id: str, username: str | None,
                                       password=password) as c:
                 await c.subscribe(topic, qos=1)
                 log.info("subscribed to %s on %s:%d", topic, host, port)
-                if not connected:  # a person starting the service sees that it is up
-                    print(f"{name}: taking {topic} from {host}:{port}", file=sys.stderr,
-                          flush=True)
+                if not connected:
+                    say_up(name, topic, host, port)
                     connected = True
                 backoff = 0.5
                 async for msg in c.messages:
                     await handle(c, msg)
-        except aiomqtt.MqttCodeError as e:
-            code = getattr(e.rc, "value", e.rc)
+        except aiomqtt.MqttError as e:
+            code = getattr(getattr(e, "rc", None), "value", getattr(e, "rc", None))
             if code in REFUSED_LOGIN and not connected:
                 raise refused_login(host, port, username, e) from None
-            log.warning("broker %s:%d: %s; reconnecting in %.1fs", host, port, e, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
-        except aiomqtt.MqttError as e:
             log.warning("broker %s:%d: %s; reconnecting in %.1fs", host, port, e, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)

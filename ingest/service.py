@@ -22,7 +22,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleetpulse.errors import UserError
-from fleetpulse.mqtt import REFUSED_LOGIN, refused_login
+from fleetpulse.mqtt import REFUSED_LOGIN, refused_login, say_up
 
 from . import parquet_writer, stats
 from .contract import TELEMETRY_FILTER
@@ -250,8 +249,8 @@ class IngestService:
                 stats.publish(self.stats, self.state_dir)
                 log.info("subscribed to %s on %s:%d", self.topic_filter, cfg.host, cfg.port)
                 if self.stats.connects == 1:  # a person starting ingest sees that it is up
-                    print(f"ingest: taking {self.topic_filter} from {cfg.host}:{cfg.port} "
-                          f"into {cfg.data}; Ctrl-C stops", file=sys.stderr, flush=True)
+                    say_up("ingest", self.topic_filter, cfg.host, cfg.port,
+                           f" into {cfg.data}; Ctrl-C stops")
                 backoff = 0.2
                 while self._store_ok.is_set():  # a failing store: stop taking messages
                     batch = await sub.read_batch()
