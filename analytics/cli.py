@@ -17,6 +17,7 @@ from fleetpulse.errors import UserError, warn
 from fleetpulse.files import write_replacing
 from fleetpulse.output import add_format_arg
 
+from . import DEFAULT_FEATURE
 from .sqltext import sql_str
 
 # DuckDB and pyarrow load only when an analytics command runs, so that `fleetpulse
@@ -64,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="another parameter of the metric, e.g. --param step2=session_start")
     p.add_argument("--key", help="experiment: the experiment key")
-    p.add_argument("--feature", default="eco_mode", help="experiment: the feature whose use "
+    p.add_argument("--feature", default=DEFAULT_FEATURE, help="experiment: the feature whose use "
                    "is compared (default %(default)s)")
     p.add_argument("--share-b", type=float, default=0.5,
                    help="experiment: planned share of variant B (default %(default)s)")
@@ -111,7 +112,7 @@ def _experiment_spec(value: str) -> tuple[str, str]:
     key, _, feature = value.partition(":")
     if not key:
         raise argparse.ArgumentTypeError(f"{value!r}: use KEY or KEY:FEATURE")
-    return key, feature or "eco_mode"
+    return key, feature or DEFAULT_FEATURE
 
 
 def _add_range_args(p: argparse.ArgumentParser) -> None:
@@ -130,7 +131,7 @@ def _check_range(args: argparse.Namespace) -> None:
 def _add_view_args(p: argparse.ArgumentParser) -> None:
     """The dashboard's view, fixed in a report file."""
     _add_range_args(p)
-    p.add_argument("--feature", default="eco_mode", help="the feature whose uses the "
+    p.add_argument("--feature", default=DEFAULT_FEATURE, help="the feature whose uses the "
                    "experiment panels compare (default %(default)s)")
 
 

@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from fleetpulse.errors import one_line
 
-from . import charts
-from .panels import DEFAULT_FEATURE, View
+from . import DEFAULT_FEATURE, charts
+from .panels import View
 from .report import page_with_library, render, report_data
 
 log = logging.getLogger("fleetpulse.dashboard")

@@ -12,10 +12,9 @@ from typing import Any
 
 import duckdb
 
+from . import DEFAULT_FEATURE
 from .dataset import Result, query
 from .sqltext import sql_str
-
-DEFAULT_FEATURE = "eco_mode"
 
 
 def check_breakdown(value: str) -> str:
