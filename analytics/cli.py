@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="serve the dashboard locally, fresh on every load",
                        description="Serve the report page; each load re-queries the dataset.")
     config.add_data_arg(p)
-    p.add_argument("--port", type=int, default=8050, help="port (default %(default)s)")
+    p.add_argument("--port", type=config.tcp_port, default=8050, help="port (default %(default)s)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default %(default)s: this machine only)")
     _add_experiment_arg(p)

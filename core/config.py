@@ -211,3 +211,15 @@ def day(value: str) -> dt.date:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a day: use YYYY-MM-DD") from None
+
+
+def tcp_port(value: str) -> int:
+    """A TCP port on the command line (argparse type): 0-65535 (0: any free port where a
+    server listens)."""
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a TCP port (0-65535)")
+    return port

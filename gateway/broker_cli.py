@@ -18,7 +18,8 @@ from .broker import DEFAULT_CONF, Broker
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("broker", help="run mosquitto with the repository's mosquitto.conf",
                        description="Run mosquitto from mosquitto.conf until Ctrl-C.")
-    p.add_argument("--port", type=int, default=int(config.env("BROKER_PORT", "1883") or 1883),
+    p.add_argument("--port", type=config.tcp_port,
+                   default=int(config.env("BROKER_PORT", "1883") or 1883),
                    help="listener port (env FLEETPULSE_BROKER_PORT, default %(default)s)")
     # --broker-data, not --data: everywhere else --data is the dataset ingest writes
     p.add_argument("--broker-data", "--data", dest="broker_data", type=Path,
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    default=Path(config.env("BROKER_DATA", "broker-data") or "broker-data"),
                    help="the broker's own folder: persistence, accounts, certificates (env "
                         "FLEETPULSE_BROKER_DATA, default %(default)s)")
-    p.add_argument("--tls-port", type=int,
+    p.add_argument("--tls-port", type=config.tcp_port,
                    default=int(config.env("BROKER_TLS_PORT", "8883") or 8883),
                    help="TLS listener port (env FLEETPULSE_BROKER_TLS_PORT, default %(default)s)")
     p.add_argument("--registry", type=Path, default=None,

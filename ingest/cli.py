@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="join the shared subscription $share/GROUP/devices/+/telemetry, to "
                         "split the load with other ingest processes (env "
                         "FLEETPULSE_SHARED_GROUP)")
-    p.add_argument("--metrics-port", type=int,
+    p.add_argument("--metrics-port", type=config.tcp_port,
                    default=int(config.env("METRICS_PORT", "0") or 0) or None,
                    help="serve Prometheus /metrics on 127.0.0.1:PORT (env "
                         "FLEETPULSE_METRICS_PORT; off by default)")

@@ -326,6 +326,8 @@ def test_one_number_format_for_tables() -> None:
     (["firmware", "build"], "error: the following arguments are required: --board, --out "
      "(`fleetpulse firmware build --help` shows the usage)"),
     (["metric"], "error: argument COMMAND: invalid choice: 'metric' (choose from"),
+    (["dashboard", "--port", "99999"], "error: argument --port: '99999' is not a TCP port "
+     "(0-65535)"),
 ])
 def test_a_command_line_mistake_is_one_line(argv: list[str], line: str) -> None:
     r = fleetpulse(*argv)

@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "device's MQTT password (the one `devices add` printed)")
     g.add_argument("--host", help="broker address as devices see it (the gateway's address "
                                   "or name on their network; required)")
-    g.add_argument("--port", type=int, default=8883)
+    g.add_argument("--port", type=config.tcp_port, default=8883)
     g.add_argument("--no-tls", action="store_true", help="plain MQTT (loopback/testing only)")
     g.add_argument("--ssid", default="", help="WiFi network")
     config.add_secret_args(g, "wifi_password", "WIFI_PASSWORD", "WiFi password")
