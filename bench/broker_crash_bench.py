@@ -2,9 +2,10 @@
 what each persistence setting costs, in one run on this machine.
 
     .venv/bin/python bench/broker_crash_bench.py [--messages 20500] [--setting off ...]
+    .venv/bin/python bench/broker_crash_bench.py --scenario backlog [--devices 1000]
 
 For each setting, a fresh broker from the repository's mosquitto.conf (only the
-autosave lines replaced) holds ingest's persistent session. Two scenarios:
+autosave lines replaced) holds ingest's persistent session. Three scenarios:
   offline: ingest is stopped while the fleet publishes, so the broker queues every
            message for it; the broker is SIGKILLed right after the last PUBACK. The
            worst case: everything since the last save is only in the broker's memory.
@@ -14,6 +15,11 @@ Then the broker restarts from its persistence file, ingest drains, and the bench
 messages acknowledged to the fleet that never reached the dataset. The cost is the
 fleet's publish rate (QoS 1, acked) with the setting, against the same load with
 persistence off in the same run.
+  backlog: the cost at a fleet's full speed, no kill. The publisher of the two scenarios
+           above takes about 5K msg/s, too slow to show what a save costs; here
+           `fleetpulse simulate --devices N --days 30` (about 490 messages a device)
+           publishes while ingest is away, then ingest drains the backlog. Publish and
+           drain rates against persistence off in the same run.
 """
 
 from __future__ import annotations
@@ -21,10 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,13 +51,17 @@ SETTINGS = {
     "30s": ("autosave_interval 30 (s)", "autosave_interval 30"),
     "1000": ("autosave_on_changes, every 1000 changes",
              "autosave_on_changes true\nautosave_interval 1000"),
+    "10000": ("autosave_on_changes, every 10000 changes",
+              "autosave_on_changes true\nautosave_interval 10000"),
+    # mosquitto saves when more than this many whole seconds have passed: every ~2 s
+    "1s": ("autosave_interval 1 (s)", "autosave_interval 1"),
     "100": ("autosave_on_changes, every 100 changes",
             "autosave_on_changes true\nautosave_interval 100"),
     # every save rewrites the whole store: with a queue of thousands this takes minutes,
     # so it is not in the default set
     "1": ("autosave_on_changes, every change", "autosave_on_changes true\nautosave_interval 1"),
 }
-DEFAULT_SETTINGS = ["off", "30s", "1000", "100"]
+DEFAULT_SETTINGS = ["off", "30s", "1s", "1000", "100"]
 
 
 def conf_with(setting: str, out: Path) -> Path:
@@ -89,25 +102,53 @@ def drain(ingest: IngestProcess, data: Path, want: int, timeout: float = 120) ->
     return stored(data)
 
 
-def run(setting: str, scenario: str, messages: int, work: Path) -> dict:
+def with_session(setting: str, work: Path, saved: bool = True
+                 ) -> tuple[Broker, Path, Callable[[], IngestProcess]]:
+    """A fresh broker that holds ingest's persistent session (saved to its store by a
+    graceful restart, so that a SIGKILL cannot take the session itself), its dataset,
+    and how to start ingest on it."""
     work.mkdir(parents=True)
     conf = conf_with(setting, work / "mosquitto.conf")
-    port = free_port()
-    broker = Broker(port, work / "broker", conf=conf).start()
+    broker = Broker(free_port(), work / "broker", conf=conf).start()
     data = work / "data"
-    cid = "crash-ingest"
 
     def ingest() -> IngestProcess:
-        return IngestProcess(broker.address, data, client_id=cid, log_path=work / "ingest.log",
+        return IngestProcess(broker.address, data, client_id="crash-ingest",
+                             log_path=work / "ingest.log",
                              extra_args=["--flush-seconds", "0.3"],
                              credentials=ingest_credentials(broker)).start()
 
-    # the persistent session exists and is saved before the load (a graceful restart)
     first = ingest()
     first.wait_subscribed()
     first.stop()
+    if saved:
+        broker.stop()
+        broker.start()
+    return broker, data, ingest
+
+
+def backlog(setting: str, devices: int, work: Path) -> dict:
+    broker, _, ingest = with_session(setting, work, saved=False)
+    t0 = time.monotonic()
+    sim = subprocess.run(
+        [sys.executable, "-m", "fleetpulse", "simulate", "--broker", broker.address,
+         "--registry", str(broker.registry.dir), "--devices", str(devices), "--days", "30",
+         "--seed", "7", "--no-progress", "--truth", str(work / "truth.json")],
+        capture_output=True, text=True, check=True)
+    publish_s = time.monotonic() - t0
+    acked = int(re.search(r"published ([\d,]+) messages", sim.stdout)[1].replace(",", ""))
+    t0 = time.monotonic()
+    drainer = ingest()
+    drainer.wait_messages(acked, timeout=900)
+    drain_s = time.monotonic() - t0
+    drainer.stop()
     broker.stop()
-    broker.start()
+    return {"setting": setting, "scenario": "backlog", "acked": acked,
+            "publish_rate": acked / publish_s, "drain_rate": acked / drain_s}
+
+
+def run(setting: str, scenario: str, messages: int, work: Path) -> dict:
+    broker, data, ingest = with_session(setting, work)
     live = ingest() if scenario == "online" else None
     if live:
         live.wait_subscribed()
@@ -149,7 +190,9 @@ def main() -> None:
     ap.add_argument("--setting", action="append", choices=list(SETTINGS),
                     help=f"repeatable (default: {' '.join(DEFAULT_SETTINGS)}); 'off' is the "
                          "baseline of the cost column and always runs")
-    ap.add_argument("--scenario", choices=["offline", "online", "both"], default="both")
+    ap.add_argument("--scenario", choices=["offline", "online", "both", "backlog"],
+                    default="both")
+    ap.add_argument("--devices", type=int, default=1000, help="the backlog scenario's fleet")
     args = ap.parse_args()
     scenarios = ["offline", "online"] if args.scenario == "both" else [args.scenario]
     results = []
@@ -158,10 +201,15 @@ def main() -> None:
         for k, key in enumerate(chosen):
             name, setting = SETTINGS[key]
             for scenario in scenarios:
-                r = run(setting, scenario, args.messages, Path(tmp) / f"{k}-{scenario}")
+                work = Path(tmp) / f"{k}-{scenario}"
+                r = (backlog(setting, args.devices, work) if scenario == "backlog"
+                     else run(setting, scenario, args.messages, work))
                 r["name"] = name
                 results.append(r)
                 print(json.dumps(r), file=sys.stderr)
+    if args.scenario == "backlog":
+        print_backlog(results)
+        return
     base = {r["scenario"]: r["publish_rate"] for r in results if r["name"] == "persistence off"}
     print("| setting | scenario | acked to devices | stored | lost | publish msg/s "
           "| vs persistence off |")
@@ -170,6 +218,17 @@ def main() -> None:
         print(f"| {r['name']} | {r['scenario']} | {r['acked']:,} | {r['stored']:,} | "
               f"{r['lost']:,} | {r['publish_rate']:,.0f} | "
               f"{r['publish_rate'] / base[r['scenario']]:.2f} |")
+
+
+def print_backlog(results: list[dict]) -> None:
+    base = next(r for r in results if r["name"] == "persistence off")
+    print("| setting | messages | publish msg/s, ingest away | vs persistence off "
+          "| ingest drain msg/s | vs persistence off |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        print(f"| {r['name']} | {r['acked']:,} | {r['publish_rate']:,.0f} | "
+              f"{r['publish_rate'] / base['publish_rate']:.2f} | {r['drain_rate']:,.0f} | "
+              f"{r['drain_rate'] / base['drain_rate']:.2f} |")
 
 
 if __name__ == "__main__":
