@@ -1,7 +1,7 @@
 """Bulk simulation against the C client, on one broker, one run.
 
     .venv/bin/python bench/simulate_bench.py [--devices 1000] [--days 30] [--runs 3]
-        [--baseline-fleetpulse PATH]
+        [--workers 1,2,4] [--baseline-fleetpulse PATH] [--no-c] [--through-ingest]
 
 A broker from the repository's mosquitto.conf (authentication and ACL on) on a free
 port. Timed as the user waits for it, the whole process:
@@ -14,7 +14,10 @@ port. Timed as the user waits for it, the whole process:
   lines); the fastest P is the baseline.
 Every publisher is also timed to the moment a C subscriber (mosquitto_sub -C) has
 received every message: the one finish line the C client can be held to (see Delivered).
-Medians of --runs.
+--through-ingest: also the time from the start of `fleetpulse simulate` until a running
+`fleetpulse ingest` (fresh dataset, default flags) has counted every message, and that
+dataset checked against the simulator's truth file: rows, events by name, and DAU, WAU,
+MAU, devices and uses per feature on every day. Medians of --runs.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from pathlib import Path
 
 import orjson
 
+from fleetpulse.analytics.dataset import connect
 from fleetpulse.gateway.broker import Broker, free_port
+from fleetpulse.ingest.process import IngestProcess
 from fleetpulse.simulators.fleet import Fleet
 
 SEED = 7
@@ -83,9 +88,7 @@ def time_simulate(cmd: str, broker: Broker, registry: Path, devices: int, days: 
                   workers: int | None, n: int, out: Path) -> tuple[float, float]:
     """(msg/s to every message acknowledged, alone; msg/s to every message delivered to
     the C subscriber)."""
-    argv = [cmd, "simulate", "--broker", broker.address, "--registry", str(registry),
-            "--devices", str(devices), "--days", str(days), "--seed", str(SEED),
-            "--no-progress"] + ([] if workers is None else ["--workers", str(workers)])
+    argv = simulate_argv(cmd, broker, registry, devices, days, workers)
     rates = []
     for watched in (False, True):
         sub = Delivered(broker, n, out) if watched else None
@@ -99,6 +102,72 @@ def time_simulate(cmd: str, broker: Broker, registry: Path, devices: int, days: 
         assert published == n, (published, n)
         rates.append(n / wall)
     return rates[0], rates[1]
+
+
+def simulate_argv(cmd: str, broker: Broker, registry: Path, devices: int, days: int,
+                  workers: int | None) -> list[str]:
+    return [cmd, "simulate", "--broker", broker.address, "--registry", str(registry),
+            "--devices", str(devices), "--days", str(days), "--seed", str(SEED),
+            "--no-progress"] + ([] if workers is None else ["--workers", str(workers)])
+
+
+def time_through_ingest(cmd: str, broker: Broker, registry: Path, devices: int, days: int,
+                        workers: int | None, n: int, work: Path) -> float:
+    """msg/s from the start of simulate until ingest has counted every message; the
+    dataset then checked against the truth file (SystemExit when it differs)."""
+    shutil.rmtree(work, ignore_errors=True)
+    c = broker.credentials("fleetpulse-ingest")
+    # the session ends with the process: no stopped ingest's queue slows the next run
+    ingest = IngestProcess(broker.address, work / "data", client_id=f"bench-{work.name}",
+                           extra_args=["--session-expiry", "0"], log_path=work / "ingest.log",
+                           credentials=(c.username, c.password)).start()
+    try:
+        ingest.wait_subscribed()
+        began = time.perf_counter()
+        subprocess.run([*simulate_argv(cmd, broker, registry, devices, days, workers),
+                        "--truth", str(work / "truth.json")], capture_output=True, check=True)
+        ingest.wait_messages(n, timeout=3600)
+        wall = time.perf_counter() - began
+        if ingest.stop() != 0:
+            raise SystemExit(f"ingest failed: see {ingest.log_path}")
+    finally:
+        ingest.kill()
+    check_truth(work / "data", orjson.loads((work / "truth.json").read_bytes()))
+    return n / wall
+
+
+def check_truth(data: Path, truth: dict) -> None:
+    """The dataset's counts and daily metrics equal the simulator's ground truth."""
+    con = connect(data)
+    try:
+        q = con.execute
+        # the retained probe that Delivered plants is quarantined, rightly: it is not a fleet's
+        got = {"rows": q("SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM events),"
+                         " (SELECT count(*) FROM quarantine WHERE topic <> ?)",
+                         [Delivered.PROBE_TOPIC]).fetchone(),
+               "events_by_name": dict(q("SELECT event, count(*) FROM events GROUP BY 1")
+                                      .fetchall()),
+               "active": {str(d): r for d, *r in q(
+                   "SELECT day, dau, wau, mau FROM active_devices()").fetchall()}}
+        per_feature: dict[str, dict[str, list[int]]] = {}
+        for day, feature, n_dev, n_use in q(
+                "SELECT day, feature, devices, uses FROM feature_usage_daily()").fetchall():
+            per_feature.setdefault(str(day), {})[feature] = [n_dev, n_use]
+    finally:
+        con.close()
+    days = truth["days"]
+    want = {"rows": (truth["readings"], truth["events"], 0),
+            "events_by_name": truth["events_by_name"],
+            "active": {d: [v["active_devices"], v["wau"], v["mau"]] for d, v in days.items()}}
+    want_feature = {d: {f: [n, v["events_per_feature"][f]]
+                        for f, n in v["devices_per_feature"].items()}
+                    for d, v in days.items() if v["devices_per_feature"]}
+    for key, value in want.items():
+        if got[key] != value:
+            raise SystemExit(f"the dataset differs from the truth file in {key}: "
+                             f"{str(got[key])[:200]} != {str(value)[:200]}")
+    if per_feature != want_feature:
+        raise SystemExit("the dataset differs from the truth file in feature_usage_daily")
 
 
 def encode_fleet(devices: int, days: int, out: Path) -> int:
@@ -141,7 +210,11 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workers", default="1,2,4", help="fleetpulse simulate --workers to time")
     ap.add_argument("--baseline-fleetpulse", help="another checkout's fleetpulse script")
+    ap.add_argument("--no-c", action="store_true", help="leave out the C publishers")
+    ap.add_argument("--through-ingest", action="store_true",
+                    help="also time each fleetpulse simulate through a running ingest")
     args = ap.parse_args()
     if not shutil.which("mosquitto_pub"):
         raise SystemExit("mosquitto_pub is not installed (Debian: mosquitto-clients)")
@@ -153,22 +226,28 @@ def main() -> None:
             Delivered.plant_probe(broker)
             lines = tmp / "payloads.txt"
             n = encode_fleet(args.devices, args.days, lines)
-            rows: list[tuple[str, float, float]] = []
+            rows: list[tuple[str, float, float, float | None]] = []
             candidates: list[tuple[str, str, int | None]] = [
-                (f"fleetpulse simulate --workers {w}", _fleetpulse(), w) for w in (1, 2, 4)]
+                (f"fleetpulse simulate --workers {w}", _fleetpulse(), int(w))
+                for w in args.workers.split(",")]
             if args.baseline_fleetpulse:
                 candidates.insert(0, ("baseline checkout's fleetpulse simulate",
                                       args.baseline_fleetpulse, None))
             for name, cmd, workers in candidates:
                 runs = [time_simulate(cmd, broker, registry, args.devices, args.days,
                                       workers, n, tmp / "sub.out") for _ in range(args.runs)]
+                ingest_rate = statistics.median(
+                    time_through_ingest(cmd, broker, registry, args.devices, args.days, workers,
+                                        n, tmp / f"ingest-{k}") for k in range(args.runs)
+                ) if args.through_ingest else None
                 rows.append((name, statistics.median(r[0] for r in runs),
-                             statistics.median(r[1] for r in runs)))
-            c_rates = {p: statistics.median(time_c(lines, n, p, broker, tmp / "sub.out")
-                                            for _ in range(args.runs)) for p in (1, 2, 4)}
+                             statistics.median(r[1] for r in runs), ingest_rate))
+            c_rates = {} if args.no_c else {
+                p: statistics.median(time_c(lines, n, p, broker, tmp / "sub.out")
+                                     for _ in range(args.runs)) for p in (1, 2, 4)}
         finally:
             broker.stop()
-    c_best = max(c_rates.values())
+    c_best = max(c_rates.values(), default=float("nan"))
     c_version = next(ln for ln in subprocess.run(
         ["mosquitto_pub", "--help"], capture_output=True, text=True).stdout.splitlines()
         if "version" in ln).rstrip(".")
@@ -177,13 +256,15 @@ def main() -> None:
           f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
           f"Python {platform.python_version()}, {c_version}")
     print("| publisher | msg/s, all acked (alone) | msg/s, all delivered to the C subscriber "
-          "| delivered vs C best |")
-    print("| --- | --- | --- | --- |")
+          "| delivered vs C best | msg/s, all counted by ingest (dataset equal to truth) |")
+    print("| --- | --- | --- | --- | --- |")
     for p, rate in c_rates.items():
         print(f"| C mosquitto_pub -l -q 1, {p} process(es) | | {rate:,.0f} | "
-              f"{rate / c_best:.2f}x |")
-    for name, alone, delivered in rows:
-        print(f"| {name} | {alone:,.0f} | {delivered:,.0f} | {delivered / c_best:.2f}x |")
+              f"{rate / c_best:.2f}x | |")
+    for name, alone, delivered, through in rows:
+        vs_c = f"{delivered / c_best:.2f}x" if c_rates else ""
+        print(f"| {name} | {alone:,.0f} | {delivered:,.0f} | {vs_c} | "
+              f"{'' if through is None else f'{through:,.0f}'} |")
 
 
 if __name__ == "__main__":
