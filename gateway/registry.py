@@ -199,6 +199,32 @@ class Registry:
             self._save(devices)
         return Credentials(device_id, secret)
 
+    def enroll(self, models: dict[str, str]) -> dict[str, Credentials]:
+        """Credentials for many devices (id -> model) in one write and one broker reload:
+        new devices are added, devices already there (revoked or not) get new passwords.
+        For simulated fleets, whose thousands of devices one add() each would rewrite the
+        registry and reload the broker thousands of times."""
+        bad = [d for d in models if not is_device_id(d) or d in SERVICES
+               or d.startswith(CLAIM_PREFIX)]
+        if bad:
+            raise UserError(f"{bad[0]!r} cannot be a device id")
+        out = {}
+        with self._locked():
+            self._init()
+            devices = self.devices()
+            now = _now()
+            for device_id, model in models.items():
+                secret = new_secret()
+                entry = devices.get(device_id) or {"attributes": {}, "added_at": now,
+                                                   "rotated_at": None, "last_seen": None}
+                entry.update(model=model, revoked_at=None, password_hash=hash_password(secret))
+                if device_id in devices:
+                    entry["rotated_at"] = now
+                devices[device_id] = entry
+                out[device_id] = Credentials(device_id, secret)
+            self._save(devices)
+        return out
+
     def rotate(self, device_id: str) -> Credentials:
         with self._locked():
             devices = self._existing(device_id)

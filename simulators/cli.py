@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from fleetpulse import config
+from fleetpulse.errors import UserError
 from fleetpulse.output import add_format_arg
 
 from .fleet import DEFAULT_START
@@ -17,20 +18,33 @@ from .fleet import DEFAULT_START
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="publish a deterministic virtual fleet over MQTT",
                        description="Publish contract-v1 telemetry of a virtual fleet at QoS 1 "
-                                   "in accelerated time and write the ground truth.")
+                                   "in accelerated time and write the ground truth. With "
+                                   "--live, every device is its own MQTT connection living "
+                                   "in (sped-up) real time.")
     config.add_broker_arg(p)
-    _fleet_args(p)
-    p.add_argument("--start", type=config.day, default=DEFAULT_START,
-                   help="first simulated UTC day (default %(default)s)")
+    _fleet_args(p, days_default=None)
+    p.add_argument("--start", type=config.day, default=None,
+                   help=f"first simulated UTC day (default {DEFAULT_START}; not with --live)")
     p.add_argument("--truth", type=Path, default=None, help="write the ground truth JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--workers", type=_positive, default=1, metavar="N",
+    p.add_argument("--workers", type=_positive, default=None, metavar="N",
                    help="processes generating and publishing the fleet, each over its own "
-                        "connection; the messages are the same (default 1: faster only when "
-                        "every subscriber keeps up, see bench/RESULTS.md)")
+                        "connection; the messages are the same (default 2, 1 on one core)")
     p.add_argument("--rate", type=_positive_rate, default=None, metavar="MSG_PER_S",
                    help="publish at most this many messages a second, all workers together "
                         "(default: as fast as the broker acknowledges)")
+    live = p.add_argument_group("live mode")
+    live.add_argument("--live", action="store_true",
+                      help="each device its own connection, own credentials, last will, "
+                           "config topic, journal and reconnects, as the firmware")
+    live.add_argument("--speed", type=_positive_rate, default=1.0, metavar="X",
+                      help="devices' time runs X times as fast as real time (default 1)")
+    live.add_argument("--duration", type=_positive_rate, default=None, metavar="SECONDS",
+                      help="live this long, then send what is journaled and stop "
+                           "(default: until Ctrl-C)")
+    live.add_argument("--provision", action="store_true",
+                      help="create the devices sim-00000... in --registry (devices there "
+                           "already get new passwords): live devices need their own")
     config.add_auth_args(p, "fleetpulse-simulator")
     p.set_defaults(func=_simulate)
 
@@ -121,23 +135,36 @@ def _positive(value: str) -> int:
     return n
 
 
-def _fleet_args(p: argparse.ArgumentParser) -> None:
+DEFAULT_DAYS = 30
+
+
+def _fleet_args(p: argparse.ArgumentParser, days_default: int | None = DEFAULT_DAYS) -> None:
     p.add_argument("--devices", type=_positive, default=200,
                    help="fleet size (default %(default)s)")
-    p.add_argument("--days", type=_positive, default=30,
-                   help="days to simulate (default %(default)s)")
+    p.add_argument("--days", type=_positive, default=days_default,
+                   help=f"days to simulate (default {DEFAULT_DAYS}"
+                        + ("; not with --live)" if days_default is None else ")"))
     p.add_argument("--seed", type=int, default=7, help="random seed (default %(default)s)")
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from .simulate import simulate
+    if args.live:
+        return _live(args)
+    from .simulate import DEFAULT_WORKERS, simulate
 
+    for flag, value in (("--speed", args.speed != 1.0), ("--duration", args.duration),
+                        ("--provision", args.provision)):
+        if value:
+            raise UserError(f"{flag} is for --live: a bulk simulation runs in virtual time "
+                            "as fast as the broker takes it")
     host, port = config.parse_broker(args.broker)
     username, password = config.resolve_auth(args)
     began = time.monotonic()
-    truth = simulate(host, port, args.devices, args.days, args.seed, args.truth, args.start,
-                     progress=not args.no_progress, username=username, password=password,
-                     workers=args.workers, rate=args.rate)
+    truth = simulate(host, port, args.devices, args.days or DEFAULT_DAYS, args.seed,
+                     args.truth, args.start or DEFAULT_START, progress=not args.no_progress,
+                     username=username, password=password,
+                     workers=args.workers or DEFAULT_WORKERS,
+                     rate=args.rate)
     secs = time.monotonic() - began
     Console().print(
         f"published {truth['messages']:,} messages, {truth['records']:,} records, every one "
@@ -145,6 +172,33 @@ def _simulate(args: argparse.Namespace) -> int:
         + (f"; truth in {args.truth}" if args.truth else ""),
         soft_wrap=True,  # one line for scripts, whatever the width
     )
+    return 0
+
+
+def _live(args: argparse.Namespace) -> int:
+    from fleetpulse.gateway.registry import Registry
+
+    from .live import live
+
+    for flag, value in (("--days", args.days), ("--start", args.start),
+                        ("--workers", args.workers), ("--rate", args.rate)):
+        if value is not None:
+            raise UserError(f"{flag} is for a bulk simulation: live devices run in real time "
+                            "(--speed, --duration), each with its own account")
+    if not args.provision:
+        raise UserError("live devices connect with accounts of their own, whose passwords "
+                        "only provisioning hands out: add --provision (it creates "
+                        "sim-00000... in --registry)")
+    host, port = config.parse_broker(args.broker)
+    began = time.monotonic()
+    truth = live(host, port, args.devices, args.seed, Registry(args.registry),
+                 speed=args.speed, duration=args.duration, truth_path=args.truth,
+                 progress=not args.no_progress)
+    Console().print(
+        f"live: {args.devices:,} devices sent {truth['messages']:,} messages, "
+        f"{truth['records']:,} records, every one acknowledged, in "
+        f"{time.monotonic() - began:.1f} s" + (f"; truth in {args.truth}" if args.truth else ""),
+        soft_wrap=True)
     return 0
 
 

@@ -360,3 +360,14 @@ def test_gateway_services_say_they_are_up_or_why_not(broker, tmp_path: Path, ser
         p.wait(10)
     topic = "devices/+/status" if service == "presence" else "provision/+/request"
     assert first == f"{service}: taking {topic} from {broker.address}\n"
+
+
+def test_live_and_bulk_simulation_refuse_each_others_flags(tmp_path: Path) -> None:
+    reg = ["--registry", str(tmp_path / "r"), "--broker", "127.0.0.1:1"]
+    one_error(fleetpulse("simulate", "--live", *reg), "--provision")
+    one_error(fleetpulse("simulate", "--live", "--provision", "--days", "3", *reg),
+              "--days is for a bulk simulation")
+    one_error(fleetpulse("simulate", "--speed", "60", *reg), "--speed is for --live")
+    one_error(fleetpulse("simulate", "--live", "--provision", "--speed", "60", *reg),
+              "--speed other than 1 needs --duration")
+    assert not (tmp_path / "r").exists(), "a refused command created the registry"

@@ -29,6 +29,11 @@ def setting_names() -> set[str]:
     return set(_device_conf().DEFAULTS)
 
 
+def default_settings() -> dict[str, object]:
+    """The settings a device starts with (conf.DEFAULTS), a copy."""
+    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in _device_conf().DEFAULTS.items()}
+
+
 def check_settings(settings: object) -> str | None:
     """What the firmware would refuse in these settings (None: nothing): the firmware's
     own check, so server and device agree on values as well as names."""
