@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import random
 import resource
@@ -50,6 +51,18 @@ BACKOFF_MAX_S = 60.0
 TICK_S = 0.1  # the ticker's period: how late a record may be made, in real time
 CONNECTING_AT_ONCE = 100  # handshakes in progress at once: a fleet does not all boot at once
 LIVE_MODEL = "sim-live"
+
+
+class _OnlyWhenDebugging(logging.Filter):
+    """A device's lost connection is routine in a live fleet (the progress line counts
+    reconnects): paho's error line for each of thousands shows only with -vv."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return logging.getLogger("fleetpulse").isEnabledFor(logging.DEBUG)
+
+
+DEVICE_LOG = logging.getLogger("fleetpulse.simulate.devices")
+DEVICE_LOG.addFilter(_OnlyWhenDebugging())
 
 
 @dataclass
@@ -286,7 +299,7 @@ class LiveFleet:
         while not (self.stopping and not d.journal):
             client = aiomqtt.Client(
                 self.host, self.port, identifier=d.device_id, username=cred.username,
-                password=cred.password, keepalive=60, clean_session=True,
+                password=cred.password, keepalive=60, clean_session=True, logger=DEVICE_LOG,
                 will=aiomqtt.Will(d.status, b"offline", qos=1, retain=True))
             try:
                 async with self._connecting:
