@@ -85,13 +85,13 @@ class Delivered:
 
 
 def time_simulate(cmd: str, broker: Broker, registry: Path, devices: int, days: int,
-                  workers: int | None, n: int, out: Path) -> tuple[float, float]:
+                  workers: int | None, n: int | None, out: Path) -> tuple[float, float, int]:
     """(msg/s to every message acknowledged, alone; msg/s to every message delivered to
-    the C subscriber)."""
+    the C subscriber; the messages, which the run alone tells when n is not known)."""
     argv = simulate_argv(cmd, broker, registry, devices, days, workers)
     rates = []
     for watched in (False, True):
-        sub = Delivered(broker, n, out) if watched else None
+        sub = Delivered(broker, n, out) if watched and n is not None else None
         began = time.perf_counter()
         r = subprocess.run(argv, capture_output=True, text=True, check=True)
         if sub is not None:
@@ -99,9 +99,11 @@ def time_simulate(cmd: str, broker: Broker, registry: Path, devices: int, days: 
         wall = time.perf_counter() - began
         published = int(re.search(r"published ([\d,]+) messages", r.stdout).group(1)
                         .replace(",", ""))
+        n = n or published
         assert published == n, (published, n)
         rates.append(n / wall)
-    return rates[0], rates[1]
+    assert n is not None
+    return rates[0], rates[1], n
 
 
 def simulate_argv(cmd: str, broker: Broker, registry: Path, devices: int, days: int,
@@ -225,7 +227,8 @@ def main() -> None:
             registry = broker.registry.dir
             Delivered.plant_probe(broker)
             lines = tmp / "payloads.txt"
-            n = encode_fleet(args.devices, args.days, lines)
+            # without the C runs, the first run alone tells the number of messages
+            n: int | None = None if args.no_c else encode_fleet(args.devices, args.days, lines)
             rows: list[tuple[str, float, float, float | None]] = []
             candidates: list[tuple[str, str, int | None]] = [
                 (f"fleetpulse simulate --workers {w}", _fleetpulse(), int(w))
@@ -234,8 +237,12 @@ def main() -> None:
                 candidates.insert(0, ("baseline checkout's fleetpulse simulate",
                                       args.baseline_fleetpulse, None))
             for name, cmd, workers in candidates:
-                runs = [time_simulate(cmd, broker, registry, args.devices, args.days,
-                                      workers, n, tmp / "sub.out") for _ in range(args.runs)]
+                runs = []
+                for _ in range(args.runs):
+                    *rates, n = time_simulate(cmd, broker, registry, args.devices, args.days,
+                                              workers, n, tmp / "sub.out")
+                    runs.append(rates)
+                assert n is not None
                 ingest_rate = statistics.median(
                     time_through_ingest(cmd, broker, registry, args.devices, args.days, workers,
                                         n, tmp / f"ingest-{k}") for k in range(args.runs)
