@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -13,6 +14,9 @@ from fleetpulse.errors import UserError
 from fleetpulse.output import add_format_arg
 
 from .fleet import DEFAULT_START
+
+if TYPE_CHECKING:
+    from .faults import Scenario
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rate", type=_positive_rate, default=None, metavar="MSG_PER_S",
                    help="publish at most this many messages a second, all workers together "
                         "(default: as fast as the broker acknowledges)")
+    p.add_argument("--scenario", type=Path, default=None, metavar="FILE",
+                   help="faults to plant, a TOML file (simulators/faults.py says which); "
+                        "the truth file's planted.faults counts them")
     live = p.add_argument_group("live mode")
     live.add_argument("--live", action="store_true",
                       help="each device its own connection, own credentials, last will, "
@@ -164,7 +171,7 @@ def _simulate(args: argparse.Namespace) -> int:
                      args.truth, args.start or DEFAULT_START, progress=not args.no_progress,
                      username=username, password=password,
                      workers=args.workers or DEFAULT_WORKERS,
-                     rate=args.rate)
+                     rate=args.rate, scenario=_scenario(args))
     secs = time.monotonic() - began
     Console().print(
         f"published {truth['messages']:,} messages, {truth['records']:,} records, every one "
@@ -173,6 +180,12 @@ def _simulate(args: argparse.Namespace) -> int:
         soft_wrap=True,  # one line for scripts, whatever the width
     )
     return 0
+
+
+def _scenario(args: argparse.Namespace) -> Scenario | None:
+    from .faults import Scenario
+
+    return Scenario.load(args.scenario) if args.scenario else None
 
 
 def _live(args: argparse.Namespace) -> int:
@@ -193,7 +206,7 @@ def _live(args: argparse.Namespace) -> int:
     began = time.monotonic()
     truth = live(host, port, args.devices, args.seed, Registry(args.registry),
                  speed=args.speed, duration=args.duration, truth_path=args.truth,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, scenario=_scenario(args))
     Console().print(
         f"live: {args.devices:,} devices sent {truth['messages']:,} messages, "
         f"{truth['records']:,} records, every one acknowledged, in "

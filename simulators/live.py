@@ -42,6 +42,7 @@ from fleetpulse.errors import UserError
 from fleetpulse.firmware import check_settings, default_settings
 from fleetpulse.gateway.registry import Credentials, Registry
 
+from .faults import Faults, Scenario
 from .fleet import FEATURES, FIRMWARE_OLD, make_device
 from .truth import Truth
 
@@ -79,7 +80,8 @@ class LiveDevice:
     seq: int = 0
     batch: list[dict[str, Any]] = field(default_factory=list)
     batch_began: int = 0  # virtual ms of the batch's first record
-    journal: deque[tuple[bytes, dict[str, Any]]] = field(default_factory=deque)
+    # (payload, the envelope the truth counts once acknowledged, or None)
+    journal: deque[tuple[bytes, dict[str, Any] | None]] = field(default_factory=deque)
     journal_bytes: int = 0
     dropped: int = 0  # records the bounded journal had to let go
     next_sample: int = 0
@@ -113,7 +115,7 @@ class LiveDevice:
         self.batch.append({"t": now, "type": "event", "event": "power_on"})
         self.batch_began = now - rng.randint(0, s["flush_s"] * 1000)
 
-    def tick(self, now: int) -> None:
+    def tick(self, now: int, faults: Faults | None = None) -> None:
         """Make the records due by `now` (virtual ms); seal a batch that is full or old."""
         s = self.settings
         while self.next_sample <= now:
@@ -129,7 +131,7 @@ class LiveDevice:
             self.next_heartbeat += s["heartbeat_s"] * 1000
         if self.batch and (len(self.batch) >= s["batch_records"]
                            or now - self.batch_began >= s["flush_s"] * 1000):
-            self.seal(now)
+            self.seal(now, faults)
 
     def _record(self, rec: dict[str, Any]) -> None:
         if not self.batch:
@@ -153,9 +155,10 @@ class LiveDevice:
                               "feature": feature})
             self._record({"t": t + 99, "type": "event", "event": "session_end"})
 
-    def seal(self, now: int) -> None:
-        """The batch becomes an envelope in the journal; the oldest envelopes go when the
-        journal is over its bound (counted in records_dropped, as the firmware does)."""
+    def seal(self, now: int, faults: Faults | None = None) -> None:
+        """The batch becomes an envelope in the journal (with what a scenario plants
+        beside it); the oldest envelopes go when the journal is over its bound (counted in
+        records_dropped, as the firmware does)."""
         if not self.batch:
             return
         env = {"v": 1, "device_id": self.device_id, "iid": self.iid, "boot": self.boot,
@@ -164,16 +167,18 @@ class LiveDevice:
         self.seq += 1
         self.batch = []
         self.sealed_offline += not self.online
-        payload = orjson.dumps(env)
-        self.journal.append((payload, env))
-        self.journal_bytes += len(payload)
+        messages = (faults.messages(self.telemetry, env) if faults
+                    else [(self.telemetry, orjson.dumps(env), env)])
+        for _, payload, counted in messages:
+            self.journal.append((payload, counted))
+            self.journal_bytes += len(payload)
         while self.journal_bytes > self.settings["journal_kb"] * 1024 and len(self.journal) > 1:
             old, old_env = self.journal.popleft()
             self.journal_bytes -= len(old)
-            self.dropped += len(old_env["records"])
+            self.dropped += len(old_env["records"]) if old_env else 0
         self.wake.set()
 
-    def acked(self, item: tuple[bytes, dict[str, Any]]) -> None:
+    def acked(self, item: tuple[bytes, dict[str, Any] | None]) -> None:
         self.journal.remove(item)
         self.journal_bytes -= len(item[0])
 
@@ -250,11 +255,13 @@ class Counts:
 
 class LiveFleet:
     def __init__(self, host: str, port: int, devices: list[LiveDevice],
-                 credentials: dict[str, Credentials], clock: VirtualClock) -> None:
+                 credentials: dict[str, Credentials], clock: VirtualClock,
+                 faults: Faults | None = None) -> None:
         self.host, self.port = host, port
         self.devices = devices
         self.credentials = credentials
         self.clock = clock
+        self.faults = faults
         self.truth = Truth()
         self.counts = Counts()
         self.stopping = False
@@ -262,34 +269,35 @@ class LiveFleet:
 
     async def run(self, duration: float | None, drain_timeout: float,
                   progress: Callable[[Counts], None] | None = None) -> int:
-        """Live until `duration` seconds pass (or the task is cancelled), then seal every
+        """Live until `duration` seconds pass (or the task is cancelled: Ctrl-C), then seal every
         batch and wait up to `drain_timeout` for the journals to empty. Returns how many
         envelopes were never acknowledged."""
         now = self.clock.now()
         for d in self.devices:
             d.start(now)
         links = [asyncio.create_task(self._link(d)) for d in self.devices]
+        ends = None if duration is None else time.monotonic() + duration
         try:
-            ends = None if duration is None else time.monotonic() + duration
             while ends is None or time.monotonic() < ends:
                 now = self.clock.now()
                 for d in self.devices:
-                    d.tick(now)
+                    d.tick(now, self.faults)
                 if progress:
                     progress(self.counts)
                 await asyncio.sleep(TICK_S)
-        finally:
-            self.stopping = True
-            now = self.clock.now()
-            for d in self.devices:
-                d.seal(now)
-                d.wake.set()
-            _, late = await asyncio.wait(links, timeout=drain_timeout)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*links, return_exceptions=True)
-            if progress:
-                progress(self.counts)
+        except asyncio.CancelledError:
+            pass  # Ctrl-C ends the run as --duration does: what is journaled is still sent
+        self.stopping = True
+        now = self.clock.now()
+        for d in self.devices:
+            d.seal(now, self.faults)
+            d.wake.set()
+        _, late = await asyncio.wait(links, timeout=drain_timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*links, return_exceptions=True)
+        if progress:
+            progress(self.counts)
         return sum(len(d.journal) for d in self.devices)
 
     async def _link(self, d: LiveDevice) -> None:
@@ -373,7 +381,8 @@ class LiveFleet:
         for item, result in zip(take, results, strict=True):
             if result is None:
                 d.acked(item)
-                self.truth.add(item[1])
+                if item[1] is not None:
+                    self.truth.add(item[1])
                 self.counts.acked += 1
         failed = next((r for r in results if isinstance(r, BaseException)), None)
         if failed is not None:
@@ -399,8 +408,14 @@ def raise_open_files_limit(connections: int) -> None:
 
 def live(host: str, port: int, devices: int, seed: int, registry: Registry,
          speed: float = 1.0, duration: float | None = None, truth_path: Path | None = None,
-         progress: bool = True, drain_timeout: float = 60.0) -> dict[str, Any]:
-    """Run the live fleet; return (and write) the truth of what the broker acknowledged."""
+         progress: bool = True, drain_timeout: float = 60.0,
+         scenario: Scenario | None = None) -> dict[str, Any]:
+    """Run the live fleet; return (and write) the truth of what the broker acknowledged.
+    A scenario's malformed messages, duplicates and unset clocks are planted as in bulk
+    mode; its outage is bulk mode's (a live fleet meets the real broker's outages)."""
+    if scenario is not None and scenario.outage_after_hours is not None:
+        raise UserError("the scenario's [outage] is for a bulk simulation: to take the "
+                        "broker away from a live fleet, stop and start the broker")
     raise_open_files_limit(devices)
     clock = VirtualClock(speed, duration)
     fleet_devices = [make_live_device(seed, i) for i in range(devices)]
@@ -413,8 +428,10 @@ def live(host: str, port: int, devices: int, seed: int, registry: Registry,
               f"{c.acked:,} acked, {rate:,.0f} msg/s, {c.reconnects:,} reconnects ",
               end="", file=sys.stderr, flush=True)
 
+    faults = Faults(scenario, seed) if scenario else None
+
     async def main() -> tuple[LiveFleet, int]:
-        fleet = LiveFleet(host, port, fleet_devices, credentials, clock)
+        fleet = LiveFleet(host, port, fleet_devices, credentials, clock, faults)
         unsent = await fleet.run(duration, drain_timeout, show if progress else None)
         return fleet, unsent
 
@@ -422,6 +439,8 @@ def live(host: str, port: int, devices: int, seed: int, registry: Registry,
     if progress:
         print(file=sys.stderr)
     meta = {"seed": seed, "devices": devices, "live": True, "speed": speed,
+            **({"planted": {"faults": faults.planted.to_dict(faults.scenario)}}
+               if faults else {}),
             "sealed_offline": sum(d.sealed_offline for d in fleet_devices),
             "plan": {d.device_id: {"hw": d.hw, "iid": d.iid, "connects": d.connects,
                                    "variant": d.variant("eco_nudge", 0.5)}

@@ -13,13 +13,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fleetpulse.errors import UserError
 from fleetpulse.ingest.contract import TELEMETRY_TOPIC
 
+from .faults import Faults, Message, Planted, Scenario
 from .fleet import (
     AA_KEY,
     CRASHES_PER_HOUR,
@@ -52,6 +52,7 @@ def simulate(
     password: str | None = None,
     workers: int = DEFAULT_WORKERS,
     rate: float | None = None,
+    scenario: Scenario | None = None,
 ) -> dict[str, Any]:
     """Publish the whole fleet at QoS 1, wait for every ack, return (and write) the truth.
 
@@ -69,7 +70,8 @@ def simulate(
     results = ctx.SimpleQueue()
     procs = [ctx.Process(target=_worker, daemon=True, name=f"simulate-{k}",
                          args=(host, port, username, password, devices, days, seed, start,
-                               (k, n), rate / n if rate else None, days_done, sent, results))
+                               (k, n), rate / n if rate else None, scenario, days_done, sent,
+                               results))
              for k in range(n)]
     for proc in procs:
         proc.start()
@@ -84,6 +86,7 @@ def simulate(
         console=Console(stderr=True),  # progress on stderr; the summary is the result
     )
     truth = Truth()
+    planted = Planted()
     errors: list[str] = []
     try:
         with bar:
@@ -99,7 +102,8 @@ def simulate(
                     kind, value = results.get()
                     pending -= 1
                     if kind == "truth":
-                        truth.merge(value)
+                        truth.merge(value[0])
+                        planted.merge(value[1])
                     else:
                         errors.append(value)
                 bar.update(task, completed=min(days_done), msgs=sum(sent),
@@ -122,6 +126,7 @@ def simulate(
             "aa_key": AA_KEY,
             "crashes_per_hour": CRASHES_PER_HOUR,
             "firmware_rollout": [FIRMWARE_OLD, FIRMWARE_NEW],
+            **({"faults": planted.to_dict(scenario)} if scenario else {}),
         },
         "plan": {d.device_id: d.plan() for d in fleet.devices},
     }
@@ -132,10 +137,11 @@ def simulate(
 
 def _worker(host: str, port: int, username: str | None, password: str | None, devices: int,
             days: int, seed: int, start: date, part: tuple[int, int], rate: float | None,
-            days_done: Any, sent: Any, results: Any) -> None:
+            scenario: Scenario | None, days_done: Any, sent: Any, results: Any) -> None:
     """One part of the fleet, published; its truth (or the error) put on `results`."""
     k = part[0]
     truth = Truth()
+    faults = Faults(scenario or Scenario(), seed)
 
     def shown(day: int, acked: int, day_done: bool) -> None:
         days_done[k] = day + day_done
@@ -143,19 +149,20 @@ def _worker(host: str, port: int, username: str | None, password: str | None, de
 
     try:
         asyncio.run(_publish(host, port, username, password,
-                             Fleet(devices, days, seed, start, part), truth, shown, rate))
+                             Fleet(devices, days, seed, start, part), truth, shown, rate,
+                             faults))
     except UserError as e:
         results.put(("error", str(e)))
         return
     except BaseException as e:  # a bug: said, not left as a hang of the parent
         results.put(("error", f"simulating process {k} failed: {e!r}"))
         raise
-    results.put(("truth", truth))
+    results.put(("truth", (truth, faults.planted)))
 
 
 async def _publish(host: str, port: int, username: str | None, password: str | None,
                    fleet: Fleet, truth: Truth, shown: Callable[[int, int, bool], None],
-                   rate: float | None = None) -> None:
+                   rate: float | None, faults: Faults) -> None:
     """Every envelope at QoS 1 through one MQTT 5 connection, as many in flight as the
     broker allows; returns when the broker acknowledged all of them. The replay
     publisher rather than paho: paho's per-message Python and its network thread
@@ -165,20 +172,34 @@ async def _publish(host: str, port: int, username: str | None, password: str | N
     await pub.connect_or_explain()
     count = 0
     began = time.monotonic()
+    held: list[Message] = []  # what devices journal while the broker is away
+
+    async def send(messages: list[Message]) -> None:
+        nonlocal count
+        for topic, payload, counted in messages:
+            await pub.publish(topic, payload, 1)
+            if counted is not None:
+                truth.add(counted)
+            count += 1
+            if rate and count % PACE_EVERY == 0:
+                ahead = count / rate - (time.monotonic() - began)
+                if ahead > 0:
+                    await pub.drain()
+                    await asyncio.sleep(ahead)
+
     try:
-        for day, envelopes in fleet.hours():
-            for device_id, env in envelopes:
-                await pub.publish(TELEMETRY_TOPIC.format(device_id=device_id),
-                                  orjson.dumps(env), 1)
-                truth.add(env)
-                count += 1
-                if rate and count % PACE_EVERY == 0:
-                    ahead = count / rate - (time.monotonic() - began)
-                    if ahead > 0:
-                        await pub.drain()
-                        await asyncio.sleep(ahead)
+        for hour_index, (day, envelopes) in enumerate(fleet.hours()):
+            out = [m for device_id, env in envelopes
+                   for m in faults.messages(TELEMETRY_TOPIC.format(device_id=device_id), env)]
+            if faults.in_outage(hour_index):
+                held += out
+                faults.planted.held_by_outage += len(out)
+            else:
+                await send(held + out)  # the burst a reconnecting fleet sends first
+                held = []
             await pub.drain()  # an hour of the fleet at most in the socket's buffer
             shown(day, count, _last_hour(envelopes))
+        await send(held)
         await pub.finish(ACK_TIMEOUT_S)
         shown(fleet.days - 1, count, True)
     except MqttError as e:

@@ -44,7 +44,7 @@ def fleet_site(tmp_path_factory: pytest.TempPathFactory):
         stdout=subprocess.DEVNULL, stderr=(root / "presence.log").open("w"))
     try:
         ingest.start().wait_subscribed()
-        yield broker, data, root
+        yield broker, data, root, ingest
     finally:
         presence.terminate()
         presence.wait(10)
@@ -52,17 +52,18 @@ def fleet_site(tmp_path_factory: pytest.TempPathFactory):
         broker.stop()
 
 
-def live_fleet(broker: Broker, root: Path, duration: float, name: str) -> subprocess.Popen:
+def live_fleet(broker: Broker, root: Path, duration: float, name: str,
+               *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "fleetpulse", "simulate", "--live", "--provision",
          "--broker", broker.address, "--registry", str(broker.registry.dir),
          "--devices", str(DEVICES), "--speed", "120", "--duration", str(duration),
-         "--truth", str(root / f"{name}.json"), "--no-progress"],
+         "--truth", str(root / f"{name}.json"), "--no-progress", *extra],
         stdout=subprocess.PIPE, stderr=(root / f"{name}.log").open("w"), text=True)
 
 
 def test_live_fleet_presence_wills_and_a_broker_restart(fleet_site) -> None:
-    broker, data, root = fleet_site
+    broker, data, root, ingest = fleet_site
 
     # 1. all online, then the process dies: no DISCONNECT, so the broker sends every will
     first = live_fleet(broker, root, duration=600, name="killed")
@@ -75,8 +76,11 @@ def test_live_fleet_presence_wills_and_a_broker_restart(fleet_site) -> None:
                lambda: statuses(data) == {"offline": DEVICES}, 60)
 
     # 2. a new run (new install ids, so nothing it sends looks like the killed run's),
-    #    and the broker restarted while it runs
-    second = live_fleet(broker, root, duration=15, name="restarted")
+    #    with faults planted, and the broker restarted while it runs
+    (root / "faults.toml").write_text(
+        "malformed_every = 40\nduplicate_every = 20\nclock_unset_share = 0.02\n")
+    refused_before = ingest.stats()["rejected_by_reason"]
+    second = live_fleet(broker, root, 15, "restarted", "--scenario", str(root / "faults.toml"))
     wait_until("every device online again", lambda: statuses(data) == {"online": DEVICES}, 90)
     broker.stop()  # devices lose the broker and journal what they make meanwhile
     broker.start()
@@ -98,6 +102,13 @@ def test_live_fleet_presence_wills_and_a_broker_restart(fleet_site) -> None:
     got = wait_until("the second run's records stored",
                      lambda: (g := run_records(data, truth["plan"])) == want and g, 120)
     assert got == want
+    # what the scenario planted is what ingest refused, by reason
+    planted = truth["planted"]["faults"]
+    assert sum(planted["malformed"].values()) > 0 and planted["clock_unset"]["records_refused"]
+    refused = ingest.stats()["rejected_by_reason"]
+    new = {k: refused.get(k, 0) - refused_before.get(k, 0) for k in refused}
+    assert {k: new.get(k, 0) for k in planted["malformed"]} == planted["malformed"]
+    assert new.get("bad_time", 0) == planted["clock_unset"]["records_refused"]
     wait_until("every device offline after its goodbye",
                lambda: statuses(data) == {"offline": DEVICES}, 60)
 
