@@ -4,6 +4,13 @@
     duplicate_every = 50     # about one envelope in 50 sent twice, as after a lost PUBACK
     clock_unset_share = 0.05 # devices whose clock was never set (records before 2020)
 
+    [clock_skew]             # devices whose clock is off by this many hours (negative:
+    share = 0.05             # behind); ingest keeps their records at the times they say,
+    hours = 3                # so the truth counts them there
+
+    [crash_loop]             # devices on this firmware crash and reboot before every
+    fw = "1.5.0"             # envelope (power_on with reset_cause exception, boot + 1)
+
     [outage]                 # bulk mode: the broker away for every device, in virtual time;
     after_hours = 30         # what they make meanwhile is journaled and sent in one burst
     hours = 6                # when it ends
@@ -29,7 +36,11 @@ from fleetpulse.errors import UserError
 
 # The malformed messages, each with the reason ingest must give (ingest/contract.py).
 MALFORMED = ("bad_json", "bad_type", "unsupported_version")
-_KEYS = {"malformed_every", "duplicate_every", "clock_unset_share", "outage"}
+_KEYS = {"malformed_every", "duplicate_every", "clock_unset_share", "clock_skew", "crash_loop",
+         "outage"}
+_TABLES = {"outage": {"after_hours", "hours"}, "clock_skew": {"share", "hours"},
+           "crash_loop": {"fw"}}
+HOUR_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,9 @@ class Scenario:
     malformed_every: int = 0
     duplicate_every: int = 0
     clock_unset_share: float = 0.0
+    clock_skew_share: float = 0.0
+    clock_skew_hours: float = 0.0
+    crash_loop_fw: str | None = None
     outage_after_hours: int | None = None
     outage_hours: int = 0
 
@@ -50,20 +64,35 @@ class Scenario:
         if unknown:
             raise UserError(f"scenario {path}: unknown fault {sorted(unknown)[0]!r} (known: "
                             f"{', '.join(sorted(_KEYS))})")
-        outage = raw.get("outage", {})
-        if not isinstance(outage, dict) or set(outage) - {"after_hours", "hours"}:
-            raise UserError(f"scenario {path}: [outage] takes after_hours and hours")
+        tables = {}
+        for name, keys in _TABLES.items():
+            t = raw.get(name, {})
+            if not isinstance(t, dict) or set(t) - keys:
+                raise UserError(f"scenario {path}: [{name}] takes {' and '.join(sorted(keys))}")
+            tables[name] = t
+        skew, loop, outage = tables["clock_skew"], tables["crash_loop"], tables["outage"]
         s = cls(malformed_every=raw.get("malformed_every", 0),
                 duplicate_every=raw.get("duplicate_every", 0),
                 clock_unset_share=raw.get("clock_unset_share", 0.0),
+                clock_skew_share=skew.get("share", 0.0), clock_skew_hours=skew.get("hours", 0),
+                crash_loop_fw=loop.get("fw"),
                 outage_after_hours=outage.get("after_hours"),
                 outage_hours=outage.get("hours", 0))
+        if not isinstance(s.clock_skew_hours, int | float) or not -720 <= s.clock_skew_hours < 23:
+            # a day ahead ingest refuses a record, and near that, whether it does depends on
+            # the second it arrives: refused times are clock_unset's fault
+            raise UserError(f"scenario {path}: clock_skew hours must be from -720 to under 23")
+        if s.crash_loop_fw is not None and not isinstance(s.crash_loop_fw, str):
+            raise UserError(f"scenario {path}: crash_loop fw must be a firmware version")
         for name in ("malformed_every", "duplicate_every", "outage_hours"):
             v = getattr(s, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise UserError(f"scenario {path}: {name} must be a whole number >= 0")
-        if not isinstance(s.clock_unset_share, int | float) or not 0 <= s.clock_unset_share <= 1:
-            raise UserError(f"scenario {path}: clock_unset_share must be between 0 and 1")
+        for name, shown in (("clock_unset_share", "clock_unset_share"),
+                            ("clock_skew_share", "[clock_skew] share")):
+            v = getattr(s, name)
+            if not isinstance(v, int | float) or not 0 <= v <= 1:
+                raise UserError(f"scenario {path}: {shown} must be between 0 and 1")
         if s.outage_after_hours is not None and (not isinstance(s.outage_after_hours, int)
                                                  or s.outage_after_hours < 0):
             raise UserError(f"scenario {path}: outage after_hours must be a whole number >= 0")
@@ -83,6 +112,8 @@ class Planted:
     duplicates: int = 0
     clock_unset_devices: set[str] = field(default_factory=set)
     clock_unset_records: int = 0
+    skewed_devices: set[str] = field(default_factory=set)
+    crash_loops: int = 0
     held_by_outage: int = 0
 
     def merge(self, other: Planted) -> None:
@@ -90,6 +121,8 @@ class Planted:
         self.duplicates += other.duplicates
         self.clock_unset_devices |= other.clock_unset_devices
         self.clock_unset_records += other.clock_unset_records
+        self.skewed_devices |= other.skewed_devices
+        self.crash_loops += other.crash_loops
         self.held_by_outage += other.held_by_outage
 
     def to_dict(self, scenario: Scenario) -> dict[str, Any]:
@@ -98,6 +131,8 @@ class Planted:
                 "duplicates": self.duplicates,
                 "clock_unset": {"devices": len(self.clock_unset_devices),
                                 "records_refused": self.clock_unset_records},
+                "clock_skew_devices": len(self.skewed_devices),
+                "crash_loop_reboots": self.crash_loops,
                 "held_by_outage": self.held_by_outage}
 
 
@@ -110,6 +145,11 @@ class Faults:
         self.scenario = scenario
         self.seed = seed
         self.planted = Planted()
+        self._loops: Counter[str] = Counter()  # device -> reboots its crash loop added
+
+    def skewed(self, device_id: str) -> bool:
+        share = self.scenario.clock_skew_share
+        return share > 0 and _draw(self.seed, "skew", device_id) < share
 
     def clock_unset(self, device_id: str) -> bool:
         share = self.scenario.clock_unset_share
@@ -119,6 +159,25 @@ class Faults:
         """What the device sends for this envelope, faults planted."""
         s, dev = self.scenario, env["device_id"]
         counted: dict[str, Any] | None = env
+        if s.crash_loop_fw is not None and env["fw"] == s.crash_loop_fw and env["records"]:
+            # crashed and rebooted before this envelope: a new boot, reported as real
+            # boards report it, by the next boot's power_on
+            self._loops[dev] += 1
+            first = min(r["t"] for r in env["records"])
+            env = {**env, "records": [
+                {"t": first, "type": "event", "event": "power_on", "reset_cause": "exception",
+                 "last_error": "MemoryError: memory allocation failed"}, *env["records"]]}
+            self.planted.crash_loops += 1
+        if self._loops[dev]:
+            # every boot the loop added shifts the device's later boots, so that no two
+            # envelopes share a (boot, seq)
+            env = {**env, "boot": env["boot"] + self._loops[dev]}
+            counted = env
+        if self.skewed(dev):
+            shift = int(s.clock_skew_hours * HOUR_MS)
+            env = {**env, "records": [{**r, "t": r["t"] + shift} for r in env["records"]]}
+            counted = env
+            self.planted.skewed_devices.add(dev)
         if self.clock_unset(dev):
             # the clock never set: times count from the epoch, and ingest refuses each record
             env = {**env, "records": [{**r, "t": r["t"] % 86_400_000} for r in env["records"]]}

@@ -24,6 +24,13 @@ malformed_every = 15
 duplicate_every = 10
 clock_unset_share = 0.1
 
+[clock_skew]
+share = 0.1
+hours = -30
+
+[crash_loop]
+fw = "1.4.0"
+
 [outage]
 after_hours = 20
 hours = 10
@@ -45,7 +52,7 @@ def test_planted_faults_are_what_ingest_counts(tmp_path: Path) -> None:
         try:
             ingest.wait_subscribed()
             user, password = fleet_credentials(broker)
-            truth = simulate(broker.host, broker.port, devices=40, days=3, seed=5,
+            truth = simulate(broker.host, broker.port, devices=40, days=4, seed=5,
                              truth_path=tmp_path / "truth.json", progress=False,
                              username=user, password=password, workers=2,
                              scenario=scenario(tmp_path))
@@ -61,6 +68,7 @@ def test_planted_faults_are_what_ingest_counts(tmp_path: Path) -> None:
                                                             "unsupported_version"))
     assert planted["duplicates"] > 0 and planted["held_by_outage"] > 0
     assert planted["clock_unset"]["records_refused"] > 0
+    assert planted["clock_skew_devices"] > 0 and planted["crash_loop_reboots"] > 0
     refused = stats["rejected_by_reason"]
     assert {k: refused.get(k, 0) for k in planted["malformed"]} == planted["malformed"]
     assert refused.get("bad_time", 0) == planted["clock_unset"]["records_refused"]
@@ -72,10 +80,15 @@ def test_planted_faults_are_what_ingest_counts(tmp_path: Path) -> None:
             "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM events)").fetchone()
         dau = {str(d): n for d, n in con.execute("SELECT day, dau FROM active_devices()")
                .fetchall()}
+        health = {fw: {"devices": n, "crash_free_devices": ok} for fw, n, ok in con.execute(
+            "SELECT segment, devices, crash_free_devices FROM fleet_health()").fetchall()}
     finally:
         con.close()
     assert (readings, events) == (truth["readings"], truth["events"])
     assert dau == {d: v["active_devices"] for d, v in truth["days"].items() if v["active_devices"]}
+    # the looping firmware: every device that sent on it crashed
+    assert health == truth["fleet_health"]
+    assert health["1.4.0"]["crash_free_devices"] == 0
 
 
 def _clock_unset_messages(tmp_path: Path) -> int:
@@ -106,6 +119,7 @@ def test_the_same_faults_whatever_the_number_of_workers(tmp_path: Path) -> None:
     ("duplicate_every = -1", "duplicate_every must be a whole number"),
     ("clock_unset_share = 2", "clock_unset_share must be between 0 and 1"),
     ("[outage]\nat = 3", "[outage] takes after_hours and hours"),
+    ("[clock_skew]\nshare = 0.1\nhours = 24", "clock_skew hours must be from -720"),
     ("malformed_every = ", "cannot read the scenario"),
 ])
 def test_a_wrong_scenario_is_one_clear_error(tmp_path: Path, text: str, words: str) -> None:
