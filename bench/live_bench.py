@@ -33,15 +33,10 @@ import aiomqtt
 import pyarrow as pa
 
 from fleetpulse.analytics.dataset import connect
+from fleetpulse.files import raise_open_files_limit
 from fleetpulse.gateway.broker import Broker, free_port
 from fleetpulse.ingest.process import IngestProcess
-from fleetpulse.simulators.live import (
-    LiveFleet,
-    VirtualClock,
-    make_live_device,
-    provision,
-    raise_open_files_limit,
-)
+from fleetpulse.simulators.live import LiveFleet, VirtualClock, make_live_device, provision
 
 
 def rss_mb(pid: int) -> float:
@@ -77,7 +72,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=90)
     ap.add_argument("--restart-after", type=float, default=30)
     args = ap.parse_args()
-    raise_open_files_limit(args.devices)
+    raise_open_files_limit(args.devices + 256)  # the broker started below inherits it
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         broker = Broker(free_port(), tmp / "broker").start()

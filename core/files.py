@@ -1,10 +1,13 @@
 """Files written whole or not at all, which every subsystem needs for its small state
-files (registry, stats, manifests, reports)."""
+files (registry, stats, manifests, reports); and how many a process may hold open."""
 
 from __future__ import annotations
 
 import os
+import resource
 from pathlib import Path
+
+from .errors import UserError
 
 
 def fsync_dir(directory: Path) -> None:
@@ -37,3 +40,18 @@ def write_replacing(path: Path, data: str | bytes, mode: int = 0o644,
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def raise_open_files_limit(at_least: int | None = None) -> int:
+    """Raise this process's soft limit on open files (1024 on many systems, which refuses
+    connections long before the hard limit does) to `at_least`, or to the hard limit;
+    children started afterwards (a broker) inherit it. Returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if at_least is None else at_least
+    if soft < want:
+        soft = want if hard == resource.RLIM_INFINITY else min(hard, want)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if at_least is not None and soft < at_least:
+        raise UserError(f"{at_least} open files are needed and this system allows {hard}: "
+                        "raise the limit (ulimit -Hn)")
+    return soft

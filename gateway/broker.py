@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from fleetpulse.errors import UserError
+from fleetpulse.files import raise_open_files_limit
 
 from .certs import ensure_certs
 from .registry import Credentials, Registry
@@ -124,6 +125,8 @@ class Broker:
         rendered.write_text(render_conf(self.conf.read_text(), [self.port, self.tls_port],
                                         self.data_dir, self.registry.dir, self.certs))
         log = open(self.data_dir / "mosquitto.log", "ab")  # noqa: SIM115 - handed to the child
+        # a connection per device: mosquitto inherits the open-files limit
+        raise_open_files_limit()
         self.proc = subprocess.Popen(
             [exe, "-c", str(rendered)], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C meant for us reaches it only through stop()

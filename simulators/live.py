@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import random
-import resource
 import secrets
 import sys
 import time
@@ -39,6 +38,7 @@ import orjson
 
 from fleetpulse.analytics.assignment import variant
 from fleetpulse.errors import UserError
+from fleetpulse.files import raise_open_files_limit
 from fleetpulse.firmware import check_settings, default_settings
 from fleetpulse.gateway.registry import Credentials, Registry
 
@@ -393,19 +393,6 @@ def provision(registry: Registry, devices: list[LiveDevice]) -> dict[str, Creden
     return registry.enroll({d.device_id: LIVE_MODEL for d in devices})
 
 
-def raise_open_files_limit(connections: int) -> None:
-    """A socket per device: the soft limit on open files (1024 on many systems) would
-    refuse connections long before the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = connections + 256
-    if soft < want:
-        new = want if hard == resource.RLIM_INFINITY else min(hard, want)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-        if new < want:
-            raise UserError(f"{connections} connections need {want} open files, and this "
-                            f"system allows {hard}: raise it (ulimit -Hn) or use fewer --devices")
-
-
 def live(host: str, port: int, devices: int, seed: int, registry: Registry,
          speed: float = 1.0, duration: float | None = None, truth_path: Path | None = None,
          progress: bool = True, drain_timeout: float = 60.0,
@@ -416,7 +403,7 @@ def live(host: str, port: int, devices: int, seed: int, registry: Registry,
     if scenario is not None and scenario.outage_after_hours is not None:
         raise UserError("the scenario's [outage] is for a bulk simulation: to take the "
                         "broker away from a live fleet, stop and start the broker")
-    raise_open_files_limit(devices)
+    raise_open_files_limit(devices + 256)  # a socket per device, and the rest
     clock = VirtualClock(speed, duration)
     fleet_devices = [make_live_device(seed, i) for i in range(devices)]
     credentials = provision(registry, fleet_devices)
