@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=_positive, default=None, metavar="N",
                    help="processes generating and publishing the fleet, each over its own "
-                        "connection; the messages are the same (default 2, 1 on one core)")
+                        "connection; the messages are the same (default 2, 1 on one core); "
+                        "with --live, processes holding the devices (default 1)")
     p.add_argument("--rate", type=_positive_rate, default=None, metavar="MSG_PER_S",
                    help="publish at most this many messages a second, all workers together "
                         "(default: as fast as the broker acknowledges)")
@@ -194,7 +195,7 @@ def _live(args: argparse.Namespace) -> int:
     from .live import live
 
     for flag, value in (("--days", args.days), ("--start", args.start),
-                        ("--workers", args.workers), ("--rate", args.rate)):
+                        ("--rate", args.rate)):
         if value is not None:
             raise UserError(f"{flag} is for a bulk simulation: live devices run in real time "
                             "(--speed, --duration), each with its own account")
@@ -206,7 +207,8 @@ def _live(args: argparse.Namespace) -> int:
     began = time.monotonic()
     truth = live(host, port, args.devices, args.seed, Registry(args.registry),
                  speed=args.speed, duration=args.duration, truth_path=args.truth,
-                 progress=not args.no_progress, scenario=_scenario(args))
+                 progress=not args.no_progress, scenario=_scenario(args),
+                 workers=args.workers or 1)
     Console().print(
         f"live: {args.devices:,} devices sent {truth['messages']:,} messages, "
         f"{truth['records']:,} records, every one acknowledged, in "

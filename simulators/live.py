@@ -23,8 +23,11 @@ import contextlib
 import json
 import logging
 import math
+import multiprocessing as mp
+import os
 import random
 import secrets
+import signal
 import sys
 import time
 from collections import deque
@@ -42,7 +45,7 @@ from fleetpulse.files import raise_open_files_limit
 from fleetpulse.firmware import check_settings, default_settings
 from fleetpulse.gateway.registry import Credentials, Registry
 
-from .faults import Faults, Scenario
+from .faults import Faults, Planted, Scenario
 from .fleet import FEATURES, FIRMWARE_OLD, make_device
 from .truth import Truth
 
@@ -268,32 +271,37 @@ class LiveFleet:
         self._connecting = asyncio.Semaphore(CONNECTING_AT_ONCE)
 
     async def run(self, duration: float | None, drain_timeout: float,
-                  progress: Callable[[Counts], None] | None = None) -> int:
-        """Live until `duration` seconds pass (or the task is cancelled: Ctrl-C), then seal every
-        batch and wait up to `drain_timeout` for the journals to empty. Returns how many
-        envelopes were never acknowledged."""
+                  progress: Callable[[Counts], None] | None = None,
+                  stop: asyncio.Event | None = None) -> int:
+        """Live until `duration` seconds pass or `stop` is set (Ctrl-C), then seal every
+        batch and wait up to `drain_timeout` for the journals to empty, the progress shown
+        meanwhile. Returns how many envelopes were never acknowledged."""
         now = self.clock.now()
         for d in self.devices:
             d.start(now)
         links = [asyncio.create_task(self._link(d)) for d in self.devices]
         ends = None if duration is None else time.monotonic() + duration
-        try:
-            while ends is None or time.monotonic() < ends:
-                now = self.clock.now()
-                for d in self.devices:
-                    d.tick(now, self.faults)
-                if progress:
-                    progress(self.counts)
-                await asyncio.sleep(TICK_S)
-        except asyncio.CancelledError:
-            pass  # Ctrl-C ends the run as --duration does: what is journaled is still sent
+        stop = stop or asyncio.Event()
+        while not stop.is_set() and (ends is None or time.monotonic() < ends):
+            now = self.clock.now()
+            for d in self.devices:
+                d.tick(now, self.faults)
+            if progress:
+                progress(self.counts)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), TICK_S)
         self.stopping = True
         now = self.clock.now()
         for d in self.devices:
             d.seal(now, self.faults)
             d.wake.set()
-        _, late = await asyncio.wait(links, timeout=drain_timeout)
-        for task in late:
+        deadline = time.monotonic() + drain_timeout
+        pending = set(links)
+        while pending and time.monotonic() < deadline:
+            _, pending = await asyncio.wait(pending, timeout=TICK_S)
+            if progress:
+                progress(self.counts)
+        for task in pending:
             task.cancel()
         await asyncio.gather(*links, return_exceptions=True)
         if progress:
@@ -393,13 +401,24 @@ def provision(registry: Registry, devices: list[LiveDevice]) -> dict[str, Creden
     return registry.enroll({d.device_id: LIVE_MODEL for d in devices})
 
 
+@dataclass
+class PartResult:
+    """What one process's part of the fleet did."""
+    truth: Truth
+    planted: Planted | None
+    unsent: int
+    devices: dict[str, tuple[int, int]]  # device -> (connects, envelopes sealed offline)
+
+
 def live(host: str, port: int, devices: int, seed: int, registry: Registry,
          speed: float = 1.0, duration: float | None = None, truth_path: Path | None = None,
          progress: bool = True, drain_timeout: float = 60.0,
-         scenario: Scenario | None = None) -> dict[str, Any]:
+         scenario: Scenario | None = None, workers: int = 1) -> dict[str, Any]:
     """Run the live fleet; return (and write) the truth of what the broker acknowledged.
-    A scenario's malformed messages, duplicates and unset clocks are planted as in bulk
-    mode; its outage is bulk mode's (a live fleet meets the real broker's outages)."""
+    `workers` processes each hold an interleaved part of the devices (one event loop
+    holds thousands; more need more cores). A scenario's malformed messages, duplicates,
+    clocks and crash loops are planted as in bulk mode; its outage is bulk mode's (a
+    live fleet meets the real broker's outages)."""
     if scenario is not None and scenario.outage_after_hours is not None:
         raise UserError("the scenario's [outage] is for a bulk simulation: to take the "
                         "broker away from a live fleet, stop and start the broker")
@@ -407,7 +426,9 @@ def live(host: str, port: int, devices: int, seed: int, registry: Registry,
     clock = VirtualClock(speed, duration)
     fleet_devices = [make_live_device(seed, i) for i in range(devices)]
     credentials = provision(registry, fleet_devices)
+    n = max(1, min(workers, devices))
     began = time.monotonic()
+    shared: Any = None
 
     def show(c: Counts) -> None:
         rate = c.acked / max(time.monotonic() - began, 1e-3)
@@ -415,27 +436,98 @@ def live(host: str, port: int, devices: int, seed: int, registry: Registry,
               f"{c.acked:,} acked, {rate:,.0f} msg/s, {c.reconnects:,} reconnects ",
               end="", file=sys.stderr, flush=True)
 
-    faults = Faults(scenario, seed) if scenario else None
+    def run_part(k: int) -> PartResult:
+        part = fleet_devices[k::n]
+        faults = Faults(scenario, seed) if scenario else None
 
-    async def main() -> tuple[LiveFleet, int]:
-        fleet = LiveFleet(host, port, fleet_devices, credentials, clock, faults)
-        unsent = await fleet.run(duration, drain_timeout, show if progress else None)
-        return fleet, unsent
+        def report(c: Counts) -> None:  # a worker's counters, for the parent's line
+            shared[4 * k:4 * k + 4] = [c.connected, c.sent, c.acked, c.reconnects]
 
-    fleet, unsent = asyncio.run(main())
+        async def main() -> PartResult:
+            # Ctrl-C or SIGTERM ends the run as --duration does: what is journaled is
+            # still sent (asyncio's own Ctrl-C would cancel, and a second one abort that)
+            stop = asyncio.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+            fleet = LiveFleet(host, port, part, credentials, clock, faults)
+            each = report if n > 1 else show if progress else None
+            unsent = await fleet.run(duration, drain_timeout, each, stop)
+            return PartResult(fleet.truth, faults.planted if faults else None, unsent,
+                              {d.device_id: (d.connects, d.sealed_offline) for d in part})
+
+        return asyncio.run(main())
+
+    if n == 1:
+        parts = [run_part(0)]
+    else:
+        ctx = mp.get_context("fork")
+        shared = ctx.Array("q", 4 * n, lock=False)
+        results = ctx.SimpleQueue()
+
+        def worker(k: int) -> None:
+            try:
+                results.put(run_part(k))
+            except BaseException as e:  # said, not left as a hang of the parent
+                results.put(f"live worker {k} failed: {e!r}")
+
+        procs = [ctx.Process(target=worker, args=(k,), daemon=True) for k in range(n)]
+        for proc in procs:
+            proc.start()
+        parts, errors = _collect(procs, results, n, shared, show if progress else None)
+        if errors:
+            raise UserError(errors[0])
     if progress:
         print(file=sys.stderr)
-    meta = {"seed": seed, "devices": devices, "live": True, "speed": speed,
-            **({"planted": {"faults": faults.planted.to_dict(faults.scenario)}}
-               if faults else {}),
-            "sealed_offline": sum(d.sealed_offline for d in fleet_devices),
-            "plan": {d.device_id: {"hw": d.hw, "iid": d.iid, "connects": d.connects,
+    truth = parts[0].truth
+    planted = parts[0].planted
+    for p in parts[1:]:
+        truth.merge(p.truth)
+        if planted is not None and p.planted is not None:
+            planted.merge(p.planted)
+    per_device = {d: v for p in parts for d, v in p.devices.items()}
+    meta = {"seed": seed, "devices": devices, "live": True, "speed": speed, "workers": n,
+            **({"planted": {"faults": planted.to_dict(scenario)}}
+               if planted is not None and scenario is not None else {}),
+            "sealed_offline": sum(v[1] for v in per_device.values()),
+            "plan": {d.device_id: {"hw": d.hw, "iid": d.iid,
+                                   "connects": per_device[d.device_id][0],
                                    "variant": d.variant("eco_nudge", 0.5)}
                      for d in fleet_devices}}
     if truth_path is not None:
-        fleet.truth.write(truth_path, meta)
+        truth.write(truth_path, meta)
+    unsent = sum(p.unsent for p in parts)
     if unsent:
         raise UserError(f"{unsent:,} envelopes were still unacknowledged {drain_timeout:.0f} s "
                         f"after the end (is the broker at {host}:{port} up?); the truth file "
                         "counts only what was acknowledged")
-    return fleet.truth.to_dict(meta)
+    return truth.to_dict(meta)
+
+
+def _collect(procs: list[Any], results: Any, n: int, shared: Any,
+             show: Callable[[Counts], None] | None) -> tuple[list[PartResult], list[str]]:
+    """Every worker's result (or error), showing their counters together meanwhile."""
+    parts: list[PartResult] = []
+    errors: list[str] = []
+    while len(parts) + len(errors) < n:
+        try:
+            if results.empty():
+                if not any(p.is_alive() for p in procs) and results.empty():
+                    errors.append("a live worker stopped without a word (exit codes "
+                                  f"{[p.exitcode for p in procs]})")
+                    break
+                if show:
+                    show(Counts(*(sum(shared[i::4]) for i in range(4))))
+                time.sleep(TICK_S)
+                continue
+            r = results.get()
+        except KeyboardInterrupt:
+            # a terminal's Ctrl-C reaches the workers too; a kill -INT of this process
+            # only does not: passed on, they send what they journaled, then report
+            for proc in procs:
+                if proc.is_alive():
+                    os.kill(proc.pid, signal.SIGTERM)
+            continue
+        (parts if isinstance(r, PartResult) else errors).append(r)
+    for proc in procs:
+        proc.join(timeout=0 if errors else None)
+    return parts, errors

@@ -76,11 +76,12 @@ def test_live_fleet_presence_wills_and_a_broker_restart(fleet_site) -> None:
                lambda: statuses(data) == {"offline": DEVICES}, 60)
 
     # 2. a new run (new install ids, so nothing it sends looks like the killed run's),
-    #    with faults planted, and the broker restarted while it runs
+    #    in two processes, with faults planted, and the broker restarted while it runs
     (root / "faults.toml").write_text(
         "malformed_every = 40\nduplicate_every = 20\nclock_unset_share = 0.02\n")
     refused_before = ingest.stats()["rejected_by_reason"]
-    second = live_fleet(broker, root, 15, "restarted", "--scenario", str(root / "faults.toml"))
+    second = live_fleet(broker, root, 15, "restarted", "--scenario", str(root / "faults.toml"),
+                        "--workers", "2")  # two processes, each half the devices
     wait_until("every device online again", lambda: statuses(data) == {"online": DEVICES}, 90)
     broker.stop()  # devices lose the broker and journal what they make meanwhile
     broker.start()
@@ -143,3 +144,54 @@ def _query(data: Path, sql: str, params: list | None = None) -> list:
         return con.execute(sql, params or []).fetchall()
     finally:
         con.close()
+
+
+def test_ctrl_c_sends_what_is_journaled_and_says_goodbye(fleet_site) -> None:
+    """SIGINT to the command (as a kill -INT, which reaches only the parent of the worker
+    processes): every device seals its batch, the broker acknowledges it, each sets its
+    retained status to offline itself, and the truth file is written; exit 0."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    broker, _, root, _ = fleet_site
+    gw = broker.credentials("fleetpulse-gateway")
+    status: dict[str, str] = {}
+    seen = threading.Condition()
+
+    def on_message(_c, _u, msg) -> None:
+        with seen:
+            status[msg.topic.split("/")[1]] = msg.payload.decode()
+            seen.notify_all()
+
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ctrl-c-watcher")
+    watcher.username_pw_set(gw.username, gw.password)
+    watcher.on_message = on_message
+    watcher.connect(broker.host, broker.port)
+    watcher.subscribe("devices/+/status", qos=1)
+    watcher.loop_start()
+    n = 30
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleetpulse", "simulate", "--live", "--provision",
+             "--broker", broker.address, "--registry", str(broker.registry.dir),
+             "--devices", str(n), "--workers", "2", "--truth", str(root / "ctrl-c.json"),
+             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def all_are(state: str) -> bool:
+            return sum(1 for d, s in status.items() if d < f"sim-{n:05d}" and s == state) == n
+
+        with seen:
+            assert seen.wait_for(lambda: all_are("online"), timeout=60), status
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        with seen:
+            assert seen.wait_for(lambda: all_are("offline"), timeout=30), status
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+    truth = json.loads((root / "ctrl-c.json").read_text())
+    # every device had a batch at least (its power_on), sealed at the stop and acknowledged
+    assert truth["events_by_name"]["power_on"] == n
+    assert f"{truth['messages']:,} messages" in out
