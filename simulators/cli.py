@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,9 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     live.add_argument("--live", action="store_true",
                       help="each device its own connection, own credentials, last will, "
                            "config topic, journal and reconnects, as the firmware")
-    live.add_argument("--speed", type=_positive_rate, default=1.0, metavar="X",
+    live.add_argument("--speed", type=_above_zero("a speed-up"), default=1.0, metavar="X",
                       help="devices' time runs X times as fast as real time (default 1)")
-    live.add_argument("--duration", type=_positive_rate, default=None, metavar="SECONDS",
+    live.add_argument("--duration", type=_above_zero("a number of seconds"), default=None,
+                      metavar="SECONDS",
                       help="live this long, then send what is journaled and stop "
                            "(default: until Ctrl-C)")
     live.add_argument("--provision", action="store_true",
@@ -126,14 +128,20 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.devices, args.days, args.seed, args.workdir)
 
 
-def _positive_rate(value: str) -> float:
-    try:
-        rate = float(value)
-    except ValueError:
-        rate = 0.0
-    if not rate > 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: a number of messages a second above 0")
-    return rate
+def _above_zero(what: str) -> Callable[[str], float]:
+    """An argparse type: a number above 0, the error naming what it counts."""
+    def parse(value: str) -> float:
+        try:
+            x = float(value)
+        except ValueError:
+            x = 0.0
+        if not x > 0:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{value!r}: {what} above 0")
+        return x
+    return parse
+
+
+_positive_rate = _above_zero("a number of messages a second")
 
 
 def _positive(value: str) -> int:
