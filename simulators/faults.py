@@ -158,8 +158,6 @@ class Faults:
 
     def messages(self, topic: str, env: dict[str, Any]) -> list[Message]:
         """What the device sends for this envelope, faults planted."""
-        if self.idle:
-            return [(topic, orjson.dumps(env), env)]
         s, dev = self.scenario, env["device_id"]
         counted: dict[str, Any] | None = env
         if s.crash_loop_fw is not None and env["fw"] == s.crash_loop_fw and env["records"]:
