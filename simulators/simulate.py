@@ -59,8 +59,8 @@ def simulate(
 
     `workers` processes each generate, encode and publish an interleaved part of the
     fleet over a connection of their own; what is sent, and so the truth, is the same for
-    any number of them. Two by default (one on a single core): 49.7K msg/s acknowledged
-    against one process's 29.9K, and faster through ingest too (bench/RESULTS.md, "Bulk
+    any number of them. Two by default (one on a single core): 40-50K msg/s acknowledged
+    against one process's 25-30K, and faster through ingest too (bench/RESULTS.md, "Bulk
     simulation"). `rate` caps the messages per second of all of them together, so a
     fleet can be held to what its consumer drains."""
     n = max(1, min(workers, devices))
