@@ -10,10 +10,11 @@ is activated on the first day it sent anything.
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from collections import Counter, defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,19 @@ _USAGE = frozenset(USAGE_EVENTS)
 _CRASH_CAUSES = frozenset(CRASH_RESET_CAUSES)
 
 
+_EPOCH = date(1970, 1, 1)
+_DAY_MS = 86_400_000
+
+
 def _day(ms: int) -> date:
-    return datetime.fromtimestamp(ms / 1000, UTC).date()
+    """The UTC day of epoch milliseconds. Once per record of the whole fleet: a date per
+    day number from a cache, not a datetime per record."""
+    return _date_of_day(ms // _DAY_MS)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _date_of_day(n: int) -> date:
+    return _EPOCH + timedelta(days=n)
 
 
 def _week(d: date) -> date:
