@@ -185,6 +185,8 @@ def _simulate(args: argparse.Namespace) -> int:
     Console().print(
         f"published {truth['messages']:,} messages, {truth['records']:,} records, every one "
         f"acknowledged, in {secs:.1f} s ({truth['messages'] / secs:,.0f} msg/s)"
+        # the faults' extra messages are not among those counted: the truth counts them
+        + ("; faults planted beside them" if "faults" in truth["planted"] else "")
         + (f"; truth in {args.truth}" if args.truth else ""),
         soft_wrap=True,  # one line for scripts, whatever the width
     )
