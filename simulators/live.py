@@ -473,7 +473,21 @@ def live(host: str, port: int, devices: int, seed: int, registry: Registry,
         procs = [ctx.Process(target=worker, args=(k,), daemon=True) for k in range(n)]
         for proc in procs:
             proc.start()
-        parts, errors = _collect(procs, results, n, shared, show if progress else None)
+
+        def stop_workers(_sig: int, _frame: object) -> None:
+            # a Ctrl-C at a terminal reaches the workers too, a kill -INT or a SIGTERM of
+            # this process does not: passed on, they send what they journaled, then report
+            for proc in procs:
+                if proc.is_alive() and proc.pid is not None:
+                    os.kill(proc.pid, signal.SIGTERM)
+
+        # set here, not inherited: a shell that starts us in the background ignores SIGINT
+        before = {sig: signal.signal(sig, stop_workers) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            parts, errors = _collect(procs, results, n, shared, show if progress else None)
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
         if errors:
             raise UserError(errors[0])
     if progress:
@@ -509,24 +523,16 @@ def _collect(procs: list[Any], results: Any, n: int, shared: Any,
     parts: list[PartResult] = []
     errors: list[str] = []
     while len(parts) + len(errors) < n:
-        try:
-            if results.empty():
-                if not any(p.is_alive() for p in procs) and results.empty():
-                    errors.append("a live worker stopped without a word (exit codes "
-                                  f"{[p.exitcode for p in procs]})")
-                    break
-                if show:
-                    show(Counts(*(sum(shared[i::4]) for i in range(4))))
-                time.sleep(TICK_S)
-                continue
-            r = results.get()
-        except KeyboardInterrupt:
-            # a terminal's Ctrl-C reaches the workers too; a kill -INT of this process
-            # only does not: passed on, they send what they journaled, then report
-            for proc in procs:
-                if proc.is_alive():
-                    os.kill(proc.pid, signal.SIGTERM)
+        if results.empty():
+            if not any(p.is_alive() for p in procs) and results.empty():
+                errors.append("a live worker stopped without a word (exit codes "
+                              f"{[p.exitcode for p in procs]})")
+                break
+            if show:
+                show(Counts(*(sum(shared[i::4]) for i in range(4))))
+            time.sleep(TICK_S)
             continue
+        r = results.get()
         (parts if isinstance(r, PartResult) else errors).append(r)
     for proc in procs:
         proc.join(timeout=0 if errors else None)
