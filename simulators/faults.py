@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,7 @@ class Planted:
         self.held_by_outage += other.held_by_outage
 
     def to_dict(self, scenario: Scenario) -> dict[str, Any]:
-        return {"scenario": {k: v for k, v in vars(scenario).items()},
+        return {"scenario": asdict(scenario),
                 "malformed": dict(sorted(self.malformed.items())),
                 "duplicates": self.duplicates,
                 "clock_unset": {"devices": len(self.clock_unset_devices),

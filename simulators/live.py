@@ -46,7 +46,7 @@ from fleetpulse.firmware import check_settings, default_settings
 from fleetpulse.gateway.registry import Credentials, Registry
 
 from .faults import Faults, Planted, Scenario
-from .fleet import FEATURES, FIRMWARE_OLD, make_device
+from .fleet import EXPERIMENT, FEATURES, FIRMWARE_OLD, make_device
 from .truth import Truth
 
 # as the firmware (firmware/app.py): real seconds, whatever the speed
@@ -505,7 +505,7 @@ def live(host: str, port: int, devices: int, seed: int, registry: Registry,
             "sealed_offline": sum(v[1] for v in per_device.values()),
             "plan": {d.device_id: {"hw": d.hw, "iid": d.iid,
                                    "connects": per_device[d.device_id][0],
-                                   "variant": d.variant("eco_nudge", 0.5)}
+                                   "variant": d.variant(EXPERIMENT.key, EXPERIMENT.share_b)}
                      for d in fleet_devices}}
     if truth_path is not None:
         truth.write(truth_path, meta)
