@@ -46,7 +46,7 @@ from fleetpulse.firmware import check_settings, default_settings
 from fleetpulse.gateway.registry import Credentials, Registry
 
 from .faults import Faults, Planted, Scenario
-from .fleet import EXPERIMENT, FEATURES, FIRMWARE_OLD, make_device
+from .fleet import EXPERIMENT, FEATURES, FIRMWARE_OLD, make_device, reading
 from .truth import Truth
 
 # as the firmware (firmware/app.py): real seconds, whatever the speed
@@ -144,10 +144,7 @@ class LiveDevice:
     def _sample(self, t: int) -> None:
         rng = self.rng
         wave = math.sin(2 * math.pi * ((t / 3_600_000) % 24 - 9) / 24)
-        self._record({"t": t, "type": "reading",
-                      "temperature_c": round(self.base_temp_c + 2.5 * wave + rng.gauss(0, 0.3), 2),
-                      "humidity_pct": round(45 - 8 * wave + rng.gauss(0, 1.5), 1),
-                      "rssi_dbm": rng.randint(-82, -48)})
+        self._record(reading(rng, t, self.base_temp_c, wave))
         # about 2 * use_probability usage sessions a day
         if self.features and rng.random() < (self.use_probability * 2
                                              * self.settings["sample_s"] / 86_400):
