@@ -59,9 +59,9 @@ def simulate(
 
     `workers` processes each generate, encode and publish an interleaved part of the
     fleet over a connection of their own; what is sent, and so the truth, is the same for
-    any number of them. Two by default (one on a single core): 40-50K msg/s acknowledged
-    against one process's 25-30K, and faster through ingest too (bench/RESULTS.md, "Bulk
-    simulation"). `rate` caps the messages per second of all of them together, so a
+    any number of them. Two by default (one on a single core): 55-73K msg/s acknowledged
+    against one process's 36-40K, and faster through ingest too (bench/RESULTS.md,
+    "Cheaper readings"). `rate` caps the messages per second of all of them together, so a
     fleet can be held to what its consumer drains."""
     n = max(1, min(workers, devices))
     fleet = Fleet(devices, days, seed, start)
