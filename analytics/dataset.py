@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fleetpulse.errors import UserError
+from fleetpulse.gateway.attributes import ATTRIBUTES_FILE
 from fleetpulse.ingest.schema import TABLES
 from fleetpulse.ingest.store import Store
 
@@ -45,6 +46,20 @@ def _source(store: Store, table: str) -> str:
     if not store.files(table):
         return empty_select(table)
     return parquet_select(table, sql_str(store.url(table, "date=*", "*.parquet")))
+
+
+_NO_ATTRIBUTES = ("SELECT NULL::VARCHAR AS device_id, NULL::VARCHAR AS name, NULL::VARCHAR AS "
+                  "value, NULL::TIMESTAMPTZ AS valid_from, NULL::TIMESTAMPTZ AS valid_to "
+                  "WHERE false")
+
+
+def _attributes_select(store: Store) -> str:
+    """Device attributes with their history, as `fleetpulse devices export` wrote them
+    into the dataset; none (same columns) before it ever did. Not yet read from object
+    storage (DuckDB would need httpfs for one file there)."""
+    if not store.local or not Path(store.path(ATTRIBUTES_FILE)).exists():
+        return _NO_ATTRIBUTES
+    return f"SELECT * FROM read_parquet({sql_str(store.url(ATTRIBUTES_FILE))})"
 
 
 def _live_deduplicated(store: Store, table: str) -> str:
@@ -78,6 +93,7 @@ def data_view_statements(store: Store, layout: Layout | None,
     for table in SOURCES:
         src = _live_deduplicated(store, table) if layout is None else deduplicated(layout, table)
         stmts.append(f"CREATE OR REPLACE VIEW {table} AS {src}")
+    stmts.append(f"CREATE OR REPLACE VIEW device_attributes AS {_attributes_select(store)}")
     stmts.append("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM quarantine_raw")
     stmts.append("CREATE OR REPLACE VIEW presence AS SELECT * FROM presence_raw")
     return stmts + rollups.view_statements(store, layout)

@@ -1,4 +1,5 @@
-"""`fleetpulse devices add|list|revoke|rotate`: the device registry from the command line."""
+"""`fleetpulse devices add|list|set|import|export|revoke|rotate|...`: the device registry
+from the command line."""
 
 from __future__ import annotations
 
@@ -34,6 +35,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     ro = dsub.add_parser("rotate", help="new password for a device (print it once)")
     ro.add_argument("device_id")
     ro.set_defaults(func=_rotate)
+    st = dsub.add_parser("set", help="change a device's attributes (history kept)",
+                         description="Set attributes of a device as of now or --at; NAME= "
+                                     "removes one. Metrics count a device where it was on "
+                                     "each day, so a move is a change, not a rewrite.")
+    st.add_argument("device_id")
+    st.add_argument("pairs", nargs="+", metavar="NAME=VALUE")
+    st.add_argument("--at", metavar="DATE|TIME", help="when the change took effect "
+                    "(default now), e.g. 2026-03-01")
+    st.set_defaults(func=_set)
+    im = dsub.add_parser("import", help="set attributes of many devices from a CSV file",
+                         description="attrs.csv: a device_id column and one column per "
+                                     "attribute; an empty cell leaves the attribute as it "
+                                     "is, '-' removes it.")
+    im.add_argument("csv", type=Path, metavar="ATTRS.CSV")
+    im.add_argument("--at", metavar="DATE|TIME", help="when the changes took effect "
+                    "(default now)")
+    im.set_defaults(func=_import)
+    ex = dsub.add_parser("export", help="copy device attributes into the dataset",
+                         description="Write every device's attributes with their history "
+                                     "into the dataset (_registry/device_attributes.parquet), "
+                                     "where metrics (--by attr:NAME) and explain read them.")
+    config.add_data_arg(ex)
+    ex.set_defaults(func=_export)
     cl = dsub.add_parser("claim", help="claims: one credential for a batch of identical boards",
                          description="A claim lets up to --count boards carrying the same "
                                      "image ask `fleetpulse gateway provision` for accounts "
@@ -54,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cr = csub.add_parser("revoke", help="stop a claim creating devices (theirs stay)")
     cr.add_argument("claim_id")
     cr.set_defaults(func=_claim_revoke)
-    for q in (a, lst, r, ro, cc, cls, cr):
+    for q in (a, lst, r, ro, st, im, ex, cc, cls, cr):
         config.add_registry_arg(q)
     c = dsub.add_parser("configure", help="send a device its settings (retained config topic)",
                         description="Publish settings to devices/ID/config, retained, so the "
@@ -81,6 +105,36 @@ def _add(args: argparse.Namespace) -> int:
     reg = Registry(args.registry)  # add() creates the registry once the id is valid
     creds = reg.add(args.device_id, args.model, config.parse_attributes(args.attr))
     _show_secret(Console(), creds.username, creds.password, reg.pid_path.exists())
+    return 0
+
+
+def _set(args: argparse.Namespace) -> int:
+    changes: dict[str, str | None] = dict(config.parse_attributes(args.pairs))
+    n = _existing(args.registry).set_attributes({args.device_id: changes}, args.at)
+    Console(stderr=True).print(f"{args.device_id}: " + ("attributes changed" if n else
+                                                         "no change"))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from .attributes import read_csv
+
+    changes = read_csv(args.csv)
+    n = _existing(args.registry).set_attributes(changes, args.at)
+    Console(stderr=True).print(f"{args.csv}: {len(changes)} devices, {n} changed")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fleetpulse.ingest.store import Store
+
+    from .attributes import ATTRIBUTES_FILE, intervals
+
+    table = intervals(_existing(args.registry).devices())
+    where = Store(args.data).write_table(ATTRIBUTES_FILE, table)
+    Console(stderr=True).print(f"{table.num_rows} attribute intervals of "
+                               f"{len(set(table.column('device_id').to_pylist()))} devices "
+                               f"-> {where}")
     return 0
 
 

@@ -32,6 +32,8 @@ from fleetpulse.errors import UserError
 from fleetpulse.files import write_replacing
 from fleetpulse.ingest.contract import is_device_id
 
+from .attributes import parse_at, record_changes
+
 # mosquitto_passwd (2.x) format: $7$<iterations>$<base64 salt>$<base64 PBKDF2-SHA512>.
 # Written here because no maintained Python package produces it; it is a few lines of
 # hashlib, and tests check it against the mosquitto_passwd binary.
@@ -192,10 +194,12 @@ class Registry:
                 raise UserError(f"device {device_id} exists: use `devices rotate {device_id}` "
                                 "for new credentials")
             secret = new_secret()
-            devices[device_id] = {"model": model, "attributes": dict(attributes or {}),
-                                  "added_at": _now(), "revoked_at": None,
-                                  "rotated_at": None, "last_seen": None,
-                                  "password_hash": hash_password(secret)}
+            now = _now()
+            entry = {"model": model, "attributes": {}, "added_at": now, "revoked_at": None,
+                     "rotated_at": None, "last_seen": None,
+                     "password_hash": hash_password(secret)}
+            record_changes(device_id, entry, dict(attributes or {}), now)
+            devices[device_id] = entry
             self._save(devices)
         return Credentials(device_id, secret)
 
@@ -224,6 +228,26 @@ class Registry:
                 out[device_id] = Credentials(device_id, secret)
             self._save(devices)
         return out
+
+    def set_attributes(self, changes: dict[str, dict[str, str | None]],
+                       at: str | None = None) -> int:
+        """Change attributes of known devices (device -> name -> value, None removes) as
+        of `at` (ISO time, default now), keeping the history; one write for all. Returns
+        how many devices changed. Attributes are not credentials: the broker is left
+        alone."""
+        when = parse_at(at)
+        with self._locked():
+            devices = self.devices()
+            unknown = sorted(set(changes) - set(devices))
+            if unknown:
+                more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+                raise UserError(f"no device {unknown[0]}{more} in {self.dir}: add it first "
+                                "(`fleetpulse devices add ID`)")
+            changed = sum(record_changes(dev, devices[dev], attrs, when)
+                          for dev, attrs in changes.items())
+            if changed:
+                self._write("registry.json", devices, mode=0o600)
+        return changed
 
     def rotate(self, device_id: str) -> Credentials:
         with self._locked():
