@@ -195,10 +195,10 @@ class Registry:
                                 "for new credentials")
             secret = new_secret()
             now = _now()
-            entry = {"model": model, "attributes": {}, "added_at": now, "revoked_at": None,
-                     "rotated_at": None, "last_seen": None,
-                     "password_hash": hash_password(secret)}
-            record_changes(device_id, entry, dict(attributes or {}), now)
+            entry: dict[str, Any] = {"model": model, "attributes": {}, "added_at": now,
+                                     "revoked_at": None, "rotated_at": None,
+                                     "last_seen": None, "password_hash": hash_password(secret)}
+            record_changes(entry, dict(attributes or {}), now)
             devices[device_id] = entry
             self._save(devices)
         return Credentials(device_id, secret)
@@ -243,7 +243,7 @@ class Registry:
                 more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
                 raise UserError(f"no device {unknown[0]}{more} in {self.dir}: add it first "
                                 "(`fleetpulse devices add ID`)")
-            changed = sum(record_changes(dev, devices[dev], attrs, when)
+            changed = sum(record_changes(devices[dev], attrs, when)
                           for dev, attrs in changes.items())
             if changed:
                 self._write("registry.json", devices, mode=0o600)
