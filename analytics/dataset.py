@@ -39,6 +39,7 @@ from .sources import DEDUP, deduplicated, empty_select, files_select, parquet_se
 from .sqltext import file_listing, fill_contract, sql_str, statements
 
 METRICS_SQL = Path(__file__).with_name("metrics.sql")
+EXPLAIN_SQL = Path(__file__).with_name("explain.sql")
 
 def _source(store: Store, table: str) -> str:
     """A SELECT over the table's files by glob (absolute path or s3:// URL), or an empty
@@ -115,8 +116,9 @@ class Metric:
 
 @cache
 def _metrics_sql() -> str:
-    """metrics.sql with the contract's lists filled in (read once per process)."""
-    return fill_contract(METRICS_SQL.read_text())
+    """metrics.sql and explain.sql with the contract's lists filled in (read once per
+    process)."""
+    return fill_contract(METRICS_SQL.read_text() + "\n" + EXPLAIN_SQL.read_text())
 
 
 @cache
