@@ -20,6 +20,7 @@ from .errors import UserError
 
 def build_parser() -> argparse.ArgumentParser:
     from fleetpulse.analytics import cli as analytics_cli
+    from fleetpulse.analytics import explain_cli
     from fleetpulse.firmware import cli as firmware_cli
     from fleetpulse.gateway import broker_cli, devices_cli, gateway_cli
     from fleetpulse.ingest import cli as ingest_cli
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulators_cli.register(sub)
     simulators_cli.register_capture(sub)
     analytics_cli.register(sub)
+    explain_cli.register(sub)
     devices_cli.register(sub)
     gateway_cli.register(sub)
     firmware_cli.register(sub)

@@ -1,0 +1,345 @@
+-- Root cause of a metric's change between two periods: which devices' firmware, model,
+-- attributes, experiment arm or conditions moved it (`fleetpulse explain`, docs/explain.md).
+--
+-- Every device belongs to one element of each dimension, fixed for both periods: its
+-- values as of its last day in the compare period (else in the baseline period), so
+-- "the devices now on 1.5.0" are compared with themselves before. The metric is a sum
+-- (active_devices: mean daily active devices) or a ratio of sums (the rates) over
+-- devices; an element is a set of 1 to 3 dimension values.
+--
+-- For each element e, with F the metric in the baseline period and A in the compare one:
+--   explanatory power (Adtributor, Bhagwan et al., NSDI 2014): the share of A - F that
+--     e's own change accounts for, the others held as they were: for a sum
+--     (A_e - F_e) / (A - F); for a ratio n/d, the change of the whole ratio if only e's
+--     numerator and denominator had moved,
+--     (F_d * dn_e - F_n * dd_e) / (F_d * (F_d + dd_e)), divided by A - F;
+--   surprise: the Jensen-Shannon divergence (bits) of e's share of the metric before and
+--     after, p = F_e / F, q = A_e / A: 0.5 (p log2(2p / (p + q)) + q log2(2q / (p + q)));
+--     for a ratio the sum of that of its numerator and denominator;
+--   risk ratio (MacroBase, Bailis et al., SIGMOD 2017), rates only: e's rate over the
+--     rest's in the compare period, with a 95% interval from the devices' spread;
+--   z: whether e moved differently from the rest, more than chance: for a sum, e's
+--     change beyond its proportional share, sum_i (a_i - f_i A / F) over e's devices,
+--     divided by the root of the sum of their squares; for a ratio, the change of e's
+--     rate minus the rest's, over its standard error (cluster-robust: a device's
+--     records are not independent of each other).
+-- A change is explained only when it is real (the whole change |z| >= min_z and at
+-- least 1%), by elements with at least min_devices devices, explanatory power >=
+-- min_ep and z >= min_z in the change's direction. An element is left out when one of
+-- its refinements by one more dimension holds 90% of its explanatory power: that
+-- narrower element is the cause (hw=purifier-esp32 on fw 1.5.0, not all of 1.5.0).
+
+-- explain_dimensions: every device's value of each dimension explanations use, as of its
+-- last day in the compare period (else the baseline's): fw, hw, age (days since
+-- activation at the end of the compare period), temperature and humidity bands (the
+-- device's mean reading in both periods), connectivity band (heartbeats received /
+-- expected in both periods), each experiment's variant (variant:KEY), each attribute
+-- (attr:NAME, its value at the end of the compare period).
+CREATE OR REPLACE MACRO explain_dimensions(baseline_from, baseline_to, compare_from,
+                                           compare_to) AS TABLE
+WITH span AS (
+    SELECT least(baseline_from, compare_from) AS lo, greatest(baseline_to, compare_to) AS hi
+),
+last_day AS (
+    SELECT device_id,
+           arg_max(fw, (day BETWEEN compare_from AND compare_to, day)) AS fw,
+           arg_max(hw, (day BETWEEN compare_from AND compare_to, day)) AS hw
+    FROM device_days
+    WHERE day BETWEEN baseline_from AND baseline_to OR day BETWEEN compare_from AND compare_to
+    GROUP BY device_id
+),
+climate AS (
+    SELECT device_id, avg(temperature_c) AS t, avg(humidity_pct) AS h
+    FROM readings
+    WHERE date BETWEEN baseline_from AND baseline_to OR date BETWEEN compare_from AND compare_to
+    GROUP BY device_id
+),
+link AS (
+    SELECT device_id, sum(heartbeats) / nullif(sum(expected_heartbeats), 0) AS share
+    FROM device_health_days(since := (SELECT lo FROM span), until := (SELECT hi FROM span),
+                            segment_by := 'all')
+    WHERE day BETWEEN baseline_from AND baseline_to OR day BETWEEN compare_from AND compare_to
+    GROUP BY device_id
+),
+wide AS (
+    SELECT d.device_id, d.fw, d.hw,
+           CASE WHEN compare_to - a.activation_day < 30 THEN 'under 30 days'
+                WHEN compare_to - a.activation_day < 90 THEN '30-89 days'
+                WHEN compare_to - a.activation_day < 180 THEN '90-179 days'
+                ELSE '180 days or more' END AS age,
+           CASE WHEN c.t IS NULL THEN NULL ELSE
+               printf('%d-%d degC', (floor(c.t / 2) * 2)::INT, (floor(c.t / 2) * 2)::INT + 2)
+           END AS temperature,
+           CASE WHEN c.h IS NULL THEN NULL ELSE
+               printf('%d-%d %%', (floor(c.h / 10) * 10)::INT, (floor(c.h / 10) * 10)::INT + 10)
+           END AS humidity,
+           CASE WHEN l.share IS NULL THEN NULL
+                WHEN l.share < 0.5 THEN 'under 50% of heartbeats'
+                WHEN l.share < 0.9 THEN '50-90% of heartbeats'
+                WHEN l.share < 0.99 THEN '90-99% of heartbeats'
+                ELSE '99% or more of heartbeats' END AS connectivity
+    FROM last_day d JOIN activations a USING (device_id)
+    LEFT JOIN climate c USING (device_id) LEFT JOIN link l USING (device_id)
+)
+SELECT device_id, dim, value
+FROM (UNPIVOT wide ON fw, hw, age, temperature, humidity, connectivity
+      INTO NAME dim VALUE value)
+UNION ALL
+SELECT device_id, 'variant:' || experiment, arg_max(variant, applied_at)
+FROM experiment_reports r SEMI JOIN last_day d USING (device_id)
+GROUP BY ALL
+UNION ALL
+SELECT device_id, 'attr:' || name, arg_max(value, valid_from)
+FROM device_attributes a SEMI JOIN last_day d USING (device_id)
+WHERE valid_from < (compare_to + 1)::TIMESTAMPTZ
+  AND (valid_to IS NULL OR valid_to >= (compare_to + 1)::TIMESTAMPTZ)
+GROUP BY ALL;
+
+-- explain_units: per device, the metric's numerator and denominator in the baseline
+-- (f_n, f_d) and compare (a_n, a_d) periods. active_devices: active days / days in the
+-- period (their sum: mean daily active devices; denominator 1). crash_free: no crash in
+-- the period, of devices that reported. reboots: power_ons per device-day reported.
+-- connectivity: heartbeats received / expected. uses_per_device: usage events per device
+-- active in the period. feature_adoption: devices that used feature_name, of devices
+-- active in the period.
+CREATE OR REPLACE MACRO explain_units(metric, baseline_from, baseline_to, compare_from,
+                                      compare_to, feature_name := 'eco_mode') AS TABLE
+WITH periods AS (
+    SELECT * FROM (VALUES ('f', baseline_from, baseline_to), ('a', compare_from, compare_to))
+        AS t(period, p_from, p_to)
+),
+activity AS (
+    SELECT p.period, d.device_id, (p.p_to - p.p_from + 1) AS days,
+           count(*) FILTER (WHERE d.active) AS active_days, sum(d.usage_events) AS uses,
+           count(*) AS device_days
+    FROM periods p JOIN device_days d ON d.day BETWEEN p.p_from AND p.p_to
+    GROUP BY ALL
+),
+health AS (
+    SELECT p.period, h.device_id, sum(h.crashes) AS crashes, sum(h.reboots) AS reboots,
+           sum(h.heartbeats) AS heartbeats, sum(h.expected_heartbeats) AS expected
+    FROM periods p JOIN device_health_days(since := least(baseline_from, compare_from),
+                                           until := greatest(baseline_to, compare_to),
+                                           segment_by := 'all') h
+        ON h.day BETWEEN p.p_from AND p.p_to
+    GROUP BY ALL
+),
+feature AS (
+    SELECT DISTINCT p.period, f.device_id
+    FROM periods p JOIN rollup_feature_days f ON f.date BETWEEN p.p_from AND p.p_to
+    WHERE f.feature = feature_name
+),
+per_period AS (
+    SELECT a.period, a.device_id,
+           CASE metric
+               WHEN 'active_devices' THEN a.active_days / a.days
+               WHEN 'crash_free' THEN (coalesce(h.crashes, 0) = 0)::INT
+               WHEN 'reboots' THEN coalesce(h.reboots, 0)
+               WHEN 'connectivity' THEN coalesce(h.heartbeats, 0)
+               WHEN 'uses_per_device' THEN a.uses
+               WHEN 'feature_adoption' THEN (f.device_id IS NOT NULL AND a.active_days > 0)::INT
+               ELSE error('explain: no metric ' || metric || ' (active_devices, crash_free, '
+                          || 'reboots, connectivity, uses_per_device, feature_adoption)')
+           END::DOUBLE AS n,
+           CASE metric
+               WHEN 'active_devices' THEN 1
+               WHEN 'crash_free' THEN 1
+               WHEN 'reboots' THEN a.device_days
+               WHEN 'connectivity' THEN coalesce(h.expected, 0)
+               ELSE (a.active_days > 0)::INT
+           END::DOUBLE AS d
+    FROM activity a LEFT JOIN health h USING (period, device_id)
+    LEFT JOIN feature f USING (period, device_id)
+)
+SELECT device_id,
+       coalesce(sum(n) FILTER (WHERE period = 'f'), 0) AS f_n,
+       coalesce(sum(d) FILTER (WHERE period = 'f'), 0) AS f_d,
+       coalesce(sum(n) FILTER (WHERE period = 'a'), 0) AS a_n,
+       coalesce(sum(d) FILTER (WHERE period = 'a'), 0) AS a_d
+FROM per_period GROUP BY device_id;
+
+-- js_divergence: the Jensen-Shannon divergence in bits of a share p before and q after
+CREATE OR REPLACE MACRO js_divergence(p, q) AS
+    0.5 * (CASE WHEN p > 0 THEN p * log2(2 * p / (p + q)) ELSE 0 END
+           + CASE WHEN q > 0 THEN q * log2(2 * q / (p + q)) ELSE 0 END);
+
+-- ratio_variance: the variance of a ratio of sums sum(n) / sum(d) over devices, with
+-- each device's records taken together (cluster-robust), from the sums of n^2, n*d, d^2
+CREATE OR REPLACE MACRO ratio_variance(sn, sd, snn, snd, sdd) AS
+    CASE WHEN sd > 0 THEN greatest(snn - 2 * (sn / sd) * snd + (sn / sd) ^ 2 * sdd, 0) / sd ^ 2
+    END;
+
+-- explain_elements: every element (1 to max_dims dimension values) with the metric's sums
+-- over its devices in both periods and the statistics above, unfiltered.
+CREATE OR REPLACE MACRO explain_elements(metric, baseline_from, baseline_to, compare_from,
+                                         compare_to, feature_name := 'eco_mode',
+                                         max_dims := 3, dimensions := NULL) AS TABLE
+WITH units AS (
+    SELECT * FROM explain_units(metric, baseline_from, baseline_to, compare_from, compare_to,
+                                feature_name := feature_name)
+),
+dims AS (
+    SELECT d.*, d.dim || '=' || d.value AS label
+    FROM explain_dimensions(baseline_from, baseline_to, compare_from, compare_to) d
+    SEMI JOIN units USING (device_id)
+    WHERE d.value IS NOT NULL
+      -- only these dimensions; 'attr' and 'variant' stand for every one of their kind
+      AND (dimensions IS NULL OR list_contains(dimensions, d.dim)
+           OR list_contains(dimensions, split_part(d.dim, ':', 1)))
+),
+members AS (
+    SELECT device_id, [label] AS element FROM dims
+    UNION ALL
+    SELECT device_id, [x.label, y.label]
+    FROM dims x JOIN dims y USING (device_id)
+    WHERE x.dim < y.dim AND max_dims >= 2
+    UNION ALL
+    SELECT device_id, [x.label, y.label, z.label]
+    FROM dims x JOIN dims y USING (device_id) JOIN dims z USING (device_id)
+    WHERE x.dim < y.dim AND y.dim < z.dim AND max_dims >= 3
+),
+sums AS (
+    SELECT element, count(*) AS devices,
+           sum(f_n) AS f_n, sum(f_d) AS f_d, sum(a_n) AS a_n, sum(a_d) AS a_d,
+           sum(f_n * f_n) AS f_nn, sum(f_n * f_d) AS f_nd, sum(f_d * f_d) AS f_dd,
+           sum(a_n * a_n) AS a_nn, sum(a_n * a_d) AS a_nd, sum(a_d * a_d) AS a_dd,
+           sum(a_n * f_n) AS af_nn
+    FROM members JOIN units USING (device_id) GROUP BY element
+),
+fleet AS (
+    SELECT count(*) AS devices, sum(f_n) AS f_n, sum(f_d) AS f_d, sum(a_n) AS a_n,
+           sum(a_d) AS a_d,
+           sum(f_n * f_n) AS f_nn, sum(f_n * f_d) AS f_nd, sum(f_d * f_d) AS f_dd,
+           sum(a_n * a_n) AS a_nn, sum(a_n * a_d) AS a_nd, sum(a_d * a_d) AS a_dd,
+           sum(a_n * f_n) AS af_nn,
+           metric = 'active_devices' AS is_sum
+    FROM units
+),
+whole AS (
+    SELECT *,
+           CASE WHEN is_sum THEN f_n ELSE f_n / nullif(f_d, 0) END AS before,
+           CASE WHEN is_sum THEN a_n ELSE a_n / nullif(a_d, 0) END AS after
+    FROM fleet
+),
+stats AS (
+    SELECT s.element, len(s.element) AS dims, s.devices, w.devices AS fleet_devices,
+           w.is_sum, w.before AS fleet_before, w.after AS fleet_after,
+           CASE WHEN w.is_sum THEN s.f_n ELSE s.f_n / nullif(s.f_d, 0) END AS before,
+           CASE WHEN w.is_sum THEN s.a_n ELSE s.a_n / nullif(s.a_d, 0) END AS after,
+           CASE WHEN w.after = w.before THEN NULL
+                WHEN w.is_sum THEN (s.a_n - s.f_n) / (w.after - w.before)
+                ELSE (w.f_d * (s.a_n - s.f_n) - w.f_n * (s.a_d - s.f_d))
+                     / (w.f_d * (w.f_d + s.a_d - s.f_d)) / (w.after - w.before) END AS ep,
+           js_divergence(s.f_n / nullif(w.f_n, 0), s.a_n / nullif(w.a_n, 0))
+           + CASE WHEN w.is_sum THEN 0
+                  ELSE js_divergence(s.f_d / nullif(w.f_d, 0), s.a_d / nullif(w.a_d, 0)) END
+               AS surprise,
+           -- the rest of the fleet: the whole minus the element
+           w.f_n - s.f_n AS r_f_n, w.f_d - s.f_d AS r_f_d, w.a_n - s.a_n AS r_a_n,
+           w.a_d - s.a_d AS r_a_d,
+           -- a sum: e's change beyond its proportional share, and its spread
+           s.a_n - s.f_n * w.a_n / nullif(w.f_n, 0) AS excess,
+           s.a_nn - 2 * (w.a_n / nullif(w.f_n, 0)) * s.af_nn
+               + (w.a_n / nullif(w.f_n, 0)) ^ 2 * s.f_nn AS excess_ss,
+           -- a ratio: variances of e's and the rest's rates in each period
+           ratio_variance(s.a_n, s.a_d, s.a_nn, s.a_nd, s.a_dd) AS v_a,
+           ratio_variance(s.f_n, s.f_d, s.f_nn, s.f_nd, s.f_dd) AS v_f,
+           ratio_variance(w.a_n - s.a_n, w.a_d - s.a_d, w.a_nn - s.a_nn, w.a_nd - s.a_nd,
+                          w.a_dd - s.a_dd) AS r_v_a,
+           ratio_variance(w.f_n - s.f_n, w.f_d - s.f_d, w.f_nn - s.f_nn, w.f_nd - s.f_nd,
+                          w.f_dd - s.f_dd) AS r_v_f
+    FROM sums s, whole w
+)
+SELECT element, dims, devices, fleet_devices, fleet_before, fleet_after, before, after,
+       ep, surprise,
+       CASE WHEN NOT is_sum AND r_a_n > 0 AND after > 0
+            THEN after / (r_a_n / r_a_d) END AS risk_ratio,
+       CASE WHEN NOT is_sum AND r_a_n > 0 AND after > 0
+            THEN exp(ln(after / (r_a_n / r_a_d))
+                     - 1.96 * sqrt(v_a / after ^ 2 + r_v_a / (r_a_n / r_a_d) ^ 2)) END AS rr_low,
+       CASE WHEN NOT is_sum AND r_a_n > 0 AND after > 0
+            THEN exp(ln(after / (r_a_n / r_a_d))
+                     + 1.96 * sqrt(v_a / after ^ 2 + r_v_a / (r_a_n / r_a_d) ^ 2)) END AS rr_high,
+       CASE WHEN is_sum THEN excess / nullif(sqrt(excess_ss), 0)
+            -- the change of e's rate minus the rest's; e without a baseline (every device
+            -- new) is compared with the rest in the compare period alone
+            WHEN before IS NULL OR r_f_d = 0 THEN
+                (after - r_a_n / nullif(r_a_d, 0)) / nullif(sqrt(v_a + r_v_a), 0)
+            ELSE ((after - r_a_n / nullif(r_a_d, 0)) - (before - r_f_n / r_f_d))
+                 / nullif(sqrt(v_a + r_v_a + v_f + r_v_f), 0) END AS z
+FROM stats;
+
+-- explain_change: the metric before and after for the whole fleet, and whether the
+-- change is real: z of the whole change (for a sum, the devices' paired changes; for a
+-- ratio, the two periods' rates with cluster-robust variances).
+CREATE OR REPLACE MACRO explain_change(metric, baseline_from, baseline_to, compare_from,
+                                       compare_to, feature_name := 'eco_mode',
+                                       min_z := 3.0) AS TABLE
+WITH units AS (
+    SELECT * FROM explain_units(metric, baseline_from, baseline_to, compare_from, compare_to,
+                                feature_name := feature_name)
+),
+s AS (
+    SELECT count(*) AS devices, sum(f_n) AS f_n, sum(f_d) AS f_d, sum(a_n) AS a_n,
+           sum(a_d) AS a_d, var_samp(a_n - f_n) AS var_change,
+           ratio_variance(sum(f_n), sum(f_d), sum(f_n * f_n), sum(f_n * f_d), sum(f_d * f_d))
+               AS v_f,
+           ratio_variance(sum(a_n), sum(a_d), sum(a_n * a_n), sum(a_n * a_d), sum(a_d * a_d))
+               AS v_a
+    FROM units
+)
+SELECT *, coalesce(abs(z) >= min_z AND abs(after - before) >= 0.01 * abs(before), false)
+              AS real
+FROM (
+    SELECT devices,
+           CASE WHEN metric = 'active_devices' THEN f_n ELSE f_n / nullif(f_d, 0) END AS before,
+           CASE WHEN metric = 'active_devices' THEN a_n ELSE a_n / nullif(a_d, 0) END AS after,
+           CASE WHEN metric = 'active_devices'
+                THEN (a_n - f_n) / nullif(sqrt(devices * var_change), 0)
+                ELSE (a_n / nullif(a_d, 0) - f_n / nullif(f_d, 0)) / nullif(sqrt(v_a + v_f), 0)
+           END AS z
+    FROM s
+);
+
+-- explain: why METRIC changed from the baseline period to the compare period: the change, then the elements (1-3 of fw, hw, age, temperature, humidity, connectivity, variant:KEY, attr:NAME) that account for it, ranked by explanatory power, with surprise, risk ratio (rates) and z; none when the change is not real
+CREATE OR REPLACE MACRO explain(metric, baseline_from, baseline_to, compare_from, compare_to,
+                                feature_name := 'eco_mode', max_dims := 3, dimensions := NULL,
+                                min_ep := 0.1, min_z := 3.0, min_devices := 0) AS TABLE
+WITH whole AS (
+    SELECT real AS is_real, sign(after - before) AS direction, devices
+    FROM explain_change(metric, baseline_from, baseline_to, compare_from, compare_to,
+                        feature_name := feature_name, min_z := min_z)
+),
+candidates AS (
+    SELECT e.* FROM explain_elements(metric, baseline_from, baseline_to, compare_from,
+                                     compare_to, feature_name := feature_name,
+                                     max_dims := max_dims, dimensions := dimensions) e,
+         whole r
+    WHERE r.is_real AND e.ep >= min_ep AND e.z * r.direction >= min_z
+      AND e.devices < e.fleet_devices  -- a value every device has explains nothing
+      -- minimum support: PostHog's min(25, 2% of the fleet), or as asked
+      AND e.devices >= CASE WHEN min_devices > 0 THEN min_devices
+                            ELSE least(25, ceil(0.02 * r.devices)) END
+),
+kept AS (
+    -- an element is too broad when a refinement leaves out a quarter or more of its
+    -- devices and keeps 90% of its explanatory power; a refinement says nothing more
+    -- than the element when it keeps three quarters of its devices, or explains less
+    -- than 1.5 times as much per device (a slice of the cause, not a narrower cause)
+    SELECT c.* FROM candidates c
+    WHERE NOT EXISTS (
+        SELECT 1 FROM candidates narrower
+        WHERE narrower.dims = c.dims + 1 AND list_has_all(narrower.element, c.element)
+          AND narrower.devices < 0.75 * c.devices AND narrower.ep >= 0.9 * c.ep)
+      AND NOT EXISTS (
+        SELECT 1 FROM candidates broader
+        WHERE c.dims = broader.dims + 1 AND list_has_all(c.element, broader.element)
+          AND (c.devices >= 0.75 * broader.devices
+               OR c.ep / c.devices < 1.5 * broader.ep / broader.devices))
+)
+SELECT element, dims, devices,
+       round(ep, 4) AS explanatory_power, round(surprise, 4) AS surprise,
+       round(before, 4) AS before, round(after, 4) AS after,
+       round(risk_ratio, 4) AS risk_ratio, round(rr_low, 4) AS rr_low,
+       round(rr_high, 4) AS rr_high, round(z, 2) AS z
+FROM kept ORDER BY ep DESC, surprise DESC, dims
