@@ -25,9 +25,12 @@
 --     records are not independent of each other).
 -- A change is explained only when it is real (the whole change |z| >= min_z and at
 -- least 1%), by elements with at least min_devices devices, explanatory power >=
--- min_ep and z >= min_z in the change's direction. An element is left out when one of
--- its refinements by one more dimension holds 90% of its explanatory power: that
--- narrower element is the cause (hw=purifier-esp32 on fw 1.5.0, not all of 1.5.0).
+-- min_ep and z >= min_z in the change's direction. Of an element and a refinement of it
+-- by one more dimension (both passing): when the element's devices outside the
+-- refinement did not move more than chance, the element is too broad and is left out
+-- (hw=purifier-esp32 on fw 1.5.0, not all of 1.5.0); when they did, or the refinement
+-- keeps three quarters of the element's devices, the refinement is a slice of a wider
+-- cause and is left out.
 
 -- explain_dimensions: every device's value of each dimension explanations use, as of its
 -- last day in the compare period (else the baseline's): fw, hw, age (days since
@@ -169,8 +172,53 @@ CREATE OR REPLACE MACRO ratio_variance(sn, sd, snn, snd, sdd) AS
     CASE WHEN sd > 0 THEN greatest(snn - 2 * (sn / sd) * snd + (sn / sd) ^ 2 * sdd, 0) / sd ^ 2
     END;
 
--- explain_elements: every element (1 to max_dims dimension values) with the metric's sums
--- over its devices in both periods and the statistics above, unfiltered.
+-- The sums over a set of devices that every statistic below is computed from: the
+-- metric's numerator n and denominator d before (f_) and after (a_), their squares and
+-- products. A set's complement in another is the difference of their sums.
+CREATE OR REPLACE MACRO explain_sums(f_n, f_d, a_n, a_d) AS
+    {'devices': count(*), 'f_n': sum(f_n), 'f_d': sum(f_d), 'a_n': sum(a_n), 'a_d': sum(a_d),
+     'f_nn': sum(f_n * f_n), 'f_nd': sum(f_n * f_d), 'f_dd': sum(f_d * f_d),
+     'a_nn': sum(a_n * a_n), 'a_nd': sum(a_n * a_d), 'a_dd': sum(a_d * a_d),
+     'af_nn': sum(a_n * f_n)};
+CREATE OR REPLACE MACRO sums_minus(x, y) AS
+    {'devices': x.devices - y.devices, 'f_n': x.f_n - y.f_n, 'f_d': x.f_d - y.f_d,
+     'a_n': x.a_n - y.a_n, 'a_d': x.a_d - y.a_d, 'f_nn': x.f_nn - y.f_nn,
+     'f_nd': x.f_nd - y.f_nd, 'f_dd': x.f_dd - y.f_dd, 'a_nn': x.a_nn - y.a_nn,
+     'a_nd': x.a_nd - y.a_nd, 'a_dd': x.a_dd - y.a_dd, 'af_nn': x.af_nn - y.af_nn};
+
+-- the metric over a set's sums, before (after := false) or after: a sum, or a ratio
+CREATE OR REPLACE MACRO explain_value(is_sum, x, after) AS
+    CASE WHEN after THEN (CASE WHEN is_sum THEN x.a_n ELSE x.a_n / nullif(x.a_d, 0) END)
+         ELSE (CASE WHEN is_sum THEN x.f_n ELSE x.f_n / nullif(x.f_d, 0) END) END;
+
+-- explain_z: whether devices e moved differently from the rest of the fleet w (see the
+-- top of this file)
+CREATE OR REPLACE MACRO explain_z(is_sum, e, w) AS
+    CASE WHEN is_sum THEN
+        -- e's change beyond its proportional share, over its spread
+        (e.a_n - e.f_n * w.a_n / nullif(w.f_n, 0))
+        / nullif(sqrt(greatest(e.a_nn - 2 * (w.a_n / nullif(w.f_n, 0)) * e.af_nn
+                               + (w.a_n / nullif(w.f_n, 0)) ^ 2 * e.f_nn, 0)), 0)
+    -- a ratio: the change of e's rate minus the rest's; e without a baseline (every
+    -- device new) is compared with the rest in the compare period alone
+    WHEN e.f_d = 0 OR w.f_d - e.f_d = 0 THEN
+        (e.a_n / nullif(e.a_d, 0) - (w.a_n - e.a_n) / nullif(w.a_d - e.a_d, 0))
+        / nullif(sqrt(ratio_variance(e.a_n, e.a_d, e.a_nn, e.a_nd, e.a_dd)
+                      + ratio_variance(w.a_n - e.a_n, w.a_d - e.a_d, w.a_nn - e.a_nn,
+                                       w.a_nd - e.a_nd, w.a_dd - e.a_dd)), 0)
+    ELSE
+        ((e.a_n / nullif(e.a_d, 0) - (w.a_n - e.a_n) / nullif(w.a_d - e.a_d, 0))
+         - (e.f_n / e.f_d - (w.f_n - e.f_n) / (w.f_d - e.f_d)))
+        / nullif(sqrt(ratio_variance(e.a_n, e.a_d, e.a_nn, e.a_nd, e.a_dd)
+                      + ratio_variance(w.a_n - e.a_n, w.a_d - e.a_d, w.a_nn - e.a_nn,
+                                       w.a_nd - e.a_nd, w.a_dd - e.a_dd)
+                      + ratio_variance(e.f_n, e.f_d, e.f_nn, e.f_nd, e.f_dd)
+                      + ratio_variance(w.f_n - e.f_n, w.f_d - e.f_d, w.f_nn - e.f_nn,
+                                       w.f_nd - e.f_nd, w.f_dd - e.f_dd)), 0)
+    END;
+
+-- explain_elements: every element (1 to max_dims dimension values) with its devices'
+-- sums, the whole fleet's, and the statistics above, unfiltered.
 CREATE OR REPLACE MACRO explain_elements(metric, baseline_from, baseline_to, compare_from,
                                          compare_to, feature_name := 'eco_mode',
                                          max_dims := 3, dimensions := NULL) AS TABLE
@@ -199,74 +247,44 @@ members AS (
     WHERE x.dim < y.dim AND y.dim < z.dim AND max_dims >= 3
 ),
 sums AS (
-    SELECT element, count(*) AS devices,
-           sum(f_n) AS f_n, sum(f_d) AS f_d, sum(a_n) AS a_n, sum(a_d) AS a_d,
-           sum(f_n * f_n) AS f_nn, sum(f_n * f_d) AS f_nd, sum(f_d * f_d) AS f_dd,
-           sum(a_n * a_n) AS a_nn, sum(a_n * a_d) AS a_nd, sum(a_d * a_d) AS a_dd,
-           sum(a_n * f_n) AS af_nn
+    SELECT element, explain_sums(f_n, f_d, a_n, a_d) AS s
     FROM members JOIN units USING (device_id) GROUP BY element
 ),
 fleet AS (
-    SELECT count(*) AS devices, sum(f_n) AS f_n, sum(f_d) AS f_d, sum(a_n) AS a_n,
-           sum(a_d) AS a_d,
-           sum(f_n * f_n) AS f_nn, sum(f_n * f_d) AS f_nd, sum(f_d * f_d) AS f_dd,
-           sum(a_n * a_n) AS a_nn, sum(a_n * a_d) AS a_nd, sum(a_d * a_d) AS a_dd,
-           sum(a_n * f_n) AS af_nn,
-           metric = 'active_devices' AS is_sum
+    SELECT explain_sums(f_n, f_d, a_n, a_d) AS w, metric = 'active_devices' AS is_sum
     FROM units
 ),
-whole AS (
-    SELECT *,
-           CASE WHEN is_sum THEN f_n ELSE f_n / nullif(f_d, 0) END AS before,
-           CASE WHEN is_sum THEN a_n ELSE a_n / nullif(a_d, 0) END AS after
-    FROM fleet
-),
 stats AS (
-    SELECT s.element, len(s.element) AS dims, s.devices, w.devices AS fleet_devices,
-           w.is_sum, w.before AS fleet_before, w.after AS fleet_after,
-           CASE WHEN w.is_sum THEN s.f_n ELSE s.f_n / nullif(s.f_d, 0) END AS before,
-           CASE WHEN w.is_sum THEN s.a_n ELSE s.a_n / nullif(s.a_d, 0) END AS after,
-           CASE WHEN w.after = w.before THEN NULL
-                WHEN w.is_sum THEN (s.a_n - s.f_n) / (w.after - w.before)
-                ELSE (w.f_d * (s.a_n - s.f_n) - w.f_n * (s.a_d - s.f_d))
-                     / (w.f_d * (w.f_d + s.a_d - s.f_d)) / (w.after - w.before) END AS ep,
-           js_divergence(s.f_n / nullif(w.f_n, 0), s.a_n / nullif(w.a_n, 0))
-           + CASE WHEN w.is_sum THEN 0
-                  ELSE js_divergence(s.f_d / nullif(w.f_d, 0), s.a_d / nullif(w.a_d, 0)) END
-               AS surprise,
-           -- the rest of the fleet: the whole minus the element
-           w.f_n - s.f_n AS r_f_n, w.f_d - s.f_d AS r_f_d, w.a_n - s.a_n AS r_a_n,
-           w.a_d - s.a_d AS r_a_d,
-           -- a sum: e's change beyond its proportional share, and its spread
-           s.a_n - s.f_n * w.a_n / nullif(w.f_n, 0) AS excess,
-           s.a_nn - 2 * (w.a_n / nullif(w.f_n, 0)) * s.af_nn
-               + (w.a_n / nullif(w.f_n, 0)) ^ 2 * s.f_nn AS excess_ss,
-           -- a ratio: variances of e's and the rest's rates in each period
-           ratio_variance(s.a_n, s.a_d, s.a_nn, s.a_nd, s.a_dd) AS v_a,
-           ratio_variance(s.f_n, s.f_d, s.f_nn, s.f_nd, s.f_dd) AS v_f,
-           ratio_variance(w.a_n - s.a_n, w.a_d - s.a_d, w.a_nn - s.a_nn, w.a_nd - s.a_nd,
-                          w.a_dd - s.a_dd) AS r_v_a,
-           ratio_variance(w.f_n - s.f_n, w.f_d - s.f_d, w.f_nn - s.f_nn, w.f_nd - s.f_nd,
-                          w.f_dd - s.f_dd) AS r_v_f
-    FROM sums s, whole w
+    SELECT element, len(element) AS dims, s, w, is_sum,
+           explain_value(is_sum, w, false) AS fleet_before,
+           explain_value(is_sum, w, true) AS fleet_after,
+           explain_value(is_sum, s, false) AS before,
+           explain_value(is_sum, s, true) AS after
+    FROM sums, fleet
 )
-SELECT element, dims, devices, fleet_devices, fleet_before, fleet_after, before, after,
-       ep, surprise,
-       CASE WHEN NOT is_sum AND r_a_n > 0 AND after > 0
-            THEN after / (r_a_n / r_a_d) END AS risk_ratio,
-       CASE WHEN NOT is_sum AND r_a_n > 0 AND after > 0
-            THEN exp(ln(after / (r_a_n / r_a_d))
-                     - 1.96 * sqrt(v_a / after ^ 2 + r_v_a / (r_a_n / r_a_d) ^ 2)) END AS rr_low,
-       CASE WHEN NOT is_sum AND r_a_n > 0 AND after > 0
-            THEN exp(ln(after / (r_a_n / r_a_d))
-                     + 1.96 * sqrt(v_a / after ^ 2 + r_v_a / (r_a_n / r_a_d) ^ 2)) END AS rr_high,
-       CASE WHEN is_sum THEN excess / nullif(sqrt(excess_ss), 0)
-            -- the change of e's rate minus the rest's; e without a baseline (every device
-            -- new) is compared with the rest in the compare period alone
-            WHEN before IS NULL OR r_f_d = 0 THEN
-                (after - r_a_n / nullif(r_a_d, 0)) / nullif(sqrt(v_a + r_v_a), 0)
-            ELSE ((after - r_a_n / nullif(r_a_d, 0)) - (before - r_f_n / r_f_d))
-                 / nullif(sqrt(v_a + r_v_a + v_f + r_v_f), 0) END AS z
+SELECT element, dims, s.devices AS devices, w.devices AS fleet_devices, fleet_before,
+       fleet_after, before, after,
+       -- explanatory power: e's own change, the rest held as it was, over the whole change
+       CASE WHEN fleet_after = fleet_before THEN NULL
+            WHEN is_sum THEN (s.a_n - s.f_n) / (fleet_after - fleet_before)
+            ELSE (w.f_d * (s.a_n - s.f_n) - w.f_n * (s.a_d - s.f_d))
+                 / (w.f_d * (w.f_d + s.a_d - s.f_d)) / (fleet_after - fleet_before) END AS ep,
+       js_divergence(s.f_n / nullif(w.f_n, 0), s.a_n / nullif(w.a_n, 0))
+       + CASE WHEN is_sum THEN 0
+              ELSE js_divergence(s.f_d / nullif(w.f_d, 0), s.a_d / nullif(w.a_d, 0)) END
+           AS surprise,
+       -- risk ratio, rates only: e's rate over the rest's after, with its 95% interval
+       CASE WHEN NOT is_sum AND w.a_n - s.a_n > 0 AND after > 0
+            THEN after / ((w.a_n - s.a_n) / (w.a_d - s.a_d)) END AS risk_ratio,
+       CASE WHEN NOT is_sum AND w.a_n - s.a_n > 0 AND after > 0
+            THEN sqrt(ratio_variance(s.a_n, s.a_d, s.a_nn, s.a_nd, s.a_dd) / after ^ 2
+                      + ratio_variance(w.a_n - s.a_n, w.a_d - s.a_d, w.a_nn - s.a_nn,
+                                       w.a_nd - s.a_nd, w.a_dd - s.a_dd)
+                        / ((w.a_n - s.a_n) / (w.a_d - s.a_d)) ^ 2) END AS log_rr_se,
+       risk_ratio * exp(-1.96 * log_rr_se) AS rr_low,
+       risk_ratio * exp(1.96 * log_rr_se) AS rr_high,
+       explain_z(is_sum, s, w) AS z,
+       s AS sums, w AS fleet_sums, is_sum
 FROM stats;
 
 -- explain_change: the metric before and after for the whole fleet, and whether the
@@ -310,7 +328,7 @@ WITH whole AS (
     FROM explain_change(metric, baseline_from, baseline_to, compare_from, compare_to,
                         feature_name := feature_name, min_z := min_z)
 ),
-candidates AS (
+candidates AS MATERIALIZED (
     SELECT e.* FROM explain_elements(metric, baseline_from, baseline_to, compare_from,
                                      compare_to, feature_name := feature_name,
                                      max_dims := max_dims, dimensions := dimensions) e,
@@ -321,25 +339,59 @@ candidates AS (
       AND e.devices >= CASE WHEN min_devices > 0 THEN min_devices
                             ELSE least(25, ceil(0.02 * r.devices)) END
 ),
+refined AS (
+    -- each candidate with each candidate refinement of it by one more dimension, and
+    -- whether the refinement's complement in it (its devices outside the refinement)
+    -- moves the metric more than chance in the change's direction
+    SELECT c.element AS broad, n.element AS narrow,
+           n.devices >= 0.75 * c.devices AS same_devices,
+           explain_z(c.is_sum, sums_minus(c.sums, n.sums), c.fleet_sums) * r.direction
+               >= min_z AS beyond
+    FROM candidates c JOIN candidates n
+        ON n.dims = c.dims + 1 AND list_has_all(n.element, c.element), whole r
+),
 kept AS (
-    -- an element is too broad when a refinement leaves out a quarter or more of its
-    -- devices and keeps 90% of its explanatory power; a refinement says nothing more
-    -- than the element when it keeps three quarters of its devices, or explains less
-    -- than 1.5 times as much per device (a slice of the cause, not a narrower cause)
+    -- too broad: a refinement holds what moved, the rest of its devices did not move
+    -- more than chance; a slice: the cause reaches beyond the refinement, or it keeps
+    -- three quarters of the devices, and says nothing more
     SELECT c.* FROM candidates c
-    WHERE NOT EXISTS (
-        SELECT 1 FROM candidates narrower
-        WHERE narrower.dims = c.dims + 1 AND list_has_all(narrower.element, c.element)
-          AND narrower.devices < 0.75 * c.devices AND narrower.ep >= 0.9 * c.ep)
-      AND NOT EXISTS (
-        SELECT 1 FROM candidates broader
-        WHERE c.dims = broader.dims + 1 AND list_has_all(c.element, broader.element)
-          AND (c.devices >= 0.75 * broader.devices
-               OR c.ep / c.devices < 1.5 * broader.ep / broader.devices))
+    WHERE NOT EXISTS (SELECT 1 FROM refined f
+                      WHERE f.broad = c.element AND NOT f.same_devices AND NOT f.beyond)
+      AND NOT EXISTS (SELECT 1 FROM refined f
+                      WHERE f.narrow = c.element AND (f.same_devices OR f.beyond))
+),
+ranked AS (
+    SELECT *, row_number() OVER (ORDER BY ep DESC, surprise DESC, dims, element) AS rank
+    FROM kept
+),
+labelled AS (
+    SELECT u.*, l.labels
+    FROM explain_units(metric, baseline_from, baseline_to, compare_from, compare_to,
+                       feature_name := feature_name) u
+    JOIN (SELECT device_id, list(dim || '=' || value) AS labels
+          FROM explain_dimensions(baseline_from, baseline_to, compare_from, compare_to)
+          WHERE value IS NOT NULL GROUP BY device_id) l USING (device_id)
+),
+membership AS (
+    SELECT k.rank, d.* FROM ranked k JOIN labelled d ON list_has_all(d.labels, k.element)
+),
+own AS (
+    -- each element's devices that no better-ranked element holds
+    SELECT m.rank, explain_sums(m.f_n, m.f_d, m.a_n, m.a_d) AS s
+    FROM membership m
+    JOIN (SELECT device_id, min(rank) AS first FROM membership GROUP BY device_id) f
+        ON f.device_id = m.device_id AND f.first = m.rank
+    GROUP BY m.rank
 )
-SELECT element, dims, devices,
-       round(ep, 4) AS explanatory_power, round(surprise, 4) AS surprise,
-       round(before, 4) AS before, round(after, 4) AS after,
-       round(risk_ratio, 4) AS risk_ratio, round(rr_low, 4) AS rr_low,
-       round(rr_high, 4) AS rr_high, round(z, 2) AS z
-FROM kept ORDER BY ep DESC, surprise DESC, dims
+-- an element below the first is kept only if its devices outside the better-ranked
+-- elements moved more than chance too: an element that overlaps the cause borrows its
+-- significance from it
+SELECT k.element, k.dims, k.devices,
+       round(k.ep, 4) AS explanatory_power, round(k.surprise, 4) AS surprise,
+       round(k.before, 4) AS before, round(k.after, 4) AS after,
+       round(k.risk_ratio, 4) AS risk_ratio, round(k.rr_low, 4) AS rr_low,
+       round(k.rr_high, 4) AS rr_high, round(k.z, 2) AS z
+FROM ranked k LEFT JOIN own o USING (rank), whole r
+WHERE k.rank = 1 OR coalesce(explain_z(k.is_sum, o.s, k.fleet_sums) * r.direction >= min_z,
+                             false)
+ORDER BY k.rank
