@@ -15,6 +15,9 @@
     after_hours = 30         # what they make meanwhile is journaled and sent in one burst
     hours = 6                # when it ends
 
+    stationary = true        # and [[cause]] tables: what the fleet itself does, for
+                             # `fleetpulse explain` to find (simulators/causes.py)
+
 Every choice is a hash of the device and the envelope's identity, so a seed plants the
 same faults whatever the number of worker processes, and the truth file says what was
 planted: the refusals ingest must count by reason, the re-sends it must drop, the records
@@ -34,10 +37,12 @@ import orjson
 
 from fleetpulse.errors import UserError
 
+from .causes import Cause
+
 # The malformed messages, each with the reason ingest must give (ingest/contract.py).
 MALFORMED = ("bad_json", "bad_type", "unsupported_version")
 _KEYS = {"malformed_every", "duplicate_every", "clock_unset_share", "clock_skew", "crash_loop",
-         "outage"}
+         "outage", "stationary", "cause"}
 _TABLES = {"outage": {"after_hours", "hours"}, "clock_skew": {"share", "hours"},
            "crash_loop": {"fw"}}
 HOUR_MS = 3_600_000
@@ -53,6 +58,9 @@ class Scenario:
     crash_loop_fw: str | None = None
     outage_after_hours: int | None = None
     outage_hours: int = 0
+    # what the fleet does, for explain to find (simulators/causes.py)
+    stationary: bool = False
+    causes: tuple[Cause, ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> Scenario:
@@ -77,7 +85,11 @@ class Scenario:
                 clock_skew_share=skew.get("share", 0.0), clock_skew_hours=skew.get("hours", 0),
                 crash_loop_fw=loop.get("fw"),
                 outage_after_hours=outage.get("after_hours"),
-                outage_hours=outage.get("hours", 0))
+                outage_hours=outage.get("hours", 0),
+                stationary=raw.get("stationary", False),
+                causes=tuple(Cause.parse(c, f"scenario {path}") for c in _list(raw, "cause")))
+        if not isinstance(s.stationary, bool):
+            raise UserError(f"scenario {path}: stationary is true or false")
         if not isinstance(s.clock_skew_hours, int | float) or not -720 <= s.clock_skew_hours < 23:
             # a day ahead ingest refuses a record, and near that, whether it does depends on
             # the second it arrives: refused times are clock_unset's fault
@@ -97,6 +109,11 @@ class Scenario:
                                                  or s.outage_after_hours < 0):
             raise UserError(f"scenario {path}: outage after_hours must be a whole number >= 0")
         return s
+
+
+def _list(raw: dict[str, Any], key: str) -> list[Any]:
+    v = raw.get(key, [])
+    return v if isinstance(v, list) else [v]
 
 
 def _draw(*parts: object) -> float:
@@ -146,7 +163,9 @@ class Faults:
         self.seed = seed
         self.planted = Planted()
         self._loops: Counter[str] = Counter()  # device -> reboots its crash loop added
-        self.idle = scenario == Scenario()  # nothing to plant: the bulk rate's fast path
+        # nothing to plant: the bulk rate's fast path (causes shape the fleet itself, but
+        # their notes of what would have been are collected on the slower path)
+        self.idle = scenario == Scenario()
 
     def skewed(self, device_id: str) -> bool:
         share = self.scenario.clock_skew_share

@@ -18,11 +18,15 @@ from typing import Any
 
 from fleetpulse.analytics.assignment import variant
 
+from .causes import Cause
+
 DEFAULT_START = date(2026, 1, 1)  # fixed, so a seed gives the same fleet on every run
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
 HARDWARE = {"thermostat-esp32": 0.5, "purifier-esp32": 0.3, "plug-picow": 0.2}
+# Where a device is (a registry attribute, not something it reports): region -> share.
+REGIONS = {"eu-west": 0.4, "eu-north": 0.3, "us-east": 0.3}
 # Feature -> share of devices that ever adopt it.
 FEATURES = {
     "eco_mode": 0.7,
@@ -55,6 +59,9 @@ AA_KEY = "aa_check"
 # - a firmware that crashes (an unhandled exception or a watchdog timeout, reported by
 #   the next boot's power_on as real boards do) twenty times as often as the old one.
 CRASHES_PER_HOUR = {FIRMWARE_OLD: 0.0005, FIRMWARE_NEW: 0.01}
+# A stationary fleet (an A/A fleet, or one whose only change is a planted cause) has
+# both versions crash alike.
+STATIONARY_CRASHES_PER_HOUR = {FIRMWARE_OLD: 0.0005, FIRMWARE_NEW: 0.0005}
 # Relative chance that a usage session starts in each hour of the (UTC) day:
 # a morning and an evening peak, little at night.
 HOURLY_RHYTHM = [1, 1, 1, 1, 1, 2, 5, 9, 8, 4, 3, 3, 4, 3, 3, 3, 4, 6, 9, 10, 9, 6, 3, 2]
@@ -75,6 +82,13 @@ class Device:
     churn_mode: str | None  # "idle" (still reports, unused) or "unplugged" (silent)
     upgrade_day: int | None
     rng: random.Random = field(repr=False)
+    region: str = "eu-west"
+    humidity_pct: float = 45.0  # the room's mean relative humidity
+    crash_rates: dict[str, float] = field(default_factory=lambda: CRASHES_PER_HOUR)
+    causes: tuple[Cause, ...] = ()  # the planted causes that name this device
+    # (kind, device, day) where it did what it would not have done without the causes,
+    # shared by the fleet's devices; None without causes
+    notes: list[tuple[str, str, int]] | None = None
     boot: int = 1
     seq: int = 0
     fw: str = FIRMWARE_OLD
@@ -95,10 +109,12 @@ class Device:
             "churn_mode": self.churn_mode,
             "upgrade_day": self.upgrade_day,
             "variant": self.variant,
+            "attributes": {"region": self.region},
+            "humidity_pct": round(self.humidity_pct, 2),
         }
 
 
-def make_device(seed: int, index: int, days: int) -> Device:
+def make_device(seed: int, index: int, days: int, stationary: bool = False) -> Device:
     rng = random.Random(f"fleetpulse:{seed}:{index}")
     device_id = f"sim-{index:05d}"
     group = variant(EXPERIMENT.key, device_id, EXPERIMENT.share_b)
@@ -111,7 +127,15 @@ def make_device(seed: int, index: int, days: int) -> Device:
     }
     churn_day = activation + rng.randint(3, max(3, 2 * days)) if rng.random() < 0.3 else None
     churn_mode = rng.choice(("idle", "unplugged")) if churn_day is not None else None
-    upgrade_day = rng.randint(days // 3, days + days // 2)
+    upgrade_day: int | None = rng.randint(days // 3, days + days // 2)
+    # drawn after everything above, so that they leave a seed's devices as they were
+    region = rng.choices(list(REGIONS), weights=list(REGIONS.values()))[0]
+    humidity = rng.uniform(30.0, 70.0)
+    if stationary:
+        # all there from day 0 and staying; half on the new firmware from its first hour
+        activation, churn_day, churn_mode = 0, None, None
+        features = {f: 0 for f in features}
+        upgrade_day = 0 if rng.random() < 0.5 else None
     return Device(
         device_id=device_id,
         variant=group,
@@ -124,6 +148,9 @@ def make_device(seed: int, index: int, days: int) -> Device:
         churn_mode=churn_mode,
         upgrade_day=upgrade_day,
         rng=rng,
+        region=region,
+        humidity_pct=humidity,
+        crash_rates=STATIONARY_CRASHES_PER_HOUR if stationary else CRASHES_PER_HOUR,
     )
 
 
@@ -139,11 +166,18 @@ class Fleet:
     the whole fleet sends, and can be generated in parallel."""
 
     def __init__(self, devices: int, days: int, seed: int, start: date,
-                 part: tuple[int, int] = (0, 1)) -> None:
+                 part: tuple[int, int] = (0, 1), stationary: bool = False,
+                 causes: tuple[Cause, ...] = ()) -> None:
         self.days = days
         self.start = start
         k, n = part
-        self.devices = [make_device(seed, i, days) for i in range(k, devices, n)]
+        self.devices = [make_device(seed, i, days, stationary) for i in range(k, devices, n)]
+        # what the devices did only because of the causes (or did not do), for the truth
+        self.notes: list[tuple[str, str, int]] = []
+        for d in self.devices:
+            d.causes = tuple(c for c in causes if c.fits(d.hw, d.region, d.humidity_pct))
+            if causes:
+                d.notes = self.notes
 
     def hours(self) -> Iterator[tuple[int, list[tuple[str, dict[str, Any]]]]]:
         """Yield (day, [(device_id, envelope), ...]) for every virtual hour in order."""
@@ -174,9 +208,11 @@ _NOISE_BITS = 10
 _NOISE = [NormalDist().inv_cdf((i + 0.5) / (1 << _NOISE_BITS)) for i in range(1 << _NOISE_BITS)]
 
 
-def reading(rng: random.Random, t: int, base_temp_c: float, wave: float) -> dict[str, Any]:
+def reading(rng: random.Random, t: int, base_temp_c: float, wave: float,
+            humidity_pct: float = 45.0) -> dict[str, Any]:
     """One reading of a room following the daily `wave` (-1..1): temperature and
-    humidity with sensor noise, WiFi signal between -82 and -48 dBm."""
+    humidity around the room's means with sensor noise, WiFi signal between -82 and -48
+    dBm."""
     bits = rng.getrandbits(3 * _NOISE_BITS)
     return {
         "t": t,
@@ -184,16 +220,37 @@ def reading(rng: random.Random, t: int, base_temp_c: float, wave: float) -> dict
         # round(x * 100) / 100: two decimals as round(x, 2) gives (but for exact halves),
         # at half its cost
         "temperature_c": round((base_temp_c + 2.5 * wave + 0.3 * _NOISE[bits & 1023]) * 100) / 100,
-        "humidity_pct": round((45 - 8 * wave + 1.5 * _NOISE[bits >> 10 & 1023]) * 10) / 10,
+        "humidity_pct": round((humidity_pct - 8 * wave + 1.5 * _NOISE[bits >> 10 & 1023]) * 10)
+        / 10,
         "rssi_dbm": -82 + (bits >> 20) * 35 // 1024,
     }
+
+
+def _caused(d: Device, kind: str, day: int) -> float | None:
+    """The factor of the planted cause of this kind acting on the device now, if any."""
+    for c in d.causes:
+        if c.kind == kind and c.applies(d.fw, day):
+            return c.factor
+    return None
+
+
+def _note(d: Device, kind: str, day: int) -> None:
+    if d.notes is not None:
+        d.notes.append((kind, d.device_id, day))
 
 
 def _plan_day(d: Device, day: int) -> None:
     d.session_hours = set()
     if day < d.activation_day or (d.churn_day is not None and day >= d.churn_day):
         return
-    if d.rng.random() < d.use_probability:
+    p = d.use_probability
+    r = d.rng.random()
+    if d.causes and (cut := _caused(d, "usage", day)) is not None:
+        # the same draw decides the day with and without the cause
+        if p * cut <= r < p:
+            _note(d, "active_without_causes", day)
+        p *= cut
+    if r < p:
         n = d.rng.choice((1, 1, 2, 2, 3))
         d.session_hours = set(d.rng.choices(range(24), weights=HOURLY_RHYTHM, k=n))
 
@@ -222,13 +279,20 @@ def _device_hour(d: Device, day: int, hour: int, t0: int) -> dict[str, Any] | No
         d.uptime_s = 0
         records.append({"t": t0 + 5000, "type": "event", "event": "power_on"})
     extra = bool(records)  # events before the readings: the records need sorting
-    base = d.base_temp_c
-    records += [reading(rng, t0 + quarter * 900_000, base, wave)
+    base, humidity = d.base_temp_c, d.humidity_pct
+    records += [reading(rng, t0 + quarter * 900_000, base, wave, humidity)
                 for quarter, wave in enumerate(_DAILY_WAVE[hour])]
     if hour in d.session_hours:
         extra = True
         records.extend(_session(d, day, t0))
-    if rng.random() < CRASHES_PER_HOUR[d.fw]:
+    rate = d.crash_rates[d.fw]
+    u = rng.random()
+    if d.causes and (times := _caused(d, "crashes", day)) is not None:
+        # the same draw decides the hour with and without the cause
+        if (u < rate) != (u < rate * times):
+            _note(d, "crash_without_causes" if u < rate else "crash_by_causes", day)
+        rate *= times
+    if u < rate:
         extra = True
         # A crash: the reboot it causes reports it (a new boot, seq from 0), as the
         # firmware's power_on after an exception it noted or a watchdog timeout.
@@ -243,11 +307,15 @@ def _device_hour(d: Device, day: int, hour: int, t0: int) -> dict[str, Any] | No
         d.seq = 0
         d.uptime_s = 0
     d.uptime_s += 3600
-    records.append({
-        "t": t0 + 59 * 60_000 + 30_000, "type": "event", "event": "heartbeat",
-        "uptime_s": d.uptime_s, "reconnects": 0,
-        "free_mem": 80_000 + rng.getrandbits(15) * 40_000 // 32_768, "interval_s": 3600,
-    })
+    if d.causes and (lose := _caused(d, "connectivity", day)) is not None \
+            and rng.random() < lose:
+        _note(d, "heartbeat_lost", day)  # made, never received
+    else:
+        records.append({
+            "t": t0 + 59 * 60_000 + 30_000, "type": "event", "event": "heartbeat",
+            "uptime_s": d.uptime_s, "reconnects": 0,
+            "free_mem": 80_000 + rng.getrandbits(15) * 40_000 // 32_768, "interval_s": 3600,
+        })
     if extra:  # readings then the heartbeat are in time order already
         records.sort(key=_time)
     return _envelope(d, t0 + HOUR_MS - 1, records)

@@ -419,6 +419,9 @@ def live(host: str, port: int, devices: int, seed: int, registry: Registry,
     if scenario is not None and scenario.outage_after_hours is not None:
         raise UserError("the scenario's [outage] is for a bulk simulation: to take the "
                         "broker away from a live fleet, stop and start the broker")
+    if scenario is not None and (scenario.causes or scenario.stationary):
+        raise UserError("the scenario's causes and stationary fleet are for a bulk "
+                        "simulation, whose truth file can say what they changed")
     raise_open_files_limit(devices + 256)  # a socket per device, and the rest
     clock = VirtualClock(speed, duration)
     fleet_devices = [make_live_device(seed, i) for i in range(devices)]

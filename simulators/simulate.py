@@ -28,6 +28,7 @@ from .fleet import (
     EXPERIMENT,
     FIRMWARE_NEW,
     FIRMWARE_OLD,
+    STATIONARY_CRASHES_PER_HOUR,
     Fleet,
 )
 from .mqtt_publisher import MqttError, Publisher
@@ -64,7 +65,8 @@ def simulate(
     "Cheaper readings"). `rate` caps the messages per second of all of them together, so a
     fleet can be held to what its consumer drains."""
     n = max(1, min(workers, devices))
-    fleet = Fleet(devices, days, seed, start)
+    model = _model(scenario)
+    fleet = Fleet(devices, days, seed, start, **model)
     ctx = mp.get_context("fork")  # before the progress bar starts its thread
     days_done: Any = ctx.Array("i", n)  # per process, what the progress bar shows
     sent: Any = ctx.Array("q", n)
@@ -120,12 +122,17 @@ def simulate(
     if pending:
         raise UserError(f"a simulating process stopped without a word (exit codes "
                         f"{[p.exitcode for p in procs]})")
+    planted_causes: dict[str, Any] = (
+        {"causes": [c.describe() for c in scenario.causes]} if scenario and scenario.causes
+        else {})
     meta = {
         "seed": seed, "devices": devices, "days_simulated": days, "start": start.isoformat(),
         "planted": {
             "experiment": {**asdict(EXPERIMENT), "effect": EXPERIMENT.effect},
             "aa_key": AA_KEY,
-            "crashes_per_hour": CRASHES_PER_HOUR,
+            "crashes_per_hour": (STATIONARY_CRASHES_PER_HOUR if model["stationary"]
+                                 else CRASHES_PER_HOUR),
+            **planted_causes,
             "firmware_rollout": [FIRMWARE_OLD, FIRMWARE_NEW],
             **({"faults": planted.to_dict(scenario)} if scenario else {}),
         },
@@ -150,8 +157,8 @@ def _worker(host: str, port: int, username: str | None, password: str | None, de
 
     try:
         asyncio.run(_publish(host, port, username, password,
-                             Fleet(devices, days, seed, start, part), truth, shown, rate,
-                             faults))
+                             Fleet(devices, days, seed, start, part, **_model(scenario)), truth,
+                             shown, rate, faults))
     except UserError as e:
         results.put(("error", str(e)))
         return
@@ -216,6 +223,9 @@ async def _publish(host: str, port: int, username: str | None, password: str | N
                 for device_id, env in envelopes:
                     await send(faults.messages(TELEMETRY_TOPIC.format(device_id=device_id),
                                                env))
+            if fleet.notes:
+                truth.note_without_causes(fleet.notes, fleet.start)
+                fleet.notes.clear()
             await pub.drain()  # an hour of the fleet at most in the socket's buffer
             shown(day, count, _last_hour(envelopes))
         await send(held)
@@ -225,6 +235,12 @@ async def _publish(host: str, port: int, username: str | None, password: str | N
         raise UserError(f"simulate published {count:,} messages, but {e}") from None
     finally:
         await pub.close()
+
+
+def _model(scenario: Scenario | None) -> dict[str, Any]:
+    """What a scenario says of the fleet itself, as Fleet takes it."""
+    s = scenario or Scenario()
+    return {"stationary": s.stationary, "causes": s.causes}
 
 
 def _last_hour(envelopes: list[tuple[str, dict[str, Any]]]) -> bool:

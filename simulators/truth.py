@@ -61,6 +61,13 @@ class Truth:
         self._day_fw: dict[tuple[str, date], tuple[int, str]] = {}
         self._crashed: dict[str, set[str]] = defaultdict(set)  # fw -> devices
         self._ran: dict[str, set[str]] = defaultdict(set)  # fw -> devices that sent on it
+        self._crash_days: set[tuple[str, date]] = set()
+        # what planted causes changed (simulators/causes.py): device-days active only
+        # without them, crashes they took away or added, heartbeats they lost
+        self._extra_active: Counter[date] = Counter()
+        self._crash_without: set[tuple[str, date]] = set()
+        self._crash_by_causes: set[tuple[str, date]] = set()
+        self._heartbeats_lost: Counter[date] = Counter()
 
     def add(self, env: dict[str, Any]) -> None:
         self.messages += 1
@@ -88,6 +95,34 @@ class Truth:
             if name == "error" or (name == "power_on"
                                    and r.get("reset_cause") in _CRASH_CAUSES):
                 self._crashed[fw].add(dev)
+                self._crash_days.add((dev, day))
+
+    def note_without_causes(self, notes: list[tuple[str, str, int]], start: date) -> None:
+        """Take in what the fleet's devices did only because of the planted causes
+        (kind, device, day number from `start`)."""
+        for kind, dev, n in notes:
+            day = start + timedelta(days=n)
+            if kind == "active_without_causes":
+                self._extra_active[day] += 1
+            elif kind == "crash_without_causes":
+                self._crash_without.add((dev, day))
+            elif kind == "crash_by_causes":
+                self._crash_by_causes.add((dev, day))
+            elif kind == "heartbeat_lost":
+                self._heartbeats_lost[day] += 1
+
+    def _without_causes(self) -> dict[str, Any]:
+        """The fleet as it would have been without the planted causes, as far as explain's
+        metrics see it: device-days active besides those sent, each device's crash days,
+        heartbeats besides those sent."""
+        crashes: dict[str, list[str]] = defaultdict(list)
+        for dev, day in sorted((self._crash_days | self._crash_without) - self._crash_by_causes):
+            crashes[dev].append(day.isoformat())
+        return {"extra_active_device_days": {d.isoformat(): n for d, n in
+                                             sorted(self._extra_active.items())},
+                "crash_days": dict(crashes),
+                "extra_heartbeats": {d.isoformat(): n for d, n in
+                                     sorted(self._heartbeats_lost.items())}}
 
     def merge(self, other: Truth) -> None:
         """Add what another part of the fleet sent (parts never share a device)."""
@@ -109,6 +144,11 @@ class Truth:
             self._crashed[fw] |= devs
         for fw, devs in other._ran.items():
             self._ran[fw] |= devs
+        self._crash_days |= other._crash_days
+        self._extra_active.update(other._extra_active)
+        self._crash_without |= other._crash_without
+        self._crash_by_causes |= other._crash_by_causes
+        self._heartbeats_lost.update(other._heartbeats_lost)
 
     # -- derived ------------------------------------------------------------------------
 
@@ -213,6 +253,8 @@ class Truth:
             "feature_devices": {f: len(d) for f, d in sorted(adopters.items())},
             # per variant of the planted experiment, as the simulator assigned devices
             "feature_devices_by_variant": self._by_variant(adopters, meta.get("plan", {})),
+            **({"without_causes": self._without_causes()}
+               if meta.get("planted", {}).get("causes") else {}),
         }
 
     @staticmethod
