@@ -20,7 +20,7 @@ METRICS = {
     "crash_free": "crash-free share",
     "reboots": "reboots per device-day",
     "connectivity": "connectivity",
-    "uses_per_device": "usage events per active device",
+    "uses_per_device": "usage events a day per active device",
     "feature_adoption": "adoption of {feature}",
 }
 # what --dims may name: each dimension, or attr / variant for all of their kind

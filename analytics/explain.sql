@@ -102,9 +102,12 @@ GROUP BY ALL;
 -- (f_n, f_d) and compare (a_n, a_d) periods. active_devices: active days / days in the
 -- period (their sum: mean daily active devices; denominator 1). crash_free: no crash in
 -- the period, of devices that reported. reboots: power_ons per device-day reported.
--- connectivity: heartbeats received / expected. uses_per_device: usage events per device
--- active in the period. feature_adoption: devices that used feature_name, of devices
--- active in the period.
+-- connectivity: heartbeats received / expected. uses_per_device: usage events a day per
+-- device active in the period. feature_adoption: devices that used feature_name, of
+-- devices active in the period. Counts that grow with the period's length are per day,
+-- so that periods of different lengths compare (a sum over a longer period would move
+-- every element's share of the whole); crash_free and feature_adoption are shares of
+-- devices over the whole period: compare periods of one length for them.
 CREATE OR REPLACE MACRO explain_units(metric, baseline_from, baseline_to, compare_from,
                                       compare_to, feature_name := 'eco_mode') AS TABLE
 WITH periods AS (
@@ -137,9 +140,9 @@ per_period AS (
            CASE metric
                WHEN 'active_devices' THEN a.active_days / a.days
                WHEN 'crash_free' THEN (coalesce(h.crashes, 0) = 0)::INT
-               WHEN 'reboots' THEN coalesce(h.reboots, 0)
-               WHEN 'connectivity' THEN coalesce(h.heartbeats, 0)
-               WHEN 'uses_per_device' THEN a.uses
+               WHEN 'reboots' THEN coalesce(h.reboots, 0) / a.days
+               WHEN 'connectivity' THEN coalesce(h.heartbeats, 0) / a.days
+               WHEN 'uses_per_device' THEN a.uses / a.days
                WHEN 'feature_adoption' THEN (f.device_id IS NOT NULL AND a.active_days > 0)::INT
                ELSE error('explain: no metric ' || metric || ' (active_devices, crash_free, '
                           || 'reboots, connectivity, uses_per_device, feature_adoption)')
@@ -147,8 +150,8 @@ per_period AS (
            CASE metric
                WHEN 'active_devices' THEN 1
                WHEN 'crash_free' THEN 1
-               WHEN 'reboots' THEN a.device_days
-               WHEN 'connectivity' THEN coalesce(h.expected, 0)
+               WHEN 'reboots' THEN a.device_days / a.days
+               WHEN 'connectivity' THEN coalesce(h.expected, 0) / a.days
                ELSE (a.active_days > 0)::INT
            END::DOUBLE AS d
     FROM activity a LEFT JOIN health h USING (period, device_id)
@@ -234,6 +237,8 @@ dims AS (
       -- only these dimensions; 'attr' and 'variant' stand for every one of their kind
       AND (dimensions IS NULL OR list_contains(dimensions, d.dim)
            OR list_contains(dimensions, split_part(d.dim, ':', 1)))
+      -- the connectivity band is the metric itself: it would explain it by definition
+      AND NOT (metric = 'connectivity' AND d.dim = 'connectivity')
 ),
 members AS (
     SELECT device_id, [label] AS element FROM dims
@@ -361,7 +366,9 @@ kept AS (
                       WHERE f.narrow = c.element AND (f.same_devices OR f.beyond))
 ),
 ranked AS (
-    SELECT *, row_number() OVER (ORDER BY ep DESC, surprise DESC, dims, element) AS rank
+    -- rounded: sums added in another order must not reorder a tie
+    SELECT *, row_number() OVER (ORDER BY round(ep, 9) DESC, round(surprise, 9) DESC, dims,
+                                          element) AS rank
     FROM kept
 ),
 labelled AS (
