@@ -118,9 +118,9 @@ def _experiment_spec(value: str) -> tuple[str, str]:
 def _add_range_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", type=config.day, help="first UTC day (YYYY-MM-DD)")
     p.add_argument("--until", type=config.day, help="last UTC day (YYYY-MM-DD)")
-    p.add_argument("--by", type=_segmentation, metavar="fw|hw|variant:KEY[:SHARE_B]",
-                   help="break down by firmware, hardware model or experiment variant "
-                        "(SHARE_B: B's planned share, default 0.5)")
+    p.add_argument("--by", type=_segmentation, metavar="fw|hw|variant:KEY[:SHARE_B]|attr:NAME",
+                   help="break down by firmware, hardware model, experiment variant "
+                        "(SHARE_B: B's planned share, default 0.5) or device attribute")
 
 
 def _check_range(args: argparse.Namespace) -> None:
@@ -291,7 +291,8 @@ def _warn_unknown_steps(con: duckdb.DuckDBPyConnection, given: list[str]) -> Non
 
 
 def _segmentation(value: str) -> str:
-    """--by: fw, hw, or variant:KEY with an optional :SHARE_B (the metrics' segment_by)."""
+    """--by: fw, hw, variant:KEY with an optional :SHARE_B, or attr:NAME (the metrics'
+    segment_by)."""
     from .panels import check_breakdown
 
     if value == "all":  # the metrics' default, not a breakdown to ask for

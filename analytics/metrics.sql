@@ -3,9 +3,10 @@
 -- Days are UTC dates (the `date` partition column), whatever the client's time zone;
 -- weeks start on Monday. Every metric is a table macro with named parameters
 --   since := DATE, until := DATE   (inclusive; default: everything)
---   segment_by := 'all' | 'fw' | 'hw' | 'variant:KEY'   (firmware version, hardware model,
---                 or the device's variant in experiment KEY; 'variant:KEY:0.2' when B's
---                 planned share is not one half)
+--   segment_by := 'all' | 'fw' | 'hw' | 'variant:KEY' | 'attr:NAME'   (firmware version,
+--                 hardware model, the device's variant in experiment KEY ('variant:KEY:0.2'
+--                 when B's planned share is not one half), or the value of its attribute
+--                 NAME on that day (`fleetpulse devices set/import/export`))
 -- e.g. SELECT * FROM active_devices(since := DATE '2026-01-01', segment_by := 'fw').
 -- A metric is declared by a line "-- metric: NAME: description" before its macro;
 -- `fleetpulse metrics --list` and the catalog's comments come from those lines, so each
@@ -116,19 +117,37 @@ CREATE OR REPLACE MACRO device_variant(exp_key, dev, share) AS
               FROM experiment_reports r WHERE exp_key <> '' AND r.experiment = exp_key)[dev],
              experiment_variant(exp_key, dev, share));
 
--- segment_of: the segment a row counts in. Rows that no longer name their device (counts
--- rolled up per firmware and model) cannot be split by experiment variant: an error says
--- so rather than counting them all in one variant.
-CREATE OR REPLACE MACRO segment_of(segment_by, fw, hw, device_id) AS
+-- device_attribute: the value of attribute `attr_name` (registry attributes, exported
+-- into the dataset: the device_attributes view) a device had on a UTC day, '(none)'
+-- without one. A change counts from the day it was made. Looked up in one map per query,
+-- as device_variant does; without a name the attributes are not read.
+CREATE OR REPLACE MACRO device_attribute(attr_name, dev, on_day) AS
+    coalesce(list_filter(
+        (SELECT map_from_entries(list({'k': device_id, 'v': spans}))
+         FROM (SELECT device_id,
+                      list({'f': utc_day(valid_from),
+                            't': coalesce(utc_day(valid_to), DATE '9999-12-31'),
+                            'v': value}) AS spans
+               FROM device_attributes WHERE attr_name <> '' AND name = attr_name
+               GROUP BY device_id))[dev],
+        lambda s: s.f <= on_day AND on_day < s.t)[1].v, '(none)');
+
+-- segment_of: the segment a row counts in (its day picks a device's attribute). Rows that
+-- no longer name their device (counts rolled up per firmware and model) cannot be split
+-- by experiment variant or attribute: an error says so rather than counting them all in
+-- one segment.
+CREATE OR REPLACE MACRO segment_of(segment_by, fw, hw, device_id, on_day) AS
     CASE WHEN segment_by = 'fw' THEN fw
          WHEN segment_by = 'hw' THEN hw
+         WHEN (segment_by LIKE 'variant:%' OR segment_by LIKE 'attr:%') AND device_id IS NULL
+             THEN error('no breakdown by experiment variant or attribute: this metric counts '
+                        || 'per firmware and model, not per device (break it down by fw or hw)')
          WHEN segment_by LIKE 'variant:%' THEN
-             CASE WHEN device_id IS NULL
-                  THEN error('no breakdown by experiment variant: this metric counts per firmware and '
-                             || 'model, not per device (break it down by fw or hw)')
-                  ELSE device_variant(split_part(segment_by, ':', 2), device_id,
-                      coalesce(TRY_CAST(nullif(split_part(segment_by, ':', 3), '') AS DOUBLE),
-                               0.5)) END
+             device_variant(split_part(segment_by, ':', 2), device_id,
+                            coalesce(TRY_CAST(nullif(split_part(segment_by, ':', 3), '')
+                                              AS DOUBLE), 0.5))
+         WHEN segment_by LIKE 'attr:%' THEN
+             device_attribute(split_part(segment_by, ':', 2), device_id, on_day)
          ELSE 'all' END;
 
 -- metric: active_devices: DAU, WAU and MAU (devices with a usage event that UTC day, in the 7 and 30 days ending on it) and stickiness (DAU/MAU), a row for every day from the first to the last day of data; segments by the day's last firmware
@@ -149,7 +168,7 @@ days AS (
 ),
 act AS (
     -- one row per device and day already: no DISTINCT
-    SELECT device_id, segment_of(segment_by, fw, hw, device_id) AS segment, day
+    SELECT device_id, segment_of(segment_by, fw, hw, device_id, day) AS segment, day
     FROM device_days WHERE active
 ),
 spans AS (
@@ -184,7 +203,7 @@ CREATE OR REPLACE MACRO active_days_per_week(since := DATE '1970-01-01',
                                              segment_by := 'all') AS TABLE
 WITH per_device AS (
     SELECT date_trunc('week', day)::DATE AS week, device_id,
-           arg_max(segment_of(segment_by, fw, hw, device_id), day) AS segment,
+           arg_max(segment_of(segment_by, fw, hw, device_id, day), day) AS segment,
            count(*) AS active_days
     FROM device_days WHERE active AND day BETWEEN since AND until
     GROUP BY ALL
@@ -274,12 +293,13 @@ CREATE OR REPLACE MACRO feature_adoption(since := DATE '1970-01-01',
                                          until := DATE '2999-12-31',
                                          segment_by := 'all') AS TABLE
 WITH active AS (
-    SELECT segment_of(segment_by, fw, hw, device_id) AS segment, count(DISTINCT device_id) AS n
+    SELECT segment_of(segment_by, fw, hw, device_id, date) AS segment,
+           count(DISTINCT device_id) AS n
     FROM rollup_firmware_days WHERE usage_events > 0 AND date BETWEEN since AND until
     GROUP BY ALL
 ),
 per_device AS (
-    SELECT segment_of(segment_by, fw, hw, device_id) AS segment, feature, device_id,
+    SELECT segment_of(segment_by, fw, hw, device_id, date) AS segment, feature, device_id,
            min(date) AS first_use, sum(uses) AS uses,
            count(*) FILTER (WHERE CASE segment_by WHEN 'fw' THEN first_fw
                                                   WHEN 'hw' THEN first_hw
@@ -362,7 +382,8 @@ CREATE OR REPLACE MACRO sessions(since := DATE '1970-01-01', until := DATE '2999
 -- at most 24 h from its start (an event at exactly 24 h ends the first), which needs
 -- its events.
 WITH open AS (
-    SELECT device_id, started, ended, segment_of(segment_by, fw, hw, device_id) AS segment
+    SELECT device_id, started, ended,
+           segment_of(segment_by, fw, hw, device_id, utc_day(started)) AS segment
     FROM rollup_session_parts WHERE kind = 'open'
 ),
 chained AS (
@@ -389,7 +410,8 @@ long_days AS (
 ),
 cut AS (
     SELECT l.device_id, min(u.ts) AS started, max(u.ts) AS ended,
-           arg_min(segment_of(segment_by, u.fw, u.hw, u.device_id), u.ts) AS segment
+           arg_min(segment_of(segment_by, u.fw, u.hw, u.device_id, utc_day(u.ts)), u.ts)
+               AS segment
     FROM long l JOIN usage_events u
         ON u.device_id = l.device_id AND u.ts BETWEEN l.started AND l.ended
     WHERE u.date IN (SELECT d FROM long_days)
@@ -405,7 +427,7 @@ chain_sessions AS (
 ),
 -- sessions counted per length (the same length may come in several rows)
 lengths AS NOT MATERIALIZED (
-    SELECT date AS day, segment_of(segment_by, fw, hw, NULL) AS segment, minutes, n
+    SELECT date AS day, segment_of(segment_by, fw, hw, NULL, date) AS segment, minutes, n
     FROM rollup_session_parts WHERE kind = 'length' AND date BETWEEN since AND until
     UNION ALL SELECT day, segment, minutes, count(*) FROM chain_sessions GROUP BY ALL
 ),
@@ -464,7 +486,8 @@ per_day AS (
 ),
 devices AS (
     SELECT day, segment, count(DISTINCT device_id) AS devices FROM (
-        SELECT date AS day, segment_of(segment_by, fw, hw, device_id) AS segment, device_id
+        SELECT date AS day, segment_of(segment_by, fw, hw, device_id, date) AS segment,
+               device_id
         FROM rollup_session_parts
         WHERE kind = 'device' AND date BETWEEN since AND until
         UNION ALL SELECT day, segment, device_id FROM chain_sessions
@@ -494,7 +517,7 @@ CREATE OR REPLACE MACRO device_health_days(since := DATE '1970-01-01',
                                            until := DATE '2999-12-31',
                                            segment_by := 'fw') AS TABLE
 WITH fw_days AS (
-    SELECT f.*, segment_of(segment_by, f.fw, f.hw, f.device_id) AS segment,
+    SELECT f.*, segment_of(segment_by, f.fw, f.hw, f.device_id, f.date) AS segment,
            CASE WHEN row_number() OVER w = 1 AND f.date > a.activation_day
                 THEN (f.date - DATE '1970-01-01')::BIGINT * 86400000000
                 ELSE epoch_us(f.first_ts) END AS span_from,

@@ -12,17 +12,21 @@ from typing import Any
 
 import duckdb
 
+from fleetpulse.gateway.attributes import NAME_CHARS
+
 from . import DEFAULT_FEATURE
 from .dataset import Result, query
 from .sqltext import sql_str
 
 
 def check_breakdown(value: str) -> str:
-    """A metric's segment_by: all, fw, hw, or variant:KEY with an optional :SHARE_B;
-    ValueError with what to write instead."""
+    """A metric's segment_by: all, fw, hw, variant:KEY with an optional :SHARE_B, or
+    attr:NAME; ValueError with what to write instead."""
     if value in ("all", "fw", "hw"):
         return value
     kind, _, rest = value.partition(":")
+    if kind == "attr" and rest and set(rest) <= NAME_CHARS:
+        return value
     key, _, share = rest.partition(":")
     if kind == "variant" and key:
         try:
@@ -31,8 +35,8 @@ def check_breakdown(value: str) -> str:
             ok = False
         if ok:
             return value
-    raise ValueError(f"{value!r}: use fw, hw or variant:KEY (variant:KEY:0.2 when B's share "
-                     "is 0.2)")
+    raise ValueError(f"{value!r}: use fw, hw, variant:KEY (variant:KEY:0.2 when B's share "
+                     "is 0.2) or attr:NAME (a device attribute, e.g. attr:region)")
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,14 @@ class Panel:
     chart: str  # a builder in charts.py
     sql: Callable[[View], str]
     follows_breakdown: bool = False
+    # counted per firmware and model in its rollup: no breakdown per device (variant,
+    # attribute), which the panel then shows for the whole fleet
+    firmware_and_model_only: bool = False
+
+    def follows(self, view: View) -> bool:
+        """Whether this panel breaks down by the view's breakdown."""
+        return (self.follows_breakdown and view.segmented
+                and not (self.firmware_and_model_only and view.by not in ("fw", "hw")))
 
 
 def _health_weekly(v: View) -> str:
@@ -91,8 +103,14 @@ def _health_weekly(v: View) -> str:
             "crash_free_share FROM w GROUP BY ALL ORDER BY week, fw")
 
 
-def _seg(v: View) -> str:
-    return "segment, " if v.segmented else ""
+def _seg(v: View, follows: bool | None = None) -> str:
+    return "segment, " if (v.segmented if follows is None else follows) else ""
+
+
+def _sessions(v: View) -> str:
+    seg = v.by in ("fw", "hw")  # rolled up per firmware and model: see Panel.follows
+    return (f"SELECT day, {_seg(v, seg)}devices, sessions, sessions_per_device_day, "
+            f"median_minutes, mean_minutes FROM sessions({v.args(seg)})")
 
 
 PANELS = [
@@ -109,10 +127,8 @@ PANELS = [
                                 f"FROM feature_adoption({v.args(v.segmented)})", True),
     Panel("funnel", "Funnel: power_on, then session_start, then feature_used within 14 days",
           "funnel", lambda v: f"SELECT * FROM funnel({v.args()})"),
-    Panel("sessions", "Usage sessions per active device-day", "sessions",
-          lambda v: f"SELECT day, {_seg(v)}devices, sessions, sessions_per_device_day, "
-                    f"median_minutes, mean_minutes FROM sessions({v.args(v.segmented)})",
-          True),
+    Panel("sessions", "Usage sessions per active device-day", "sessions", _sessions, True,
+          firmware_and_model_only=True),
     Panel("firmware", "Firmware rollout: share of active devices on each version", "firmware",
           lambda v: f"SELECT * FROM firmware_rollout({v.args()})"),
     Panel("health_weekly", "Fleet health over time: crash-free devices per firmware and week",

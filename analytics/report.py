@@ -74,7 +74,8 @@ def experiment_panel(con: duckdb.DuckDBPyConnection, key: str, feature: str,
 def _breakdown_note(view: View, follows: bool) -> str:
     if not view.segmented:
         return ""
-    return f"by {view.by}" if follows else "not broken down: this metric has no breakdown"
+    return (f"by {view.by}" if follows
+            else f"not broken down: this metric has no breakdown by {view.by}")
 
 
 def report_data(data: str | Path, view: View | None = None,
@@ -89,8 +90,8 @@ def report_data(data: str | Path, view: View | None = None,
         for p, result in zip(PANELS, run_groups(con, view), strict=True):
             panels.append({
                 "key": p.key, "title": p.title, "sql": p.sql(view),
-                "subtitle": _breakdown_note(view, p.follows_breakdown),
-                "chart": charts.spec(p.chart, view.segmented and p.follows_breakdown),
+                "subtitle": _breakdown_note(view, p.follows(view)),
+                "chart": charts.spec(p.chart, p.follows(view)),
                 "columns": result.columns, "rows": _rows(result)})
         wanted = dict.fromkeys([(k, view.feature) for k in cov.experiments] + list(experiments))
         panels += [experiment_panel(con, key, feature, view) for key, feature in wanted]

@@ -24,11 +24,11 @@ ATTRIBUTES_FILE = "_registry/device_attributes.parquet"
 COLUMNS = ("device_id", "name", "value", "valid_from", "valid_to")
 # Attribute names become SQL identifiers nowhere (they are values of `name`), but they
 # appear in `attr:NAME` segmentations and CSV headers: kept plain.
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 def check_name(name: str) -> str:
-    if not name or not set(name) <= _NAME_CHARS:
+    if not name or not set(name) <= NAME_CHARS:
         raise UserError(f"attribute name {name!r}: use lower-case letters, digits and _ "
                         "(e.g. region, customer_tier)")
     return name

@@ -104,7 +104,7 @@ def test_metrics_by_experiment_variant(dataset: Path) -> None:
     assert r.returncode == 2 and "no breakdown by experiment variant" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     r = fleetpulse("metrics", "active_devices", "--by", "variant:x:2", "--data", str(dataset))
-    assert r.returncode == 2 and "use fw, hw or variant:KEY" in r.stderr
+    assert r.returncode == 2 and "use fw, hw, variant:KEY" in r.stderr
 
 
 def test_catalog_command(dataset: Path, tmp_path: Path) -> None:

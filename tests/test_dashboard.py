@@ -26,7 +26,7 @@ from fleetpulse.analytics.report import build_report, report_data
 from fleetpulse.gateway.broker import free_port
 from fleetpulse.ingest.contract import TELEMETRY_TOPIC
 from fleetpulse.ingest.pipeline import Pipeline
-from fleetpulse.simulators.fleet import Fleet
+from fleetpulse.simulators.offline import write_dataset
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -35,12 +35,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 def _fill(data: Path, devices: int, days: int, start: date) -> None:
     """A simulated fleet written straight through the ingest pipeline (no broker needed
     to test a page)."""
-    pipe = Pipeline(data, f"fill-{start}")
-    for _, hour in Fleet(devices, days, 3, start).hours():
-        for device_id, env in hour:
-            pipe.handle(TELEMETRY_TOPIC.format(device_id=device_id), json.dumps(env).encode(),
-                        env["sent_ms"])
-    pipe.flush()
+    write_dataset(data, devices, days, 3, start)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +138,7 @@ def test_weekly_health_is_fleet_health_over_each_week(fleet: Path) -> None:
 @pytest.mark.parametrize("query_string, message", [
     ("since=2026-02-30", "since='2026-02-30' is not a day: use YYYY-MM-DD"),
     ("since=2026-02-10&until=2026-02-01", "since 2026-02-10 is after until 2026-02-01"),
-    ("by=region", "'region': use fw, hw or variant:KEY"),
+    ("by=region", "'region': use fw, hw, variant:KEY"),
     ("from=2026-02-01", "unknown parameter 'from': the page takes since, until, by, feature"),
 ])
 def test_a_wrong_url_names_the_parameter(query_string: str, message: str) -> None:

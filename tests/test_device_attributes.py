@@ -14,8 +14,9 @@ from test_metric_definitions import _dataset
 
 from fleetpulse.analytics.dataset import connect
 from fleetpulse.errors import UserError
-from fleetpulse.gateway.attributes import intervals, read_csv
+from fleetpulse.gateway.attributes import ATTRIBUTES_FILE, intervals, read_csv
 from fleetpulse.gateway.registry import Registry
+from fleetpulse.ingest.store import Store
 
 
 def _utc(s: str) -> datetime:
@@ -77,21 +78,30 @@ def test_explain_by_attribute_through_the_cli(tmp_path: Path) -> None:
         r = fleetpulse("devices", "add", dev, "--registry", str(reg))
         assert r.returncode == 0, r.stderr
     # d01-d04 (the devices that moved to fw 2.0 and crashed) and d05 are in region south
-    # from January; d05 moves north on Jan 20, after the periods compared
+    # from January, the others north; d06 moves south on Jan 8, d05 north on Jan 20
     attrs = tmp_path / "attrs.csv"
     attrs.write_text("device_id,region\n" + "".join(
         f"{d},{'south' if d in ('d01', 'd02', 'd03', 'd04', 'd05') else 'north'}\n"
         for d in HW))
     r = fleetpulse("devices", "import", str(attrs), "--at", "2026-01-01", "--registry", str(reg))
     assert r.returncode == 0 and "12 devices, 12 changed" in r.stderr, r.stderr
-    r = fleetpulse("devices", "set", "d05", "region=north", "--at", "2026-01-20",
-                   "--registry", str(reg))
-    assert r.returncode == 0, r.stderr
+    for dev, region, at in (("d05", "north", "2026-01-20"), ("d06", "south", "2026-01-08")):
+        r = fleetpulse("devices", "set", dev, f"region={region}", "--at", at,
+                       "--registry", str(reg))
+        assert r.returncode == 0, r.stderr
     r = fleetpulse("devices", "export", "--data", str(data), "--registry", str(reg))
-    assert r.returncode == 0 and "13 attribute intervals of 12 devices" in r.stderr, r.stderr
+    assert r.returncode == 0 and "14 attribute intervals of 12 devices" in r.stderr, r.stderr
     con = connect(data)
     assert con.sql("SELECT count(*) FROM device_attributes WHERE valid_to IS NULL "
-                   "AND value = 'south'").fetchall() == [(4,)]
+                   "AND value = 'south'").fetchall() == [(5,)]
+    # metrics count a device where it was that day: Jan 7 every device is active, d06
+    # still north; Jan 8 only d01-d06 are, d06 now south
+    r = fleetpulse("metrics", "active_devices", "--data", str(data), "--by", "attr:region",
+                   "--since", "2026-01-07", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    dau = {(row["day"], row["segment"]): row["dau"] for row in json.loads(r.stdout)}
+    assert dau == {("2026-01-07", "north"): 7, ("2026-01-07", "south"): 5,
+                   ("2026-01-08", "north"): 0, ("2026-01-08", "south"): 6}
     r = fleetpulse("explain", "crash_free", "--data", str(data), "--baseline",
                    "2026-01-05..2026-01-06", "--compare", "2026-01-07..2026-01-08",
                    "--dims", "attr", "--format", "json")
@@ -99,13 +109,13 @@ def test_explain_by_attribute_through_the_cli(tmp_path: Path) -> None:
     doc = json.loads(r.stdout)
     # the 11/12 -> 8/12 change is within chance at the default z >= 3: said, not ranked
     assert doc["real"] is False and doc["explanations"] == []
-    # the same question as SQL with a lower bar ranks region=south: d01-d04 and d05,
-    # counted where it was at the end of the compare period (crash-free 5/5 -> 2/5 there,
-    # 6/7 -> 6/7 in the north: all of the change)
+    # the same question as SQL with a lower bar ranks region=south: d01-d04, d05 and d06,
+    # counted where they were at the end of the compare period (crash-free 6/6 -> 3/6
+    # there, 5/6 -> 5/6 in the north: all of the change)
     rows = con.sql("SELECT element, devices, explanatory_power FROM explain('crash_free', "
                    "DATE '2026-01-05', DATE '2026-01-06', DATE '2026-01-07', DATE '2026-01-08', "
                    "dimensions := ['attr'], min_z := 1.5, min_devices := 1)").fetchall()
-    assert rows == [(["attr:region=south"], 5, 1.0)]
+    assert rows == [(["attr:region=south"], 6, 1.0)]
 
 
 def test_explain_mistakes_exit_2_with_one_line(tmp_path: Path) -> None:
@@ -119,3 +129,26 @@ def test_explain_mistakes_exit_2_with_one_line(tmp_path: Path) -> None:
         r = fleetpulse("explain", "crash_free", "--data", str(data), *args)
         assert r.returncode == 2 and says in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_the_dashboard_breaks_down_by_attribute(tmp_path: Path) -> None:
+    from fleetpulse.analytics.panels import PANELS, View, run_groups
+
+    data = tmp_path / "data"
+    con = _dataset(data, _fleet(), hw=HW, rolled_up=True)  # sessions from their rollup
+    reg = Registry(tmp_path / "reg")
+    for dev in HW:
+        reg.add(dev, HW[dev])
+    # given today, an attribute says nothing of January ('(none)'): dated as it was
+    reg.set_attributes({dev: {"region": "south" if dev <= "d04" else "north"} for dev in HW},
+                       "2026-01-01")
+    Store(data).write_table(ATTRIBUTES_FILE, intervals(reg.devices()))
+    con = connect(data)
+    for by in ("attr:region", "variant:eco_nudge"):
+        results = dict(zip([p.key for p in PANELS], run_groups(con, View(by=by)), strict=True))
+        # sessions are rolled up per firmware and model: shown for the whole fleet
+        assert "segment" not in results["sessions"].columns
+        assert "segment" in results["activity"].columns
+    activity = run_groups(con, View(by="attr:region"))[0]
+    seg = activity.columns.index("segment")
+    assert {r[seg] for r in activity.rows} == {"north", "south"}
