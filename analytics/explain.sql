@@ -220,16 +220,46 @@ CREATE OR REPLACE MACRO explain_z(is_sum, e, w) AS
                                        w.f_nd - e.f_nd, w.f_dd - e.f_dd)), 0)
     END;
 
--- explain_elements: every element (1 to max_dims dimension values) with its devices'
--- sums, the whole fleet's, and the statistics above, unfiltered.
+-- the whole change: its z (for a sum, from the devices' paired changes, var_change their
+-- variance; for a ratio, the two periods' rates with cluster-robust variances), and
+-- whether it is real: |z| >= min_z and at least 1% of the baseline
+CREATE OR REPLACE MACRO explain_change_z(is_sum, w, var_change) AS
+    CASE WHEN is_sum THEN (w.a_n - w.f_n) / nullif(sqrt(w.devices * var_change), 0)
+         ELSE (w.a_n / nullif(w.a_d, 0) - w.f_n / nullif(w.f_d, 0))
+              / nullif(sqrt(ratio_variance(w.a_n, w.a_d, w.a_nn, w.a_nd, w.a_dd)
+                            + ratio_variance(w.f_n, w.f_d, w.f_nn, w.f_nd, w.f_dd)), 0) END;
+CREATE OR REPLACE MACRO explain_is_real(z, before, after, min_z) AS
+    coalesce(abs(z) >= min_z AND abs(after - before) >= 0.01 * abs(before), false);
+
+-- explain_change: the metric before and after for the whole fleet, z of the change, and
+-- whether it is real.
+CREATE OR REPLACE MACRO explain_change(metric, baseline_from, baseline_to, compare_from,
+                                       compare_to, feature_name := 'eco_mode',
+                                       min_z := 3.0) AS TABLE
+WITH fleet AS (
+    SELECT explain_sums(f_n, f_d, a_n, a_d) AS w, var_samp(a_n - f_n) AS var_change,
+           metric = 'active_devices' AS is_sum
+    FROM explain_units(metric, baseline_from, baseline_to, compare_from, compare_to,
+                       feature_name := feature_name)
+)
+SELECT w.devices AS devices, explain_value(is_sum, w, false) AS before,
+       explain_value(is_sum, w, true) AS after, explain_change_z(is_sum, w, var_change) AS z,
+       explain_is_real(z, before, after, min_z) AS real
+FROM fleet;
+
+-- explain_elements: every element (1 to max_dims dimension values) with its statistics,
+-- and what explain makes of it: candidate (passes the thresholds), rank (kept after the
+-- narrowest-cause rule) and reported. The fleet's units and dimensions are computed once
+-- for all of it.
 CREATE OR REPLACE MACRO explain_elements(metric, baseline_from, baseline_to, compare_from,
                                          compare_to, feature_name := 'eco_mode',
-                                         max_dims := 3, dimensions := NULL) AS TABLE
-WITH units AS (
+                                         max_dims := 3, dimensions := NULL, min_ep := 0.1,
+                                         min_z := 3.0, min_devices := 0) AS TABLE
+WITH units AS MATERIALIZED (
     SELECT * FROM explain_units(metric, baseline_from, baseline_to, compare_from, compare_to,
                                 feature_name := feature_name)
 ),
-dims AS (
+dims AS MATERIALIZED (
     SELECT d.*, d.dim || '=' || d.value AS label
     FROM explain_dimensions(baseline_from, baseline_to, compare_from, compare_to) d
     SEMI JOIN units USING (device_id)
@@ -240,7 +270,7 @@ dims AS (
       -- the connectivity band is the metric itself: it would explain it by definition
       AND NOT (metric = 'connectivity' AND d.dim = 'connectivity')
 ),
-members AS (
+members AS MATERIALIZED (
     SELECT device_id, [label] AS element FROM dims
     UNION ALL
     SELECT device_id, [x.label, y.label]
@@ -255,150 +285,106 @@ sums AS (
     SELECT element, explain_sums(f_n, f_d, a_n, a_d) AS s
     FROM members JOIN units USING (device_id) GROUP BY element
 ),
-fleet AS (
-    SELECT explain_sums(f_n, f_d, a_n, a_d) AS w, metric = 'active_devices' AS is_sum
-    FROM units
-),
-stats AS (
-    SELECT element, len(element) AS dims, s, w, is_sum,
-           explain_value(is_sum, w, false) AS fleet_before,
+whole AS (
+    SELECT *, explain_value(is_sum, w, false) AS fleet_before,
            explain_value(is_sum, w, true) AS fleet_after,
-           explain_value(is_sum, s, false) AS before,
-           explain_value(is_sum, s, true) AS after
-    FROM sums, fleet
-)
-SELECT element, dims, s.devices AS devices, w.devices AS fleet_devices, fleet_before,
-       fleet_after, before, after,
-       -- explanatory power: e's own change, the rest held as it was, over the whole change
-       CASE WHEN fleet_after = fleet_before THEN NULL
-            WHEN is_sum THEN (s.a_n - s.f_n) / (fleet_after - fleet_before)
-            ELSE (w.f_d * (s.a_n - s.f_n) - w.f_n * (s.a_d - s.f_d))
-                 / (w.f_d * (w.f_d + s.a_d - s.f_d)) / (fleet_after - fleet_before) END AS ep,
-       js_divergence(s.f_n / nullif(w.f_n, 0), s.a_n / nullif(w.a_n, 0))
-       + CASE WHEN is_sum THEN 0
-              ELSE js_divergence(s.f_d / nullif(w.f_d, 0), s.a_d / nullif(w.a_d, 0)) END
-           AS surprise,
-       -- risk ratio, rates only: e's rate over the rest's after, with its 95% interval
-       CASE WHEN NOT is_sum AND w.a_n - s.a_n > 0 AND after > 0
-            THEN after / ((w.a_n - s.a_n) / (w.a_d - s.a_d)) END AS risk_ratio,
-       CASE WHEN NOT is_sum AND w.a_n - s.a_n > 0 AND after > 0
-            THEN sqrt(ratio_variance(s.a_n, s.a_d, s.a_nn, s.a_nd, s.a_dd) / after ^ 2
-                      + ratio_variance(w.a_n - s.a_n, w.a_d - s.a_d, w.a_nn - s.a_nn,
-                                       w.a_nd - s.a_nd, w.a_dd - s.a_dd)
-                        / ((w.a_n - s.a_n) / (w.a_d - s.a_d)) ^ 2) END AS log_rr_se,
-       risk_ratio * exp(-1.96 * log_rr_se) AS rr_low,
-       risk_ratio * exp(1.96 * log_rr_se) AS rr_high,
-       explain_z(is_sum, s, w) AS z,
-       s AS sums, w AS fleet_sums, is_sum
-FROM stats;
-
--- explain_change: the metric before and after for the whole fleet, and whether the
--- change is real: z of the whole change (for a sum, the devices' paired changes; for a
--- ratio, the two periods' rates with cluster-robust variances).
-CREATE OR REPLACE MACRO explain_change(metric, baseline_from, baseline_to, compare_from,
-                                       compare_to, feature_name := 'eco_mode',
-                                       min_z := 3.0) AS TABLE
-WITH units AS (
-    SELECT * FROM explain_units(metric, baseline_from, baseline_to, compare_from, compare_to,
-                                feature_name := feature_name)
+           explain_is_real(explain_change_z(is_sum, w, var_change), fleet_before, fleet_after,
+                           min_z) AS is_real,
+           sign(fleet_after - fleet_before) AS direction,
+           -- minimum support: PostHog's min(25, 2% of the fleet), or as asked
+           CASE WHEN min_devices > 0 THEN min_devices
+                ELSE least(25, ceil(0.02 * w.devices)) END AS support
+    FROM (SELECT explain_sums(f_n, f_d, a_n, a_d) AS w, var_samp(a_n - f_n) AS var_change,
+                 metric = 'active_devices' AS is_sum FROM units)
 ),
-s AS (
-    SELECT count(*) AS devices, sum(f_n) AS f_n, sum(f_d) AS f_d, sum(a_n) AS a_n,
-           sum(a_d) AS a_d, var_samp(a_n - f_n) AS var_change,
-           ratio_variance(sum(f_n), sum(f_d), sum(f_n * f_n), sum(f_n * f_d), sum(f_d * f_d))
-               AS v_f,
-           ratio_variance(sum(a_n), sum(a_d), sum(a_n * a_n), sum(a_n * a_d), sum(a_d * a_d))
-               AS v_a
-    FROM units
-)
-SELECT *, coalesce(abs(z) >= min_z AND abs(after - before) >= 0.01 * abs(before), false)
-              AS real
-FROM (
-    SELECT devices,
-           CASE WHEN metric = 'active_devices' THEN f_n ELSE f_n / nullif(f_d, 0) END AS before,
-           CASE WHEN metric = 'active_devices' THEN a_n ELSE a_n / nullif(a_d, 0) END AS after,
-           CASE WHEN metric = 'active_devices'
-                THEN (a_n - f_n) / nullif(sqrt(devices * var_change), 0)
-                ELSE (a_n / nullif(a_d, 0) - f_n / nullif(f_d, 0)) / nullif(sqrt(v_a + v_f), 0)
-           END AS z
-    FROM s
-);
-
--- explain: why METRIC changed from the baseline period to the compare period: the change, then the elements (1-3 of fw, hw, age, temperature, humidity, connectivity, variant:KEY, attr:NAME) that account for it, ranked by explanatory power, with surprise, risk ratio (rates) and z; none when the change is not real
-CREATE OR REPLACE MACRO explain(metric, baseline_from, baseline_to, compare_from, compare_to,
-                                feature_name := 'eco_mode', max_dims := 3, dimensions := NULL,
-                                min_ep := 0.1, min_z := 3.0, min_devices := 0) AS TABLE
-WITH whole AS (
-    SELECT real AS is_real, sign(after - before) AS direction, devices
-    FROM explain_change(metric, baseline_from, baseline_to, compare_from, compare_to,
-                        feature_name := feature_name, min_z := min_z)
+stats AS MATERIALIZED (
+    SELECT element, len(element) AS dims, s.devices AS devices, w.devices AS fleet_devices,
+           fleet_before, fleet_after,
+           explain_value(is_sum, s, false) AS before, explain_value(is_sum, s, true) AS after,
+           -- explanatory power: e's own change, the rest held as it was, over the whole
+           CASE WHEN fleet_after = fleet_before THEN NULL
+                WHEN is_sum THEN (s.a_n - s.f_n) / (fleet_after - fleet_before)
+                ELSE (w.f_d * (s.a_n - s.f_n) - w.f_n * (s.a_d - s.f_d))
+                     / (w.f_d * (w.f_d + s.a_d - s.f_d)) / (fleet_after - fleet_before)
+           END AS ep,
+           js_divergence(s.f_n / nullif(w.f_n, 0), s.a_n / nullif(w.a_n, 0))
+           + CASE WHEN is_sum THEN 0
+                  ELSE js_divergence(s.f_d / nullif(w.f_d, 0), s.a_d / nullif(w.a_d, 0)) END
+               AS surprise,
+           -- risk ratio, rates only: e's rate over the rest's after, with its 95% interval
+           CASE WHEN NOT is_sum AND w.a_n - s.a_n > 0 AND after > 0
+                THEN after / ((w.a_n - s.a_n) / (w.a_d - s.a_d)) END AS risk_ratio,
+           CASE WHEN NOT is_sum AND w.a_n - s.a_n > 0 AND after > 0
+                THEN sqrt(ratio_variance(s.a_n, s.a_d, s.a_nn, s.a_nd, s.a_dd) / after ^ 2
+                          + ratio_variance(w.a_n - s.a_n, w.a_d - s.a_d, w.a_nn - s.a_nn,
+                                           w.a_nd - s.a_nd, w.a_dd - s.a_dd)
+                            / ((w.a_n - s.a_n) / (w.a_d - s.a_d)) ^ 2) END AS log_rr_se,
+           risk_ratio * exp(-1.96 * log_rr_se) AS rr_low,
+           risk_ratio * exp(1.96 * log_rr_se) AS rr_high,
+           explain_z(is_sum, s, w) AS z,
+           is_real AND ep >= min_ep AND z * direction >= min_z
+               AND s.devices < w.devices  -- a value every device has explains nothing
+               AND s.devices >= support AS candidate,
+           s, w, is_sum, direction
+    FROM sums, whole
 ),
-candidates AS MATERIALIZED (
-    SELECT e.* FROM explain_elements(metric, baseline_from, baseline_to, compare_from,
-                                     compare_to, feature_name := feature_name,
-                                     max_dims := max_dims, dimensions := dimensions) e,
-         whole r
-    WHERE r.is_real AND e.ep >= min_ep AND e.z * r.direction >= min_z
-      AND e.devices < e.fleet_devices  -- a value every device has explains nothing
-      -- minimum support: PostHog's min(25, 2% of the fleet), or as asked
-      AND e.devices >= CASE WHEN min_devices > 0 THEN min_devices
-                            ELSE least(25, ceil(0.02 * r.devices)) END
-),
+candidates AS (SELECT * FROM stats WHERE candidate),
 refined AS (
     -- each candidate with each candidate refinement of it by one more dimension, and
     -- whether the refinement's complement in it (its devices outside the refinement)
     -- moves the metric more than chance in the change's direction
     SELECT c.element AS broad, n.element AS narrow,
            n.devices >= 0.75 * c.devices AS same_devices,
-           explain_z(c.is_sum, sums_minus(c.sums, n.sums), c.fleet_sums) * r.direction
-               >= min_z AS beyond
+           explain_z(c.is_sum, sums_minus(c.s, n.s), c.w) * c.direction >= min_z AS beyond
     FROM candidates c JOIN candidates n
-        ON n.dims = c.dims + 1 AND list_has_all(n.element, c.element), whole r
+        ON n.dims = c.dims + 1 AND list_has_all(n.element, c.element)
 ),
-kept AS (
+ranked AS (
     -- too broad: a refinement holds what moved, the rest of its devices did not move
     -- more than chance; a slice: the cause reaches beyond the refinement, or it keeps
-    -- three quarters of the devices, and says nothing more
-    SELECT c.* FROM candidates c
+    -- three quarters of the devices, and says nothing more. Ranked by explanatory power
+    -- (rounded: sums added in another order must not reorder a tie).
+    SELECT element,
+           row_number() OVER (ORDER BY round(ep, 9) DESC, round(surprise, 9) DESC, dims,
+                                       element) AS rank
+    FROM candidates c
     WHERE NOT EXISTS (SELECT 1 FROM refined f
                       WHERE f.broad = c.element AND NOT f.same_devices AND NOT f.beyond)
       AND NOT EXISTS (SELECT 1 FROM refined f
                       WHERE f.narrow = c.element AND (f.same_devices OR f.beyond))
 ),
-ranked AS (
-    -- rounded: sums added in another order must not reorder a tie
-    SELECT *, row_number() OVER (ORDER BY round(ep, 9) DESC, round(surprise, 9) DESC, dims,
-                                          element) AS rank
-    FROM kept
-),
-labelled AS (
-    SELECT u.*, l.labels
-    FROM explain_units(metric, baseline_from, baseline_to, compare_from, compare_to,
-                       feature_name := feature_name) u
-    JOIN (SELECT device_id, list(dim || '=' || value) AS labels
-          FROM explain_dimensions(baseline_from, baseline_to, compare_from, compare_to)
-          WHERE value IS NOT NULL GROUP BY device_id) l USING (device_id)
-),
-membership AS (
-    SELECT k.rank, d.* FROM ranked k JOIN labelled d ON list_has_all(d.labels, k.element)
-),
 own AS (
-    -- each element's devices that no better-ranked element holds
-    SELECT m.rank, explain_sums(m.f_n, m.f_d, m.a_n, m.a_d) AS s
-    FROM membership m
-    JOIN (SELECT device_id, min(rank) AS first FROM membership GROUP BY device_id) f
-        ON f.device_id = m.device_id AND f.first = m.rank
-    GROUP BY m.rank
+    -- each ranked element's devices that no better-ranked element holds
+    SELECT rank, explain_sums(f_n, f_d, a_n, a_d) AS s
+    FROM (SELECT m.device_id, r.rank, min(r.rank) OVER (PARTITION BY m.device_id) AS first
+          FROM members m JOIN ranked r USING (element))
+    JOIN units USING (device_id)
+    WHERE rank = first
+    GROUP BY rank
 )
--- an element below the first is kept only if its devices outside the better-ranked
--- elements moved more than chance too: an element that overlaps the cause borrows its
+-- an element below the first is reported only if its devices outside the better-ranked
+-- elements moved more than chance too: one that overlaps the cause borrows its
 -- significance from it
-SELECT k.element, k.dims, k.devices,
-       round(k.ep, 4) AS explanatory_power, round(k.surprise, 4) AS surprise,
-       round(k.before, 4) AS before, round(k.after, 4) AS after,
-       round(k.risk_ratio, 4) AS risk_ratio, round(k.rr_low, 4) AS rr_low,
-       round(k.rr_high, 4) AS rr_high, round(k.z, 2) AS z
-FROM ranked k LEFT JOIN own o USING (rank), whole r
-WHERE k.rank = 1 OR coalesce(explain_z(k.is_sum, o.s, k.fleet_sums) * r.direction >= min_z,
-                             false)
-ORDER BY k.rank
+SELECT st.* EXCLUDE (s, w, is_sum, direction, log_rr_se), r.rank,
+       r.rank = 1 OR coalesce(explain_z(st.is_sum, o.s, st.w) * st.direction >= min_z, false)
+           AS reported
+FROM stats st LEFT JOIN ranked r USING (element) LEFT JOIN own o USING (rank);
+
+-- explain: why METRIC changed from the baseline period to the compare period: the
+-- elements (1-3 of fw, hw, age, temperature, humidity, connectivity, variant:KEY,
+-- attr:NAME) that account for it, ranked by explanatory power, with surprise, risk
+-- ratio (rates) and z; none when the change is not real (explain_change says).
+CREATE OR REPLACE MACRO explain(metric, baseline_from, baseline_to, compare_from, compare_to,
+                                feature_name := 'eco_mode', max_dims := 3, dimensions := NULL,
+                                min_ep := 0.1, min_z := 3.0, min_devices := 0) AS TABLE
+SELECT element, dims, devices,
+       round(ep, 4) AS explanatory_power, round(surprise, 4) AS surprise,
+       round(before, 4) AS before, round(after, 4) AS after,
+       round(risk_ratio, 4) AS risk_ratio, round(rr_low, 4) AS rr_low,
+       round(rr_high, 4) AS rr_high, round(z, 2) AS z
+FROM explain_elements(metric, baseline_from, baseline_to, compare_from, compare_to,
+                      feature_name := feature_name, max_dims := max_dims,
+                      dimensions := dimensions, min_ep := min_ep, min_z := min_z,
+                      min_devices := min_devices)
+WHERE reported
+ORDER BY rank

@@ -11,13 +11,23 @@ about every metric, baseline days 1-11 against days 12-23:
 - planted: the four causes of tests/test_explain_planted.py on fleets of other seeds;
   counted: runs where the cause is ranked first, and the largest distance between its
   explanatory power and the share of the change the truth's counterfactual gives it.
-Also the time of one explain per metric (connect excluded), median over the A/A runs.
-(Time at fleet scale: analytics_bench.py.)
+
+    .venv/bin/python bench/explain_bench.py --full-scale DIR [--runs 5]
+
+At fleet scale instead: analytics_bench.py's dataset (100M readings, 10M events, 10K
+devices, 90 days, compacted with rollups; generated into DIR once, reused after),
+`fleetpulse explain METRIC` as a process for every metric, two weeks against two weeks
+(and the period-level shares two weeks against four: a real change, so the whole
+ranking runs), wall time as the user waits for it (interpreter start and connect included), median of
+--runs; the baseline in the same run is a hand-written plain-DuckDB query over the raw
+files giving each device's active days in both periods, the least explain reads.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import statistics
 import sys
@@ -49,16 +59,13 @@ def aa(runs: int, devices: int, days: int) -> None:
     explained = dict.fromkeys(METRICS, 0)
     real = dict.fromkeys(METRICS, 0)
     any_explained = 0
-    seconds: dict[str, list[float]] = {m: [] for m in METRICS}
     for seed in range(1, runs + 1):
         with tempfile.TemporaryDirectory() as tmp:
             write_dataset(Path(tmp), devices, days, 1000 + seed, START, stationary=True)
             con = connect(tmp)
             hit = False
             for metric in METRICS:
-                t = time.perf_counter()
                 r = explain(con, metric, baseline, compare)
-                seconds[metric].append(time.perf_counter() - t)
                 real[metric] += r.real
                 if r.rows:
                     explained[metric] += 1
@@ -67,13 +74,11 @@ def aa(runs: int, devices: int, days: int) -> None:
             any_explained += hit
         print(f"A/A run {seed}/{runs}", file=sys.stderr)
     print(f"\n### A/A: {runs} fleets of {devices} devices x {days} days, nothing planted\n")
-    print("| metric | runs with an explanation | runs where the change is called real "
-          "| explain s (median) |")
-    print("| --- | --- | --- | --- |")
+    print("| metric | runs with an explanation | runs where the change is called real |")
+    print("| --- | --- | --- |")
     for m in METRICS:
-        print(f"| {m} | {explained[m]} of {runs} | {real[m]} of {runs} | "
-              f"{statistics.median(seconds[m]):.3f} |")
-    print(f"| any metric | {any_explained} of {runs} | | |")
+        print(f"| {m} | {explained[m]} of {runs} | {real[m]} of {runs} |")
+    print(f"| any metric | {any_explained} of {runs} | |")
 
 
 def planted(runs: int) -> None:
@@ -113,14 +118,83 @@ def planted(runs: int) -> None:
         print(f"| {metric}: {' & '.join(cause)} | {first[key]} of {runs} | {worst[key]:.3f} |")
 
 
+def full_scale(root: Path, runs: int) -> None:
+    import subprocess
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from analytics_bench import T0, generate
+
+    from fleetpulse.analytics.rollups import write_rollups
+    from fleetpulse.analytics.sqltext import sql_list
+    from fleetpulse.ingest.contract import USAGE_EVENTS
+    from fleetpulse.ingest.store import Store
+
+    data = root / "compacted"
+    if not (root / "stamp").exists() or (root / "stamp").read_text() != repr((1.0, 0)):
+        t = time.perf_counter()
+        generate(root, 1.0, 0)
+        write_rollups(Store(data))
+        (root / "stamp").write_text(repr((1.0, 0)))
+        print(f"generated and rolled up in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    day0 = date(1970, 1, 1) + timedelta(T0 // 86_400_000)
+    base = (day0 + timedelta(30), day0 + timedelta(43))
+    comp = (day0 + timedelta(60), day0 + timedelta(73))
+    exe = str(Path(sys.executable).with_name("fleetpulse"))
+
+    def wall(cmd: list[str]) -> float:
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - t
+
+    files = f"'{data}/events/date=*/*.parquet'"
+    plain = (f"SELECT device_id, count(DISTINCT date) FILTER (WHERE date BETWEEN '{base[0]}' "
+             f"AND '{base[1]}') AS f, count(DISTINCT date) FILTER (WHERE date BETWEEN "
+             f"'{comp[0]}' AND '{comp[1]}') AS a FROM read_parquet({files}, "
+             f"hive_partitioning = true) WHERE event IN ({sql_list(USAGE_EVENTS)}) "
+             "GROUP BY device_id")
+
+    def plain_once() -> float:
+        t = time.perf_counter()
+        duckdb.connect().sql(plain).fetchall()
+        return time.perf_counter() - t
+
+    baseline = statistics.median(plain_once() for _ in range(runs))
+    longer = (comp[0], comp[0] + timedelta(27))
+    # every metric over two weeks against two weeks; and the period-level shares over two
+    # weeks against four, a change that is real (more time to crash or adopt), so that
+    # the whole ranking runs
+    cases = [(m, base, comp) for m in METRICS] + [
+        (m, base, longer) for m in ("crash_free", "feature_adoption")]
+    print(f"\n### explain at full scale, median of {runs}\n")
+    print("| metric | baseline | compare | real change | explanations | `fleetpulse explain` "
+          "process, wall s | vs plain DuckDB query |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| (plain DuckDB: devices' active days in both periods, in-process) | "
+          f"{base[0]}..{base[1]} | {comp[0]}..{comp[1]} | | | {baseline:.2f} | 1.00 |")
+    for metric, b, c in cases:
+        cmd = [exe, "explain", metric, "--data", str(data), "--baseline", f"{b[0]}..{b[1]}",
+               "--compare", f"{c[0]}..{c[1]}", "--format", "json"]
+        doc = json.loads(subprocess.run(cmd, check=True, capture_output=True).stdout)
+        secs = statistics.median(wall(cmd) for _ in range(runs))
+        print(f"| {metric} | {b[0]}..{b[1]} | {c[0]}..{c[1]} | {'yes' if doc['real'] else 'no'} "
+              f"| {len(doc['explanations'])} | {secs:.2f} | {secs / baseline:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--aa-runs", type=int, default=100)
     ap.add_argument("--planted-runs", type=int, default=10)
     ap.add_argument("--devices", type=int, default=200)
     ap.add_argument("--days", type=int, default=24)
+    ap.add_argument("--full-scale", type=Path, metavar="DIR",
+                    help="time explain at fleet scale on analytics_bench.py's dataset in DIR")
+    ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
-    print(f"# {platform.machine()}, {platform.python_version()}, duckdb {duckdb.__version__}")
+    print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"duckdb {duckdb.__version__}")
+    if args.full_scale:
+        full_scale(args.full_scale, args.runs)
+        return
     if args.aa_runs:
         aa(args.aa_runs, args.devices, args.days)
     if args.planted_runs:
