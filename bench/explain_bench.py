@@ -18,9 +18,10 @@ At fleet scale instead: analytics_bench.py's dataset (100M readings, 10M events,
 devices, 90 days, compacted with rollups; generated into DIR once, reused after),
 `fleetpulse explain METRIC` as a process for every metric, two weeks against two weeks
 (and the period-level shares two weeks against four: a real change, so the whole
-ranking runs), wall time as the user waits for it (interpreter start and connect included), median of
---runs; the baseline in the same run is a hand-written plain-DuckDB query over the raw
-files giving each device's active days in both periods, the least explain reads.
+ranking runs), wall time as the user waits for it (interpreter start and connect
+included), median of --runs; the baseline in the same run is a hand-written plain-DuckDB
+query over the raw files giving each device's active days in both periods, the least
+explain reads.
 """
 
 from __future__ import annotations
