@@ -121,7 +121,65 @@ def test_the_same_faults_whatever_the_number_of_workers(tmp_path: Path) -> None:
     ("[outage]\nat = 3", "[outage] takes after_hours and hours"),
     ("[clock_skew]\nshare = 0.1\nhours = 24", "clock_skew hours must be from -720"),
     ("malformed_every = ", "cannot read the scenario"),
+    ("[[cause]]\nkind = \"usage\"\nfactor = 2\nwhere = {hw = \"x\"}",
+     "factor must be a number >= 0"),
+    ("[[cause]]\nkind = \"mood\"\nfactor = 1\nwhere = {hw = \"x\"}", "kind must be one of"),
+    ("[[cause]]\nkind = \"crashes\"\nfactor = 2\nwhere = {city = \"x\"}",
+     "where names devices by hw, fw, region, humidity"),
+    ("[[cause]]\nkind = \"crashes\"\nfactor = 2\nwhere = {humidity = \"high\"}",
+     "humidity is a 10 % band"),
+    ("stationary = 1", "stationary is true or false"),
 ])
 def test_a_wrong_scenario_is_one_clear_error(tmp_path: Path, text: str, words: str) -> None:
     with pytest.raises(UserError, match=words.replace("[", r"\[").replace("]", r"\]")):
         scenario(tmp_path, text)
+
+
+CAUSES = """
+stationary = true
+
+[[cause]]
+kind = "crashes"
+factor = 100
+from_day = 2
+where = {hw = "purifier-esp32", fw = "1.5.0"}
+
+[[cause]]
+kind = "usage"
+factor = 0.2
+from_day = 2
+where = {region = "us-east"}
+
+[[cause]]
+kind = "connectivity"
+factor = 0.5
+from_day = 2
+where = {humidity = "60-70 %"}
+"""
+
+
+def test_planted_causes_through_the_broker_are_the_offline_fleets(tmp_path: Path) -> None:
+    """`simulate` with causes over two workers and the broker keeps the same truth,
+    counterfactual included, as the fleet written offline (one process)."""
+    from fleetpulse.simulators.offline import write_dataset
+
+    s = scenario(tmp_path, CAUSES)
+    with Broker(free_port(), tmp_path / "broker") as broker:
+        user, password = fleet_credentials(broker)
+        truth = simulate(broker.host, broker.port, devices=60, days=4, seed=8,
+                         progress=False, username=user, password=password, workers=2,
+                         scenario=s, start=date(2026, 1, 5))
+    offline = write_dataset(tmp_path / "data", 60, 4, 8, date(2026, 1, 5), stationary=True,
+                            causes=s.causes)
+    without = truth["without_causes"]
+    assert without == offline["without_causes"]
+    assert (truth["records"], truth["days"]) == (offline["records"], offline["days"])
+    # the usage and connectivity causes took days of use and heartbeats away; the crash
+    # cause added crashes: fewer devices crash in the counterfactual than in the truth
+    assert sum(without["extra_active_device_days"].values()) > 0
+    crashed = sum(h["devices"] - h["crash_free_devices"] for h in truth["fleet_health"].values())
+    assert crashed > len(without["crash_days"])
+    assert sum(without["extra_heartbeats"].values()) > 0
+    assert truth["planted"]["causes"][0] == {
+        "kind": "crashes", "factor": 100.0, "from_day": 2,
+        "where": {"hw": "purifier-esp32", "fw": "1.5.0"}}
