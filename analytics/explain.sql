@@ -388,3 +388,9 @@ FROM explain_elements(metric, baseline_from, baseline_to, compare_from, compare_
                       min_devices := min_devices)
 WHERE reported
 ORDER BY rank
+;
+
+-- What BI tools show for them (the metrics' comments come from their "-- metric:" lines).
+COMMENT ON MACRO TABLE explain IS 'why METRIC changed from the baseline period to the compare period: the groups of devices (1-3 of fw, hw, age, temperature, humidity, connectivity, variant:KEY, attr:NAME) that account for it, ranked by explanatory power, with surprise, risk ratio and z, none when the change is not real (docs/explain.md)';
+COMMENT ON MACRO TABLE explain_change IS 'the metric before and after for the whole fleet, z of the change, and whether explain calls it real';
+COMMENT ON MACRO TABLE explain_elements IS 'every group of devices explain considered, with its statistics and whether it was a candidate, ranked and reported'
