@@ -31,8 +31,8 @@ DIMENSIONS = ("fw", "hw", "age", "temperature", "humidity", "connectivity", "var
 class Explanation:
     metric: str
     label: str
-    before: float | None
-    after: float | None
+    before: float
+    after: float
     z: float | None
     real: bool
     devices: int
@@ -42,8 +42,6 @@ class Explanation:
     @property
     def summary(self) -> str:
         """One line a person reads first."""
-        if self.before is None or self.after is None:
-            return f"no {self.label} to compare: no device reported in one of the periods"
         move = f"{self.label} {_fmt(self.before)} -> {_fmt(self.after)}"
         if not self.real:
             return (f"no real change in {move} (z = {_fmt(self.z)}, within chance or under "
@@ -64,6 +62,23 @@ class Explanation:
         return {"metric": self.metric, "summary": self.summary, "before": self.before,
                 "after": self.after, "z": self.z, "real": self.real, "devices": self.devices,
                 "explanations": [dict(zip(self.columns, r, strict=True)) for r in self.rows]}
+
+
+def _check_dims_exist(con: duckdb.DuckDBPyConnection, dims: list[str]) -> None:
+    """An attribute or experiment named in --dims that no device has would explain
+    nothing, and the answer would read as "fleet-wide": say so instead."""
+    from .dataset import query
+
+    known = {"attr": "SELECT DISTINCT name FROM device_attributes",
+             "variant": "SELECT DISTINCT experiment FROM experiment_reports"}
+    for d in dims:
+        kind, _, name = d.partition(":")
+        if name and kind in known:
+            names = sorted(r[0] for r in query(con, known[kind]).rows)
+            if name not in names:
+                what = "attribute" if kind == "attr" else "experiment"
+                raise UserError(f"--dims {d}: no device has the {what} {name!r} (known: "
+                                f"{', '.join(names) or 'none; see `fleetpulse devices export`'})")
 
 
 def _fmt(x: float | None) -> str:
@@ -91,6 +106,7 @@ def explain(con: duckdb.DuckDBPyConnection, metric: str, baseline: tuple[date, d
     for name, (lo, hi) in (("--baseline", baseline), ("--compare", compare)):
         if lo > hi:
             raise UserError(f"{name} {lo}..{hi} ends before it begins")
+    _check_dims_exist(con, dims or [])
     periods = (f"DATE '{baseline[0]}', DATE '{baseline[1]}', DATE '{compare[0]}', "
                f"DATE '{compare[1]}'")
     feat = f"feature_name := {sql_str(feature)}"
@@ -98,6 +114,12 @@ def explain(con: duckdb.DuckDBPyConnection, metric: str, baseline: tuple[date, d
         con, f"SELECT devices, before, after, z, real FROM explain_change({sql_str(metric)}, "
              f"{periods}, {feat}, min_z := {min_z})").rows[0]
     label = METRICS[metric].format(feature=feature)
+    if before is None or after is None:
+        # a period without data is a mistyped date far more often than a silent fleet
+        lo, hi = query(con, "SELECT min(date), max(date) FROM rollup_firmware_days").rows[0]
+        empty = "--baseline" if before is None else "--compare"
+        held = f"the dataset holds {lo}..{hi}" if lo else "the dataset holds no records"
+        raise UserError(f"no {label} in {empty}: no device reported then ({held})")
     out = Explanation(metric, label, before, after, z, real, devices or 0)
     if not real:
         return out

@@ -125,6 +125,11 @@ def test_explain_mistakes_exit_2_with_one_line(tmp_path: Path) -> None:
         (["--baseline", "2026-01-05", "--compare", "2026-01-07..2026-01-08"], "is not FROM..TO"),
         (["--baseline", "2026-01-05..2026-01-06", "--compare", "2026-01-07..2026-01-08",
           "--dims", "region"], "no dimension 'region'"),
+        # a question the dataset cannot answer is not a "no change"
+        (["--baseline", "2025-01-05..2025-01-06", "--compare", "2026-01-07..2026-01-08"],
+         "no device reported then (the dataset holds 2026-01-05..2026-01-08)"),
+        (["--baseline", "2026-01-05..2026-01-06", "--compare", "2026-01-07..2026-01-08",
+          "--dims", "attr:region"], "no device has the attribute 'region' (known: none"),
     ]:
         r = fleetpulse("explain", "crash_free", "--data", str(data), *args)
         assert r.returncode == 2 and says in r.stderr, r.stderr
