@@ -181,11 +181,12 @@ class Coverage:
     devices: int
     experiments: list[str]
     features: list[str]
+    attributes: list[str]  # device attribute names, for the breakdown choices
 
     def as_json(self) -> dict[str, Any]:
         return {"first_day": str(self.first_day or ""), "last_day": str(self.last_day or ""),
                 "devices": self.devices, "experiments": self.experiments,
-                "features": self.features}
+                "features": self.features, "attributes": self.attributes}
 
 
 def coverage(con: duckdb.DuckDBPyConnection) -> Coverage:
@@ -195,4 +196,6 @@ def coverage(con: duckdb.DuckDBPyConnection) -> Coverage:
                                             "experiment_reports ORDER BY 1").rows]
     features = [r[0] for r in query(con, "SELECT DISTINCT feature FROM rollup_feature_days "
                                          "ORDER BY 1").rows]
-    return Coverage(lo, hi, n, experiments, features)
+    attributes = [r[0] for r in query(con, "SELECT DISTINCT name FROM device_attributes "
+                                           "ORDER BY 1").rows]
+    return Coverage(lo, hi, n, experiments, features, attributes)

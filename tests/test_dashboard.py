@@ -267,6 +267,13 @@ def test_dashboard_in_a_browser(fleet: Path, browser, tmp_path: Path) -> None:
         assert got == [{k: "" if v is None else str(v) for k, v in r.items()}
                        for r in _panel(by_fw, "features")]
 
+        # a breakdown by a device attribute (the registry's regions, exported)
+        page.select_option("[name=by]", "attr:region")
+        page.wait_for_url("**/?since=2026-02-09&by=attr*region")
+        by_region = _shown(page)
+        assert {r["segment"] for r in _panel(by_region, "activity")} == {
+            "eu-north", "eu-west", "us-east"}
+
         # new days arrive: a reload shows them
         _fill(data, devices=10, days=3, start=date(2026, 2, 23))
         again.reload()
