@@ -69,7 +69,8 @@ def test_report_is_one_offline_file(dataset: Path, tmp_path: Path) -> None:
     assert all(p["rows"] for p in payload["panels"]), "every panel has data"
     assert payload["coverage"] == {"first_day": "2026-02-02", "last_day": "2026-02-15",
                                    "devices": 40, "experiments": ["aa_check", "eco_nudge"],
-                                   "features": payload["coverage"]["features"]}
+                                   "features": payload["coverage"]["features"],
+                                   "attributes": ["region"]}
     r = subprocess.run([sys.executable, "-m", "fleetpulse", "report", "--data",
                         str(dataset), "--out", str(tmp_path / "r.html"), "--since",
                         "2026-02-09", "--by", "hw"], capture_output=True, text=True)
