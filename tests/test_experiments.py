@@ -115,3 +115,20 @@ def test_sample_ratio_mismatch_with_three_variants() -> None:
     kept = [d for i, d in enumerate(devices) if d.variant != "C" or i % 4]
     r = analyze(kept)
     assert r["sample_ratio_mismatch"] and r["verdict"].startswith("sample ratio mismatch")
+
+
+def test_the_distribution_functions_are_scipy_stats_own() -> None:
+    """experiments.py uses scipy.special (a light import); its p-values and intervals
+    are those scipy.stats gives for the same tests."""
+    from fleetpulse.analytics.experiments import _chisquare_p, _welch
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 1, 300), rng.normal(0.2, 1.3, 280)
+    diff, se, p, half = _welch(a, b)
+    t = stats.ttest_ind(b, a, equal_var=False)
+    assert p == pytest.approx(t.pvalue, rel=1e-9)
+    assert diff / se == pytest.approx(t.statistic, rel=1e-9)
+    low, high = t.confidence_interval(0.95)
+    assert (diff - half, diff + half) == pytest.approx((low, high), rel=1e-9)
+    assert _chisquare_p([480, 520, 95], [500.0, 500.0, 95.0]) == pytest.approx(
+        stats.chisquare([480, 520, 95], [500, 500, 95]).pvalue, rel=1e-9)
