@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from .dataset import query
-from .experiments import Device
+from .experiments import DailyUses, Device
 from .sqltext import sql_str
 
 if TYPE_CHECKING:
@@ -29,11 +31,13 @@ def experiment_devices(con: duckdb.DuckDBPyConnection, key: str, feature: str,
     query(con, f"CREATE OR REPLACE TEMP TABLE {_EXPOSURE} AS "
                f"SELECT * FROM experiment_exposure({args})")
     try:
-        daily: dict[str, dict[date, int]] = {}
-        for device_id, day, uses in query(
-                con, f"SELECT device_id, day, uses FROM exposure_daily_uses("
-                     f"'{_EXPOSURE}', {sql_str(feature)}, {until_sql})").rows:
-            daily.setdefault(device_id, {})[day] = int(uses)
+        # a device's days and uses as two lists (one row per device, not per device-day:
+        # a fleet's daily uses are too many rows for a Python object each)
+        daily = {device_id: DailyUses(np.array(days, dtype=np.int64), np.array(uses))
+                 for device_id, days, uses in query(
+                     con, "SELECT device_id, list((day - DATE '1970-01-01')::BIGINT), "
+                          f"list(uses::DOUBLE) FROM exposure_daily_uses('{_EXPOSURE}', "
+                          f"{sql_str(feature)}, {until_sql}) GROUP BY device_id").rows}
         health = {r[0]: r[1:] for r in query(
             con, "SELECT device_id, device_days, crashes, reboots, heartbeats, "
                  f"expected_heartbeats FROM exposure_guardrails('{_EXPOSURE}', {since_sql}, "
@@ -46,6 +50,6 @@ def experiment_devices(con: duckdb.DuckDBPyConnection, key: str, feature: str,
     for device_id, variant, exposed_day, uses, pre_uses in exposed:
         days, crashes, reboots, hb, expected = health.get(device_id, (0, 0, 0, 0.0, 0.0))
         out.append(Device(variant, float(uses), float(pre_uses), exposed_day,
-                          daily.get(device_id, {}), int(days), int(crashes), int(reboots),
-                          float(hb), float(expected)))
+                          daily.get(device_id, DailyUses()), int(days), int(crashes),
+                          int(reboots), float(hb), float(expected)))
     return out

@@ -52,6 +52,30 @@ SEQUENTIAL_METHOD = ("asymptotic confidence sequence (Waudby-Smith et al. 2024),
                      "normal mixture tuned for {n} devices, alpha {alpha}")
 
 
+_EPOCH = date(1970, 1, 1).toordinal()
+
+
+@dataclass
+class DailyUses:
+    """A device's uses per UTC day, as arrays (days since 1970-01-01, uses): a fleet's
+    experiment has about as many of these pairs as device-days, and a dict entry per
+    pair was most of the work of `fleetpulse metrics experiment` before its queries."""
+    days: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    uses: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @classmethod
+    def of(cls, by_day: dict[date, int]) -> DailyUses:
+        return cls(np.array([d.toordinal() - _EPOCH for d in by_day], dtype=np.int64),
+                   np.array(list(by_day.values()), dtype=float))
+
+    def __len__(self) -> int:
+        return len(self.days)
+
+
+def day_number(d: date) -> int:
+    return d.toordinal() - _EPOCH
+
+
 @dataclass
 class Device:
     """One exposed device: what the SQL macros return per device."""
@@ -59,7 +83,7 @@ class Device:
     uses: float  # uses of the feature from exposure on
     pre_uses: float = 0.0  # in the pre-period: the CUPED covariate
     exposed_day: date | None = None
-    daily: dict[date, int] = field(default_factory=dict)  # uses per UTC day, for looks
+    daily: DailyUses = field(default_factory=DailyUses)  # uses per UTC day, for looks
     device_days: int = 0
     crashes: int = 0
     reboots: int = 0
@@ -187,12 +211,8 @@ def _relative(ya: np.ndarray, yb: np.ndarray) -> tuple[float | None, float | Non
     return r, r - z * math.sqrt(var), r + z * math.sqrt(var)
 
 
-def _values(devs: list[Device], metric: str, upto: date | None = None) -> np.ndarray:
-    if upto is None:
-        uses = np.array([d.uses for d in devs], dtype=float)
-    else:
-        uses = np.array([sum(n for day, n in d.daily.items() if day <= upto) for d in devs],
-                        dtype=float)
+def _values(devs: list[Device], metric: str) -> np.ndarray:
+    uses = np.array([d.uses for d in devs], dtype=float)
     return (uses > 0).astype(float) if metric == "conversion" else uses
 
 
@@ -224,17 +244,19 @@ def first_detection(control: list[Device], treated: list[Device], metric: str,
     then and their uses up to then, excluded 0: a PM looking every day would have
     stopped there, and the sequence's guarantee covers every such look."""
     devs = [d for d in control + treated if d.exposed_day is not None]
-    days = sorted({d.exposed_day for d in devs if d.exposed_day is not None}
-                  | {day for d in devs for day in d.daily})
-    if not days:
+    if not devs:
         return None
-    col = {day: i for i, day in enumerate(days)}
+    # every device's (day, uses) pairs at once: the device's row, the day's column
+    rows = np.repeat(np.arange(len(devs)), [len(d.daily) for d in devs])
+    use_days = np.concatenate([d.daily.days for d in devs])
+    exposed_days = np.array([day_number(d.exposed_day) for d in devs  # type: ignore[arg-type]
+                             ], dtype=np.int64)
+    days = np.unique(np.concatenate([use_days, exposed_days]))
     per_day = np.zeros((len(devs), len(days)))
-    for i, d in enumerate(devs):
-        for day, n in d.daily.items():
-            per_day[i, col[day]] = n
+    np.add.at(per_day, (rows, np.searchsorted(days, use_days)),
+              np.concatenate([d.daily.uses for d in devs]))
     upto = np.cumsum(per_day, axis=1)  # uses up to and including each day
-    exposed_col = np.array([col[d.exposed_day] for d in devs])  # type: ignore[index]
+    exposed_col = np.searchsorted(days, exposed_days)
     is_b = np.zeros(len(devs), dtype=bool)
     n_control = sum(1 for d in control if d.exposed_day is not None)
     is_b[n_control:] = True
@@ -253,7 +275,7 @@ def first_detection(control: list[Device], treated: list[Device], metric: str,
         diff, se, _, _ = _welch(ya, yb)
         low, high, _ = confidence_sequence(diff, se, len(ya) + len(yb), tuning_n=tuning_n)
         if low > 0 or high < 0:
-            return day
+            return date.fromordinal(int(day) + _EPOCH)
     return None
 
 

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 
 import numpy as np
 
-from fleetpulse.analytics.experiments import Device
+from fleetpulse.analytics.experiments import DailyUses, Device
 
 START = date(2026, 3, 2)
 
@@ -36,7 +36,7 @@ def simulate(devices: int = 1000, days: int = 14, lifts: dict[str, float] | None
         n_days = days - int(exposed[i])
         per_day = rng.poisson(rate[i] * (1 + lifts[v]), n_days)
         first = START + timedelta(int(exposed[i]))
-        daily = {first + timedelta(k): int(u) for k, u in enumerate(per_day) if u}
+        daily = DailyUses.of({first + timedelta(k): int(u) for k, u in enumerate(per_day) if u})
         # health: every device has 1-2 reboots over the period and heartbeats at about
         # 98%, the same in every variant
         out.append(Device(v, float(per_day.sum()), float(pre[i]), first, daily,
