@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from fleetpulse.errors import UserError
@@ -54,10 +55,16 @@ _NO_ATTRIBUTES = ("SELECT NULL::VARCHAR AS device_id, NULL::VARCHAR AS name, NUL
                   "WHERE false")
 
 
-def _attributes_select(store: Store) -> str:
+# In object storage the attributes file is read through pyarrow into this table, as the
+# other tables are (DuckDB would need httpfs): see _register_remote.
+_REMOTE_ATTRIBUTES = "_device_attributes_file"
+
+
+def _attributes_select(store: Store, registered: bool = False) -> str:
     """Device attributes with their history, as `fleetpulse devices export` wrote them
-    into the dataset; none (same columns) before it ever did. Not yet read from object
-    storage (DuckDB would need httpfs for one file there)."""
+    into the dataset; none (same columns) before it ever did."""
+    if registered:
+        return f"SELECT * FROM {_REMOTE_ATTRIBUTES}"
     if not store.local or not Path(store.path(ATTRIBUTES_FILE)).exists():
         return _NO_ATTRIBUTES
     return f"SELECT * FROM read_parquet({sql_str(store.url(ATTRIBUTES_FILE))})"
@@ -80,7 +87,7 @@ def _live_deduplicated(store: Store, table: str) -> str:
 
 
 def data_view_statements(store: Store, layout: Layout | None,
-                         raw_views: bool = True) -> list[str]:
+                         raw_views: bool = True, remote_attributes: bool = False) -> list[str]:
     """The views over the dataset's files: over the files of `layout` (a connection's
     listing), or, with None, live views that list the files at query time (a catalog
     for BI tools, which keep a connection open while ingest and compaction change the
@@ -94,17 +101,18 @@ def data_view_statements(store: Store, layout: Layout | None,
     for table in SOURCES:
         src = _live_deduplicated(store, table) if layout is None else deduplicated(layout, table)
         stmts.append(f"CREATE OR REPLACE VIEW {table} AS {src}")
-    stmts.append(f"CREATE OR REPLACE VIEW device_attributes AS {_attributes_select(store)}")
+    stmts.append("CREATE OR REPLACE VIEW device_attributes AS "
+                 + _attributes_select(store, remote_attributes))
     stmts.append("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM quarantine_raw")
     stmts.append("CREATE OR REPLACE VIEW presence AS SELECT * FROM presence_raw")
     return stmts + rollups.view_statements(store, layout)
 
 
 def view_statements(store: Store, layout: Layout | None = None,
-                    raw_views: bool = True) -> list[str]:
+                    raw_views: bool = True, remote_attributes: bool = False) -> list[str]:
     """Every view of the dataset and its metrics, over absolute paths."""
-    return (data_view_statements(store, layout, raw_views) + statements(_metrics_sql())
-            + _comments())
+    return (data_view_statements(store, layout, raw_views, remote_attributes)
+            + statements(_metrics_sql()) + _comments())
 
 
 @dataclass
@@ -222,8 +230,9 @@ def query(con: duckdb.DuckDBPyConnection, sql: str) -> Result:
     return _rerun_if_file_vanished(run, before_rerun=partial(refresh, con))
 
 
-def _register_remote(con: duckdb.DuckDBPyConnection, store: Store) -> None:
-    """`<table>_raw` views over pyarrow datasets of the store's files."""
+def _register_remote(con: duckdb.DuckDBPyConnection, store: Store) -> bool:
+    """`<table>_raw` views over pyarrow datasets of the store's files, and the exported
+    device attributes as a table; whether there were attributes."""
     # Imported here: pyarrow.dataset brings pyarrow.compute, 0.1 s of every local
     # `fleetpulse metrics` process that never uses them.
     import pyarrow.dataset as ds
@@ -244,6 +253,11 @@ def _register_remote(con: duckdb.DuckDBPyConnection, store: Store) -> None:
                              partition_base_dir=store.path(table))
         con.register(f"_{table}_files", dataset)
         con.execute(f"CREATE OR REPLACE VIEW {table}_raw AS SELECT * FROM _{table}_files")
+    path = store.path(ATTRIBUTES_FILE)
+    if store.fs.get_file_info(path).type != pafs.FileType.File:
+        return False
+    con.register(_REMOTE_ATTRIBUTES, pq.read_table(path, filesystem=store.fs))
+    return True
 
 
 # The connection's own record of which dataset its views list (a DuckDB variable,
@@ -257,8 +271,8 @@ def connect(data: str | Path | Store, database: str = ":memory:") -> duckdb.Duck
     store = data if isinstance(data, Store) else Store(data)
     con = duckdb.connect(database)
     if not store.local:
-        _register_remote(con, store)
-        _run(con, view_statements(store, raw_views=False))
+        attributes = _register_remote(con, store)
+        _run(con, view_statements(store, raw_views=False, remote_attributes=attributes))
         return con
     con.execute(f"SET VARIABLE {_DATASET_VARIABLE} = ?", [store.root])
 

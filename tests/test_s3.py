@@ -162,3 +162,22 @@ class _FsWrapper:
 
     def __getattr__(self, name):
         return getattr(self._fs, name)
+
+
+def test_device_attributes_in_object_storage(s3, tmp_path) -> None:
+    """`devices export` writes the attributes into an S3 dataset, and its
+    device_attributes view reads them (through pyarrow, as the tables)."""
+    from conftest import fleetpulse
+
+    from fleetpulse.gateway.registry import Registry
+
+    reg = Registry(tmp_path / "reg")
+    reg.add("d1", "plug")
+    reg.set_attributes({"d1": {"region": "eu-west"}}, "2026-01-01")
+    reg.set_attributes({"d1": {"region": "eu-north"}}, "2026-02-01")
+    assert connect(s3).sql("SELECT count(*) FROM device_attributes").fetchall() == [(0,)]
+    r = fleetpulse("devices", "export", "--data", s3, "--registry", str(tmp_path / "reg"))
+    assert r.returncode == 0, r.stderr
+    rows = connect(s3).sql("SELECT value, valid_to IS NULL FROM device_attributes "
+                           "ORDER BY valid_from").fetchall()
+    assert rows == [("eu-west", False), ("eu-north", True)]
