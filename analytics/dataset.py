@@ -30,13 +30,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from fleetpulse.errors import UserError
+from fleetpulse.gateway import attributes
 from fleetpulse.gateway.attributes import ATTRIBUTES_FILE
 from fleetpulse.ingest.schema import TABLES
 from fleetpulse.ingest.store import Store
 
 from . import rollups
 from .layout import SOURCES, Layout, list_layout
-from .sources import DEDUP, deduplicated, empty_select, files_select, parquet_select
+from .sources import DEDUP, deduplicated, empty_select, files_select, no_rows, parquet_select
 from .sqltext import file_listing, fill_contract, sql_str, statements
 
 METRICS_SQL = Path(__file__).with_name("metrics.sql")
@@ -50,11 +51,6 @@ def _source(store: Store, table: str) -> str:
     return parquet_select(table, sql_str(store.url(table, "date=*", "*.parquet")))
 
 
-_NO_ATTRIBUTES = ("SELECT NULL::VARCHAR AS device_id, NULL::VARCHAR AS name, NULL::VARCHAR AS "
-                  "value, NULL::TIMESTAMPTZ AS valid_from, NULL::TIMESTAMPTZ AS valid_to "
-                  "WHERE false")
-
-
 # In object storage the attributes file is read through pyarrow into this table, as the
 # other tables are (DuckDB would need httpfs): see _register_remote.
 _REMOTE_ATTRIBUTES = "_device_attributes_file"
@@ -66,7 +62,7 @@ def _attributes_select(store: Store, registered: bool = False) -> str:
     if registered:
         return f"SELECT * FROM {_REMOTE_ATTRIBUTES}"
     if not store.local or not Path(store.path(ATTRIBUTES_FILE)).exists():
-        return _NO_ATTRIBUTES
+        return no_rows(attributes.schema())
     return f"SELECT * FROM read_parquet({sql_str(store.url(ATTRIBUTES_FILE))})"
 
 

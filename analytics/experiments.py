@@ -65,7 +65,7 @@ class DailyUses:
 
     @classmethod
     def of(cls, by_day: dict[date, int]) -> DailyUses:
-        return cls(np.array([d.toordinal() - _EPOCH for d in by_day], dtype=np.int64),
+        return cls(np.array([day_number(d) for d in by_day], dtype=np.int64),
                    np.array(list(by_day.values()), dtype=float))
 
     def __len__(self) -> int:

@@ -87,7 +87,7 @@ class Panel:
     def follows(self, view: View) -> bool:
         """Whether this panel breaks down by the view's breakdown."""
         return (self.follows_breakdown and view.segmented
-                and not (self.firmware_and_model_only and view.by not in ("fw", "hw")))
+                and not (self.firmware_and_model_only and not _by_firmware_or_model(view)))
 
 
 def _health_weekly(v: View) -> str:
@@ -107,8 +107,12 @@ def _seg(v: View, follows: bool | None = None) -> str:
     return "segment, " if (v.segmented if follows is None else follows) else ""
 
 
+def _by_firmware_or_model(v: View) -> bool:
+    return v.by in ("fw", "hw")
+
+
 def _sessions(v: View) -> str:
-    seg = v.by in ("fw", "hw")  # rolled up per firmware and model: see Panel.follows
+    seg = _by_firmware_or_model(v)  # rolled up per firmware and model: see Panel.follows
     return (f"SELECT day, {_seg(v, seg)}devices, sessions, sessions_per_device_day, "
             f"median_minutes, mean_minutes FROM sessions({v.args(seg)})")
 

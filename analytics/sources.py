@@ -26,10 +26,15 @@ def _duck_type(t: pa.DataType) -> str:
     return _DUCK_TYPES[t]
 
 
+def no_rows(schema: pa.Schema, extra: str = "") -> str:
+    """A SELECT with the schema's columns (and `extra` ones) and no rows."""
+    cols = [f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in schema]
+    return f"SELECT {', '.join(cols + ([extra] if extra else []))} WHERE false"
+
+
 def empty_select(table: str) -> str:
     """A SELECT with the table's declared columns (and its date) and no rows."""
-    cols = [f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in TABLES[table]]
-    return f"SELECT {', '.join(cols)}, CAST(NULL AS DATE) AS date WHERE false"
+    return no_rows(TABLES[table], "CAST(NULL AS DATE) AS date")
 
 
 def parquet_select(table: str, files: str, union_by_name: bool = True) -> str:

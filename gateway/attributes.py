@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 ATTRIBUTES_FILE = "_registry/device_attributes.parquet"
-COLUMNS = ("device_id", "name", "value", "valid_from", "valid_to")
 # Attribute names become SQL identifiers nowhere (they are values of `name`), but they
 # appear in `attr:NAME` segmentations and CSV headers: kept plain.
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
@@ -54,10 +53,7 @@ def record_changes(entry: dict[str, Any], changes: dict[str, str | None], at: st
     changed. A change may be dated before others (a backfill from a customer list): the
     history is a set of dated changes, read in time order."""
     current: dict[str, str] = entry.setdefault("attributes", {})
-    history: list[dict[str, Any]] = entry.setdefault("attribute_history", [])
-    if not history and current:  # a registry from before history was kept
-        history += [{"name": k, "value": v, "from": entry.get("added_at") or at}
-                    for k, v in sorted(current.items())]
+    history = entry["attribute_history"] = _history(entry, at)
     changed = False
     for name, value in sorted(changes.items()):
         check_name(name)
@@ -104,15 +100,35 @@ def read_csv(path: Path) -> dict[str, dict[str, str | None]]:
     return out
 
 
-def intervals(devices: dict[str, dict[str, Any]]) -> pa.Table:
-    """Every attribute value each device had, with when it began and ended."""
+def _history(entry: dict[str, Any], default_from: str | None = None) -> list[dict[str, Any]]:
+    """A registry entry's dated changes; an entry from before history was kept has its
+    current attributes, dated when it was added."""
+    return entry.get("attribute_history") or [
+        {"name": k, "value": v, "from": entry.get("added_at") or default_from}
+        for k, v in sorted((entry.get("attributes") or {}).items())]
+
+
+def schema() -> pa.Schema:
+    """The columns of the dataset's device_attributes."""
     import pyarrow as pa  # here: the registry is read by commands that never need Arrow
 
-    rows: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+    ts = pa.timestamp("ms", tz="UTC")
+    return pa.schema([
+        pa.field("device_id", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("value", pa.string(), nullable=False),
+        pa.field("valid_from", ts, nullable=False),
+        pa.field("valid_to", ts)])
+
+
+def intervals(devices: dict[str, dict[str, Any]]) -> pa.Table:
+    """Every attribute value each device had, with when it began and ended."""
+    import pyarrow as pa
+
+    cols = schema()
+    rows: dict[str, list[Any]] = {name: [] for name in cols.names}
     for dev, entry in sorted(devices.items()):
-        history = entry.get("attribute_history") or [
-            {"name": k, "value": v, "from": entry.get("added_at")}
-            for k, v in sorted((entry.get("attributes") or {}).items())]
+        history = _history(entry)
         by_name: dict[str, list[dict[str, Any]]] = {}
         for h in history:
             by_name.setdefault(h["name"], []).append(h)
@@ -127,13 +143,7 @@ def intervals(devices: dict[str, dict[str, Any]]) -> pa.Table:
                 rows["value"].append(h["value"])
                 rows["valid_from"].append(_time(h["from"]))
                 rows["valid_to"].append(_time(end) if end else None)
-    ts = pa.timestamp("ms", tz="UTC")
-    return pa.table(rows, schema=pa.schema([
-        pa.field("device_id", pa.string(), nullable=False),
-        pa.field("name", pa.string(), nullable=False),
-        pa.field("value", pa.string(), nullable=False),
-        pa.field("valid_from", ts, nullable=False),
-        pa.field("valid_to", ts)]))
+    return pa.table(rows, schema=cols)
 
 
 def _time(iso: str | None) -> datetime:

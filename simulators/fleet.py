@@ -203,8 +203,8 @@ _DAILY_WAVE = [[math.sin(2 * math.pi * ((hour + quarter / 4) - 9) / 24) for quar
 
 # Standard-normal noise as 1024 equally likely quantiles, drawn with one getrandbits:
 # the readings' noise costs a list index instead of random.gauss and a randint per
-# reading (gauss, randint and round were a third of the bulk simulator's time per
-# envelope; bench/RESULTS.md, "Bulk simulation").
+# reading (the bulk simulator's rate before and after: bench/RESULTS.md, "Cheaper
+# readings").
 _NOISE_BITS = 10
 _NOISE = [NormalDist().inv_cdf((i + 0.5) / (1 << _NOISE_BITS)) for i in range(1 << _NOISE_BITS)]
 
