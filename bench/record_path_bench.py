@@ -10,6 +10,13 @@ The floor a live run cannot go under: what one core spends per record before MQT
 write-ahead log and the event loop. Also what a buffered message holds until its flush:
 Python's allocations (tracemalloc) plus Arrow's after every message was decoded and
 added, before the flush builds the tables.
+
+`--native-readers` also times the native JSON-to-columns readers a batch could go
+through instead (pyarrow's JSON reader; polars' NDJSON reader when polars is
+installed): 256 envelopes joined by newlines per read, as ingest's chunks, read with an
+explicit schema and the records flattened into columns, single-threaded, with none of
+the contract's checks. A lower bound for those paths, against the first two columns'
+sum (decode and columns), which does check.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import random
 import time
 import tracemalloc
@@ -24,7 +32,7 @@ import tracemalloc
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fleetpulse.ingest.accepted_columns import AcceptedColumns
+from fleetpulse.ingest.accepted_columns import CHUNK_ENVELOPES, AcceptedColumns
 from fleetpulse.ingest.envelope_decoder import decode
 
 T0 = 1767268800000
@@ -59,7 +67,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--per", default="1,10,32")
     ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--native-readers", action="store_true",
+                    help="also time pyarrow's and polars' JSON readers over the same envelopes")
     args = ap.parse_args()
+    if args.native_readers:
+        native_readers(args.per, args.records)
+        return
     print("| records/msg | decode us/record | columns us/record | Parquet encode us/row "
           "| sum us/record | sum us/message | buffered bytes/message |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -110,6 +123,68 @@ def measure(per: int, records: int) -> tuple[float, float, float]:
 
     d, c, e = (best(f) / n * 1e6 for f in (decode_all, lambda: columns().tables(), encode))
     return d, c, e
+
+_RECORD = {"t": "i", "type": "s", **{k: "f" for k in (
+    "temperature_c", "humidity_pct", "pressure_hpa", "light_lux", "battery_pct", "rssi_dbm")}}
+_ENVELOPE = {"v": "i", "device_id": "s", "boot": "i", "seq": "i", "fw": "s", "hw": "s",
+             "sent_ms": "i", "iid": "s"}
+
+
+def native_readers(pers: str, records: int) -> None:
+    print("| records/msg | msgspec decode + columns us/record | pyarrow.json us/record "
+          "| polars.read_ndjson us/record |")
+    print("| --- | --- | --- | --- |")
+    for per in map(int, pers.split(",")):
+        cells = [f"{x:.2f}" if x is not None else "not installed"
+                 for x in native_reader_times(per, records)]
+        print(f"| {per} | " + " | ".join(cells) + " |")
+
+
+def native_reader_times(per: int, records: int) -> list[float | None]:
+    """Microseconds per record: ours (decode and columns), pyarrow.json, polars."""
+    import pyarrow.json as pj
+
+    os.environ["POLARS_MAX_THREADS"] = "1"  # read before polars starts its pool
+    try:
+        import polars as pl
+    except ImportError:
+        pl = None
+    msgs = envelopes(records // per, per)
+    n = len(msgs) * per
+    batches = [b"\n".join(p for _, p in msgs[i:i + CHUNK_ENVELOPES])
+               for i in range(0, len(msgs), CHUNK_ENVELOPES)]
+    received = T0 + 10**9
+    arrow = {"i": pa.int64(), "s": pa.string(), "f": pa.float64()}
+    schema = pa.schema([*((k, arrow[v]) for k, v in _ENVELOPE.items()), (
+        "records", pa.list_(pa.struct([(k, arrow[v]) for k, v in _RECORD.items()])))])
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+    reads = pj.ReadOptions(use_threads=False, block_size=1 << 24)
+
+    def ours() -> None:
+        cols = AcceptedColumns()
+        for t, p in msgs:
+            cols.add(decode(t, p, received), received)  # type: ignore[arg-type]
+        cols.tables()
+
+    def pyarrow_json() -> None:
+        for b in batches:
+            t = pj.read_json(io.BytesIO(b), read_options=reads, parse_options=options)
+            t.column("records").combine_chunks().flatten().flatten()
+
+    times: list[float | None] = [best(ours) / n * 1e6, best(pyarrow_json) / n * 1e6]
+    if pl is None:
+        return [*times, None]
+    kinds = {"i": pl.Int64, "s": pl.String, "f": pl.Float64}
+    plschema = {**{k: kinds[v] for k, v in _ENVELOPE.items()}, "records": pl.List(
+        pl.Struct({k: kinds[v] for k, v in _RECORD.items()}))}
+
+    def polars_ndjson() -> None:
+        for b in batches:
+            pl.read_ndjson(io.BytesIO(b), schema=plschema).select(
+                "records").explode("records").unnest("records").to_arrow()
+
+    return [*times, best(polars_ndjson) / n * 1e6]
+
 
 if __name__ == "__main__":
     main()
