@@ -76,7 +76,8 @@ USAGE_EVENTS = ("feature_used", "setting_changed", "button_press", "session_star
 # make). MicroPython reports a brownout as a power-on, so no board can say "brownout".
 CRASH_RESET_CAUSES = ("exception", "watchdog", "panic")
 # Every reset cause our firmware sends (docs/telemetry-contract.md).
-RESET_CAUSES = ("power_on", "software_reset", "soft_reset", "deepsleep", *CRASH_RESET_CAUSES)
+RESET_CAUSES = ("power_on", "software_reset", "soft_reset", "deepsleep", "update",
+                *CRASH_RESET_CAUSES)
 # Heartbeat interval assumed for a heartbeat that does not say its own (the firmware's
 # default): connectivity's expected heartbeats come from it.
 DEFAULT_HEARTBEAT_S = 3600
