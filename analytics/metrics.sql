@@ -558,6 +558,32 @@ SELECT segment,
        sum(records_dropped) AS records_dropped
 FROM per_device GROUP BY segment ORDER BY segment;
 
+-- rollout_guard_devices: per device seen on `version` or `previous` from `since`, its
+-- arm and its health on that firmware, what `fleetpulse rollout`'s guard compares
+-- (docs/ota.md). A device with any record on `version` is `updated` and counts its days
+-- on `version` only (a rollback does not move it back); the others are the `control`,
+-- counting their days on `previous`. device_days counts UTC days with a record (a
+-- partial day is one), crash_days those with a crash. The boot into the new version is a
+-- power_on like any other: `reboots` here leaves out one per updated device.
+CREATE OR REPLACE MACRO rollout_guard_devices(version, previous, since := DATE '1970-01-01',
+                                              until := DATE '2999-12-31') AS TABLE
+WITH health AS (
+    SELECT * FROM device_health_days(since := since, until := until, segment_by := 'fw')
+    WHERE segment IN (version, previous)
+),
+arms AS (
+    SELECT device_id, CASE WHEN bool_or(segment = version) THEN 'updated'
+                           ELSE 'control' END AS arm
+    FROM health GROUP BY device_id
+)
+SELECT device_id, arm, count(*) AS device_days,
+       count(*) FILTER (WHERE crashes > 0) AS crash_days, sum(crashes) AS crashes,
+       greatest(sum(reboots) - (arm = 'updated')::INTEGER, 0) AS reboots,
+       sum(heartbeats) AS heartbeats, sum(expected_heartbeats) AS expected_heartbeats
+FROM health JOIN arms USING (device_id)
+WHERE segment = CASE arm WHEN 'updated' THEN version ELSE previous END
+GROUP BY device_id, arm ORDER BY device_id;
+
 -- metric: usage_by_environment: usage events per device-hour in each temperature band (2 degC) and humidity band (10 %)
 CREATE OR REPLACE MACRO usage_by_environment(since := DATE '1970-01-01',
                                              until := DATE '2999-12-31') AS TABLE
