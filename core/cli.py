@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fleetpulse.analytics import cli as analytics_cli
     from fleetpulse.analytics import explain_cli
     from fleetpulse.firmware import cli as firmware_cli
-    from fleetpulse.gateway import broker_cli, devices_cli, gateway_cli
+    from fleetpulse.gateway import broker_cli, devices_cli, gateway_cli, rollout_cli
     from fleetpulse.ingest import cli as ingest_cli
     from fleetpulse.simulators import cli as simulators_cli
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain_cli.register(sub)
     devices_cli.register(sub)
     gateway_cli.register(sub)
+    rollout_cli.register(sub)
     firmware_cli.register(sub)
     _verbose_anywhere(sub)
     return parser

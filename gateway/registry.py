@@ -50,6 +50,8 @@ SERVICES: dict[str, list[str]] = {
         # device's first envelope
         "topic readwrite devices/+/telemetry",
         "topic readwrite devices/+/config",
+        # `fleetpulse rollout run` sends each device its update (docs/ota.md)
+        "topic readwrite devices/+/update",
     ],
     # `fleetpulse record`: reads what it records, publishes nothing.
     "fleetpulse-recorder": ["topic read devices/#"],
@@ -64,6 +66,7 @@ _DEVICE_ACL = [
     "pattern write devices/%u/telemetry",
     "pattern write devices/%u/status",
     "pattern read devices/%u/config",
+    "pattern read devices/%u/update",
 ]
 # A claim account (username claim-<id>) may only ask for a device account and hear the
 # answer, each on topics named by its own client id. Patterns apply to every user, so the
