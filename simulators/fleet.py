@@ -96,6 +96,8 @@ class Device:
     uptime_s: int = 0
     session_hours: set[int] = field(default_factory=set)
     used: set[str] = field(default_factory=set)  # features used at least once
+    # an update sent to the device (version, is a rollback), applied at its next hour
+    update: tuple[str, bool] | None = None
 
     @property
     def aa_variant(self) -> str:
@@ -183,16 +185,21 @@ class Fleet:
     def hours(self) -> Iterator[tuple[int, list[tuple[str, dict[str, Any]]]]]:
         """Yield (day, [(device_id, envelope), ...]) for every virtual hour in order."""
         for day in range(self.days):
-            t0 = day_start_ms(self.start, day)
+            for hour in range(24):
+                yield day, self.hour(day, hour)
+
+    def hour(self, day: int, hour: int) -> list[tuple[str, dict[str, Any]]]:
+        """[(device_id, envelope), ...] of one virtual hour; hours go in order."""
+        t0 = day_start_ms(self.start, day)
+        if hour == 0:
             for d in self.devices:
                 _plan_day(d, day)
-            for hour in range(24):
-                out = []
-                for d in self.devices:
-                    env = _device_hour(d, day, hour, t0 + hour * HOUR_MS)
-                    if env is not None:
-                        out.append((d.device_id, env))
-                yield day, out
+        out = []
+        for d in self.devices:
+            env = _device_hour(d, day, hour, t0 + hour * HOUR_MS)
+            if env is not None:
+                out.append((d.device_id, env))
+        return out
 
 
 # The daily temperature wave (peak at 15:00 UTC) at each quarter hour: the same for every
@@ -279,6 +286,8 @@ def _device_hour(d: Device, day: int, hour: int, t0: int) -> dict[str, Any] | No
         d.fw = FIRMWARE_NEW
         d.uptime_s = 0
         records.append({"t": t0 + 5000, "type": "event", "event": "power_on"})
+    if d.update is not None:
+        records += _apply_update(d, t0)
     extra = bool(records)  # events before the readings: the records need sorting
     base, humidity = d.base_temp_c, d.humidity_pct
     records += [reading(rng, t0 + quarter * 900_000, base, wave, humidity)
@@ -320,6 +329,32 @@ def _device_hour(d: Device, day: int, hour: int, t0: int) -> dict[str, Any] | No
     if extra:  # readings then the heartbeat are in time order already
         records.sort(key=_time)
     return _envelope(d, t0 + HOUR_MS - 1, records)
+
+
+def _apply_update(d: Device, t0: int) -> list[dict[str, Any]]:
+    """The update a rollout sent, as the firmware reports it (docs/ota.md): started and
+    staged on the old version, the boot into the new one, applied, and confirmed once it
+    is up. The events before the reboot go in the old boot's envelope of the hour before
+    in the firmware; here they share the hour's envelope, under the new version."""
+    assert d.update is not None
+    version, rolled_back = d.update
+    d.update = None
+    old = d.fw
+    records = [{"t": t0 + 1000, "type": "event", "event": "update_started", "name": version,
+                "value": old}]
+    d.boot += 1
+    d.seq = 0
+    d.fw = version
+    d.uptime_s = 0
+    records.append({"t": t0 + 6000, "type": "event", "event": "power_on",
+                    "reset_cause": "update"})
+    kind = "update_rolled_back" if rolled_back else "update_applied"
+    records.append({"t": t0 + 6001, "type": "event", "event": kind, "name": version,
+                    "value": old})
+    if not rolled_back:
+        records.append({"t": t0 + 60_000, "type": "event", "event": "update_confirmed",
+                        "name": version, "value": old})
+    return records
 
 
 def _time(record: dict[str, Any]) -> int:
