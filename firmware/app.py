@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import time
 
 import buffers
 import conf
@@ -21,6 +22,8 @@ SETTINGS = "settings.json"
 # not "journal": on a board the filesystem root comes first on sys.path, and a directory
 # named like a module is imported in its place (found running from ROMFS)
 JOURNAL_DIR = "outbox"
+OTA_POINTER = "ota.json"  # otaboot.py and ota.py: a version installed by an update
+OTA_STAGE = "ota/stage.json"  # ota.py: an update being staged
 ENVELOPE_BYTES = 900  # stop a batch here: with the envelope fields it stays near 1 KiB
 UNTIMED_BYTES = 100  # size estimate of a record kept unserialised until it has a time
 SEP = (",", ":")
@@ -34,6 +37,14 @@ DRAIN_MS = 30000  # at the end of a scenario, how long to wait for acks
 
 def log(msg):
     print("fleetpulse: " + msg)
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
 
 
 def variant(key, device_id, share_b):
@@ -87,6 +98,14 @@ class App:
         self.t_telemetry = base + "/telemetry"
         self.t_status = base + "/status"
         self.t_config = base + "/config"
+        self.t_update = base + "/update"
+        self.t_chunk = base + "/ota/chunk"
+        self.t_ask = base + "/ota/req"
+        self.updater = None  # ota.Updater while an update is being staged
+        self.trial_since = None  # uptime this boot of a version on trial began
+        self.trial_hb = False  # its heartbeat is made (confirmed once acknowledged)
+        if _exists(OTA_STAGE):  # staging resumes where a reboot cut it off
+            self.updating()
 
     # -- records ----------------------------------------------------------------------
     def record(self, rec):
@@ -253,6 +272,8 @@ class App:
         c.connect(self.t_status, b"offline")
         self.client = c
         c.subscribe(self.t_config, 1)
+        c.subscribe(self.t_update, 1)
+        c.subscribe(self.t_chunk, 0)
         c.publish(self.t_status, b"online", qos=1, retain=True)
         self.connects += 1
         self.backoff = BACKOFF_MIN_MS
@@ -301,10 +322,48 @@ class App:
                 raise OSError("WiFi lost")
             c.check()
             self.drain()
+            if self.updater is not None:
+                self.updater.tick(c, self.t_ask, self.b.ticks_ms())
         except OSError as e:
             self.lost(e)
 
+    # -- updates (ota.py, loaded only when there is one) -------------------------------
+    def updating(self):
+        if self.updater is None:
+            import ota
+            self.updater = ota.Updater(self, FW_VERSION)
+        return self.updater
+
+    def trial(self):
+        """A version on trial confirms itself once connected with a heartbeat
+        acknowledged, or restarts to be rolled back when the window runs out."""
+        import ota
+        if self.client is not None and not self.trial_hb:
+            self.heartbeat()
+            self.trial_hb = True
+            self.flush()
+        elif (self.trial_hb and not self.batch and not self.inflight
+              and self.journal.empty() and self.client is not None):
+            ota.confirm(self, FW_VERSION)
+            self.trial_since = None
+        elif time.ticks_diff(self.b.ticks_ms(), self.trial_since) > ota.TRIAL_MS:
+            ota.trial_expired(self)
+
+    def restart(self, cause):
+        """Reset the board (what is batched goes to the journal first); the next boot
+        reports `cause` as its reset cause."""
+        self.flush_to_journal()
+        resetnote.note(cause)
+        self.b.reset()
+
     def on_message(self, topic, payload):
+        if topic == self.t_update:
+            self.updating().on_update(payload)
+            return
+        if topic == self.t_chunk:
+            if self.updater is not None:
+                self.updater.on_chunk(payload)
+            return
         if topic != self.t_config:
             return
         try:
@@ -362,6 +421,10 @@ class App:
                 self.event("power_on", reset_cause=self.cause, last_error=self.last_error)
             else:
                 self.event("power_on", reset_cause=self.cause)
+        if _exists(OTA_POINTER):
+            import ota
+            if ota.boot_events(self, FW_VERSION):
+                self.trial_since = self.b.ticks_ms()
         if self.settings["low_power"]:
             import lowpower  # only battery devices carry this code in RAM
             return lowpower.wake(self)
@@ -394,6 +457,8 @@ class App:
                                (self.seq == 0 and self.client is not None)):
                 self.flush()
             self.network()
+            if self.trial_since is not None:
+                self.trial()
             up = self.clock.up()
             wait = min(TICK_MS, self.next_sample - up, next_hb - up)
             b.idle(wait, self.client.poller if self.client is not None else None)

@@ -11,7 +11,8 @@ NOTE = "reset.json"
 
 
 def note(cause, error=None):
-    """cause: "exception" (error: its one line), "software_reset" or "deepsleep"."""
+    """cause: "exception" (error: its one line), "software_reset", "deepsleep" or
+    "update" (the boot into a version an update installed or rolled back to)."""
     rec = {"cause": cause}
     if error:
         rec["error"] = error[:200]

@@ -8,8 +8,9 @@ from types import ModuleType
 
 # firmware/ holds what goes onto a device; this package (firmware/tools) never does.
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent
-COMMON = ("start.py", "buffers.py", "app.py", "conf.py", "configfile.py", "flash.py", "clock.py", "journal.py",
-          "lowpower.py", "mqtt.py", "provision.py", "resetnote.py", "version.py", "hw/__init__.py")
+COMMON = ("otaboot.py", "start.py", "buffers.py", "app.py", "conf.py", "configfile.py", "flash.py",
+          "clock.py", "journal.py", "lowpower.py", "mqtt.py", "ota.py", "provision.py",
+          "resetnote.py", "version.py", "hw/__init__.py")
 BOARDS = {
     # board -> (its hardware modules, mpy-cross architecture or None for bytecode only)
     "esp32": (("hw/board.py", "hw/esp32.py"), "xtensawin"),
