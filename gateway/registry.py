@@ -50,8 +50,11 @@ SERVICES: dict[str, list[str]] = {
         # device's first envelope
         "topic readwrite devices/+/telemetry",
         "topic readwrite devices/+/config",
-        # `fleetpulse rollout run` sends each device its update (docs/ota.md)
+        # `fleetpulse rollout run` sends each device its update and serves its files
+        # chunk by chunk (docs/ota.md)
         "topic readwrite devices/+/update",
+        "topic read devices/+/ota/req",
+        "topic write devices/+/ota/chunk",
     ],
     # `fleetpulse record`: reads what it records, publishes nothing.
     "fleetpulse-recorder": ["topic read devices/#"],
@@ -67,6 +70,8 @@ _DEVICE_ACL = [
     "pattern write devices/%u/status",
     "pattern read devices/%u/config",
     "pattern read devices/%u/update",
+    "pattern write devices/%u/ota/req",
+    "pattern read devices/%u/ota/chunk",
 ]
 # A claim account (username claim-<id>) may only ask for a device account and hear the
 # answer, each on topics named by its own client id. Patterns apply to every user, so the

@@ -82,6 +82,7 @@ class Plan:
     model: str | None = None
     attrs: dict[str, str] = field(default_factory=dict)
     auto_rollback: bool = False
+    release_dir: str = ""  # where the release's files are served from
 
     def check(self) -> None:
         for v in (self.version, self.previous):

@@ -125,7 +125,7 @@ def _start(args: argparse.Namespace) -> int:
                 stages=stages, soak_s=soak_s,
                 guards=[g.strip() for g in args.guard.split(",") if g.strip()] or list(GUARDS),
                 model=args.model, attrs=config.parse_attributes(args.attr),
-                auto_rollback=args.auto_rollback)
+                auto_rollback=args.auto_rollback, release_dir=str(args.release.resolve()))
     scope = scope_of(registry, plan)
     if not scope:
         raise UserError("no registered device matches --model/--attr: nothing to roll out to")
@@ -201,7 +201,7 @@ def _change(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .rollout_service import MqttSender, look
+    from .rollout_service import MqttSender, Serving, look
 
     every = parse_duration(args.every)
     if every < 1 and not args.once:
@@ -211,12 +211,17 @@ def _run(args: argparse.Namespace) -> int:
     store = _store(args.registry)
     host, port = config.parse_broker(args.broker)
     sender = MqttSender(host, port, *config.resolve_auth(args))
+    serving = Serving()
+    serving.update(store.active())
+    sender.serve(serving)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
         while True:
-            for r in look(store, registry, args.data, sender):
+            looked = look(store, registry, args.data, sender)
+            serving.update(store.active())
+            for r in looked:
                 Console(stderr=True).print(
                     f"rollout {r.plan.version}: {r.state}, stage {r.stage + 1}/"
                     f"{len(r.plan.stages)}, {len(r.sent)} sent; "

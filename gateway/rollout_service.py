@@ -11,7 +11,9 @@ service restarted between sending and saving) changes nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -20,6 +22,7 @@ from fleetpulse.analytics.dataset import connect
 from fleetpulse.analytics.rollout_guard import guard_rows
 from fleetpulse.errors import UserError
 
+from .ota_chunks import ChunkServer, Release
 from .registry import Registry
 from .rollout import Plan, Rollout, RolloutStore, step
 
@@ -73,6 +76,10 @@ class MqttSender:
         self._client.loop_start()
         self._pending: list[mqtt.MQTTMessageInfo] = []
 
+    def serve(self, releases: Callable[[str], Release | None]) -> ChunkServer:
+        """Also answer devices' chunk requests for the releases `releases` names."""
+        return ChunkServer(self._client, releases)
+
     def __call__(self, device_id: str, message: dict[str, Any]) -> None:
         import json
 
@@ -92,6 +99,25 @@ class MqttSender:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+class Serving:
+    """The releases of the running rollouts, by version, for the chunk server; updated
+    at every look (the chunk server reads it from paho's thread)."""
+
+    def __init__(self) -> None:
+        self._by_version: dict[str, Release] = {}
+
+    def update(self, rollouts: list[Rollout]) -> None:
+        out = {}
+        for r in rollouts:
+            if r.state == "running" and r.plan.release_dir:
+                old = self._by_version.get(r.plan.version)
+                out[r.plan.version] = old or Release(Path(r.plan.release_dir))
+        self._by_version = out
+
+    def __call__(self, version: str) -> Release | None:
+        return self._by_version.get(version)
 
 
 def look(store: RolloutStore, registry: Registry, data: str, sender: MqttSender,

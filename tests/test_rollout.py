@@ -281,3 +281,51 @@ def test_cli_start_run_status_over_the_broker(broker, tmp_path: Path) -> None:  
     final = json.loads(fleetpulse("rollout", "status", "1.6.0", "--format", "json",
                                   *common).stdout)[0]
     assert final["state"] == "aborted" and final["rolled_back"] == sent
+
+
+def test_the_service_serves_a_running_rollouts_files_only(broker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`rollout run`'s chunk server: a device asks for a piece of a file of the running
+    rollout's release and gets it with its hash; a file the manifest does not name, or a
+    version no rollout runs, gets nothing."""
+    import hashlib
+
+    from fleetpulse.gateway.rollout_service import MqttSender, Serving
+
+    release = tmp_path / "release"
+    (release / "hw").mkdir(parents=True)
+    body = bytes(range(256)) * 10
+    (release / "hw" / "sim.mpy").write_bytes(body)
+    (release / "secret.txt").write_text("not in the manifest")
+    (release / "manifest.json").write_text(json.dumps({"firmware_version": "2.0.0", "files": [
+        {"path": "hw/sim.mpy", "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}]}))
+    r = Rollout(plan(version="2.0.0", release_dir=str(release)), started_ms=0)
+    serving = Serving()
+    serving.update([r])
+    gw = broker.credentials("fleetpulse-gateway")
+    sender = MqttSender(broker.host, broker.port, gw.username, gw.password)
+    sender.serve(serving)
+    device_id = f"chunk-{tmp_path.name[-8:]}"
+    password = broker.registry.add(device_id).password
+    got: list[bytes] = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device_id)
+    c.username_pw_set(device_id, password)
+    subscribed: list[int] = []
+    c.on_message = lambda _c, _u, m: got.append(m.payload)
+    c.on_subscribe = lambda _c, _u, mid, _codes, _p: subscribed.append(mid)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    try:
+        c.subscribe(f"devices/{device_id}/ota/chunk", qos=0)
+        wait_until("the SUBACK", lambda: subscribed, 10)
+        for ask in ("2.0.0 secret.txt 0 100", "1.9.0 hw/sim.mpy 0 100",
+                    "2.0.0 hw/sim.mpy 1000 1024"):
+            c.publish(f"devices/{device_id}/ota/req", ask, qos=1).wait_for_publish(10)
+        wait_until("a chunk", lambda: got, 10)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+        sender.close()
+    head, data = got[0].split(b"\n", 1)
+    assert data == body[1000:2024]
+    assert head.decode() == f"hw/sim.mpy 1000 {hashlib.sha256(data).hexdigest()}"
+    assert len(got) == 1  # the two requests before it were not answered
