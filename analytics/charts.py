@@ -162,6 +162,17 @@ def health(segmented: bool) -> dict[str, Any]:
                  alt.Tooltip("connectivity:Q", format=PCT)]))
 
 
+def updates(segmented: bool) -> dict[str, Any]:
+    # per version, one bar per step of the update, in the order a device goes through them
+    steps = ["started", "applied", "confirmed", "rolled_back"]
+    return _spec(alt.Chart(TABLE).transform_fold(steps, as_=["step", "devices"]).mark_bar()
+                 .encode(y=alt.Y("version:N", title=None),
+                         yOffset=alt.YOffset("step:N", sort=steps),
+                         x=alt.X("devices:Q", title="devices"),
+                         color=alt.Color("step:N", sort=steps, title=None),
+                         tooltip=["version:N", "step:N", "devices:Q"]))
+
+
 def environment(segmented: bool) -> dict[str, Any]:
     return _spec(alt.Chart(TABLE).transform_calculate(
         band="datum.temp_from_c + '–' + (datum.temp_from_c + 2) + ' °C'").mark_bar().encode(
@@ -214,8 +225,8 @@ def spec(name: str, segmented: bool) -> dict[str, Any]:
 
 
 BUILDERS = {f.__name__: f for f in (activity, lifecycle, retention, features, funnel, sessions,
-                                    firmware, health_weekly, health, environment, models,
-                                    experiment)}
+                                    firmware, health_weekly, health, updates, environment,
+                                    models, experiment)}
 
 
 @cache

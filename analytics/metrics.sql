@@ -584,6 +584,36 @@ FROM health JOIN arms USING (device_id)
 WHERE segment = CASE arm WHEN 'updated' THEN version ELSE previous END
 GROUP BY device_id, arm ORDER BY device_id;
 
+-- metric: rollout_progress: per firmware version an update installed, the devices that started it, booted into it (applied), confirmed it, and went back from it (rolled back, by the device or the server), from the devices' own update events
+CREATE OR REPLACE MACRO rollout_progress(since := DATE '1970-01-01',
+                                         until := DATE '2999-12-31') AS TABLE
+WITH steps AS (
+    -- update_rolled_back names the version gone back to; `value` the one it left
+    SELECT device_id, event,
+           CASE WHEN event = 'update_rolled_back' THEN value ELSE name END AS version
+    FROM events
+    WHERE event IN ('update_started', 'update_applied', 'update_confirmed',
+                    'update_rolled_back')
+      AND date BETWEEN since AND until
+)
+SELECT version,
+       count(DISTINCT device_id) FILTER (WHERE event = 'update_started') AS started,
+       count(DISTINCT device_id) FILTER (WHERE event = 'update_applied') AS applied,
+       count(DISTINCT device_id) FILTER (WHERE event = 'update_confirmed') AS confirmed,
+       count(DISTINCT device_id) FILTER (WHERE event = 'update_rolled_back') AS rolled_back
+FROM steps GROUP BY version ORDER BY version;
+
+-- rollout_guard: what `fleetpulse rollout`'s guard compares, per arm (the means of the
+-- per-device values, docs/ota.md; the guard's confidence sequences are in Python)
+CREATE OR REPLACE MACRO rollout_guard(version, previous, since := DATE '1970-01-01',
+                                      until := DATE '2999-12-31') AS TABLE
+SELECT arm, count(*) AS devices,
+       round(avg(1 - crash_days / device_days), 4) AS crash_free_days,
+       round(avg(reboots / device_days), 4) AS reboots_per_device_day,
+       round(avg(least(1, heartbeats / nullif(expected_heartbeats, 0))), 4) AS connectivity
+FROM rollout_guard_devices(version, previous, since := since, until := until)
+GROUP BY arm ORDER BY arm;
+
 -- metric: usage_by_environment: usage events per device-hour in each temperature band (2 degC) and humidity band (10 %)
 CREATE OR REPLACE MACRO usage_by_environment(since := DATE '1970-01-01',
                                              until := DATE '2999-12-31') AS TABLE

@@ -140,6 +140,9 @@ PANELS = [
     Panel("health", "Fleet health: crash-free devices, reboots and connectivity", "health",
           lambda v: f"SELECT * FROM fleet_health({v.args(True, by=v.by if v.segmented else 'fw')})",
           True),
+    Panel("updates", "Firmware updates: devices that started, applied, confirmed and rolled "
+                     "back each version", "updates",
+          lambda v: f"SELECT * FROM rollout_progress({v.args()})"),
     Panel("environment", "Usage per device-hour by temperature band", "environment",
           lambda v: "SELECT temp_from_c, sum(device_hours) AS device_hours, sum(usage_events) "
                     "AS usage_events, round(sum(usage_events) / sum(device_hours), 4) AS "

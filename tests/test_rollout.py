@@ -205,11 +205,15 @@ def test_simulated_fleet_rollout(tmp_path: Path, new_rate: float, expect: str) -
         # auto-rollback: every updated device is back on 1.4.0, and said so
         assert set(r.rolled_back) == stage1 and versions == {"1.4.0": 400}
         con = connect(tmp_path / "data")
-        told = con.execute("SELECT count(DISTINCT device_id) FROM events "
-                           "WHERE event = 'update_rolled_back' AND name = '1.4.0'").fetchone()
-        assert told == (len(stage1),)
+        n = len(stage1)
+        assert con.execute("FROM rollout_progress()").fetchall() == [("1.6.0", n, n, n, n)]
+        arms = dict(con.execute("SELECT arm, devices FROM rollout_guard('1.6.0', '1.4.0')"
+                                ).fetchall())
+        assert arms == {"control": 400 - n, "updated": n}
     else:
         assert versions == {"1.6.0": 400} and not r.rolled_back
+        con = connect(tmp_path / "data")
+        assert con.execute("FROM rollout_progress()").fetchall() == [("1.6.0", 400, 400, 400, 0)]
         assert r.history[-1]["what"].startswith("completed")
         assert [h["what"].split(":")[0] for h in r.history[:-1]] == [
             "started", "stage 2 (25%) started", "stage 3 (50%) started",
