@@ -281,11 +281,7 @@ def _device_hour(d: Device, day: int, hour: int, t0: int) -> dict[str, Any] | No
                             "name": f"experiment.{key}", "value": var})
         d.uptime_s = 0
     if day == d.upgrade_day and hour == 3:
-        d.boot += 1
-        d.seq = 0
-        d.fw = FIRMWARE_NEW
-        d.uptime_s = 0
-        records.append({"t": t0 + 5000, "type": "event", "event": "power_on"})
+        d.update = (FIRMWARE_NEW, False)  # an over-the-air update, as the firmware takes it
     if d.update is not None:
         records += _apply_update(d, t0)
     extra = bool(records)  # events before the readings: the records need sorting
@@ -334,14 +330,17 @@ def _device_hour(d: Device, day: int, hour: int, t0: int) -> dict[str, Any] | No
 def _apply_update(d: Device, t0: int) -> list[dict[str, Any]]:
     """The update a rollout sent, as the firmware reports it (docs/ota.md): started and
     staged on the old version, the boot into the new one, applied, and confirmed once it
-    is up. The events before the reboot go in the old boot's envelope of the hour before
-    in the firmware; here they share the hour's envelope, under the new version."""
+    is up; a rollback only boots the old version and says so. In the firmware the events
+    before the reboot go in the old boot's envelopes; here they share the hour's envelope,
+    under the new version."""
     assert d.update is not None
     version, rolled_back = d.update
     d.update = None
     old = d.fw
-    records = [{"t": t0 + 1000, "type": "event", "event": "update_started", "name": version,
-                "value": old}]
+    # a rollback boots the version kept in the other slot: nothing to stage
+    records = [] if rolled_back else [{"t": t0 + 1000, "type": "event",
+                                       "event": "update_started", "name": version,
+                                       "value": old}]
     d.boot += 1
     d.seq = 0
     d.fw = version
