@@ -77,12 +77,18 @@ def test_flash_provisions_copies_and_waits_for_the_first_report(
         assert second["ok"] and second["copied"] == [] and second["credentials"] == "reused"
         assert second["up_to_date"] == first["up_to_date"] + len(first["copied"])
 
-        # and a stale source file that would shadow a module is removed
+        # and a stale source file that would shadow a module is removed, as is the
+        # pointer of an earlier over-the-air update, which would boot its slot instead
         (tmp_path / "flash" / "app.py").write_text("raise SystemExit\n")
+        (tmp_path / "flash" / "ota" / "a").mkdir(parents=True)
+        (tmp_path / "flash" / "ota" / "a" / "start.py").write_text("raise SystemExit\n")
+        (tmp_path / "flash" / "ota.json").write_text('{"slot": "a", "version": "0.9"}')
         third = _flash(["--serial-port", board.port, "--device-id", "bench-0001", *common],
                        tmp_path)
         assert third.returncode == 0 and json.loads(third.stdout)["ok"], third.stderr
+        assert json.loads(third.stdout)["firmware"] == firmware_version()
         assert not (tmp_path / "flash" / "app.py").exists()
+        assert not (tmp_path / "flash" / "ota.json").exists()
 
 
 def test_a_board_that_never_reaches_the_broker_says_where_to_look(

@@ -34,6 +34,7 @@ from .site import CA_ON_BOARD, Site
 
 STEPS = ("runtime", "connect", "bundle", "register", "copy", "report")
 CONFIG = "config.json"
+OTA_POINTER = "ota.json"  # firmware/otaboot.py
 
 
 @dataclass
@@ -202,11 +203,16 @@ def _copy(job: FlashJob, link: BoardLink, bundle: Path, manifest: dict[str, Any]
     # A .py beside the .mpy of the same module wins the import on MicroPython: one left
     # from a development copy would silently run instead of the bundle.
     shadows = [p[:-4] + ".py" for p, _ in files if p.endswith(".mpy")]
+    # An over-the-air update's pointer would go on booting its slot instead of what is
+    # flashed now (firmware/otaboot.py): the board runs what the cable put on it.
+    shadows.append(OTA_POINTER)
     paths = [p for p, _ in files]
     have = link.sha256s(paths + shadows)
     for path, digest in zip(shadows, have[len(paths):], strict=True):
         if digest is not None:
             link.remove(path)
+            if path == OTA_POINTER:
+                progress(job.port, "copy", "removed the pointer of an earlier update")
     for (path, data), on_board in zip(files, have[:len(paths)], strict=True):
         digest = hashlib.sha256(data).hexdigest()
         if path == CONFIG and on_board is not None:
