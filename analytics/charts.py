@@ -165,7 +165,8 @@ def health(segmented: bool) -> dict[str, Any]:
 def updates(segmented: bool) -> dict[str, Any]:
     # per version, one bar per step of the update, in the order a device goes through them
     steps = ["started", "applied", "confirmed", "rolled_back"]
-    return _spec(alt.Chart(TABLE).transform_fold(steps, as_=["step", "devices"]).mark_bar()
+    return _spec(alt.Chart(TABLE).transform_fold(list[Any](steps), as_=["step", "devices"])
+                 .mark_bar()
                  .encode(y=alt.Y("version:N", title=None),
                          yOffset=alt.YOffset("step:N", sort=steps),
                          x=alt.X("devices:Q", title="devices"),
