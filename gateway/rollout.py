@@ -150,10 +150,7 @@ def step(r: Rollout, now_ms: int, scope: Sequence[str], rows: Sequence[dict[str,
     if r.state != "running":
         return None
     inside = set(scope)
-    for device_id in sorted(inside):
-        if device_id not in r.sent and r.in_stage(device_id):
-            send(device_id, update_message(r.plan, r.plan.version))
-            r.sent[device_id] = now_ms
+    _send_stage(r, now_ms, inside, send)
     verdict = judge([row for row in rows if row["device_id"] in inside], r.plan.guards,
                     tuning_n=max(len(inside), 2))
     r.looks += 1
@@ -171,14 +168,19 @@ def step(r: Rollout, now_ms: int, scope: Sequence[str], rows: Sequence[dict[str,
             r.stage_started_ms = now_ms
             r.note(now_ms, f"stage {r.stage + 1} ({_pct(r.plan.stages[r.stage])}) started: "
                            f"{verdict.summary()}")
-            for device_id in sorted(inside):  # at once, not at the next look
-                if device_id not in r.sent and r.in_stage(device_id):
-                    send(device_id, update_message(r.plan, r.plan.version))
-                    r.sent[device_id] = now_ms
+            _send_stage(r, now_ms, inside, send)  # at once, not at the next look
         else:
             r.state = "completed"
             r.note(now_ms, f"completed: {verdict.summary()}")
     return verdict
+
+
+def _send_stage(r: Rollout, now_ms: int, scope: set[str], send: Send) -> None:
+    """The release to the devices of the current stage that have not had it."""
+    for device_id in sorted(scope):
+        if device_id not in r.sent and r.in_stage(device_id):
+            send(device_id, update_message(r.plan, r.plan.version))
+            r.sent[device_id] = now_ms
 
 
 def rollback(r: Rollout, now_ms: int, send: Send) -> None:
