@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     st = rsub.add_parser("status", help="each rollout's stage, devices and guard verdict")
     st.add_argument("version", nargs="?", help="one rollout (default: every rollout)")
+    config.add_data_arg(st)
     config.add_registry_arg(st)
     add_format_arg(st)
     st.set_defaults(func=_status)
@@ -146,16 +147,17 @@ def _start(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     store = _store(args.registry)
     rollouts = [store.load(args.version)] if args.version else store.all()
+    reported = _reported(args.data) if rollouts else None
     if args.format == "json":
-        json.dump([_status_dict(r) for r in rollouts], sys.stdout, indent=1)
+        json.dump([_status_dict(r, reported) for r in rollouts], sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
     if not rollouts:
         Console(stderr=True).print("no rollouts: `fleetpulse rollout start` begins one")
         return 0
-    cols = ["version", "previous", "state", "stage", "share", "since", "sent", "rolled_back",
-            "verdict"]
-    rows = [[d[c] for c in cols] for d in map(_status_dict, rollouts)]
+    cols = ["version", "previous", "state", "stage", "share", "since", "sent", "applied",
+            "confirmed", "rolled_back", "verdict"]
+    rows = [[d[c] for c in cols] for d in (_status_dict(r, reported) for r in rollouts)]
     print_table(cols, rows, args.format)
     if args.format == "table":
         for r in rollouts:
@@ -168,13 +170,40 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status_dict(r: Rollout) -> dict[str, object]:
+def _reported(data: str) -> dict[str, dict[str, int]] | None:
+    """What the devices reported per version (rollout_progress), or nothing, said once
+    on stderr, when there is no dataset to read it from."""
+    from fleetpulse.analytics.dataset import connect
+
+    try:
+        config.require_dataset(data)
+    except UserError as e:
+        Console(stderr=True).print(f"applied, confirmed and rolled back as the devices report "
+                                   f"them are left out: {e}")
+        return None
+    con = connect(data)
+    try:
+        cur = con.execute("SELECT * FROM rollout_progress()")
+        names = [d[0] for d in cur.description]
+        return {row[0]: dict(zip(names, row, strict=True)) for row in cur.fetchall()}
+    finally:
+        con.close()
+
+
+def _status_dict(r: Rollout, reported: dict[str, dict[str, int]] | None
+                 ) -> dict[str, object]:
+    """A rollout's state; `applied`, `confirmed` and `rolled_back` are what the devices
+    reported (None without a dataset), `sent` and `sent_back` what the server sent."""
+    got = {} if reported is None else reported.get(r.plan.version, {})
     return {"version": r.plan.version, "previous": r.plan.previous, "state": r.state,
             "stage": f"{r.stage + 1}/{len(r.plan.stages)}",
             "share": f"{r.plan.stages[r.stage] * 100:g}%",
             "since": datetime.fromtimestamp(r.stage_started_ms / 1000, UTC)
             .strftime("%Y-%m-%d %H:%M"),
-            "sent": len(r.sent), "rolled_back": len(r.rolled_back),
+            "sent": len(r.sent), "sent_back": len(r.rolled_back),
+            "applied": None if reported is None else got.get("applied", 0),
+            "confirmed": None if reported is None else got.get("confirmed", 0),
+            "rolled_back": None if reported is None else got.get("rolled_back", 0),
             "verdict": (r.verdict or {}).get("summary", "not looked at yet"),
             "looks": r.looks, "history": r.history}
 

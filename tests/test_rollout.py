@@ -254,10 +254,13 @@ def test_cli_start_run_status_over_the_broker(broker, tmp_path: Path) -> None:  
     ran = fleetpulse("rollout", "run", "--once", "--broker", broker.address, "--data", str(data),
                      *common)
     assert ran.returncode == 0, ran.stderr
-    status = json.loads(fleetpulse("rollout", "status", "--format", "json", *common).stdout)
+    status = json.loads(fleetpulse("rollout", "status", "--format", "json", "--data", str(data),
+                                   *common).stdout)
     (s,) = status
     sent = s["sent"]
     assert s["state"] == "running" and s["stage"] == "1/2" and 0 < sent < 30
+    # what the devices reported: nothing yet (none of them runs the firmware here)
+    assert (s["applied"], s["confirmed"], s["rolled_back"]) == (0, 0, 0)
     # a device of the first stage hears its update, retained, with its own account
     store = RolloutStore(reg.dir / "rollouts")
     device_id = sorted(store.load("1.6.0").sent)[0]
@@ -282,9 +285,11 @@ def test_cli_start_run_status_over_the_broker(broker, tmp_path: Path) -> None:  
     aborted = fleetpulse("rollout", "abort", "1.6.0", "--rollback", "--broker", broker.address,
                          *common)
     assert aborted.returncode == 0, aborted.stderr
-    final = json.loads(fleetpulse("rollout", "status", "1.6.0", "--format", "json",
-                                  *common).stdout)[0]
-    assert final["state"] == "aborted" and final["rolled_back"] == sent
+    final = fleetpulse("rollout", "status", "1.6.0", "--format", "json", "--data",
+                       str(tmp_path / "nowhere"), *common)
+    assert "left out: no dataset at" in final.stderr
+    done = json.loads(final.stdout)[0]
+    assert done["state"] == "aborted" and done["sent_back"] == sent
 
 
 def test_the_service_serves_a_running_rollouts_files_only(broker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
