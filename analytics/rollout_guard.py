@@ -127,9 +127,17 @@ def judge(rows: Sequence[dict[str, Any]], guards: Sequence[str] = GUARDS,
             continue
         diff = float(updated.mean() - control.mean())
         se = math.sqrt(float(np.var(control, ddof=1)) / nc + float(np.var(updated, ddof=1)) / nu)
-        if se == 0:  # every device alike in both arms: no noise to judge a difference by
-            results.append(GuardResult(guard, float(control.mean()), float(updated.mean()),
-                                       None, None, nc, nu, False))
+        if se == 0:
+            # every device of an arm alike: no noise, so a difference is every device of
+            # one arm against every device of the other (all updated devices crash every
+            # day, none of the others ever does), and no difference is none
+            if diff == 0:
+                results.append(GuardResult(guard, float(control.mean()),
+                                           float(updated.mean()), None, None, nc, nu, False))
+            else:
+                results.append(GuardResult(guard, float(control.mean()),
+                                           float(updated.mean()), diff, diff, nc, nu,
+                                           diff < 0 if HIGHER_IS_BETTER[guard] else diff > 0))
             continue
         low, high, _ = confidence_sequence(diff, se, nc + nu, alpha / len(guards),
                                            tuning_n=max(tuning_n, 2))

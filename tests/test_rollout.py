@@ -135,6 +135,10 @@ def test_guard_does_not_judge_small_arms_or_no_noise() -> None:
                   ["crash_free"])
     assert not alike.loss and alike.results[0].low is None
     assert alike.summary() == "no clear loss: every device alike in both arms"
+    # no noise and a difference: every updated device crashed on every day, no other did
+    apart = judge(rows_of("control", [(4, 0)] * 30) + rows_of("updated", [(2, 2)] * 12),
+                  ["crash_free"])
+    assert apart.loss and (apart.results[0].low, apart.results[0].high) == (-1.0, -1.0)
     nothing_left = judge(rows_of("updated", [(2, 0)] * 30), ["crash_free"])
     assert nothing_left.summary() == "no control left: every device in scope is on the new " \
                                      "version"
