@@ -4,7 +4,9 @@ Each device does what the firmware does (firmware/app.py), at `speed` times real
 it connects with its own credentials from the registry, sets a retained `online` on
 devices/<id>/status with a retained `offline` as its last will, subscribes to its
 retained config topic and applies what arrives there with the firmware's own checks
-(sample interval, batching, heartbeat, experiments), samples and batches records into
+(sample interval, batching, heartbeat, experiments), takes the updates a rollout sends on
+devices/<id>/update as the firmware does (staged, booted, confirmed; a rollback boots the
+version kept; the update events reported), samples and batches records into
 contract-v1 envelopes, keeps them in a bounded journal until the broker acknowledges them,
 publishes them at QoS 1 a window at a time, and while the broker is away reconnects with
 exponential backoff and jitter and journals.
@@ -53,6 +55,7 @@ from .truth import Truth
 BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 60.0
 TICK_S = 0.1  # the ticker's period: how late a record may be made, in real time
+DOWNLOAD_MS = 60_000  # virtual time a device takes to stage an update
 CONNECTING_AT_ONCE = 100  # handshakes in progress at once: a fleet does not all boot at once
 LIVE_MODEL = "sim-live"
 
@@ -94,6 +97,10 @@ class LiveDevice:
     sealed_offline: int = 0  # envelopes made while the broker was away
     online: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    fw: str = FIRMWARE_OLD
+    previous_fw: str | None = None  # kept in the other slot, what a rollback boots
+    update: tuple[str, bool] | None = None  # (version, is a rollback) being installed
+    update_at: int = 0  # virtual ms when it boots
 
     @property
     def telemetry(self) -> str:
@@ -106,6 +113,10 @@ class LiveDevice:
     @property
     def config(self) -> str:
         return f"devices/{self.device_id}/config"
+
+    @property
+    def update_topic(self) -> str:
+        return f"devices/{self.device_id}/update"
 
     # -- records, as the firmware makes them -----------------------------------------------
     def start(self, now: int) -> None:
@@ -121,6 +132,8 @@ class LiveDevice:
     def tick(self, now: int, faults: Faults | None = None) -> None:
         """Make the records due by `now` (virtual ms); seal a batch that is full or old."""
         s = self.settings
+        if self.update is not None and self.update_at <= now:
+            self._boot_update(now, faults)
         while self.next_sample <= now:
             self._sample(self.next_sample)
             self.next_sample += s["sample_s"] * 1000
@@ -162,7 +175,7 @@ class LiveDevice:
         if not self.batch:
             return
         env = {"v": 1, "device_id": self.device_id, "iid": self.iid, "boot": self.boot,
-               "seq": self.seq, "fw": FIRMWARE_OLD, "hw": self.hw, "sent_ms": now,
+               "seq": self.seq, "fw": self.fw, "hw": self.hw, "sent_ms": now,
                "records": sorted(self.batch, key=lambda r: r["t"])}
         self.seq += 1
         self.batch = []
@@ -181,6 +194,42 @@ class LiveDevice:
     def acked(self, item: tuple[bytes, dict[str, Any] | None]) -> None:
         self.journal.remove(item)
         self.journal_bytes -= len(item[0])
+
+    # -- updates, as the firmware takes them (firmware/ota.py, docs/ota.md) ------------
+    def take_update(self, payload: bytes, now: int) -> None:
+        """A retained update message: a new version is staged (the download takes
+        DOWNLOAD_MS of virtual time) and booted; a rollback boots the version kept."""
+        try:
+            m = json.loads(payload)
+            version, rollback = str(m["version"]), bool(m.get("rollback"))
+        except (ValueError, KeyError, TypeError):
+            return
+        if version == self.fw or (self.update and self.update[0] == version):
+            return
+        if rollback:
+            if version == self.previous_fw:
+                self.update, self.update_at = (version, True), now
+            return
+        self._record({"t": now, "type": "event", "event": "update_started", "name": version,
+                      "value": self.fw})
+        self.update, self.update_at = (version, False), now + DOWNLOAD_MS
+
+    def _boot_update(self, now: int, faults: Faults | None) -> None:
+        assert self.update is not None
+        version, rollback = self.update
+        self.update = None
+        self.seal(now, faults)  # what the old version made goes under it
+        old, self.fw = self.fw, version
+        self.previous_fw = None if rollback else old
+        self.boot += 1
+        self.seq = 0
+        self._record({"t": now, "type": "event", "event": "power_on", "reset_cause": "update"})
+        self._record({"t": now + 1, "type": "event",
+                      "event": "update_rolled_back" if rollback else "update_applied",
+                      "name": version, "value": old})
+        if not rollback:  # connected with a heartbeat acknowledged: at once, here
+            self._record({"t": now + 2, "type": "event", "event": "update_confirmed",
+                          "name": version, "value": old})
 
     # -- config, as the firmware takes it ------------------------------------------------
     def apply(self, payload: bytes, now: int) -> None:
@@ -339,6 +388,7 @@ class LiveFleet:
     async def _session(self, d: LiveDevice, client: aiomqtt.Client) -> None:
         await client.publish(d.status, b"online", qos=1, retain=True)
         await client.subscribe(d.config, qos=1)
+        await client.subscribe(d.update_topic, qos=1)
         d.online = True
         self.counts.connected += 1
         receiving = asyncio.create_task(self._receive(d, client))
@@ -370,8 +420,12 @@ class LiveFleet:
     async def _receive(self, d: LiveDevice, client: aiomqtt.Client) -> None:
         try:
             async for message in client.messages:
-                if str(message.topic) == d.config and isinstance(message.payload, bytes):
+                if not isinstance(message.payload, bytes):
+                    continue
+                if str(message.topic) == d.config:
                     d.apply(message.payload, self.clock.now())
+                elif str(message.topic) == d.update_topic:
+                    d.take_update(message.payload, self.clock.now())
         finally:
             d.wake.set()  # the session loop learns the connection ended
 
