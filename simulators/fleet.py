@@ -345,13 +345,19 @@ def _apply_update(d: Device, t0: int) -> list[dict[str, Any]]:
     d.seq = 0
     d.fw = version
     d.uptime_s = 0
-    records.append({"t": t0 + 6000, "type": "event", "event": "power_on",
-                    "reset_cause": "update"})
-    kind = "update_rolled_back" if rolled_back else "update_applied"
-    records.append({"t": t0 + 6001, "type": "event", "event": kind, "name": version,
-                    "value": old})
+    return records + update_boot(t0 + 6000, version, old, rolled_back)
+
+
+def update_boot(t: int, version: str, old: str, rolled_back: bool) -> list[dict[str, Any]]:
+    """The records of a boot into `version` by an update (or a rollback from `old`), as
+    the firmware makes them: power_on with reset cause update, then applied (or rolled
+    back), and for an update its confirmation once it is up."""
+    records = [{"t": t, "type": "event", "event": "power_on", "reset_cause": "update"},
+               {"t": t + 1, "type": "event",
+                "event": "update_rolled_back" if rolled_back else "update_applied",
+                "name": version, "value": old}]
     if not rolled_back:
-        records.append({"t": t0 + 60_000, "type": "event", "event": "update_confirmed",
+        records.append({"t": t + 54_000, "type": "event", "event": "update_confirmed",
                         "name": version, "value": old})
     return records
 

@@ -48,7 +48,7 @@ from fleetpulse.firmware import check_settings, default_settings
 from fleetpulse.gateway.registry import Credentials, Registry
 
 from .faults import Faults, Planted, Scenario
-from .fleet import EXPERIMENT, FEATURES, FIRMWARE_OLD, make_device, reading
+from .fleet import EXPERIMENT, FEATURES, FIRMWARE_OLD, make_device, reading, update_boot
 from .truth import Truth
 
 # as the firmware (firmware/app.py): real seconds, whatever the speed
@@ -223,13 +223,8 @@ class LiveDevice:
         self.previous_fw = None if rollback else old
         self.boot += 1
         self.seq = 0
-        self._record({"t": now, "type": "event", "event": "power_on", "reset_cause": "update"})
-        self._record({"t": now + 1, "type": "event",
-                      "event": "update_rolled_back" if rollback else "update_applied",
-                      "name": version, "value": old})
-        if not rollback:  # connected with a heartbeat acknowledged: at once, here
-            self._record({"t": now + 2, "type": "event", "event": "update_confirmed",
-                          "name": version, "value": old})
+        for rec in update_boot(now, version, old, rollback):
+            self._record(rec)
 
     # -- config, as the firmware takes it ------------------------------------------------
     def apply(self, payload: bytes, now: int) -> None:
