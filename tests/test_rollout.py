@@ -342,3 +342,18 @@ def test_the_service_serves_a_running_rollouts_files_only(broker, tmp_path: Path
     assert data == body[1000:2024]
     assert head.decode() == f"hw/sim.mpy 1000 {hashlib.sha256(data).hexdigest()}"
     assert len(got) == 1  # the two requests before it were not answered
+
+
+def test_scope_is_the_registered_devices_of_the_model_and_attributes(tmp_path: Path) -> None:
+    from fleetpulse.gateway.registry import Registry
+    from fleetpulse.gateway.rollout_service import scope_of
+
+    reg = Registry(tmp_path / "registry")
+    reg.add("a", model="thermo", attributes={"region": "eu-west"})
+    reg.add("b", model="thermo", attributes={"region": "us-east"})
+    reg.add("c", model="plug", attributes={"region": "eu-west"})
+    reg.add("d", model="thermo", attributes={"region": "eu-west"})
+    reg.revoke("d")
+    assert scope_of(reg, plan(model="thermo", attrs={"region": "eu-west"})) == ["a"]
+    assert scope_of(reg, plan(model="thermo")) == ["a", "b"]
+    assert scope_of(reg, plan(attrs={"region": "eu-west"})) == ["a", "c"]
