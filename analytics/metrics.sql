@@ -564,7 +564,10 @@ FROM per_device GROUP BY segment ORDER BY segment;
 -- on `version` only (a rollback does not move it back); the others are the `control`,
 -- counting their days on `previous`. device_days counts UTC days with a record (a
 -- partial day is one), crash_days those with a crash. The boot into the new version is a
--- power_on like any other: `reboots` here leaves out one per updated device.
+-- power_on like any other: `reboots` here leaves out one per updated device. Heartbeats
+-- count whole days only, not a device's first day on its firmware in the window: that
+-- day starts when the device did (or updated), and the heartbeat its interval had not
+-- reached by midnight would count as missed, against every updated device.
 CREATE OR REPLACE MACRO rollout_guard_devices(version, previous, since := DATE '1970-01-01',
                                               until := DATE '2999-12-31') AS TABLE
 WITH health AS (
@@ -575,14 +578,19 @@ arms AS (
     SELECT device_id, CASE WHEN bool_or(segment = version) THEN 'updated'
                            ELSE 'control' END AS arm
     FROM health GROUP BY device_id
+),
+mine AS (
+    SELECT h.*, a.arm, h.day = min(h.day) OVER (PARTITION BY h.device_id) AS first_day
+    FROM health h JOIN arms a USING (device_id)
+    WHERE h.segment = CASE a.arm WHEN 'updated' THEN version ELSE previous END
 )
 SELECT device_id, arm, count(*) AS device_days,
        count(*) FILTER (WHERE crashes > 0) AS crash_days, sum(crashes) AS crashes,
        greatest(sum(reboots) - (arm = 'updated')::INTEGER, 0) AS reboots,
-       sum(heartbeats) AS heartbeats, sum(expected_heartbeats) AS expected_heartbeats
-FROM health JOIN arms USING (device_id)
-WHERE segment = CASE arm WHEN 'updated' THEN version ELSE previous END
-GROUP BY device_id, arm ORDER BY device_id;
+       coalesce(sum(heartbeats) FILTER (WHERE NOT first_day), 0) AS heartbeats,
+       coalesce(sum(expected_heartbeats) FILTER (WHERE NOT first_day), 0)
+           AS expected_heartbeats
+FROM mine GROUP BY device_id, arm ORDER BY device_id;
 
 -- metric: rollout_progress: per firmware version an update installed, the devices that started it, booted into it (applied), confirmed it, and went back from it (rolled back, by the device or the server), from the devices' own update events
 CREATE OR REPLACE MACRO rollout_progress(since := DATE '1970-01-01',

@@ -7,7 +7,9 @@ Per device (the `rollout_guard_devices` macro in metrics.sql), one value per gua
                 and one watched for a week weigh their exposure alike
   reboots       reboots per device-day, the boot into the new version left out (lower
                 is better)
-  connectivity  heartbeats received / expected (higher is better)
+  connectivity  heartbeats received / expected, over whole days on the firmware (its
+                first day there is partial, and would count a heartbeat not yet due
+                as missed) (higher is better)
 For each guard, the difference updated - control of the per-device means, with the
 asymptotic confidence sequence experiments use (analytics/experiments.py): valid at
 every look, however often the rollout's service looks (every hour), so looking often

@@ -179,6 +179,10 @@ def test_guard_rows_from_the_dataset_by_hand(tmp_path: Path) -> None:
     # "move" counts its day on 1.6.0 only: one device-day, its crash, and the crash's
     # reboot (the update's own boot is not one)
     assert (by["move"]["device_days"], by["move"]["crash_days"], by["move"]["reboots"]) == (1, 1, 1)
+    # heartbeats over whole days only: "stay"'s second day (none of the 24 it expects),
+    # nothing of "move", whose one day on 1.6.0 is its first
+    assert (by["stay"]["heartbeats"], by["stay"]["expected_heartbeats"]) == (0, 24)
+    assert (by["move"]["heartbeats"], by["move"]["expected_heartbeats"]) == (0, 0)
     # a look during the second day sees the first only: "move" is not updated yet there
     early = guard_rows(con, "1.6.0", "1.4.0", date(2026, 11, 2),
                        datetime(2026, 11, 3, 23, 0, tzinfo=UTC))
