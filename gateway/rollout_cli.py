@@ -167,7 +167,13 @@ def _status(args: argparse.Namespace) -> int:
                          "n_updated", "loss"]
                 print_table(gcols, [[g[c] for c in gcols] for g in guards], "table",
                             title=f"guard of {r.plan.version}")
+            print_table(["at", "what"], [[_utc(h["ms"]), h["what"]] for h in r.history],
+                        "table", title=f"history of {r.plan.version}")
     return 0
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _reported(data: str) -> dict[str, dict[str, int]] | None:
@@ -198,8 +204,7 @@ def _status_dict(r: Rollout, reported: dict[str, dict[str, int]] | None
     return {"version": r.plan.version, "previous": r.plan.previous, "state": r.state,
             "stage": f"{r.stage + 1}/{len(r.plan.stages)}",
             "share": f"{r.plan.stages[r.stage] * 100:g}%",
-            "since": datetime.fromtimestamp(r.stage_started_ms / 1000, UTC)
-            .strftime("%Y-%m-%d %H:%M"),
+            "since": _utc(r.stage_started_ms),
             "sent": len(r.sent), "sent_back": len(r.rolled_back),
             "applied": None if reported is None else got.get("applied", 0),
             "confirmed": None if reported is None else got.get("confirmed", 0),

@@ -288,6 +288,7 @@ def test_cli_start_run_status_over_the_broker(broker, tmp_path: Path) -> None:  
         {"path": "app.mpy", "bytes": 10, "sha256": "0" * 64}]}
     table = fleetpulse("rollout", "status", *common)
     assert "1.6.0" in table.stdout and "running" in table.stdout
+    assert "history of 1.6.0" in table.stdout and "started: stage 1 (50%)" in table.stdout
     paused = fleetpulse("rollout", "pause", "1.6.0", *common)
     assert paused.returncode == 0 and "paused" in paused.stderr
     aborted = fleetpulse("rollout", "abort", "1.6.0", "--rollback", "--broker", broker.address,
