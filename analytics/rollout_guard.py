@@ -31,7 +31,9 @@ from typing import Any
 import duckdb
 import numpy as np
 
+from .dataset import Result, query
 from .experiments import confidence_sequence
+from .sqltext import sql_str
 
 GUARDS = ("crash_free", "reboots", "connectivity")
 HIGHER_IS_BETTER = {"crash_free": True, "reboots": False, "connectivity": True}
@@ -129,23 +131,16 @@ def judge(rows: Sequence[dict[str, Any]], guards: Sequence[str] = GUARDS,
             continue
         diff = float(updated.mean() - control.mean())
         se = math.sqrt(float(np.var(control, ddof=1)) / nc + float(np.var(updated, ddof=1)) / nu)
-        if se == 0:
-            # every device of an arm alike: no noise, so a difference is every device of
-            # one arm against every device of the other (all updated devices crash every
-            # day, none of the others ever does), and no difference is none
-            if diff == 0:
-                results.append(GuardResult(guard, float(control.mean()),
-                                           float(updated.mean()), None, None, nc, nu, False))
-            else:
-                results.append(GuardResult(guard, float(control.mean()),
-                                           float(updated.mean()), diff, diff, nc, nu,
-                                           diff < 0 if HIGHER_IS_BETTER[guard] else diff > 0))
-            continue
+        # Without noise (every device of an arm alike) the sequence is the difference
+        # itself: every updated device crashing every day against none of the others is
+        # a loss; no difference at all leaves nothing to judge.
         low, high, _ = confidence_sequence(diff, se, nc + nu, alpha / len(guards),
                                            tuning_n=max(tuning_n, 2))
+        judged = se > 0 or diff != 0
         worse = high < 0 if HIGHER_IS_BETTER[guard] else low > 0
         results.append(GuardResult(guard, float(control.mean()), float(updated.mean()),
-                                   low, high, nc, nu, worse))
+                                   low if judged else None, high if judged else None,
+                                   nc, nu, worse))
     return Verdict(results)
 
 
@@ -159,7 +154,10 @@ def guard_rows(con: duckdb.DuckDBPyConnection, version: str, previous: str,
     ended before `now`: a day in progress would count its hours still to come as
     heartbeats missed (expected heartbeats run to midnight)."""
     until = now.astimezone(UTC).date() - timedelta(days=1)
-    cur = con.execute("SELECT * FROM rollout_guard_devices(?, ?, since := ?, until := ?)",
-                      [version, previous, since, until])
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return rows_of(query(con, f"SELECT * FROM rollout_guard_devices({sql_str(version)}, "
+                              f"{sql_str(previous)}, since := DATE '{since}', "
+                              f"until := DATE '{until}')"))
+
+
+def rows_of(result: Result) -> list[dict[str, Any]]:
+    return [dict(zip(result.columns, row, strict=True)) for row in result.rows]

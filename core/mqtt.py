@@ -25,3 +25,9 @@ def refused_login(host: str, port: int, username: str | None, detail: object) ->
     return UserError(f"the broker at {host}:{port} refused {who} ({detail}): pass "
                      "--username and --password-file, or --registry where the broker keeps "
                      "its accounts (broker-data/registry by default)")
+
+
+def unreachable_broker(address: str, error: OSError) -> UserError:
+    """What to tell a person whose command found no broker at `address`."""
+    return UserError(f"cannot reach the broker at {address} ({error}): start it with "
+                     "`fleetpulse broker` or pass --broker HOST:PORT")

@@ -160,6 +160,7 @@ def _configure(args: argparse.Namespace) -> int:
 
     from fleetpulse.errors import UserError, warn
     from fleetpulse.firmware import check_settings, setting_names
+    from fleetpulse.mqtt import unreachable_broker
 
     if args.clear == (args.settings is not None):
         raise UserError("give either a settings JSON object or --clear")
@@ -194,8 +195,7 @@ def _configure(args: argparse.Namespace) -> int:
     try:
         client.connect(host, port)
     except OSError as e:
-        raise UserError(f"cannot reach the broker at {args.broker} ({e}): start it with "
-                        "`fleetpulse broker` or pass --broker HOST:PORT") from None
+        raise unreachable_broker(args.broker, e) from None
     client.loop_start()
     try:
         info = client.publish(f"devices/{args.device_id}/config", payload, qos=1, retain=True)

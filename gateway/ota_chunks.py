@@ -18,6 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from fleetpulse.errors import UserError
 from fleetpulse.ingest.contract import is_device_id
 
 log = logging.getLogger("fleetpulse.rollout")
@@ -31,8 +32,13 @@ class Release:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        manifest = json.loads((directory / "manifest.json").read_text())
-        self.files = {f["path"]: f for f in manifest.get("files", [])}
+        path = directory / "manifest.json"
+        try:
+            self.manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path} cannot be read ({e}): build the release with "
+                            "`fleetpulse firmware build --board BOARD --out DIR`") from None
+        self.files = {f["path"]: f for f in self.manifest.get("files", [])}
 
     def chunk(self, path: str, offset: int, length: int) -> bytes | None:
         f = self.files.get(path)

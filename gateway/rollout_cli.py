@@ -18,6 +18,7 @@ from fleetpulse import config
 from fleetpulse.errors import UserError
 from fleetpulse.output import add_format_arg, print_table
 
+from .ota_chunks import Release
 from .registry import Registry
 from .rollout import (
     Plan,
@@ -105,12 +106,8 @@ def _start(args: argparse.Namespace) -> int:
 
     from .rollout_service import running_version, scope_of
 
+    release = Release(args.release).manifest
     manifest_path = args.release / "manifest.json"
-    try:
-        release = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{manifest_path} cannot be read ({e}): build the release with "
-                        "`fleetpulse firmware build --board BOARD --out DIR`") from None
     built = release.get("firmware_version")
     version = args.version or built
     if not version:
@@ -179,7 +176,8 @@ def _utc(ms: int) -> str:
 def _reported(data: str) -> dict[str, dict[str, int]] | None:
     """What the devices reported per version (rollout_progress), or nothing, said once
     on stderr, when there is no dataset to read it from."""
-    from fleetpulse.analytics.dataset import connect
+    from fleetpulse.analytics.dataset import connect, query
+    from fleetpulse.analytics.rollout_guard import rows_of
 
     try:
         config.require_dataset(data)
@@ -189,11 +187,10 @@ def _reported(data: str) -> dict[str, dict[str, int]] | None:
         return None
     con = connect(data)
     try:
-        cur = con.execute("SELECT * FROM rollout_progress()")
-        names = [d[0] for d in cur.description]
-        return {row[0]: dict(zip(names, row, strict=True)) for row in cur.fetchall()}
+        rows = rows_of(query(con, "SELECT * FROM rollout_progress()"))
     finally:
         con.close()
+    return {row["version"]: row for row in rows}
 
 
 def _status_dict(r: Rollout, reported: dict[str, dict[str, int]] | None

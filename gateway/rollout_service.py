@@ -18,9 +18,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from fleetpulse.analytics.dataset import connect
+from fleetpulse.analytics.dataset import connect, query
 from fleetpulse.analytics.rollout_guard import guard_rows
+from fleetpulse.analytics.sqltext import sql_list
 from fleetpulse.errors import UserError
+from fleetpulse.mqtt import unreachable_broker
 
 from .ota_chunks import ChunkServer, Release
 from .registry import Registry
@@ -47,16 +49,14 @@ def scope_of(registry: Registry, plan: Plan) -> list[str]:
 
 
 def running_version(data: str, devices: list[str]) -> str | None:
-    """The version most of `devices` last reported, from the dataset."""
+    """The version most of `devices` last reported (the dataset's devices view)."""
     con = connect(data)
     try:
-        row = con.execute(
-            "SELECT fw FROM (SELECT device_id, arg_max(fw, last_ts) AS fw "
-            "FROM rollup_firmware_days WHERE list_contains(?, device_id) GROUP BY device_id) "
-            "GROUP BY fw ORDER BY count(*) DESC, fw LIMIT 1", [devices]).fetchone()
+        got = query(con, f"SELECT fw FROM devices WHERE device_id IN ({sql_list(devices)}) "
+                         "GROUP BY fw ORDER BY count(*) DESC, fw LIMIT 1")
     finally:
         con.close()
-    return None if row is None else str(row[0])
+    return str(got.rows[0][0]) if got.rows else None
 
 
 class MqttSender:
@@ -71,8 +71,7 @@ class MqttSender:
         try:
             self._client.connect(host, port)
         except OSError as e:
-            raise UserError(f"cannot reach the broker at {host}:{port} ({e}): start it with "
-                            "`fleetpulse broker` or pass --broker HOST:PORT") from None
+            raise unreachable_broker(f"{host}:{port}", e) from None
         self._client.loop_start()
         self._pending: list[mqtt.MQTTMessageInfo] = []
 

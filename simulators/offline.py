@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from fleetpulse.gateway.attributes import ATTRIBUTES_FILE, intervals
+from fleetpulse.ingest.contract import TELEMETRY_TOPIC
 from fleetpulse.ingest.pipeline import Pipeline
 from fleetpulse.ingest.store import Store
 
@@ -29,7 +30,7 @@ def write_dataset(data: Path, devices: int, days: int, seed: int, start: date, *
     truth = Truth()
     for _, envelopes in fleet.hours():
         for device_id, env in envelopes:
-            pipe.handle(f"devices/{device_id}/telemetry", orjson.dumps(env), env["sent_ms"])
+            take(pipe, device_id, env)
             truth.add(env)
         if fleet.notes:
             truth.note_without_causes(fleet.notes, start)
@@ -43,3 +44,8 @@ def write_dataset(data: Path, devices: int, days: int, seed: int, start: date, *
                           "start": start.isoformat(),
                           "planted": {"causes": [c.describe() for c in causes]},
                           "plan": {d.device_id: d.plan() for d in fleet.devices}})
+
+
+def take(pipe: Pipeline, device_id: str, env: dict[str, Any]) -> None:
+    """An envelope as ingest takes it off the broker, received when it was sent."""
+    pipe.handle(TELEMETRY_TOPIC.format(device_id=device_id), orjson.dumps(env), env["sent_ms"])

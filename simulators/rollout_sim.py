@@ -14,14 +14,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from fleetpulse.analytics.dataset import connect
 from fleetpulse.analytics.rollout_guard import guard_rows
 from fleetpulse.gateway.rollout import Plan, Rollout, RolloutStore, step
 from fleetpulse.ingest.pipeline import Pipeline
 
 from .fleet import HOUR_MS, Fleet, day_start_ms
+from .offline import take
 
 
 @dataclass
@@ -62,8 +61,7 @@ def run_rollout(data: Path, state: Path, plan: Plan, crashes_per_hour: dict[str,
     for day in range(days):
         for hour in range(24):
             for device_id, env in fleet.hour(day, hour):
-                pipe.handle(f"devices/{device_id}/telemetry", orjson.dumps(env),
-                            env["sent_ms"])
+                take(pipe, device_id, env)
             hour_now = day * 24 + hour + 1
             if rollout.state != "running" or hour_now % look_every_h:
                 continue
