@@ -8,7 +8,9 @@ broker delivered twice is counted once. `*_raw` views show the files as they are
 A local dataset is read with DuckDB's own Parquet reader. A connection's views name
 the files listed when it opened (analytics/layout.py): binding them costs no file
 listing and no footer per query, and a query that finds a listed file gone (compaction
-replaced it) runs again over a new listing. A catalog file for BI tools gets views that
+replaced it) runs again over a new listing. The views and macros come bound from a file
+the dataset keeps per listing (analytics/view_cache.py), so opening a connection costs
+no binding either. A catalog file for BI tools gets views that
 list the files at query time instead, since such tools keep a connection open for
 hours. A dataset in object storage is read through pyarrow datasets registered into
 DuckDB: that needs no DuckDB extension (httpfs cannot be installed on machines without
@@ -35,7 +37,7 @@ from fleetpulse.gateway.attributes import ATTRIBUTES_FILE
 from fleetpulse.ingest.schema import TABLES
 from fleetpulse.ingest.store import Store
 
-from . import rollups
+from . import rollups, view_cache
 from .layout import SOURCES, Layout, list_layout
 from .sources import DEDUP, deduplicated, empty_select, files_select, no_rows, parquet_select
 from .sqltext import file_listing, fill_contract, sql_str, statements
@@ -271,15 +273,8 @@ def connect(data: str | Path | Store, database: str = ":memory:") -> duckdb.Duck
         _run(con, view_statements(store, raw_views=False, remote_attributes=attributes))
         return con
     con.execute(f"SET VARIABLE {_DATASET_VARIABLE} = ?", [store.root])
-
-    def bind() -> None:
-        # Creating a macro binds its body against the views, which opens their files:
-        # a file listed and gone by then (compaction) means listing again, and binding
-        # everything again (every statement is CREATE OR REPLACE).
-        _run(con, data_view_statements(store, list_layout(store)))
-        _run(con, statements(_metrics_sql()) + _comments())
-
-    _rerun_if_file_vanished(bind)
+    # Binding opens the listed files: one gone by then (compaction) means listing again.
+    _rerun_if_file_vanished(partial(_bind_local, con, store, True))
     return con
 
 
@@ -289,10 +284,49 @@ def refresh(con: duckdb.DuckDBPyConnection) -> None:
     row = con.execute(f"SELECT getvariable('{_DATASET_VARIABLE}')").fetchone()
     if row is None or row[0] is None:
         return
-    store = Store(row[0])
-    # A file listed and gone before the view is bound: list again.
-    _rerun_if_file_vanished(
-        lambda: _run(con, data_view_statements(store, list_layout(store))))
+    _rerun_if_file_vanished(partial(_bind_local, con, Store(row[0]), False))
+
+
+# The attached files of bound views (analytics/view_cache.py) are named with this prefix.
+_BOUND = "fleetpulse_views_"
+
+
+def _bind_local(con: duckdb.DuckDBPyConnection, store: Store, macros: bool) -> None:
+    """Give `con` the views over the dataset's files now, and the macros: by attaching
+    the file that holds them bound, or, when the dataset cannot hold one (read-only, or
+    no data yet), by creating them in the connection (`macros`: the macros too, which
+    stay bound to views replaced under the same names)."""
+    layout = list_layout(store)
+    views = data_view_statements(store, layout)
+    metric_stmts = statements(_metrics_sql()) + _comments()
+    has_data = any(layout.files[t] for t in TABLES)
+    path = view_cache.bound_file(store, views + metric_stmts) if has_data else None
+    alias = None if path is None else _BOUND + path.stem[:16]
+    attached = _attached(con)
+    if alias is None:
+        _run(con, views + metric_stmts if macros or attached else views)
+        con.execute("RESET search_path")
+    else:
+        if alias not in attached:
+            con.execute(f"ATTACH {sql_str(str(path))} AS {alias} (READ_ONLY)")
+        # main first: what the caller creates in the connection goes there and is found
+        con.execute(f"SET search_path = 'main,{alias}.main'")
+    for name in attached:
+        if name != alias:
+            con.execute(f"DETACH {name}")
+
+
+def _attached(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT database_name FROM duckdb_databases() WHERE starts_with(database_name, ?)",
+        [_BOUND]).fetchall()]
+
+
+def dataset_view(con: duckdb.DuckDBPyConnection, name: str) -> str:
+    """The qualified name of the dataset's view `name` in a connection from connect():
+    what a TEMP table of the same name, which the unqualified name then finds, was made
+    from."""
+    return f"{db}.main.{name}" if (db := next(iter(_attached(con)), None)) else f"main.{name}"
 
 
 def _run(con: duckdb.DuckDBPyConnection, stmts: list[str]) -> None:

@@ -15,7 +15,7 @@ import duckdb
 from fleetpulse.gateway.attributes import NAME_CHARS
 
 from . import DEFAULT_FEATURE
-from .dataset import Result, query
+from .dataset import Result, dataset_view, query
 from .sqltext import sql_str
 
 
@@ -173,7 +173,8 @@ def run_groups(con: duckdb.DuckDBPyConnection, view: View | None = None, *,
 
     try:
         for name in SHARED_VIEWS:
-            timed(f"snapshot {name}", f"CREATE OR REPLACE TEMP TABLE {name} AS FROM main.{name}")
+            timed(f"snapshot {name}",
+                  f"CREATE OR REPLACE TEMP TABLE {name} AS FROM {dataset_view(con, name)}")
         return [timed(p.key, p.sql(view or View())) for p in PANELS]
     finally:
         for name in SHARED_VIEWS:
