@@ -155,10 +155,10 @@ CREATE OR REPLACE MACRO active_devices(since := DATE '1970-01-01', until := DATE
                                        segment_by := 'all') AS TABLE
 -- Counted from where each count changes: a (device, segment) pair active on day a, next
 -- active on day n, counts in DAU on [a, a+1), in WAU on [a, min(n, a+7)) and in MAU on
--- [a, min(n, a+30)); a running sum of those +1/-1 over the days gives the counts. One
--- sort of the active days, where an ASOF join of every (day, pair) to the pair's last
--- active day gave the same rows in 0.34 s at full scale against 0.20-0.25 s for this
--- (the dashboard's activity step, bench/RESULTS.md: "At full scale", runs B and C).
+-- [a, min(n, a+30)); a running sum of those +1/-1 over the days gives the counts. Each
+-- pair's next active day comes from its days gathered into a sorted list, which sorts
+-- a few dozen dates per pair: lead() over a window partitioned by the pair sorted every
+-- active device-day by device name, most of this macro's time at full scale.
 WITH bounds AS (
     SELECT greatest(min(date), since) AS lo, least(max(date), until) AS hi
     FROM rollup_firmware_days
@@ -172,8 +172,9 @@ act AS (
     FROM device_days WHERE active
 ),
 spans AS (
-    SELECT segment, day, lead(day) OVER (PARTITION BY device_id, segment ORDER BY day) AS next_day
-    FROM act
+    -- unnesting a list one shorter pads it with NULL: the last day has no next
+    SELECT segment, unnest(days) AS day, unnest(days[2:]) AS next_day
+    FROM (SELECT segment, list(day ORDER BY day) AS days FROM act GROUP BY device_id, segment)
 ),
 changes AS (
     SELECT segment, day, sum(dau) AS dau, sum(wau) AS wau, sum(mau) AS mau FROM (
@@ -329,6 +330,15 @@ FROM usage_events u JOIN dau d ON d.day = u.date
 WHERE u.event = 'feature_used' AND u.date BETWEEN since AND until
 GROUP BY u.date, u.feature ORDER BY day, u.feature;
 
+-- funnel_step_is: whether an event is a funnel step: an event name, or feature_used:<feature>
+-- for one feature. With the step a constant (a macro's argument) this folds to a plain
+-- comparison the scan can use, where matching 'feature_used:' || feature concatenated
+-- a string for every feature_used row read.
+CREATE OR REPLACE MACRO funnel_step_is(step, event, feature) AS
+    CASE WHEN starts_with(step, 'feature_used:')
+         THEN event = 'feature_used' AND feature = step[14:]
+         ELSE event = step END;
+
 -- metric: funnel: devices reaching each of three ordered steps within window_days x 86,400 s of their first step 1, and median minutes between steps
 CREATE OR REPLACE MACRO funnel(step1 := 'power_on', step2 := 'session_start',
                                step3 := 'feature_used', window_days := 14,
@@ -339,20 +349,19 @@ CREATE OR REPLACE MACRO funnel(step1 := 'power_on', step2 := 'session_start',
 -- (0.89 -> 0.80 s at full scale). Kept as one CTE: a scan per step, each filtered to its
 -- own event, took 1.0 s, and the CTE not materialised 1.35 s.
 WITH ev AS (
-    SELECT device_id, ts, event,
-           CASE WHEN event = 'feature_used' THEN 'feature_used:' || feature END AS feature_key
+    SELECT device_id, ts, event, feature
     FROM events WHERE date BETWEEN since AND until
         AND event IN (split_part(step1, ':', 1), split_part(step2, ':', 1),
                       split_part(step3, ':', 1))
 ),
 s1 AS (
     SELECT device_id, min(ts) AS t1 FROM ev
-    WHERE event = step1 OR feature_key = step1 GROUP BY device_id
+    WHERE funnel_step_is(step1, event, feature) GROUP BY device_id
 ),
 s2 AS (
     SELECT s1.device_id, s1.t1, min(ev.ts) AS t2
     FROM s1 JOIN ev ON ev.device_id = s1.device_id
-        AND (ev.event = step2 OR ev.feature_key = step2)
+        AND funnel_step_is(step2, ev.event, ev.feature)
         AND ev.ts >= s1.t1
         AND epoch_us(ev.ts) <= epoch_us(s1.t1) + CAST(window_days AS BIGINT) * 86400000000
     GROUP BY s1.device_id, s1.t1
@@ -360,7 +369,7 @@ s2 AS (
 s3 AS (
     SELECT s2.device_id, s2.t2, min(ev.ts) AS t3
     FROM s2 JOIN ev ON ev.device_id = s2.device_id
-        AND (ev.event = step3 OR ev.feature_key = step3)
+        AND funnel_step_is(step3, ev.event, ev.feature)
         AND ev.ts >= s2.t2
         AND epoch_us(ev.ts) <= epoch_us(s2.t1) + CAST(window_days AS BIGINT) * 86400000000
     GROUP BY s2.device_id, s2.t2

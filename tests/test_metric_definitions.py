@@ -233,6 +233,14 @@ def test_funnel_window(con) -> None:
     assert rows(con, "SELECT devices FROM funnel(window_days := 20) WHERE step = 2") == [(2,)]
     assert rows(con, "SELECT devices FROM funnel(step3 := 'feature_used:schedule') "
                      "WHERE step = 3") == [(0,)]
+    # a feature step matches that feature only, as a first step too: d05 and d09 used eco,
+    # d12 only schedule
+    assert rows(con, "SELECT step, devices, median_minutes_from_previous FROM "
+                     "funnel(step3 := 'feature_used:eco')") == [(1, 2, None), (2, 1, 10.0),
+                                                               (3, 1, 10.0)]
+    assert rows(con, "SELECT devices FROM funnel(step1 := 'feature_used:eco', "
+                     "step2 := 'feature_used:eco', step3 := 'feature_used:schedule')") == [
+        (2,), (2,), (0,)]
 
 
 def test_feature_adoption(con) -> None:
