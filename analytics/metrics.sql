@@ -527,14 +527,13 @@ CREATE OR REPLACE MACRO device_health_days(since := DATE '1970-01-01',
                                            segment_by := 'fw') AS TABLE
 WITH fw_days AS (
     SELECT f.*, segment_of(segment_by, f.fw, f.hw, f.device_id, f.date) AS segment,
-           CASE WHEN row_number() OVER w = 1 AND f.date > a.activation_day
+           CASE WHEN f.first_of_day AND f.date > a.activation_day
                 THEN (f.date - DATE '1970-01-01')::BIGINT * 86400000000
                 ELSE epoch_us(f.first_ts) END AS span_from,
-           coalesce(epoch_us(lead(f.first_ts) OVER w),
+           coalesce(epoch_us(f.next_first_ts),
                     (f.date - DATE '1970-01-01' + 1)::BIGINT * 86400000000) AS span_to
     FROM rollup_firmware_days f JOIN activations a USING (device_id)
     WHERE f.date BETWEEN since AND until
-    WINDOW w AS (PARTITION BY f.device_id, f.date ORDER BY f.first_ts, f.fw, f.hw)
 ),
 expected AS (
     SELECT *, (span_to - span_from) / (coalesce(heartbeat_interval_s, {default_heartbeat_s})

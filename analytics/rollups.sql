@@ -47,8 +47,12 @@ SELECT date, hw, device_id, count(*) AS readings FROM {readings} GROUP BY ALL;
 -- or rolled back that day has a row per version): its first and last record's times and
 -- its records under them, usage events, crashes (an error, or a power_on whose reset
 -- cause is a crash), reboots, heartbeats, the heartbeat interval it reported, records it
--- dropped. The health and feature metrics count each record under the firmware that
--- sent it; device_days (metrics.sql) takes each device-day's last firmware from here.
+-- dropped; and its place in the device's day: whether it is the day's first row, and the
+-- next row's first record time (when the device changed firmware again), what
+-- device_health_days spans each row's expected heartbeats with (a window over every
+-- device-day when computed at query time, the costliest step of fleet health). The
+-- health and feature metrics count each record under the firmware that sent it;
+-- device_days (metrics.sql) takes each device-day's last firmware from here.
 WITH recs AS (
     SELECT date, device_id, fw, hw, ts, NULL::VARCHAR AS event, NULL::VARCHAR AS reset_cause,
            NULL::BIGINT AS records_dropped, NULL::BIGINT AS interval_s
@@ -56,17 +60,22 @@ WITH recs AS (
     UNION ALL
     SELECT date, device_id, fw, hw, ts, event, reset_cause, records_dropped, interval_s
     FROM {events}
+),
+rows AS (
+    SELECT date, device_id, fw, hw, min(ts) AS first_ts, max(ts) AS last_ts,
+           count(*) AS records,
+           count(*) FILTER (WHERE event IN ({usage_events})) AS usage_events,
+           count(*) FILTER (WHERE event = 'error' OR (event = 'power_on'
+               AND reset_cause IN ({crash_reset_causes}))) AS crashes,
+           count(*) FILTER (WHERE event = 'power_on') AS reboots,
+           count(*) FILTER (WHERE event = 'heartbeat') AS heartbeats,
+           max(interval_s) FILTER (WHERE event = 'heartbeat') AS heartbeat_interval_s,
+           coalesce(sum(records_dropped), 0)::BIGINT AS records_dropped
+    FROM recs GROUP BY ALL
 )
-SELECT date, device_id, fw, hw, min(ts) AS first_ts, max(ts) AS last_ts,
-       count(*) AS records,
-       count(*) FILTER (WHERE event IN ({usage_events})) AS usage_events,
-       count(*) FILTER (WHERE event = 'error' OR (event = 'power_on'
-           AND reset_cause IN ({crash_reset_causes}))) AS crashes,
-       count(*) FILTER (WHERE event = 'power_on') AS reboots,
-       count(*) FILTER (WHERE event = 'heartbeat') AS heartbeats,
-       max(interval_s) FILTER (WHERE event = 'heartbeat') AS heartbeat_interval_s,
-       coalesce(sum(records_dropped), 0)::BIGINT AS records_dropped
-FROM recs GROUP BY ALL;
+SELECT *, row_number() OVER day_rows = 1 AS first_of_day,
+       lead(first_ts) OVER day_rows AS next_first_ts
+FROM rows WINDOW day_rows AS (PARTITION BY date, device_id ORDER BY first_ts, fw, hw);
 
 -- rollup: feature_days
 -- feature_used events per device, day, firmware, model and feature. A device that
