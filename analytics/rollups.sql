@@ -49,10 +49,11 @@ SELECT date, hw, device_id, count(*) AS readings FROM {readings} GROUP BY ALL;
 -- cause is a crash), reboots, heartbeats, the heartbeat interval it reported, records it
 -- dropped; and its place in the device's day: whether it is the day's first row, and the
 -- next row's first record time (when the device changed firmware again), what
--- device_health_days spans each row's expected heartbeats with (a window over every
--- device-day when computed at query time, the costliest step of fleet health). The
--- health and feature metrics count each record under the firmware that sent it;
--- device_days (metrics.sql) takes each device-day's last firmware from here.
+-- device_health_days spans each row's expected heartbeats with; whether it is the day's
+-- last row (its firmware and model are the device-day's in device_days), and the
+-- device-day's records and usage events on every row. Each is a window over every
+-- device-day when computed at query time: here a day's rows, once. The health and
+-- feature metrics count each record under the firmware that sent it.
 WITH recs AS (
     SELECT date, device_id, fw, hw, ts, NULL::VARCHAR AS event, NULL::VARCHAR AS reset_cause,
            NULL::BIGINT AS records_dropped, NULL::BIGINT AS interval_s
@@ -74,8 +75,14 @@ rows AS (
     FROM recs GROUP BY ALL
 )
 SELECT *, row_number() OVER day_rows = 1 AS first_of_day,
-       lead(first_ts) OVER day_rows AS next_first_ts
-FROM rows WINDOW day_rows AS (PARTITION BY date, device_id ORDER BY first_ts, fw, hw);
+       lead(first_ts) OVER day_rows AS next_first_ts,
+       row_number() OVER (PARTITION BY date, device_id ORDER BY last_ts DESC, fw DESC, hw DESC)
+           = 1 AS last_of_day,
+       sum(records) OVER device_day AS day_records,
+       sum(usage_events) OVER device_day AS day_usage_events
+FROM rows
+WINDOW day_rows AS (PARTITION BY date, device_id ORDER BY first_ts, fw, hw),
+       device_day AS (PARTITION BY date, device_id);
 
 -- rollup: feature_days
 -- feature_used events per device, day, firmware, model and feature. A device that
