@@ -6,9 +6,7 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from .dataset import query
+from .dataset import query, query_arrow
 from .experiments import DailyUses, Device
 from .sqltext import sql_str
 
@@ -31,13 +29,8 @@ def experiment_devices(con: duckdb.DuckDBPyConnection, key: str, feature: str,
     query(con, f"CREATE OR REPLACE TEMP TABLE {_EXPOSURE} AS "
                f"SELECT * FROM experiment_exposure({args})")
     try:
-        # a device's days and uses as two lists (one row per device, not per device-day:
-        # a fleet's daily uses are too many rows for a Python object each)
-        daily = {device_id: DailyUses(np.array(days, dtype=np.int64), np.array(uses))
-                 for device_id, days, uses in query(
-                     con, "SELECT device_id, list((day - DATE '1970-01-01')::BIGINT), "
-                          f"list(uses::DOUBLE) FROM exposure_daily_uses('{_EXPOSURE}', "
-                          f"{sql_str(feature)}, {until_sql}) GROUP BY device_id").rows}
+        daily = _daily_uses(con, f"FROM exposure_daily_uses('{_EXPOSURE}', "
+                                 f"{sql_str(feature)}, {until_sql})")
         health = {r[0]: r[1:] for r in query(
             con, "SELECT device_id, device_days, crashes, reboots, heartbeats, "
                  f"expected_heartbeats FROM exposure_guardrails('{_EXPOSURE}', {since_sql}, "
@@ -53,3 +46,19 @@ def experiment_devices(con: duckdb.DuckDBPyConnection, key: str, feature: str,
                           daily.get(device_id, DailyUses()), int(days), int(crashes),
                           int(reboots), float(hb), float(expected)))
     return out
+
+
+def _daily_uses(con: duckdb.DuckDBPyConnection, source: str) -> dict[str, DailyUses]:
+    """Per device, its days and uses from `source` (rows device_id, day, uses). One row
+    per device with its days and uses as two lists, read as Arrow: the lists' values
+    stay numbers in two flat arrays, sliced per device, where fetching them as Python
+    lists made an object per device-day."""
+    table = query_arrow(
+        con, "SELECT device_id, list((day - DATE '1970-01-01')::BIGINT ORDER BY day) AS days, "
+             f"list(uses::DOUBLE ORDER BY day) AS uses {source} GROUP BY device_id")
+    days, uses = (table.column(c).combine_chunks() for c in ("days", "uses"))
+    offsets = days.offsets.to_numpy()
+    all_days, all_uses = days.values.to_numpy(), uses.values.to_numpy()
+    return {device_id: DailyUses(all_days[a:b], all_uses[a:b])
+            for device_id, a, b in zip(table.column("device_id").to_pylist(),
+                                       offsets[:-1], offsets[1:], strict=True)}

@@ -720,13 +720,25 @@ CREATE OR REPLACE MACRO experiment_exposure(key, feature_name := 'eco_mode', sha
                                             since := DATE '1970-01-01',
                                             until := DATE '2999-12-31',
                                             pre_days := 14) AS TABLE
-WITH exposed AS (
-    SELECT a.device_id, a.variant, min(u.ts) AS exposed_at
-    FROM experiment_assignment(key, share_b) a
-    JOIN usage_events u ON u.device_id = a.device_id
-        AND (a.applied_at IS NULL OR u.ts > a.applied_at)
+-- The first usage event after applying: from the rollup's first usage of each day after
+-- the day the device applied its variant (every day when it never reported applying),
+-- and from raw rows on that day only. Joining every usage event to the assignment and
+-- taking the minimum per device made millions of joined rows.
+WITH a AS (SELECT * FROM experiment_assignment(key, share_b)),
+firsts AS (
+    SELECT f.device_id, f.first_usage_ts AS t
+    FROM rollup_firmware_days f JOIN a USING (device_id)
+    WHERE f.date BETWEEN since AND until AND f.first_usage_ts IS NOT NULL
+        AND (a.applied_at IS NULL OR f.date > utc_day(a.applied_at))
+    UNION ALL
+    SELECT u.device_id, u.ts
+    FROM usage_events u JOIN a ON u.device_id = a.device_id
+        AND u.date = utc_day(a.applied_at) AND u.ts > a.applied_at
     WHERE u.date BETWEEN since AND until
-    GROUP BY ALL
+),
+exposed AS (
+    SELECT a.device_id, a.variant, min(f.t) AS exposed_at
+    FROM a JOIN firsts f USING (device_id) GROUP BY ALL
 ),
 uses AS (
     SELECT e.device_id,

@@ -45,7 +45,7 @@ SELECT date, hw, device_id, count(*) AS readings FROM {readings} GROUP BY ALL;
 -- rollup: firmware_days
 -- one row per device, day, firmware and model it sent anything under (a device updated
 -- or rolled back that day has a row per version): its first and last record's times and
--- its records under them, usage events, crashes (an error, or a power_on whose reset
+-- its records under them, usage events and the first one's time, crashes (an error, or a power_on whose reset
 -- cause is a crash), reboots, heartbeats, the heartbeat interval it reported, records it
 -- dropped; and its place in the device's day: whether it is the day's first row, and the
 -- next row's first record time (when the device changed firmware again), what
@@ -66,6 +66,7 @@ rows AS (
     SELECT date, device_id, fw, hw, min(ts) AS first_ts, max(ts) AS last_ts,
            count(*) AS records,
            count(*) FILTER (WHERE event IN ({usage_events})) AS usage_events,
+           min(ts) FILTER (WHERE event IN ({usage_events})) AS first_usage_ts,
            count(*) FILTER (WHERE event = 'error' OR (event = 'power_on'
                AND reset_cause IN ({crash_reset_causes}))) AS crashes,
            count(*) FILTER (WHERE event = 'power_on') AS reboots,
