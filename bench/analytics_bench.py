@@ -42,7 +42,7 @@ from analytics_peers import QUESTIONS, chdb_answers, ours, plain
 
 from fleetpulse.analytics.dataset import connect, metric_catalog
 from fleetpulse.analytics.panels import run_groups
-from fleetpulse.analytics.rollups import write_rollups
+from fleetpulse.analytics.rollups import remove_outdated, write_rollups
 from fleetpulse.ingest.schema import EVENTS, READINGS
 from fleetpulse.ingest.store import Store
 
@@ -259,6 +259,11 @@ def main() -> None:
         if (root / "stamp").exists() and (root / "stamp").read_text() == repr(
                 (args.scale, small_files)):
             print(f"reusing {root}", file=sys.stderr)
+            # rollups whose definition changed since: written now, as compaction would
+            days = write_rollups(Store(big))
+            remove_outdated(Store(big))
+            if days:
+                print(f"rolled up {len(days)} days again (a rollup's definition changed)")
         else:
             shutil.rmtree(root, ignore_errors=True)
             t = time.perf_counter()
