@@ -38,7 +38,7 @@ from fleetpulse.ingest.schema import TABLES
 from fleetpulse.ingest.store import Store
 
 from . import rollups, view_cache
-from .layout import SOURCES, Layout, list_layout
+from .layout import SOURCES, Layout, list_layout, listed_file_gone
 from .sources import DEDUP, deduplicated, empty_select, files_select, no_rows, parquet_select
 from .sqltext import file_listing, fill_contract, sql_str, statements
 
@@ -205,9 +205,7 @@ def _rerun_if_file_vanished(action: Callable[[], T], attempts: int = 5,
         try:
             return action()
         except duckdb.IOException as e:
-            # A listed file that is gone: opening it, or (a list entry is a glob) matching it.
-            gone = "Cannot open file" in str(e) or "No files found that match" in str(e)
-            if not gone or attempt == attempts - 1:
+            if not listed_file_gone(e) or attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
             if before_rerun is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import duckdb
 import pyarrow.parquet as pq
 
 from fleetpulse.ingest.schema import TABLES
@@ -77,6 +78,13 @@ def _list_table(root: Path) -> tuple[dict[str, list[str]], set[str]]:
             elif e.name.endswith(".parquet" + SUPERSEDED_SUFFIX):
                 settling.add(day)
     return {d: sorted(f) for d, f in sorted(files.items())}, settling
+
+
+def listed_file_gone(e: Exception) -> bool:
+    """Whether a DuckDB error is a listed file that is gone (opening it, or, a list entry
+    being a glob, matching it): compaction removed it, and listing again fixes it."""
+    return isinstance(e, duckdb.IOException) and (
+        "Cannot open file" in str(e) or "No files found that match" in str(e))
 
 
 @lru_cache(maxsize=1 << 16)

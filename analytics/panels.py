@@ -153,11 +153,13 @@ PANELS = [
 ]
 
 
-# Views most panels derive from. They are materialised once per refresh as TEMP tables,
-# which the metric macros then read in place of the views of the same name (DuckDB
-# looks in temp first): the dataset is aggregated once instead of once per panel, and
-# every panel of a page comes from the same snapshot.
-SHARED_VIEWS = ("rollup_firmware_days", "device_days", "activations")
+# Views several panels aggregate the same way. They are materialised once per refresh as
+# TEMP tables, which the metric macros then read in place of the views of the same name
+# (DuckDB looks in temp first): aggregated once instead of once per panel. The firmware
+# rollup and device_days are not among them since device_days became a filter over the
+# rollup: reading the rollup's files again costs less than copying them (bench/RESULTS.md,
+# "What a PM waits for at full scale, third measurement").
+SHARED_VIEWS = ("activations",)
 
 
 def run_groups(con: duckdb.DuckDBPyConnection, view: View | None = None, *,

@@ -27,6 +27,8 @@ import duckdb
 
 from fleetpulse.ingest.store import Store
 
+from .layout import listed_file_gone
+
 CACHE_DIR = "_catalog"
 # Files kept besides the one just written: other processes may still be attaching
 # an older listing's file (one deleted after they attached stays readable to them).
@@ -59,11 +61,15 @@ def bound_file(store: Store, stmts: list[str]) -> Path | None:
         return None  # a read-only dataset, or not there at all
     try:
         try:
-            for stmt in stmts:
+            for stmt in stmts:  # fails as binding in memory would: the caller's to handle
                 con.execute(stmt)
         finally:
             con.close()
         os.replace(tmp, path)
+    except (OSError, duckdb.IOException) as e:
+        if listed_file_gone(e):
+            raise  # the caller lists again
+        return None  # writing the file failed (a full disk): bind in memory
     finally:
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.wal").unlink(missing_ok=True)
