@@ -20,6 +20,7 @@ internet); a connection sees the files that existed when it was opened.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
@@ -279,7 +280,7 @@ def connect(data: str | Path | Store, database: str = ":memory:") -> duckdb.Duck
         return con
     con.execute(f"SET VARIABLE {_DATASET_VARIABLE} = ?", [store.root])
     # Binding opens the listed files: one gone by then (compaction) means listing again.
-    _rerun_if_file_vanished(partial(_bind_local, con, store, True))
+    _rerun_if_file_vanished(partial(_bind_local, con, store))
     return con
 
 
@@ -289,33 +290,40 @@ def refresh(con: duckdb.DuckDBPyConnection) -> None:
     row = con.execute(f"SELECT getvariable('{_DATASET_VARIABLE}')").fetchone()
     if row is None or row[0] is None:
         return
-    _rerun_if_file_vanished(partial(_bind_local, con, Store(row[0]), False))
+    _rerun_if_file_vanished(partial(_bind_local, con, Store(row[0])))
 
 
-# The attached files of bound views (analytics/view_cache.py) are named with this prefix.
+# The database a connection's views and macros live in, attached under this prefix: the
+# file that holds them bound (analytics/view_cache.py), or one in memory they are
+# created in when the dataset cannot hold that file (read-only, or no data yet). Either
+# way the connection's own database comes first in the search path, so what a caller
+# creates goes there, and a refresh attaches the new one and detaches the old.
 _BOUND = "fleetpulse_views_"
 
 
-def _bind_local(con: duckdb.DuckDBPyConnection, store: Store, macros: bool) -> None:
-    """Give `con` the views over the dataset's files now, and the macros: by attaching
-    the file that holds them bound, or, when the dataset cannot hold one (read-only, or
-    no data yet), by creating them in the connection (`macros`: the macros too, which
-    stay bound to views replaced under the same names)."""
+def _bind_local(con: duckdb.DuckDBPyConnection, store: Store) -> None:
     layout = list_layout(store)
-    views = data_view_statements(store, layout)
-    metric_stmts = statements(_metrics_sql()) + _comments()
+    stmts = data_view_statements(store, layout) + statements(_metrics_sql()) + _comments()
     has_data = any(layout.files[t] for t in TABLES)
-    path = view_cache.bound_file(store, views + metric_stmts) if has_data else None
-    alias = None if path is None else _BOUND + path.stem[:16]
+    path = view_cache.bound_file(store, stmts) if has_data else None
     attached = _attached(con)
-    if alias is None:
-        _run(con, views + metric_stmts if macros or attached else views)
-        con.execute("RESET search_path")
+    if path is None:
+        alias = f"{_BOUND}memory_{uuid.uuid4().hex[:8]}"
+        own = con.execute("SELECT current_database()").fetchall()[0][0]
+        con.execute(f"ATTACH ':memory:' AS {alias}")
+        con.execute(f"USE {alias}")  # where CREATE goes
+        try:
+            _run(con, stmts)
+        except BaseException:
+            con.execute(f"USE {own}")
+            con.execute(f"DETACH {alias}")
+            raise
+        con.execute(f"USE {own}")
     else:
+        alias = _BOUND + path.stem[:16]
         if alias not in attached:
             con.execute(f"ATTACH {sql_str(str(path))} AS {alias} (READ_ONLY)")
-        # main first: what the caller creates in the connection goes there and is found
-        con.execute(f"SET search_path = 'main,{alias}.main'")
+    con.execute(f"SET search_path = 'main,{alias}.main'")
     for name in attached:
         if name != alias:
             con.execute(f"DETACH {name}")

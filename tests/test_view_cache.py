@@ -78,6 +78,15 @@ def test_a_dataset_that_cannot_hold_the_file_is_bound_in_memory(tmp_path: Path) 
     refresh(con)
     assert con.sql("SELECT devices, uses_per_device FROM feature_adoption()").fetchall() == [
         (2, 3.0)]
+    # writable again: the views bound in memory give way to the file's, none left behind
+    (data / view_cache.CACHE_DIR).unlink()
+    _write(data, "w3", "d3", 3)
+    refresh(con)
+    assert con.sql("SELECT devices, uses_per_device FROM feature_adoption()").fetchall() == [
+        (3, 3.0)]
+    assert len(_bound_files(data)) == 1
+    assert con.execute("SELECT count(*) FROM duckdb_databases() "
+                       "WHERE database_name LIKE 'fleetpulse_views_%'").fetchone() == (1,)
 
 
 def test_an_empty_dataset_gets_no_file(tmp_path: Path) -> None:
