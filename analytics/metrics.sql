@@ -517,14 +517,15 @@ SELECT day, fw, count(*) AS devices,
 FROM device_days WHERE active AND day BETWEEN since AND until
 GROUP BY day, fw ORDER BY day, fw;
 
--- device_health_days: per segment, device and UTC day, its crashes, reboots, heartbeats
--- received and expected, records dropped: what fleet_health and the experiments'
--- guardrails add up. Connectivity is a share: each (device, day, firmware) row expects
--- heartbeats for the part of the day it covers, from midnight (from the first record
--- on the device's first day, or when it changed to this firmware) to the next
--- firmware's first record or the next midnight, at the interval the device reported;
--- received heartbeats count up to that many.
-CREATE OR REPLACE MACRO device_health_days(since := DATE '1970-01-01',
+-- device_health_rows: per rollup row (device, UTC day, firmware, model) its segment,
+-- crashes, reboots, heartbeats received and expected, records dropped, and day_row: one
+-- row of each (segment, device, day) is marked, so device-days are counted without
+-- grouping 900K rows by day first. Connectivity is a share: each row expects heartbeats
+-- for the part of the day it covers, from midnight (from the first record on the
+-- device's first day, or when it changed to this firmware) to the next firmware's first
+-- record or the next midnight, at the interval the device reported; received heartbeats
+-- count up to that many.
+CREATE OR REPLACE MACRO device_health_rows(since := DATE '1970-01-01',
                                            until := DATE '2999-12-31',
                                            segment_by := 'fw') AS TABLE
 WITH fw_days AS (
@@ -542,20 +543,34 @@ expected AS (
                                        * 1000000.0) AS expected
     FROM fw_days
 )
-SELECT segment, device_id, date AS day, sum(crashes) AS crashes, sum(reboots) AS reboots,
-       sum(least(heartbeats, expected)) AS heartbeats, sum(expected) AS expected_heartbeats,
+-- a variant or attribute is the same on every row of a device-day: one mark per day
+SELECT segment, device_id, date AS day, crashes, reboots,
+       least(heartbeats, expected) AS heartbeats, expected AS expected_heartbeats,
+       records_dropped,
+       CASE segment_by WHEN 'fw' THEN first_of_fw_day WHEN 'hw' THEN first_of_hw_day
+                       ELSE first_of_day END AS day_row
+FROM expected;
+
+-- device_health_days: the same per segment, device and UTC day: what the experiments'
+-- guardrails, the rollout guard and explain add up
+CREATE OR REPLACE MACRO device_health_days(since := DATE '1970-01-01',
+                                           until := DATE '2999-12-31',
+                                           segment_by := 'fw') AS TABLE
+SELECT segment, device_id, day, sum(crashes) AS crashes, sum(reboots) AS reboots,
+       sum(heartbeats) AS heartbeats, sum(expected_heartbeats) AS expected_heartbeats,
        sum(records_dropped) AS records_dropped
-FROM expected GROUP BY ALL;
+FROM device_health_rows(since := since, until := until, segment_by := segment_by)
+GROUP BY ALL;
 
 -- metric: fleet_health: per firmware (default): devices, crash-free devices and share (no error event, no power_on with a crash reset cause), reboots per device-day, connectivity (heartbeats received / expected at the reported interval, default 3600 s), records dropped; each record counts under the firmware that sent it
 CREATE OR REPLACE MACRO fleet_health(since := DATE '1970-01-01', until := DATE '2999-12-31',
                                      segment_by := 'fw') AS TABLE
 WITH per_device AS (
-    SELECT segment, device_id, count(*) AS device_days, sum(crashes) AS crashes,
-           sum(reboots) AS reboots, sum(heartbeats) AS heartbeats,
+    SELECT segment, device_id, count(*) FILTER (WHERE day_row) AS device_days,
+           sum(crashes) AS crashes, sum(reboots) AS reboots, sum(heartbeats) AS heartbeats,
            sum(expected_heartbeats) AS expected_heartbeats,
            sum(records_dropped) AS records_dropped
-    FROM device_health_days(since := since, until := until, segment_by := segment_by)
+    FROM device_health_rows(since := since, until := until, segment_by := segment_by)
     GROUP BY ALL
 )
 SELECT segment,

@@ -97,7 +97,7 @@ def _health_weekly(v: View) -> str:
     # fleet_health over that week)
     return ("WITH w AS (SELECT date_trunc('week', day)::DATE AS week, segment AS fw, "
             "device_id, sum(crashes) AS crashes "
-            f"FROM device_health_days({v.args(True, by='fw')}) GROUP BY ALL) "
+            f"FROM device_health_rows({v.args(True, by='fw')}) GROUP BY ALL) "
             "SELECT week, fw, count(*) AS devices, count(*) FILTER (WHERE crashes = 0) AS "
             "crash_free_devices, round(count(*) FILTER (WHERE crashes = 0) / count(*), 4) AS "
             "crash_free_share FROM w GROUP BY ALL ORDER BY week, fw")

@@ -50,7 +50,9 @@ SELECT date, hw, device_id, count(*) AS readings FROM {readings} GROUP BY ALL;
 -- dropped; and its place in the device's day: whether it is the day's first row, and the
 -- next row's first record time (when the device changed firmware again), what
 -- device_health_days spans each row's expected heartbeats with; whether it is the day's
--- last row (its firmware and model are the device-day's in device_days), and the
+-- last row (its firmware and model are the device-day's in device_days); one row marked
+-- per device, day and firmware (first_of_fw_day) and per device, day and model
+-- (first_of_hw_day), so device-days are counted per segment without a DISTINCT; and the
 -- device-day's records and usage events on every row. Each is a window over every
 -- device-day when computed at query time: here a day's rows, once. The health and
 -- feature metrics count each record under the firmware that sent it.
@@ -79,6 +81,8 @@ SELECT *, row_number() OVER day_rows = 1 AS first_of_day,
        lead(first_ts) OVER day_rows AS next_first_ts,
        row_number() OVER (PARTITION BY date, device_id ORDER BY last_ts DESC, fw DESC, hw DESC)
            = 1 AS last_of_day,
+       row_number() OVER (PARTITION BY date, device_id, fw ORDER BY hw) = 1 AS first_of_fw_day,
+       row_number() OVER (PARTITION BY date, device_id, hw ORDER BY fw) = 1 AS first_of_hw_day,
        sum(records) OVER device_day AS day_records,
        sum(usage_events) OVER device_day AS day_usage_events
 FROM rows

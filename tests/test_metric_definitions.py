@@ -339,6 +339,10 @@ def test_a_crash_before_a_same_day_rollback_counts_for_the_crashing_firmware(cas
     # 1.0: c1 c2 f1 r1 s1 v1 v2 (r1 after its rollback); 2.0: r1 alone, crashed
     # f1's power_on (Mar 1) is the one reboot in 1.0's 10 device-days (c1, f1, s1 two each)
     assert got == [("1.0", 7, 7, 0, 0.1), ("2.0", 1, 0, 1, 1.0)]
+    # the fleet: r1's Mar 2 on 2.0 and on 1.0 is one device-day, so 2 reboots (f1's, r1's)
+    # in 10 device-days
+    assert rows(cases, "SELECT devices, crash_free_devices, reboots_per_device_day FROM "
+                       "fleet_health(segment_by := 'all')") == [(7, 6, 0.2)]
     got = rows(cases, "SELECT feature, segment, devices, share_of_active FROM "
                       "feature_adoption(segment_by := 'fw') ORDER BY 1, 2")
     # active on 1.0: s1 f1 v1 v2 (r1's 1.0 records are a reading); on 2.0: r1
