@@ -19,6 +19,7 @@ internet); a connection sees the files that existed when it was opened.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -32,7 +33,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from fleetpulse.errors import UserError
+from fleetpulse.errors import UserError, one_line
 from fleetpulse.gateway import attributes
 from fleetpulse.gateway.attributes import ATTRIBUTES_FILE
 from fleetpulse.ingest.schema import TABLES
@@ -42,6 +43,8 @@ from . import rollups, view_cache
 from .layout import SOURCES, Layout, list_layout, listed_file_gone
 from .sources import DEDUP, deduplicated, empty_select, files_select, no_rows, parquet_select
 from .sqltext import file_listing, fill_contract, sql_str, statements
+
+log = logging.getLogger("fleetpulse.analytics")
 
 METRICS_SQL = Path(__file__).with_name("metrics.sql")
 EXPLAIN_SQL = Path(__file__).with_name("explain.sql")
@@ -301,7 +304,8 @@ def refresh(con: duckdb.DuckDBPyConnection) -> None:
 _BOUND = "fleetpulse_views_"
 
 
-def _bind_local(con: duckdb.DuckDBPyConnection, store: Store) -> None:
+def _bind_local(con: duckdb.DuckDBPyConnection, store: Store,
+                rewrite_broken: bool = True) -> None:
     layout = list_layout(store)
     stmts = data_view_statements(store, layout) + statements(_metrics_sql()) + _comments()
     has_data = any(layout.files[t] for t in TABLES)
@@ -322,7 +326,16 @@ def _bind_local(con: duckdb.DuckDBPyConnection, store: Store) -> None:
     else:
         alias = _BOUND + path.stem[:16]
         if alias not in attached:
-            con.execute(f"ATTACH {sql_str(str(path))} AS {alias} (READ_ONLY)")
+            try:
+                con.execute(f"ATTACH {sql_str(str(path))} AS {alias} (READ_ONLY)")
+            except duckdb.Error as e:
+                if listed_file_gone(e) or not rewrite_broken:
+                    raise  # pruned since it was found: the caller lists and looks again
+                # not a DuckDB file (cut short by a crash): written again
+                log.warning("rewriting %s, which DuckDB cannot open: %s", path, one_line(e))
+                path.unlink(missing_ok=True)
+                _bind_local(con, store, rewrite_broken=False)
+                return
     con.execute(f"SET search_path = 'main,{alias}.main'")
     for name in attached:
         if name != alias:

@@ -104,3 +104,13 @@ def test_only_the_newest_files_are_kept(tmp_path: Path, monkeypatch) -> None:
         _answer(data)
     assert len(_bound_files(data)) == view_cache.KEEP + 1
     assert not list((data / view_cache.CACHE_DIR).glob("*.tmp*"))
+
+
+def test_a_bound_file_cut_short_is_written_again(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _write(data, "w1", "d1", 2)
+    assert _answer(data) == [(1, 2.0)]
+    (bound,) = _bound_files(data)
+    bound.write_bytes(bound.read_bytes()[:1000])  # as a crash after the rename could
+    assert _answer(data) == [(1, 2.0)]
+    assert _bound_files(data) == [bound] and bound.stat().st_size > 1000
