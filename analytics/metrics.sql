@@ -780,12 +780,12 @@ WHERE u.event = 'feature_used' AND u.feature = feature_name AND u.date <= until
 GROUP BY ALL;
 
 CREATE OR REPLACE MACRO exposure_guardrails(exposure, since, until) AS TABLE
-SELECT e.device_id, e.variant, count(h.day) AS device_days,
+SELECT e.device_id, e.variant, count(h.day) FILTER (WHERE h.day_row) AS device_days,
        coalesce(sum(h.crashes), 0) AS crashes, coalesce(sum(h.reboots), 0) AS reboots,
        coalesce(sum(h.heartbeats), 0) AS heartbeats,
        coalesce(sum(h.expected_heartbeats), 0) AS expected_heartbeats
 FROM query_table(exposure) e
-LEFT JOIN device_health_days(since := since, until := until, segment_by := 'all') h
+LEFT JOIN device_health_rows(since := since, until := until, segment_by := 'all') h
     ON h.device_id = e.device_id AND h.day >= e.exposed_day
 GROUP BY ALL;
 
