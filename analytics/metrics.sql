@@ -730,6 +730,55 @@ SELECT d.device_id, experiment_bucket(key, d.device_id) AS bucket,
 FROM (SELECT DISTINCT device_id FROM rollup_firmware_days) d
 LEFT JOIN experiment_reports r ON r.experiment = key AND r.device_id = d.device_id;
 
+-- exposure_feature_days: per device in `exposure` (a table or CTE with device_id,
+-- exposed_at, exposed_day) and UTC day, its uses of `feature_name` from exposed_at on
+-- (`after`, days up to `until`) and in the pre_days x 86,400 s before it (`pre`). Whole
+-- days come from the feature_days rollup; raw rows only on the day the pre-period starts,
+-- and on the exposure day when the exposure was not that day's first usage event (a
+-- device that applied its variant mid-day after using the product): otherwise every use
+-- that day is at or after it. Counting every raw use against each device's exposure
+-- read all the events twice per analysis.
+CREATE OR REPLACE MACRO exposure_feature_days(exposure, feature_name, until, pre_days)
+    AS TABLE
+WITH e AS (
+    SELECT x.device_id, x.exposed_at, x.exposed_day,
+           epoch_us(x.exposed_at) - CAST(pre_days AS BIGINT) * 86400000000 AS pre_from,
+           coalesce(min(f.first_usage_ts) = x.exposed_at, false) AS whole
+    FROM query_table(exposure) x
+    LEFT JOIN rollup_firmware_days f ON f.device_id = x.device_id AND f.date = x.exposed_day
+    GROUP BY x.device_id, x.exposed_at, x.exposed_day
+),
+b AS (SELECT *, DATE '1970-01-01' + (pre_from // 86400000000)::INTEGER AS pre_day FROM e),
+rolled AS (
+    SELECT r.device_id, r.date AS day,
+           sum(r.uses) FILTER (WHERE (r.date > b.exposed_day OR (r.date = b.exposed_day
+                                      AND b.whole)) AND r.date <= until) AS after,
+           sum(r.uses) FILTER (WHERE r.date > b.pre_day AND r.date < b.exposed_day) AS pre
+    FROM rollup_feature_days r JOIN b ON r.device_id = b.device_id
+    WHERE r.feature = feature_name AND (r.date > b.pre_day OR r.date = b.exposed_day)
+    GROUP BY ALL
+),
+-- two joins, each on the device and a day: the days the devices need then bound the
+-- scan (no device needing a day reads none of its rows)
+raw AS (
+    SELECT u.device_id, u.date AS day, 0 AS after, count(*) AS pre
+    FROM usage_events u JOIN b ON u.device_id = b.device_id AND u.date = b.pre_day
+    WHERE b.pre_day < b.exposed_day AND epoch_us(u.ts) >= b.pre_from
+        AND u.event = 'feature_used' AND u.feature = feature_name
+    GROUP BY ALL
+    UNION ALL
+    SELECT u.device_id, u.date,
+           count(*) FILTER (WHERE u.ts >= b.exposed_at AND u.date <= until),
+           count(*) FILTER (WHERE u.ts < b.exposed_at AND epoch_us(u.ts) >= b.pre_from)
+    FROM usage_events u JOIN b ON u.device_id = b.device_id AND u.date = b.exposed_day
+    WHERE NOT b.whole AND u.event = 'feature_used' AND u.feature = feature_name
+    GROUP BY ALL
+)
+SELECT device_id, day, sum(coalesce(after, 0))::BIGINT AS after,
+       sum(coalesce(pre, 0))::BIGINT AS pre
+FROM (SELECT * FROM rolled UNION ALL SELECT * FROM raw)
+GROUP BY ALL;
+
 -- metric: experiment_exposure: per device exposed to experiment `key`: its variant (as reported applying, else the hash), exposure = its first usage event in the period after it applied the variant, uses of `feature_name` from then on, and in the pre_days x 86,400 s before it (the CUPED covariate)
 CREATE OR REPLACE MACRO experiment_exposure(key, feature_name := 'eco_mode', share_b := 0.5,
                                             since := DATE '1970-01-01',
@@ -752,19 +801,14 @@ firsts AS (
     WHERE u.date BETWEEN since AND until
 ),
 exposed AS (
-    SELECT a.device_id, a.variant, min(f.t) AS exposed_at
+    SELECT a.device_id, a.variant, min(f.t) AS exposed_at, utc_day(min(f.t)) AS exposed_day
     FROM a JOIN firsts f USING (device_id) GROUP BY ALL
 ),
 uses AS (
-    SELECT e.device_id,
-           count(*) FILTER (WHERE u.ts >= e.exposed_at AND u.date <= until) AS uses,
-           count(*) FILTER (WHERE u.ts < e.exposed_at AND epoch_us(u.ts)
-               >= epoch_us(e.exposed_at) - CAST(pre_days AS BIGINT) * 86400000000) AS pre_uses
-    FROM exposed e JOIN usage_events u ON u.device_id = e.device_id
-    WHERE u.event = 'feature_used' AND u.feature = feature_name
-    GROUP BY ALL
+    SELECT device_id, sum(after) AS uses, sum(pre) AS pre_uses
+    FROM exposure_feature_days('exposed', feature_name, until, pre_days) GROUP BY ALL
 )
-SELECT e.device_id, e.variant, e.exposed_at, utc_day(e.exposed_at) AS exposed_day,
+SELECT e.device_id, e.variant, e.exposed_at, e.exposed_day,
        coalesce(u.uses, 0) AS uses, coalesce(u.uses, 0) > 0 AS converted,
        coalesce(u.pre_uses, 0) AS pre_uses
 FROM exposed e LEFT JOIN uses u USING (device_id);
@@ -773,11 +817,8 @@ FROM exposed e LEFT JOIN uses u USING (device_id);
 -- already computed, in the table or CTE named `exposure`: an analysis reads the exposure
 -- once for both (analytics/experiment_query.py), where each macro below computed it again.
 CREATE OR REPLACE MACRO exposure_daily_uses(exposure, feature_name, until) AS TABLE
-SELECT e.device_id, u.date AS day, count(*) AS uses
-FROM query_table(exposure) e
-JOIN usage_events u ON u.device_id = e.device_id AND u.ts >= e.exposed_at
-WHERE u.event = 'feature_used' AND u.feature = feature_name AND u.date <= until
-GROUP BY ALL;
+SELECT device_id, day, after AS uses
+FROM exposure_feature_days(exposure, feature_name, until, 0) WHERE after > 0;
 
 CREATE OR REPLACE MACRO exposure_guardrails(exposure, since, until) AS TABLE
 SELECT e.device_id, e.variant, count(h.day) FILTER (WHERE h.day_row) AS device_days,

@@ -389,3 +389,51 @@ def test_a_forced_variant_counts_in_its_forced_arm(cases) -> None:
     got = rows(cases, "SELECT segment, dau FROM active_devices(segment_by := 'variant:exp2') "
                       "WHERE day = DATE '2026-03-06' ORDER BY 1")
     assert got == [("A", 2)]  # by the hash v1 was B's
+
+
+# -- an experiment's uses around each device's exposure (February 2026): whole days from
+# the rollup, raw rows only where a day is split by the exposure or the pre-period's start
+
+def tf(day: int, hh: int = 10, mm: int = 0) -> int:
+    return int(datetime(2026, 2, day, hh, mm, tzinfo=UTC).timestamp() * 1000)
+
+
+EXPOSURE_FLEET: dict[str, list[tuple[str, list[dict]]]] = {
+    # p1 never reports the experiment. From Feb 16 its first usage is a press at 10:00:
+    # exposed then, the day's first use, so that day's eco use at 12:00 counts whole.
+    # The pre-period starts Feb 2 10:00: Feb 1 and Feb 2 09:00 are before it, Feb 2 11:00
+    # and Feb 10 inside it.
+    "p1": [("1.0", [ev(tf(1, 9), "feature_used", feature="eco"),
+                    ev(tf(2, 9), "feature_used", feature="eco"),
+                    ev(tf(2, 11), "feature_used", feature="eco"),
+                    ev(tf(10, 12), "feature_used", feature="eco"),
+                    ev(tf(16, 10), "button_press"),
+                    ev(tf(16, 12), "feature_used", feature="eco"),
+                    ev(tf(17, 8), "feature_used", feature="eco"),
+                    ev(tf(17, 9), "feature_used", feature="eco")])],
+    # p2 uses eco at 09:00, applies A at 10:00, is exposed by its 11:00 use: its 09:00 use
+    # is in the pre-period, its 11:00, 11:30 and Feb 18 uses after
+    "p2": [("1.0", [ev(tf(16, 9), "feature_used", feature="eco"),
+                    ev(tf(16, 10), "setting_changed", name="experiment.expx", value="A"),
+                    ev(tf(16, 11), "feature_used", feature="eco"),
+                    ev(tf(16, 11, 30), "feature_used", feature="eco"),
+                    ev(tf(18, 9), "feature_used", feature="eco")])],
+}
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def exposure_fleet(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    return _dataset(tmp_path_factory.mktemp("exposure"), EXPOSURE_FLEET,
+                    rolled_up=request.param == "rollups", sent_ms=tf(25))
+
+
+def test_uses_around_the_exposure_split_days_exactly(exposure_fleet) -> None:
+    got = rows(exposure_fleet, "SELECT device_id, epoch_ms(exposed_at), uses, pre_uses "
+                               "FROM experiment_exposure('expx', feature_name := 'eco', "
+                               "since := DATE '2026-02-16') ORDER BY device_id")
+    assert got == [("p1", tf(16, 10), 3, 2), ("p2", tf(16, 11), 3, 1)]
+    got = rows(exposure_fleet, "SELECT device_id, day, uses FROM experiment_daily_uses("
+                               "'expx', feature_name := 'eco', since := DATE '2026-02-16') "
+                               "ORDER BY 1, 2")
+    assert got == [("p1", date(2026, 2, 16), 1), ("p1", date(2026, 2, 17), 2),
+                   ("p2", date(2026, 2, 16), 2), ("p2", date(2026, 2, 18), 1)]
