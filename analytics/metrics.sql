@@ -749,17 +749,19 @@ WITH e AS (
     GROUP BY x.device_id, x.exposed_at, x.exposed_day
 ),
 b AS (SELECT *, DATE '1970-01-01' + (pre_from // 86400000000)::INTEGER AS pre_day FROM e),
+-- The rollup's days and the raw days are disjoint: each (device, day) comes from one.
 rolled AS (
     SELECT r.device_id, r.date AS day,
-           sum(r.uses) FILTER (WHERE (r.date > b.exposed_day OR (r.date = b.exposed_day
-                                      AND b.whole)) AND r.date <= until) AS after,
-           sum(r.uses) FILTER (WHERE r.date > b.pre_day AND r.date < b.exposed_day) AS pre
+           coalesce(sum(r.uses) FILTER (WHERE r.date >= b.exposed_day), 0)::BIGINT AS after,
+           coalesce(sum(r.uses) FILTER (WHERE r.date < b.exposed_day), 0)::BIGINT AS pre
     FROM rollup_feature_days r JOIN b ON r.device_id = b.device_id
-    WHERE r.feature = feature_name AND (r.date > b.pre_day OR r.date = b.exposed_day)
+    WHERE r.feature = feature_name AND r.date <= until
+        AND (r.date > b.pre_day OR r.date = b.exposed_day)
+        AND (r.date <> b.exposed_day OR b.whole)
     GROUP BY ALL
 ),
 -- two joins, each on the device and a day: the days the devices need then bound the
--- scan (no device needing a day reads none of its rows)
+-- scan: days no device needs are not read
 raw AS (
     SELECT u.device_id, u.date AS day, 0 AS after, count(*) AS pre
     FROM usage_events u JOIN b ON u.device_id = b.device_id AND u.date = b.pre_day
@@ -774,10 +776,7 @@ raw AS (
     WHERE NOT b.whole AND u.event = 'feature_used' AND u.feature = feature_name
     GROUP BY ALL
 )
-SELECT device_id, day, sum(coalesce(after, 0))::BIGINT AS after,
-       sum(coalesce(pre, 0))::BIGINT AS pre
-FROM (SELECT * FROM rolled UNION ALL SELECT * FROM raw)
-GROUP BY ALL;
+SELECT * FROM rolled UNION ALL SELECT * FROM raw;
 
 -- metric: experiment_exposure: per device exposed to experiment `key`: its variant (as reported applying, else the hash), exposure = its first usage event in the period after it applied the variant, uses of `feature_name` from then on, and in the pre_days x 86,400 s before it (the CUPED covariate)
 CREATE OR REPLACE MACRO experiment_exposure(key, feature_name := 'eco_mode', share_b := 0.5,
