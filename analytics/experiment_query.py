@@ -49,13 +49,14 @@ def experiment_devices(con: duckdb.DuckDBPyConnection, key: str, feature: str,
 
 
 def _daily_uses(con: duckdb.DuckDBPyConnection, source: str) -> dict[str, DailyUses]:
-    """Per device, its days and uses from `source` (rows device_id, day, uses). One row
-    per device with its days and uses as two lists, read as Arrow: the lists' values
-    stay numbers in two flat arrays, sliced per device, where fetching them as Python
-    lists made an object per device-day."""
+    """Per device, its days and uses from `source` (rows device_id, day, uses), in no
+    particular order of days (the analysis places each by its day). One row per device
+    with its days and uses as two lists built from the same rows, read as Arrow: the
+    lists' values stay numbers in two flat arrays, sliced per device, where fetching
+    them as Python lists made an object per device-day."""
     table = query_arrow(
-        con, "SELECT device_id, list((day - DATE '1970-01-01')::BIGINT ORDER BY day) AS days, "
-             f"list(uses::DOUBLE ORDER BY day) AS uses {source} GROUP BY device_id")
+        con, "SELECT device_id, list((day - DATE '1970-01-01')::BIGINT) AS days, "
+             f"list(uses::DOUBLE) AS uses {source} GROUP BY device_id")
     days, uses = (table.column(c).combine_chunks() for c in ("days", "uses"))
     offsets = days.offsets.to_numpy()
     all_days, all_uses = days.values.to_numpy(), uses.values.to_numpy()
