@@ -26,14 +26,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
 
-from .dataset import Result, query
-from .experiments import confidence_sequence
 from .sqltext import sql_str
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from .dataset import Result
 
 GUARDS = ("crash_free", "reboots", "connectivity")
 HIGHER_IS_BETTER = {"crash_free": True, "reboots": False, "connectivity": True}
@@ -121,6 +123,12 @@ def judge(rows: Sequence[dict[str, Any]], guards: Sequence[str] = GUARDS,
     """The guard's verdict over per-device rows (device_id, arm, device_days, crash_days,
     reboots, heartbeats, expected_heartbeats). `tuning_n`: the devices at which the
     sequences are tightest (the rollout's scope)."""
+    # Imported here, not with the module, as the dataset in guard_rows: `fleetpulse
+    # rollout`'s parser imports the plan, which names the guards, and experiments brings
+    # scipy and the dataset duckdb: 0.2 s of every fleetpulse command's start
+    # (bench/RESULTS.md, "What every command pays to start, again").
+    from .experiments import confidence_sequence
+
     results = []
     for guard in guards:
         control, updated = device_values(rows, guard)
@@ -153,6 +161,8 @@ def guard_rows(con: duckdb.DuckDBPyConnection, version: str, previous: str,
     """The per-device rows of `rollout_guard_devices` over the UTC days from `since` that
     ended before `now`: a day in progress would count its hours still to come as
     heartbeats missed (expected heartbeats run to midnight)."""
+    from .dataset import query
+
     until = now.astimezone(UTC).date() - timedelta(days=1)
     return rows_of(query(con, f"SELECT * FROM rollout_guard_devices({sql_str(version)}, "
                               f"{sql_str(previous)}, since := DATE '{since}', "
