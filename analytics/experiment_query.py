@@ -1,5 +1,5 @@
 """The per-device rows an experiment analysis needs, from the dataset's macros
-(experiment_exposure, exposure_daily_uses, exposure_guardrails in metrics.sql)."""
+(experiment_exposed, exposure_feature_days, exposure_guardrails in metrics.sql)."""
 
 from __future__ import annotations
 
@@ -14,31 +14,39 @@ if TYPE_CHECKING:
     import duckdb
 
 
-_EXPOSURE = "fleetpulse_experiment_exposure"
+_EXPOSED = "fleetpulse_experiment_exposed"
+_USES = "fleetpulse_experiment_uses"
 
 
 def experiment_devices(con: duckdb.DuckDBPyConnection, key: str, feature: str,
                        share_b: float = 0.5, since: date | None = None,
                        until: date | None = None) -> list[Device]:
-    """Every exposed device with its uses, pre-period uses, daily uses and health."""
+    """Every exposed device with its uses, pre-period uses, daily uses and health: the
+    rows of experiment_exposure, with the uses counted once per device and day for both
+    the totals and the daily looks (the metric macro counts them, and the daily uses
+    would count them again)."""
     since_sql = f"DATE '{since or date(1970, 1, 1)}'"
     until_sql = f"DATE '{until or date(2999, 12, 31)}'"
-    args = (f"{sql_str(key)}, feature_name := {sql_str(feature)}, share_b := {share_b}, "
-            f"since := {since_sql}, until := {until_sql}")
-    # The exposure once, for the three reads below (each macro alone recomputes it).
-    query(con, f"CREATE OR REPLACE TEMP TABLE {_EXPOSURE} AS "
-               f"SELECT * FROM experiment_exposure({args})")
+    query(con, f"CREATE OR REPLACE TEMP TABLE {_EXPOSED} AS SELECT * FROM experiment_exposed("
+               f"{sql_str(key)}, share_b := {share_b}, since := {since_sql}, "
+               f"until := {until_sql})")
     try:
-        daily = _daily_uses(con, f"FROM exposure_daily_uses('{_EXPOSURE}', "
-                                 f"{sql_str(feature)}, {until_sql})")
+        query(con, f"CREATE OR REPLACE TEMP TABLE {_USES} AS SELECT * FROM "
+                   f"exposure_feature_days('{_EXPOSED}', {sql_str(feature)}, {until_sql})")
+        daily = _daily_uses(con, f"FROM (SELECT device_id, day, after AS uses FROM {_USES} "
+                                 "WHERE after > 0)")
         health = {r[0]: r[1:] for r in query(
             con, "SELECT device_id, device_days, crashes, reboots, heartbeats, "
-                 f"expected_heartbeats FROM exposure_guardrails('{_EXPOSURE}', {since_sql}, "
+                 f"expected_heartbeats FROM exposure_guardrails('{_EXPOSED}', {since_sql}, "
                  f"{until_sql})").rows}
-        exposed = query(con, "SELECT device_id, variant, exposed_day, uses, pre_uses "
-                             f"FROM {_EXPOSURE} ORDER BY device_id").rows
+        # as experiment_exposure adds them up
+        exposed = query(con, "SELECT e.device_id, e.variant, e.exposed_day, "
+                             "coalesce(sum(u.after), 0), coalesce(sum(u.pre), 0) "
+                             f"FROM {_EXPOSED} e LEFT JOIN {_USES} u USING (device_id) "
+                             "GROUP BY ALL ORDER BY e.device_id").rows
     finally:
-        con.execute(f"DROP TABLE IF EXISTS temp.{_EXPOSURE}")
+        for table in (_EXPOSED, _USES):
+            con.execute(f"DROP TABLE IF EXISTS temp.{table}")
     out = []
     for device_id, variant, exposed_day, uses, pre_uses in exposed:
         days, crashes, reboots, hb, expected = health.get(device_id, (0, 0, 0, 0.0, 0.0))

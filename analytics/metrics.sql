@@ -738,8 +738,9 @@ LEFT JOIN experiment_reports r ON r.experiment = key AND r.device_id = d.device_
 -- device that applied its variant mid-day after using the product): otherwise every use
 -- that day is at or after it. Counting every raw use against each device's exposure
 -- read all the events twice per analysis.
-CREATE OR REPLACE MACRO exposure_feature_days(exposure, feature_name, until, pre_days)
-    AS TABLE
+-- pre_days: experiment_exposure's default, for an analysis that reads these rows itself
+CREATE OR REPLACE MACRO exposure_feature_days(exposure, feature_name, until,
+                                              pre_days := 14) AS TABLE
 WITH e AS (
     SELECT x.device_id, x.exposed_at, x.exposed_day,
            epoch_us(x.exposed_at) - CAST(pre_days AS BIGINT) * 86400000000 AS pre_from,
@@ -778,11 +779,10 @@ raw AS (
 )
 SELECT * FROM rolled UNION ALL SELECT * FROM raw;
 
--- metric: experiment_exposure: per device exposed to experiment `key`: its variant (as reported applying, else the hash), exposure = its first usage event in the period after it applied the variant, uses of `feature_name` from then on, and in the pre_days x 86,400 s before it (the CUPED covariate)
-CREATE OR REPLACE MACRO experiment_exposure(key, feature_name := 'eco_mode', share_b := 0.5,
-                                            since := DATE '1970-01-01',
-                                            until := DATE '2999-12-31',
-                                            pre_days := 14) AS TABLE
+-- experiment_exposed: per device exposed to experiment `key` in the period, its variant and
+-- exposure (experiment_exposure without the uses, for an analysis that counts them once)
+CREATE OR REPLACE MACRO experiment_exposed(key, share_b := 0.5, since := DATE '1970-01-01',
+                                           until := DATE '2999-12-31') AS TABLE
 -- The first usage event after applying: from the rollup's first usage of each day after
 -- the day the device applied its variant (every day when it never reported applying),
 -- and from raw rows on that day only. Joining every usage event to the assignment and
@@ -802,10 +802,19 @@ firsts AS (
 exposed AS (
     SELECT a.device_id, a.variant, min(f.t) AS exposed_at, utc_day(min(f.t)) AS exposed_day
     FROM a JOIN firsts f USING (device_id) GROUP BY ALL
-),
+)
+SELECT * FROM exposed;
+
+-- metric: experiment_exposure: per device exposed to experiment `key`: its variant (as reported applying, else the hash), exposure = its first usage event in the period after it applied the variant, uses of `feature_name` from then on, and in the pre_days x 86,400 s before it (the CUPED covariate)
+CREATE OR REPLACE MACRO experiment_exposure(key, feature_name := 'eco_mode', share_b := 0.5,
+                                            since := DATE '1970-01-01',
+                                            until := DATE '2999-12-31',
+                                            pre_days := 14) AS TABLE
+WITH exposed AS (SELECT * FROM experiment_exposed(key, share_b, since, until)),
 uses AS (
     SELECT device_id, sum(after) AS uses, sum(pre) AS pre_uses
-    FROM exposure_feature_days('exposed', feature_name, until, pre_days) GROUP BY ALL
+    FROM exposure_feature_days('exposed', feature_name, until, pre_days := pre_days)
+    GROUP BY ALL
 )
 SELECT e.device_id, e.variant, e.exposed_at, e.exposed_day,
        coalesce(u.uses, 0) AS uses, coalesce(u.uses, 0) > 0 AS converted,
@@ -817,7 +826,7 @@ FROM exposed e LEFT JOIN uses u USING (device_id);
 -- once for both (analytics/experiment_query.py), where each macro below computed it again.
 CREATE OR REPLACE MACRO exposure_daily_uses(exposure, feature_name, until) AS TABLE
 SELECT device_id, day, after AS uses
-FROM exposure_feature_days(exposure, feature_name, until, 0) WHERE after > 0;
+FROM exposure_feature_days(exposure, feature_name, until, pre_days := 0) WHERE after > 0;
 
 CREATE OR REPLACE MACRO exposure_guardrails(exposure, since, until) AS TABLE
 SELECT e.device_id, e.variant, count(h.day) FILTER (WHERE h.day_row) AS device_days,

@@ -16,6 +16,7 @@ import duckdb
 import pytest
 
 from fleetpulse.analytics.dataset import connect
+from fleetpulse.analytics.experiment_query import experiment_devices
 from fleetpulse.analytics.rollups import write_rollups
 from fleetpulse.ingest.pipeline import Pipeline
 from fleetpulse.ingest.store import Store
@@ -437,3 +438,7 @@ def test_uses_around_the_exposure_split_days_exactly(exposure_fleet) -> None:
                                "ORDER BY 1, 2")
     assert got == [("p1", date(2026, 2, 16), 1), ("p1", date(2026, 2, 17), 2),
                    ("p2", date(2026, 2, 16), 2), ("p2", date(2026, 2, 18), 1)]
+    # the analysis counts the same uses, once per device and day, for totals and looks
+    devices = experiment_devices(exposure_fleet, "expx", "eco", since=date(2026, 2, 16))
+    assert sorted((d.uses, d.pre_uses, float(d.daily.uses.sum())) for d in devices) == [
+        (3.0, 1.0, 3.0), (3.0, 2.0, 3.0)]
