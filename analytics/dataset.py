@@ -298,7 +298,8 @@ def refresh(con: duckdb.DuckDBPyConnection) -> None:
 
 # The database a connection's views and macros live in, attached under this prefix: the
 # file that holds them bound (analytics/view_cache.py), or one in memory they are
-# created in when the dataset cannot hold that file (read-only, or no data yet). Either
+# created in when the dataset cannot hold that file (read-only, or no data yet) or is
+# being written (view_cache.worth_keeping). Either
 # way the connection's own database comes first in the search path, so what a caller
 # creates goes there, and a refresh attaches the new one and detaches the old.
 _BOUND = "fleetpulse_views_"
@@ -309,7 +310,8 @@ def _bind_local(con: duckdb.DuckDBPyConnection, store: Store,
     layout = list_layout(store)
     stmts = data_view_statements(store, layout) + statements(_metrics_sql()) + _comments()
     has_data = any(layout.files[t] for t in TABLES)
-    path = view_cache.bound_file(store, stmts) if has_data else None
+    keep = has_data and view_cache.worth_keeping(layout.changed_at)
+    path = view_cache.bound_file(store, stmts) if keep else None
     attached = _attached(con)
     if path is None:
         alias = f"{_BOUND}memory_{uuid.uuid4().hex[:8]}"

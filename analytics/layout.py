@@ -39,6 +39,8 @@ class Layout:
     uniform: dict[str, bool]
     # rollup name -> day -> the rollup file that matches the day's data files
     rollups: dict[str, dict[str, str]] = field(default_factory=dict)
+    # when a data file last appeared or went (the newest partition folder's change)
+    changed_at: float = 0.0
 
     def all_files(self, table: str) -> list[str]:
         return [f for files in self.files[table].values() for f in files]
@@ -57,19 +59,22 @@ class Layout:
         return [d for d in self.data_days() if d not in self.rollups.get(name, {})]
 
 
-def _list_table(root: Path) -> tuple[dict[str, list[str]], set[str]]:
+def _list_table(root: Path) -> tuple[dict[str, list[str]], set[str], float]:
     files: dict[str, list[str]] = {}
     settling: set[str] = set()
+    changed_at = 0.0
     try:
         parts = list(os.scandir(root))
     except FileNotFoundError:
-        return files, settling
+        return files, settling, changed_at
     for part in parts:
         if not (part.is_dir() and part.name.startswith("date=")):
             continue
         day = part.name.removeprefix("date=")
         try:
             entries = list(os.scandir(part.path))
+            # a folder's time changes when a file is renamed into it or out of it
+            changed_at = max(changed_at, part.stat().st_mtime)
         except FileNotFoundError:  # removed since the listing above
             continue
         for e in entries:
@@ -77,7 +82,7 @@ def _list_table(root: Path) -> tuple[dict[str, list[str]], set[str]]:
                 files.setdefault(day, []).append(e.path)
             elif e.name.endswith(".parquet" + SUPERSEDED_SUFFIX):
                 settling.add(day)
-    return {d: sorted(f) for d, f in sorted(files.items())}, settling
+    return {d: sorted(f) for d, f in sorted(files.items())}, settling, changed_at
 
 
 def listed_file_gone(e: Exception) -> bool:
@@ -112,11 +117,12 @@ def _uniform(paths: list[str]) -> bool:
 
 def list_layout(store: Store) -> Layout:
     """The local dataset's files now."""
-    files, settling, uniform = {}, {}, {}
+    files, settling, uniform, changed_at = {}, {}, {}, 0.0
     for table in TABLES:
-        files[table], settling[table] = _list_table(Path(store.path(table)))
+        files[table], settling[table], changed = _list_table(Path(store.path(table)))
+        changed_at = max(changed_at, changed)
         uniform[table] = _uniform([f for fs in files[table].values() for f in fs])
-    layout = Layout(files, settling, uniform)
+    layout = Layout(files, settling, uniform, changed_at=changed_at)
     for name in rollup_queries():
         root = Path(store.path(ROLLUP_DIR, rollup_dir(name)))
         valid = {}

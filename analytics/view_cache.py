@@ -35,6 +35,18 @@ CACHE_DIR = "_catalog"
 KEEP = 8
 # A temporary file older than this is a crashed writer's, not one being written.
 STALE_TMP_S = 600.0
+# A listing whose files changed more recently than this is a dataset ingest is writing:
+# its next flush gives the next connection another listing, so a file for this one would
+# be written (and fsynced, next to ingest's own fsyncs) to be read by no one; such a
+# connection is bound in memory, as before. Compacted and quiet datasets, what PMs and
+# dashboards mostly read, get the file.
+SETTLED_S = 30.0
+
+
+def worth_keeping(changed_at: float) -> bool:
+    """Whether a listing whose files last changed at `changed_at` (epoch seconds) is
+    likely to be read again."""
+    return time.time() - changed_at >= SETTLED_S
 
 
 def key(stmts: list[str]) -> str:

@@ -5,13 +5,24 @@ one, and a dataset that cannot hold one is bound in memory with the same answers
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
+
+import pytest
 
 from fleetpulse.analytics import view_cache
 from fleetpulse.analytics.dataset import connect, query, refresh
 from fleetpulse.ingest.pipeline import Pipeline
 
 T = 1767268800000  # 2026-01-01T12:00Z
+
+
+@pytest.fixture(autouse=True)
+def settled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Datasets here are written and read at once: count them as settled (the test of a
+    dataset being written sets this back)."""
+    monkeypatch.setattr(view_cache, "SETTLED_S", 0.0)
 
 
 def _write(data: Path, writer: str, device: str, events: int) -> None:
@@ -96,7 +107,8 @@ def test_an_empty_dataset_gets_no_file(tmp_path: Path) -> None:
     assert not (data / view_cache.CACHE_DIR).exists()  # the folder stays a fresh --data
 
 
-def test_only_the_newest_files_are_kept(tmp_path: Path, monkeypatch) -> None:
+def test_only_the_newest_files_are_kept(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(view_cache, "KEEP", 2)
     data = tmp_path / "data"
     for i in range(view_cache.KEEP + 3):
@@ -114,3 +126,16 @@ def test_a_bound_file_cut_short_is_written_again(tmp_path: Path) -> None:
     bound.write_bytes(bound.read_bytes()[:1000])  # as a crash after the rename could
     assert _answer(data) == [(1, 2.0)]
     assert _bound_files(data) == [bound] and bound.stat().st_size > 1000
+
+
+def test_a_dataset_being_written_is_bound_in_memory(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(view_cache, "SETTLED_S", 30.0)
+    data = tmp_path / "data"
+    _write(data, "w1", "d1", 2)  # a file that appeared just now: ingest is writing
+    assert _answer(data) == [(1, 2.0)]
+    assert _bound_files(data) == []
+    for part in (data / "events").iterdir():  # quiet since a minute ago
+        os.utime(part, (time.time() - 60, time.time() - 60))
+    assert _answer(data) == [(1, 2.0)]
+    assert len(_bound_files(data)) == 1
