@@ -1,5 +1,6 @@
 """The per-device rows an experiment analysis needs, from the dataset's macros
-(experiment_exposed, exposure_feature_days, exposure_guardrails in metrics.sql)."""
+(experiment_exposed, exposure_feature_days, exposure_uses, daily_uses and
+exposure_guardrails in metrics.sql)."""
 
 from __future__ import annotations
 
@@ -33,17 +34,13 @@ def experiment_devices(con: duckdb.DuckDBPyConnection, key: str, feature: str,
     try:
         query(con, f"CREATE OR REPLACE TEMP TABLE {_USES} AS SELECT * FROM "
                    f"exposure_feature_days('{_EXPOSED}', {sql_str(feature)}, {until_sql})")
-        daily = _daily_uses(con, f"FROM (SELECT device_id, day, after AS uses FROM {_USES} "
-                                 "WHERE after > 0)")
+        daily = _daily_uses(con, f"FROM daily_uses('{_USES}')")
         health = {r[0]: r[1:] for r in query(
             con, "SELECT device_id, device_days, crashes, reboots, heartbeats, "
                  f"expected_heartbeats FROM exposure_guardrails('{_EXPOSED}', {since_sql}, "
                  f"{until_sql})").rows}
-        # as experiment_exposure adds them up
-        exposed = query(con, "SELECT e.device_id, e.variant, e.exposed_day, "
-                             "coalesce(sum(u.after), 0), coalesce(sum(u.pre), 0) "
-                             f"FROM {_EXPOSED} e LEFT JOIN {_USES} u USING (device_id) "
-                             "GROUP BY ALL ORDER BY e.device_id").rows
+        exposed = query(con, "SELECT device_id, variant, exposed_day, uses, pre_uses FROM "
+                             f"exposure_uses('{_EXPOSED}', '{_USES}') ORDER BY device_id").rows
     finally:
         for table in (_EXPOSED, _USES):
             con.execute(f"DROP TABLE IF EXISTS temp.{table}")

@@ -805,28 +805,40 @@ exposed AS (
 )
 SELECT * FROM exposed;
 
+-- exposure_uses: the rows of experiment_exposure from its two parts, the exposure
+-- (`exposed`: experiment_exposed's rows) and the uses per device and day
+-- (`feature_days`: exposure_feature_days' rows), each a table or CTE name: an analysis
+-- that has both adds them up as the metric does
+CREATE OR REPLACE MACRO exposure_uses(exposed, feature_days) AS TABLE
+SELECT e.device_id, e.variant, e.exposed_at, e.exposed_day,
+       coalesce(sum(u.after), 0) AS uses, coalesce(sum(u.after), 0) > 0 AS converted,
+       coalesce(sum(u.pre), 0) AS pre_uses
+FROM query_table(exposed) e LEFT JOIN query_table(feature_days) u USING (device_id)
+GROUP BY e.device_id, e.variant, e.exposed_at, e.exposed_day;
+
+-- daily_uses: a device's uses per UTC day from its exposure on, from exposure_feature_days'
+-- rows (a table or CTE name): what the sequential looks add up
+CREATE OR REPLACE MACRO daily_uses(feature_days) AS TABLE
+SELECT device_id, day, after AS uses FROM query_table(feature_days) WHERE after > 0;
+
 -- metric: experiment_exposure: per device exposed to experiment `key`: its variant (as reported applying, else the hash), exposure = its first usage event in the period after it applied the variant, uses of `feature_name` from then on, and in the pre_days x 86,400 s before it (the CUPED covariate)
 CREATE OR REPLACE MACRO experiment_exposure(key, feature_name := 'eco_mode', share_b := 0.5,
                                             since := DATE '1970-01-01',
                                             until := DATE '2999-12-31',
                                             pre_days := 14) AS TABLE
 WITH exposed AS (SELECT * FROM experiment_exposed(key, share_b, since, until)),
-uses AS (
-    SELECT device_id, sum(after) AS uses, sum(pre) AS pre_uses
-    FROM exposure_feature_days('exposed', feature_name, until, pre_days := pre_days)
-    GROUP BY ALL
+feature_days AS (
+    SELECT * FROM exposure_feature_days('exposed', feature_name, until, pre_days := pre_days)
 )
-SELECT e.device_id, e.variant, e.exposed_at, e.exposed_day,
-       coalesce(u.uses, 0) AS uses, coalesce(u.uses, 0) > 0 AS converted,
-       coalesce(u.pre_uses, 0) AS pre_uses
-FROM exposed e LEFT JOIN uses u USING (device_id);
+SELECT * FROM exposure_uses('exposed', 'feature_days');
 
--- exposure_daily_uses / exposure_guardrails: the same over the rows of experiment_exposure
--- already computed, in the table or CTE named `exposure`: an analysis reads the exposure
--- once for both (analytics/experiment_query.py), where each macro below computed it again.
+-- exposure_daily_uses / exposure_guardrails: over the rows of experiment_exposed (or
+-- experiment_exposure) already computed, in the table or CTE named `exposure`.
 CREATE OR REPLACE MACRO exposure_daily_uses(exposure, feature_name, until) AS TABLE
-SELECT device_id, day, after AS uses
-FROM exposure_feature_days(exposure, feature_name, until, pre_days := 0) WHERE after > 0;
+WITH feature_days AS (
+    SELECT * FROM exposure_feature_days(exposure, feature_name, until, pre_days := 0)
+)
+SELECT * FROM daily_uses('feature_days');
 
 CREATE OR REPLACE MACRO exposure_guardrails(exposure, since, until) AS TABLE
 SELECT e.device_id, e.variant, count(h.day) FILTER (WHERE h.day_row) AS device_days,

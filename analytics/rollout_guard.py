@@ -75,6 +75,14 @@ class Verdict:
     def judged(self) -> bool:
         return any(r.low is not None for r in self.results)
 
+    def blind(self, sent: int) -> bool:
+        """Whether this could not judge for want of updated devices' data although `sent`
+        devices took the release, enough to judge it: their telemetry has not reached the
+        dataset yet (or they stopped reporting). A canary smaller than the guard needs
+        is not blind: it can never be judged."""
+        updated = max((g.n_updated for g in self.results), default=0)
+        return not self.judged and updated < MIN_DEVICES <= sent
+
     def summary(self) -> str:
         """One line: which guard lost and by how much, or that none did."""
         lost = [r for r in self.results if r.loss]

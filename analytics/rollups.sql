@@ -45,17 +45,18 @@ SELECT date, hw, device_id, count(*) AS readings FROM {readings} GROUP BY ALL;
 -- rollup: firmware_days
 -- one row per device, day, firmware and model it sent anything under (a device updated
 -- or rolled back that day has a row per version): its first and last record's times and
--- its records under them, usage events and the first one's time, crashes (an error, or a power_on whose reset
--- cause is a crash), reboots, heartbeats, the heartbeat interval it reported, records it
--- dropped; and its place in the device's day: whether it is the day's first row, and the
--- next row's first record time (when the device changed firmware again), what
--- device_health_days spans each row's expected heartbeats with; whether it is the day's
--- last row (its firmware and model are the device-day's in device_days); one row marked
--- per device, day and firmware (first_of_fw_day) and per device, day and model
--- (first_of_hw_day), so device-days are counted per segment without a DISTINCT; and the
--- device-day's records and usage events on every row. Each is a window over every
--- device-day when computed at query time: here a day's rows, once. The health and
--- feature metrics count each record under the firmware that sent it.
+-- its records under them, usage events and the first one's time, crashes (an error, or
+-- a power_on whose reset cause is a crash), reboots, heartbeats, the heartbeat interval
+-- it reported, records it dropped; and its place in the device's day: whether it is the
+-- day's first row, and the next row's first record time (when the device changed
+-- firmware again), what device_health_rows spans each row's expected heartbeats with;
+-- whether it is the day's last row (its firmware and model are the device-day's in
+-- device_days); one row marked per device, day and firmware (first_of_fw_day) and per
+-- device, day and model (first_of_hw_day), so device-days are counted per segment
+-- without a DISTINCT; and the device-day's records and usage events on every row. Each
+-- is a window over every device-day when computed at query time: here a day's rows,
+-- once. The health and feature metrics count each record under the firmware that sent
+-- it.
 WITH recs AS (
     SELECT date, device_id, fw, hw, ts, NULL::VARCHAR AS event, NULL::VARCHAR AS reset_cause,
            NULL::BIGINT AS records_dropped, NULL::BIGINT AS interval_s

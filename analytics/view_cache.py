@@ -11,8 +11,8 @@ wrong for its name. No staleness check is needed, and none is made.
 
 The files live in the dataset, under _catalog/, written by whoever first needs them
 (under a temporary name, renamed when complete, so a reader never attaches half a
-file); the newest few are kept. A dataset the reader cannot write into is bound in
-memory instead, as before.
+file); the newest few are kept. A dataset the reader cannot write into, or one ingest
+is writing (worth_keeping), is bound in memory instead, as before.
 """
 
 from __future__ import annotations

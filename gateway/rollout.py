@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetpulse.analytics.assignment import BUCKETS, bucket
-from fleetpulse.analytics.rollout_guard import GUARDS, MIN_DEVICES, Verdict, judge
+from fleetpulse.analytics.rollout_guard import GUARDS, Verdict, judge
 from fleetpulse.errors import UserError
 from fleetpulse.files import write_replacing
 
@@ -163,7 +163,7 @@ def step(r: Rollout, now_ms: int, scope: Sequence[str], rows: Sequence[dict[str,
             rollback(r, now_ms, send)
         return verdict
     if now_ms - r.stage_started_ms >= r.plan.soak_s * 1000:
-        if _blind(verdict, len(inside & set(r.sent))):
+        if verdict.blind(len(inside & set(r.sent))):
             return verdict  # never move on without data from the devices that took it
         if r.stage + 1 < len(r.plan.stages):
             r.stage += 1
@@ -175,15 +175,6 @@ def step(r: Rollout, now_ms: int, scope: Sequence[str], rows: Sequence[dict[str,
             r.state = "completed"
             r.note(now_ms, f"completed: {verdict.summary()}")
     return verdict
-
-
-def _blind(verdict: Verdict, sent: int) -> bool:
-    """Whether the guard could not judge for want of updated devices' data although
-    enough devices took the release to judge it: their telemetry has not reached the
-    dataset yet (or they stopped reporting). A canary smaller than the guard needs is
-    not blind: it can never be judged, and moves on after its soak as planned."""
-    updated = max((g.n_updated for g in verdict.results), default=0)
-    return not verdict.judged and updated < MIN_DEVICES <= sent
 
 
 def _send_stage(r: Rollout, now_ms: int, scope: set[str], send: Send) -> None:
