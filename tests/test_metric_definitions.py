@@ -442,3 +442,128 @@ def test_uses_around_the_exposure_split_days_exactly(exposure_fleet) -> None:
     devices = experiment_devices(exposure_fleet, "expx", "eco", since=date(2026, 2, 16))
     assert sorted((d.uses, d.pre_uses, float(d.daily.uses.sum())) for d in devices) == [
         (3.0, 1.0, 3.0), (3.0, 2.0, 3.0)]
+
+
+# -- the funnel from each device-day's first and last time per step (April 2026): a day
+# whose times straddle the previous step's is read from raw events
+
+def ta(day: int, hh: int = 10, mm: int = 0) -> int:
+    return int(datetime(2026, 4, day, hh, mm, tzinfo=UTC).timestamp() * 1000)
+
+
+FUNNEL_FLEET: dict[str, list[tuple[str, list[dict]]]] = {
+    # a1: session_start 08:00, power_on 09:00, session_start 09:30, feature_used 09:20 and
+    # 09:40: both later steps' days are split; t2 = 09:30 (+30), t3 = 09:40 (+10)
+    "a1": [("1.0", [ev(ta(1, 8), "session_start"), ev(ta(1, 9), "power_on"),
+                    ev(ta(1, 9, 20), "feature_used", feature="eco"),
+                    ev(ta(1, 9, 30), "session_start"),
+                    ev(ta(1, 9, 40), "feature_used", feature="eco")])],
+    # a2: its day-1 session_start is before its power_on: step 2 on day 2 (+1440); no
+    # feature used
+    "a2": [("1.0", [ev(ta(1, 9), "session_start"), ev(ta(1, 10), "power_on"),
+                    ev(ta(2, 10), "session_start")])],
+    # a3: power_on Apr 1 10:00, so the window ends Apr 15 10:00; session_start Apr 15 08:00
+    # (+20040); feature_used Apr 15 07:00 and 11:00 straddle it, but 11:00 is past the
+    # window: no step 3
+    "a3": [("1.0", [ev(ta(1, 10), "power_on")]),
+           ("1.0", [ev(ta(15, 7), "feature_used", feature="eco"), ev(ta(15, 8), "session_start"),
+                    ev(ta(15, 11), "feature_used", feature="eco")])],
+    # a4: all three at the same instant (+0, +0)
+    "a4": [("1.0", [ev(ta(3, 12), "power_on"), ev(ta(3, 12), "session_start"),
+                    ev(ta(3, 12), "feature_used", feature="schedule")])],
+}
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def funnel_fleet(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    return _dataset(tmp_path_factory.mktemp("funnel"), FUNNEL_FLEET,
+                    rolled_up=request.param == "rollups", sent_ms=ta(20))
+
+
+def test_funnel_reads_raw_events_on_a_split_day_only_as_far_as_the_window(funnel_fleet) -> None:
+    assert rows(funnel_fleet, "SELECT step, devices, median_minutes_from_previous FROM "
+                              "funnel()") == [(1, 4, None), (2, 4, (30 + 1440) / 2),
+                                              (3, 2, 5.0)]
+    # a zero-day window keeps only a4, whose steps share one instant
+    assert rows(funnel_fleet, "SELECT devices FROM funnel(window_days := 0)") == [
+        (4,), (1,), (1,)]
+    # a feature step: a1 used eco after its t2; a3's eco at 11:00 is still out of the window
+    assert rows(funnel_fleet, "SELECT devices FROM funnel(step3 := 'feature_used:eco')") == [
+        (4,), (4,), (1,)]
+
+
+def _funnel_over_events(con, step1: str, step2: str, step3: str, window_days: int) -> list:
+    # The definition written plainly over every event, for the macro to be compared with.
+    def match(step: str) -> str:
+        event, _, feature = step.partition(":")
+        return f"(event = '{event}'" + (f" AND feature = '{feature}')" if feature else ")")
+    w = f"INTERVAL {window_days} DAY"
+    return rows(con, f"""
+        WITH s1 AS (SELECT device_id, min(ts) AS t1 FROM events WHERE {match(step1)}
+                    GROUP BY 1),
+        s2 AS (SELECT s1.device_id, t1, min(ts) AS t2 FROM s1 JOIN events e USING (device_id)
+               WHERE {match(step2)} AND ts >= t1 AND ts <= t1 + {w} GROUP BY ALL),
+        s3 AS (SELECT s2.device_id, t1, t2, min(ts) AS t3 FROM s2 JOIN events e
+               USING (device_id) WHERE {match(step3)} AND ts >= t2 AND ts <= t1 + {w}
+               GROUP BY ALL)
+        SELECT (SELECT count(*) FROM s1), (SELECT count(*) FROM s2),
+               (SELECT median(epoch(t2 - t1) / 60) FROM s2), (SELECT count(*) FROM s3),
+               (SELECT median(epoch(t3 - t2) / 60) FROM s3)""")
+
+
+def _random_funnel_fleet() -> dict[str, list[tuple[str, list[dict]]]]:
+    # Dense enough that most days hold steps on both sides of the previous step's time.
+    import random
+    rnd = random.Random(18)
+    kinds = [("power_on", None), ("session_start", None), ("feature_used", "eco"),
+             ("feature_used", "schedule"), ("heartbeat", None)]
+    fleet = {}
+    for i in range(40):
+        recs = []
+        for _ in range(rnd.randint(4, 30)):
+            event, feature = rnd.choice(kinds)
+            ts = ta(rnd.randint(1, 4), rnd.randint(0, 23), rnd.randint(0, 59))
+            fields = {"feature": feature} if feature else (
+                {"uptime_s": 1, "reconnects": 0, "free_mem": 1} if event == "heartbeat" else {})
+            recs.append(ev(ts, event, **fields))
+        fleet[f"r{i:02d}"] = [("1.0", sorted(recs, key=lambda r: r["t"]))]
+    return fleet
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def random_funnel_fleet(tmp_path_factory: pytest.TempPathFactory,
+                        request: pytest.FixtureRequest):
+    return _dataset(tmp_path_factory.mktemp("funnel_random"), _random_funnel_fleet(),
+                    rolled_up=request.param == "rollups", sent_ms=ta(20))
+
+
+@pytest.mark.parametrize("steps,window_days", [
+    (("power_on", "session_start", "feature_used"), 14),
+    (("power_on", "session_start", "feature_used"), 1),
+    (("power_on", "session_start", "feature_used"), 0),
+    (("session_start", "feature_used:eco", "power_on"), 2),
+    (("feature_used", "feature_used:schedule", "feature_used:eco"), 3),
+    (("power_on", "power_on", "session_start"), 1),
+])
+def test_funnel_equals_the_definition_over_every_event(random_funnel_fleet, steps,
+                                                       window_days) -> None:
+    s1, s2, s3 = steps
+    got = rows(random_funnel_fleet, f"SELECT devices, median_minutes_from_previous FROM "
+                                    f"funnel(step1 := '{s1}', step2 := '{s2}', "
+                                    f"step3 := '{s3}', window_days := {window_days})")
+    want = _funnel_over_events(random_funnel_fleet, s1, s2, s3, window_days)[0]
+    assert [got[0][0], got[1][0], got[1][1], got[2][0], got[2][1]] == list(want)
+    assert window_days == 0 or want[1] > 0 < want[3]  # the comparison reaches step 3
+
+
+def test_the_random_fleet_has_split_days(random_funnel_fleet) -> None:
+    # days where session_start comes both before and after the device's first power_on:
+    # the days the macro must read raw
+    got = rows(random_funnel_fleet, """
+        WITH t AS (SELECT device_id, min(ts) AS t1 FROM events WHERE event = 'power_on'
+                   GROUP BY 1)
+        SELECT count(*) FROM (SELECT e.device_id FROM events e JOIN t USING (device_id)
+                              WHERE e.event = 'session_start' AND e.date = t1::DATE
+                              GROUP BY 1 HAVING min(ts) < any_value(t1)
+                                  AND max(ts) >= any_value(t1))""")
+    assert got[0][0] >= 3
