@@ -393,25 +393,38 @@ CREATE OR REPLACE MACRO sessions(since := DATE '1970-01-01', until := DATE '2999
 -- at most 24 h from its start (an event at exactly 24 h ends the first), which needs
 -- its events.
 WITH open AS (
-    SELECT device_id, started, ended,
-           segment_of(segment_by, fw, hw, device_id, utc_day(started)) AS segment
+    SELECT device_id, date, started, ended,
+           segment_of(segment_by, fw, hw, device_id, date) AS segment
     FROM rollup_session_parts WHERE kind = 'open'
 ),
-chained AS (
+-- A sub-run continues the previous day's last one when it starts 30 minutes or less
+-- after that one ended (only a day's last sub-run can end that close to midnight). Few
+-- do, so the chains are numbered among the linked sub-runs alone; a window over every
+-- open sub-run, sorted per device, cost more than the rest of the metric (bench/
+-- RESULTS.md, "Sessions without sorting every day-edge sub-run").
+links AS (
     -- microsecond arithmetic: cheaper than intervals
-    SELECT *, CASE WHEN epoch_us(started) - lag(epoch_us(ended)) OVER w <= 1800000000
-                   THEN 0 ELSE 1 END AS starts
-    FROM open WINDOW w AS (PARTITION BY device_id ORDER BY started)
+    SELECT p.device_id, p.started, q.started AS previous_started
+    FROM open p JOIN open q ON q.device_id = p.device_id AND q.date = p.date - 1
+        AND epoch_us(p.started) - epoch_us(q.ended) <= 1800000000
+),
+in_links AS (
+    SELECT device_id, started FROM links
+    UNION SELECT device_id, previous_started FROM links
 ),
 numbered AS (
-    SELECT *, sum(starts) OVER (PARTITION BY device_id ORDER BY started
-                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS run
-    FROM chained
+    SELECT o.*, sum(CASE WHEN l.started IS NULL THEN 1 ELSE 0 END)
+                    OVER (PARTITION BY o.device_id ORDER BY o.started
+                          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS chain
+    FROM open o SEMI JOIN in_links USING (device_id, started)
+    LEFT JOIN links l USING (device_id, started)
 ),
 merged AS (
-    SELECT device_id, run, min(started) AS started, max(ended) AS ended,
-           arg_min(segment, started) AS segment
-    FROM numbered GROUP BY ALL
+    SELECT device_id, started, ended, segment FROM open ANTI JOIN in_links
+        USING (device_id, started)
+    UNION ALL
+    SELECT device_id, min(started), max(ended), arg_min(segment, started)
+    FROM numbered GROUP BY device_id, chain
 ),
 long AS (SELECT * FROM merged WHERE epoch_us(ended) - epoch_us(started) > 86400000000),
 long_days AS (
@@ -426,7 +439,7 @@ cut AS (
     FROM long l JOIN usage_events u
         ON u.device_id = l.device_id AND u.ts BETWEEN l.started AND l.ended
     WHERE u.date IN (SELECT d FROM long_days)
-    GROUP BY l.device_id, l.run,
+    GROUP BY l.device_id, l.started,
              greatest(epoch_us(u.ts) - epoch_us(l.started) - 1, 0) // 86400000000
 ),
 chain_sessions AS (
@@ -495,13 +508,22 @@ per_day AS (
            any_value(m.median_minutes) AS median_minutes
     FROM lengths l JOIN medians m USING (day, segment) GROUP BY ALL
 ),
+-- devices with a whole session that day, one flagged row each in the rollup, and the
+-- devices whose sessions that day were all chained across midnight
+device_rows AS NOT MATERIALIZED (
+    SELECT date AS day, segment_of(segment_by, fw, hw, device_id, date) AS segment, device_id
+    FROM rollup_session_parts
+    WHERE kind = 'device' AND date BETWEEN since AND until
+        AND CASE segment_by WHEN 'fw' THEN first_fw WHEN 'hw' THEN first_hw ELSE first_all END
+),
 devices AS (
-    SELECT day, segment, count(DISTINCT device_id) AS devices FROM (
-        SELECT date AS day, segment_of(segment_by, fw, hw, device_id, date) AS segment,
-               device_id
-        FROM rollup_session_parts
-        WHERE kind = 'device' AND date BETWEEN since AND until
-        UNION ALL SELECT day, segment, device_id FROM chain_sessions
+    SELECT day, segment, count(*) AS devices FROM (
+        SELECT day, segment FROM device_rows
+        UNION ALL
+        SELECT c.day, c.segment
+        FROM (SELECT DISTINCT day, segment, device_id FROM chain_sessions) c
+        ANTI JOIN device_rows d
+            ON d.day = c.day AND d.segment = c.segment AND d.device_id = c.device_id
     ) GROUP BY ALL
 )
 SELECT day, segment, devices, sessions,

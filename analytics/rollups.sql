@@ -115,7 +115,8 @@ FROM (
 -- for the sessions metric to chain across days. Every other sub-run is a whole session
 -- shorter than a day: kind 'length' counts them per length in minutes, and kind
 -- 'device' lists the devices that had one (rows per device would be as many as
--- sessions).
+-- sessions); its first_* flags mark one row per device and day (first_fw: and firmware,
+-- first_hw: and model), so devices are counted without a DISTINCT over every row.
 WITH u AS (
     SELECT device_id, date, ts, fw, hw FROM {events} WHERE event IN ({usage_events})
 ),
@@ -141,13 +142,18 @@ marked AS (
 )
 SELECT date, 'length' AS kind, NULL::VARCHAR AS device_id, fw, hw,
        NULL::TIMESTAMPTZ AS started, NULL::TIMESTAMPTZ AS ended,
-       epoch(ended - started) / 60 AS minutes, count(*) AS n
+       epoch(ended - started) / 60 AS minutes, count(*) AS n, NULL::BOOLEAN AS first_all,
+       NULL::BOOLEAN AS first_fw, NULL::BOOLEAN AS first_hw
 FROM marked WHERE NOT open GROUP BY ALL
 UNION ALL
-SELECT DISTINCT date, 'device', device_id, fw, hw, NULL, NULL, NULL, 0
-FROM marked WHERE NOT open
+SELECT date, 'device', device_id, fw, hw, NULL, NULL, NULL, 0,
+       row_number() OVER (PARTITION BY date, device_id ORDER BY fw, hw) = 1,
+       row_number() OVER (PARTITION BY date, device_id, fw ORDER BY hw) = 1,
+       row_number() OVER (PARTITION BY date, device_id, hw ORDER BY fw) = 1
+FROM (SELECT DISTINCT date, device_id, fw, hw FROM marked WHERE NOT open)
 UNION ALL
-SELECT date, 'open', device_id, fw, hw, started, ended, epoch(ended - started) / 60, 1
+SELECT date, 'open', device_id, fw, hw, started, ended, epoch(ended - started) / 60, 1,
+       NULL, NULL, NULL
 FROM marked WHERE open;
 
 -- rollup: experiment_reports
