@@ -8,7 +8,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from .dataset import query, query_arrow
-from .experiments import DailyUses, Device
+from .exposed import DailyUses, Device
 from .sqltext import sql_str
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ per-device rows (GrowthBook's gbstats is tied to its own SQL output and service)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -42,6 +42,8 @@ import numpy as np
 # (scipy.stats itself is the reference in tests/test_experiments.py).
 from scipy.special import chdtrc, ndtr, ndtri, stdtr, stdtrit
 
+from .exposed import EPOCH_ORDINAL, Device, day_number
+
 MIN_SAMPLE = 100
 ALPHA = 0.05
 SRM_ALPHA = 0.001  # the threshold common A/B tools use for sample-ratio mismatch
@@ -50,45 +52,6 @@ TUNING_N = 1000  # exposed devices at which the confidence sequence is tightest
 METRICS = ("conversion", "uses_per_device")
 SEQUENTIAL_METHOD = ("asymptotic confidence sequence (Waudby-Smith et al. 2024), "
                      "normal mixture tuned for {n} devices, alpha {alpha}")
-
-
-_EPOCH = date(1970, 1, 1).toordinal()
-
-
-@dataclass
-class DailyUses:
-    """A device's uses per UTC day, as arrays (days since 1970-01-01, uses): a fleet's
-    experiment has about as many of these pairs as device-days, and a dict entry per
-    pair was most of the work of `fleetpulse metrics experiment` before its queries."""
-    days: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    uses: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    @classmethod
-    def of(cls, by_day: dict[date, int]) -> DailyUses:
-        return cls(np.array([day_number(d) for d in by_day], dtype=np.int64),
-                   np.array(list(by_day.values()), dtype=float))
-
-    def __len__(self) -> int:
-        return len(self.days)
-
-
-def day_number(d: date) -> int:
-    return d.toordinal() - _EPOCH
-
-
-@dataclass
-class Device:
-    """One exposed device: what the SQL macros return per device."""
-    variant: str
-    uses: float  # uses of the feature from exposure on
-    pre_uses: float = 0.0  # in the pre-period: the CUPED covariate
-    exposed_day: date | None = None
-    daily: DailyUses = field(default_factory=DailyUses)  # uses per UTC day, for looks
-    device_days: int = 0
-    crashes: int = 0
-    reboots: int = 0
-    heartbeats: float = 0.0
-    expected_heartbeats: float = 0.0
 
 
 @dataclass
@@ -275,7 +238,7 @@ def first_detection(control: list[Device], treated: list[Device], metric: str,
         diff, se, _, _ = _welch(ya, yb)
         low, high, _ = confidence_sequence(diff, se, len(ya) + len(yb), tuning_n=tuning_n)
         if low > 0 or high < 0:
-            return date.fromordinal(int(day) + _EPOCH)
+            return date.fromordinal(int(day) + EPOCH_ORDINAL)
     return None
 
 

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 
 import numpy as np
 
-from fleetpulse.analytics.experiments import DailyUses, Device
+from fleetpulse.analytics.exposed import DailyUses, Device
 
 START = date(2026, 3, 2)
 

@@ -247,7 +247,8 @@ def test_experiment_command_prints_json_and_csv(fleet_run) -> None:
 
 
 def test_experiment_below_minimum_sample_gives_no_verdict() -> None:
-    from fleetpulse.analytics.experiments import Device, analyze
+    from fleetpulse.analytics.experiments import analyze
+    from fleetpulse.analytics.exposed import Device
 
     r = analyze([Device("A", 1)] * 20 + [Device("B", 2)] * 20, min_sample=100)
     assert r["verdict"].startswith("not enough data") and r["comparisons"] == []

@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fleetpulse.analytics.experiments import (
-    Device,
-    analyze,
-    confidence_sequence,
-    cuped,
-    day_number,
-    holm,
-)
+from fleetpulse.analytics.experiments import analyze, confidence_sequence, cuped, holm
+from fleetpulse.analytics.exposed import Device, day_number
 from fleetpulse.simulators.experiment_sim import simulate
 
 
