@@ -89,6 +89,13 @@ SELECT device_id, min(date) AS activation_day,
        date_trunc('week', min(date))::DATE AS cohort_week
 FROM rollup_firmware_days GROUP BY device_id;
 
+-- active_weeks: the weeks (Monday to Sunday, UTC) in which each device was active; what
+-- lifecycle and retention start from (the dashboard computes it once for both).
+CREATE OR REPLACE VIEW active_weeks AS
+-- a device-day is active iff one of its firmware rows has a usage event
+SELECT DISTINCT device_id, date_trunc('week', date)::DATE AS week
+FROM rollup_firmware_days WHERE usage_events > 0;
+
 -- experiment_variant: a device's variant in experiment `key`. bucket = the first 8 hex
 -- digits of sha256("<key>:<device_id>") as an integer, mod 10000; variant B when bucket <
 -- share_b * 10000, else A. Firmware computes the same with hashlib.sha256
@@ -214,11 +221,7 @@ FROM per_device GROUP BY ALL ORDER BY week, segment, active_days;
 -- metric: lifecycle: per week, new (activated that week: the retention cohort), returning (active that week and the one before), resurrecting (active, not the week before, activated earlier) and dormant (active the week before, not this one) devices
 CREATE OR REPLACE MACRO lifecycle(since := DATE '1970-01-01', until := DATE '2999-12-31')
     AS TABLE
-WITH active_weeks AS (
-    -- a device-day is active iff one of its firmware rows has a usage event
-    SELECT DISTINCT device_id, date_trunc('week', date)::DATE AS week
-    FROM rollup_firmware_days WHERE usage_events > 0
-),
+WITH active AS MATERIALIZED (FROM active_weeks),  -- joined twice below
 first_week AS (SELECT device_id, cohort_week AS first_week FROM activations),
 weeks AS (SELECT DISTINCT date_trunc('week', date)::DATE AS week FROM rollup_firmware_days),
 -- two equi-joins of the (week, device) grid where two correlated EXISTS took longer
@@ -226,8 +229,8 @@ grid AS (
     SELECT w.week, f.device_id, f.first_week,
            a.week IS NOT NULL AS now_active, b.week IS NOT NULL AS before_active
     FROM weeks w JOIN first_week f ON w.week >= f.first_week
-    LEFT JOIN active_weeks a ON a.device_id = f.device_id AND a.week = w.week
-    LEFT JOIN active_weeks b ON b.device_id = f.device_id AND b.week = (w.week - 7)::DATE
+    LEFT JOIN active a ON a.device_id = f.device_id AND a.week = w.week
+    LEFT JOIN active b ON b.device_id = f.device_id AND b.week = (w.week - 7)::DATE
 )
 SELECT week,
        count(*) FILTER (WHERE week = first_week) AS new_devices,
@@ -244,11 +247,6 @@ CREATE OR REPLACE MACRO retention(since := DATE '1970-01-01', until := DATE '299
 WITH cohort AS (
     SELECT device_id, cohort_week FROM activations
     WHERE activation_day BETWEEN since AND until
-),
-active_weeks AS (
-    -- a device-day is active iff one of its firmware rows has a usage event
-    SELECT DISTINCT device_id, date_trunc('week', date)::DATE AS week
-    FROM rollup_firmware_days WHERE usage_events > 0
 ),
 last_week AS (SELECT max(date_trunc('week', date))::DATE AS w FROM rollup_firmware_days),
 sizes AS (SELECT cohort_week, count(*) AS cohort_size FROM cohort GROUP BY ALL),

@@ -159,7 +159,7 @@ PANELS = [
 # rollup and device_days are not among them since device_days became a filter over the
 # rollup: reading the rollup's files again costs less than copying them (bench/RESULTS.md,
 # "What a PM waits for at full scale, third measurement").
-SHARED_VIEWS = ("activations",)
+SHARED_VIEWS = ("activations", "active_weeks")
 
 
 def run_groups(con: duckdb.DuckDBPyConnection, view: View | None = None, *,
