@@ -544,23 +544,28 @@ GROUP BY day, fw ORDER BY day, fw;
 -- for the part of the day it covers, from midnight (from the first record on the
 -- device's first day, or when it changed to this firmware) to the next firmware's first
 -- record or the next midnight, at the interval the device reported; received heartbeats
--- count up to that many.
+-- count up to that many. Today is not over: nothing is expected past `as_of` (default
+-- the current time), so a device sending all morning is not half disconnected at noon.
+-- The latest record in the data would not do: when the whole fleet goes quiet (the
+-- broker down), the outage would hide itself.
 CREATE OR REPLACE MACRO device_health_rows(since := DATE '1970-01-01',
                                            until := DATE '2999-12-31',
-                                           segment_by := 'fw') AS TABLE
+                                           segment_by := 'fw', as_of := NULL) AS TABLE
 WITH fw_days AS (
     SELECT f.*, segment_of(segment_by, f.fw, f.hw, f.device_id, f.date) AS segment,
            CASE WHEN f.first_of_day AND f.date > a.activation_day
                 THEN (f.date - DATE '1970-01-01')::BIGINT * 86400000000
                 ELSE epoch_us(f.first_ts) END AS span_from,
-           coalesce(epoch_us(f.next_first_ts),
-                    (f.date - DATE '1970-01-01' + 1)::BIGINT * 86400000000) AS span_to
+           least(coalesce(epoch_us(f.next_first_ts),
+                          (f.date - DATE '1970-01-01' + 1)::BIGINT * 86400000000),
+                 epoch_us(coalesce(as_of::TIMESTAMPTZ, current_timestamp))) AS span_to
     FROM rollup_firmware_days f JOIN activations a USING (device_id)
     WHERE f.date BETWEEN since AND until
 ),
 expected AS (
-    SELECT *, (span_to - span_from) / (coalesce(heartbeat_interval_s, {default_heartbeat_s})
-                                       * 1000000.0) AS expected
+    -- a device whose clock runs ahead can have sent after as_of: nothing expected then
+    SELECT *, greatest(span_to - span_from, 0)
+              / (coalesce(heartbeat_interval_s, {default_heartbeat_s}) * 1000000.0) AS expected
     FROM fw_days
 )
 -- a variant or attribute is the same on every row of a device-day: one mark per day
@@ -575,22 +580,24 @@ FROM expected;
 -- guardrails, the rollout guard and explain add up
 CREATE OR REPLACE MACRO device_health_days(since := DATE '1970-01-01',
                                            until := DATE '2999-12-31',
-                                           segment_by := 'fw') AS TABLE
+                                           segment_by := 'fw', as_of := NULL) AS TABLE
 SELECT segment, device_id, day, sum(crashes) AS crashes, sum(reboots) AS reboots,
        sum(heartbeats) AS heartbeats, sum(expected_heartbeats) AS expected_heartbeats,
        sum(records_dropped) AS records_dropped
-FROM device_health_rows(since := since, until := until, segment_by := segment_by)
+FROM device_health_rows(since := since, until := until, segment_by := segment_by,
+                        as_of := as_of)
 GROUP BY ALL;
 
--- metric: fleet_health: per firmware (default): devices, crash-free devices and share (no error event, no power_on with a crash reset cause), reboots per device-day, connectivity (heartbeats received / expected at the reported interval, default 3600 s), records dropped; each record counts under the firmware that sent it
+-- metric: fleet_health: per firmware (default): devices, crash-free devices and share (no error event, no power_on with a crash reset cause), reboots per device-day, connectivity (heartbeats received / expected at the reported interval, default 3600 s, up to as_of, default now), records dropped; each record counts under the firmware that sent it
 CREATE OR REPLACE MACRO fleet_health(since := DATE '1970-01-01', until := DATE '2999-12-31',
-                                     segment_by := 'fw') AS TABLE
+                                     segment_by := 'fw', as_of := NULL) AS TABLE
 WITH per_device AS (
     SELECT segment, device_id, count(*) FILTER (WHERE day_row) AS device_days,
            sum(crashes) AS crashes, sum(reboots) AS reboots, sum(heartbeats) AS heartbeats,
            sum(expected_heartbeats) AS expected_heartbeats,
            sum(records_dropped) AS records_dropped
-    FROM device_health_rows(since := since, until := until, segment_by := segment_by)
+    FROM device_health_rows(since := since, until := until, segment_by := segment_by,
+                            as_of := as_of)
     GROUP BY ALL
 )
 SELECT segment,

@@ -567,3 +567,45 @@ def test_the_random_fleet_has_split_days(random_funnel_fleet) -> None:
                               GROUP BY 1 HAVING min(ts) < any_value(t1)
                                   AND max(ts) >= any_value(t1))""")
     assert got[0][0] >= 3
+
+
+# -- today is not over: heartbeats are expected up to `as_of` (default now), not to
+# midnight (March 2026)
+
+HORIZON_FLEET: dict[str, list[tuple[str, list[dict]]]] = {
+    # h1: first record Mar 14 23:55 (0.5 heartbeats expected by midnight, 1 received,
+    # counted as 0.5); then every 10 minutes from Mar 15 00:05 to 11:25, 69 heartbeats:
+    # read as of 11:25, 68.5 expected (11 h 25 min), not 144, and the 69 received count
+    # as 68.5. A share of 1.
+    "h1": [("1.0", [hb(tm(14, 23, 55), 600)]),
+           ("1.0", [hb(tm(15, 0, 5) + i * 600_000, 600) for i in range(69)])],
+    # h2: every 10 minutes all of Mar 13 (144 of 144), then only until 11:55 on Mar 14:
+    # Mar 14 is over by then, so 72 of 144. A share of 0.75.
+    "h2": [("1.0", [hb(tm(13, 0) + i * 600_000, 600) for i in range(72)]),
+           ("1.0", [hb(tm(13, 0) + i * 600_000, 600) for i in range(72, 144)]),
+           ("1.0", [hb(tm(14, 0, 5) + i * 600_000, 600) for i in range(72)])],
+}
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def horizon(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    return _dataset(tmp_path_factory.mktemp("horizon"), HORIZON_FLEET,
+                    {"h1": "sensor", "h2": "gone"}, rolled_up=request.param == "rollups",
+                    sent_ms=tm(25))
+
+
+def test_connectivity_expects_heartbeats_up_to_as_of_only(horizon) -> None:
+    as_of = "as_of := TIMESTAMPTZ '2026-03-15 11:25:00+00'"
+    got = rows(horizon, "SELECT segment, connectivity FROM fleet_health(segment_by := 'hw', "
+                        f"{as_of}) ORDER BY 1")
+    assert got == [("gone", 0.75), ("sensor", 1.0)]
+    got = rows(horizon, "SELECT device_id, day, round(expected_heartbeats, 2) FROM "
+                        f"device_health_days(segment_by := 'hw', {as_of}) ORDER BY 1, 2")
+    assert got == [("h1", date(2026, 3, 14), 0.5), ("h1", date(2026, 3, 15), 68.5),
+                   ("h2", date(2026, 3, 13), 144.0), ("h2", date(2026, 3, 14), 144.0)]
+    # read today, long after: Mar 15 is over and expects its 144
+    assert rows(horizon, "SELECT connectivity FROM fleet_health(segment_by := 'hw') "
+                         "WHERE segment = 'sensor'") == [(round((0.5 + 69) / (0.5 + 144), 4),)]
+    # as of before h1's first record on a day: nothing expected, nothing negative
+    assert rows(horizon, "SELECT min(expected_heartbeats) FROM device_health_days("
+                         "as_of := TIMESTAMPTZ '2026-03-13 00:00:00+00')") == [(0.0,)]
