@@ -397,9 +397,9 @@ WITH open AS (
 ),
 -- A sub-run continues the previous day's last one when it starts 30 minutes or less
 -- after that one ended (only a day's last sub-run can end that close to midnight). Few
--- do, so the chains are numbered among the linked sub-runs alone; a window over every
--- open sub-run, sorted per device, cost more than the rest of the metric (bench/
--- RESULTS.md, "Sessions without sorting every day-edge sub-run").
+-- do, so the chains are numbered among the linked sub-runs alone, where two windows
+-- sorted every open sub-run per device (bench/RESULTS.md, "What a PM waits for at full
+-- scale, fourth measurement").
 links AS (
     -- microsecond arithmetic: cheaper than intervals
     SELECT p.device_id, p.started, q.started AS previous_started

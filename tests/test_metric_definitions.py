@@ -596,3 +596,23 @@ def test_connectivity_expects_heartbeats_up_to_as_of_only(horizon) -> None:
     # as of before h1's first record on a day: nothing expected, nothing negative
     assert rows(horizon, "SELECT min(expected_heartbeats) FROM device_health_days("
                          "as_of := TIMESTAMPTZ '2026-03-13 00:00:00+00')") == [(0.0,)]
+
+
+# -- a run of use over two midnights (March 2026): a chain of three day-edge sub-runs
+
+# l1: a press every 20 minutes from Mar 20 00:00 to Mar 22 01:00 (49 h): cut at 24 h from
+# its start, a 1440-minute session on Mar 20 (its last press at exactly 24 h), then one
+# from Mar 21 00:20 to Mar 22 00:00 (1420 minutes, on Mar 21, a day whose sessions are all
+# chained) and one from Mar 22 00:20 to 01:00 (40 minutes)
+LONG_RUN_FLEET: dict[str, list[tuple[str, list[dict]]]] = {
+    "l1": [("1.0", [ev(tm(20, 0) + i * 20 * 60_000, "button_press")
+                    for i in range(start, min(start + 60, 148))])
+           for start in range(0, 148, 60)],
+}
+long_run = fleet_fixture("long_run", LONG_RUN_FLEET, sent_ms=tm(25))
+
+
+def test_a_run_over_two_midnights_is_cut_every_24_hours(long_run) -> None:
+    got = rows(long_run, "SELECT day, devices, sessions, median_minutes FROM sessions()")
+    assert got == [(date(2026, 3, 20), 1, 1, 1440.0), (date(2026, 3, 21), 1, 1, 1420.0),
+                   (date(2026, 3, 22), 1, 1, 40.0)]
