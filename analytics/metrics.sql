@@ -447,8 +447,9 @@ chain_sessions AS (
           UNION ALL SELECT * FROM cut)
     WHERE utc_day(started) BETWEEN since AND until
 ),
--- sessions counted per length (the same length may come in several rows)
-lengths AS NOT MATERIALIZED (
+-- sessions counted per length (the same length may come in several rows); materialized,
+-- since three steps below read it (bench/macro_ab.py: 0.87-0.92 of re-reading the rollup)
+lengths AS MATERIALIZED (
     SELECT date AS day, segment_of(segment_by, fw, hw, NULL, date) AS segment, minutes, n
     FROM rollup_session_parts WHERE kind = 'length' AND date BETWEEN since AND until
     UNION ALL SELECT day, segment, minutes, count(*) FROM chain_sessions GROUP BY ALL
