@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -118,16 +118,23 @@ def test_snapshot_of_shared_views_changes_no_number(dataset: Path, view: View) -
     con.close()
 
 
-def test_weekly_health_is_fleet_health_over_each_week(fleet: Path) -> None:
+@pytest.mark.parametrize("since, until", [(None, None), (date(2026, 2, 4), date(2026, 2, 18))],
+                         ids=["whole weeks", "a range cutting weeks"])
+def test_weekly_health_is_fleet_health_over_each_week(fleet: Path, since: date | None,
+                                                      until: date | None) -> None:
     """The dashboard's crash-free share per firmware and week is fleet_health's over that
-    week alone (the 21 days start on a Monday: three whole weeks)."""
+    week alone, or its part in the view's range (the 21 days start on a Monday: three
+    whole weeks)."""
     con = connect(fleet)
-    weekly = query(con, next(p for p in PANELS if p.key == "health_weekly").sql(View()))
+    view = View(since=since, until=until)
+    weekly = query(con, next(p for p in PANELS if p.key == "health_weekly").sql(view))
     assert {r[0] for r in weekly.rows} == {date(2026, 2, 2), date(2026, 2, 9), date(2026, 2, 16)}
     crashed = 0
     for week, fw, devices, crash_free, share in weekly.rows:
+        lo = max(week, since or week)
+        hi = min(week + timedelta(days=6), until or week + timedelta(days=6))
         want = query(con, f"SELECT devices, crash_free_devices, crash_free_share FROM "
-                          f"fleet_health(since := DATE '{week}', until := DATE '{week}' + 6) "
+                          f"fleet_health(since := DATE '{lo}', until := DATE '{hi}') "
                           f"WHERE segment = '{fw}'").rows
         assert want == [(devices, crash_free, share)], (week, fw)
         crashed += devices - crash_free
