@@ -1,6 +1,6 @@
 """The analysis' input: one exposed device of an experiment, as the SQL macros return it
 (analytics/experiment_query.py builds them). Apart from the statistics in experiments.py,
-which import scipy: a command can build these while that import runs."""
+which import scipy, so that building them does not."""
 
 from __future__ import annotations
 

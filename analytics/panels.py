@@ -97,8 +97,12 @@ def _health_weekly(v: View) -> str:
     # fleet_health over that week). The crashes of the firmware rollup's rows, as
     # device_health_rows has them, without its heartbeat spans and the join they need
     # (0.11 -> 0.08 s at full scale: bench/RESULTS.md, "fourth measurement", run I).
-    days = " AND ".join([f"date >= DATE '{v.since}'"] * bool(v.since)
-                        + [f"date <= DATE '{v.until}'"] * bool(v.until)) or "true"
+    bounds = []
+    if v.since:
+        bounds.append(f"date >= DATE '{v.since}'")
+    if v.until:
+        bounds.append(f"date <= DATE '{v.until}'")
+    days = " AND ".join(bounds) or "true"
     return ("WITH w AS (SELECT date_trunc('week', date)::DATE AS week, fw, "
             "device_id, sum(crashes) AS crashes "
             f"FROM rollup_firmware_days WHERE {days} GROUP BY ALL) "
