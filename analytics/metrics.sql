@@ -156,6 +156,13 @@ CREATE OR REPLACE MACRO segment_of(segment_by, fw, hw, device_id, on_day) AS
              device_attribute(split_part(segment_by, ':', 2), device_id, on_day)
          ELSE 'all' END;
 
+-- first_in_segment: of a rollup's flags marking one row per device and day (first_all),
+-- per device, day and firmware (first_fw) and per device, day and model (first_hw), the
+-- one that marks one row per device, day and segment: a variant or attribute is the same
+-- on every row of a device-day.
+CREATE OR REPLACE MACRO first_in_segment(segment_by, first_all, first_fw, first_hw) AS
+    CASE segment_by WHEN 'fw' THEN first_fw WHEN 'hw' THEN first_hw ELSE first_all END;
+
 -- metric: active_devices: DAU, WAU and MAU (devices with a usage event that UTC day, in the 7 and 30 days ending on it) and stickiness (DAU/MAU), a row for every day from the first to the last day of data; segments by the day's last firmware
 CREATE OR REPLACE MACRO active_devices(since := DATE '1970-01-01', until := DATE '2999-12-31',
                                        segment_by := 'all') AS TABLE
@@ -299,9 +306,8 @@ WITH active AS (
 per_device AS (
     SELECT segment_of(segment_by, fw, hw, device_id, date) AS segment, feature, device_id,
            min(date) AS first_use, sum(uses) AS uses,
-           count(*) FILTER (WHERE CASE segment_by WHEN 'fw' THEN first_fw
-                                                  WHEN 'hw' THEN first_hw
-                                                  ELSE first_all END) AS days_used
+           count(*) FILTER (WHERE first_in_segment(segment_by, first_all, first_fw, first_hw))
+               AS days_used
     FROM rollup_feature_days WHERE date BETWEEN since AND until GROUP BY ALL
 )
 SELECT p.feature, p.segment,
@@ -513,7 +519,7 @@ device_rows AS NOT MATERIALIZED (
     SELECT date AS day, segment_of(segment_by, fw, hw, device_id, date) AS segment, device_id
     FROM rollup_session_parts
     WHERE kind = 'device' AND date BETWEEN since AND until
-        AND CASE segment_by WHEN 'fw' THEN first_fw WHEN 'hw' THEN first_hw ELSE first_all END
+        AND first_in_segment(segment_by, first_all, first_fw, first_hw)
 ),
 devices AS (
     SELECT day, segment, count(*) AS devices FROM (
@@ -569,12 +575,10 @@ expected AS (
               / (coalesce(heartbeat_interval_s, {default_heartbeat_s}) * 1000000.0) AS expected
     FROM fw_days
 )
--- a variant or attribute is the same on every row of a device-day: one mark per day
 SELECT segment, device_id, date AS day, crashes, reboots,
        least(heartbeats, expected) AS heartbeats, expected AS expected_heartbeats,
        records_dropped,
-       CASE segment_by WHEN 'fw' THEN first_of_fw_day WHEN 'hw' THEN first_of_hw_day
-                       ELSE first_of_day END AS day_row
+       first_in_segment(segment_by, first_of_day, first_of_fw_day, first_of_hw_day) AS day_row
 FROM expected;
 
 -- device_health_days: the same per segment, device and UTC day: what the experiments'

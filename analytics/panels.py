@@ -60,6 +60,13 @@ class View:
         return ([f"since := DATE '{self.since}'"] if self.since else []) + \
                ([f"until := DATE '{self.until}'"] if self.until else [])
 
+    def days_where(self, column: str = "date") -> str:
+        """This view's date range as a WHERE condition on `column`, for a panel that
+        reads a rollup itself rather than through a metric macro."""
+        return " AND ".join(([f"{column} >= DATE '{self.since}'"] if self.since else [])
+                            + ([f"{column} <= DATE '{self.until}'"] if self.until else [])
+                            ) or "true"
+
     def args(self, segment: bool = False, by: str | None = None) -> str:
         """The macro arguments of this view; the breakdown too when `segment`."""
         seg = [f"segment_by := {sql_str(by or self.by)}"] if segment else []
@@ -97,15 +104,9 @@ def _health_weekly(v: View) -> str:
     # fleet_health over that week). The crashes of the firmware rollup's rows, as
     # device_health_rows has them, without its heartbeat spans and the join they need
     # (0.11 -> 0.08 s at full scale: bench/RESULTS.md, "fourth measurement", run I).
-    bounds = []
-    if v.since:
-        bounds.append(f"date >= DATE '{v.since}'")
-    if v.until:
-        bounds.append(f"date <= DATE '{v.until}'")
-    days = " AND ".join(bounds) or "true"
     return ("WITH w AS (SELECT date_trunc('week', date)::DATE AS week, fw, "
             "device_id, sum(crashes) AS crashes "
-            f"FROM rollup_firmware_days WHERE {days} GROUP BY ALL) "
+            f"FROM rollup_firmware_days WHERE {v.days_where()} GROUP BY ALL) "
             "SELECT week, fw, count(*) AS devices, count(*) FILTER (WHERE crashes = 0) AS "
             "crash_free_devices, round(count(*) FILTER (WHERE crashes = 0) / count(*), 4) AS "
             "crash_free_share FROM w GROUP BY ALL ORDER BY week, fw")

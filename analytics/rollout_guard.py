@@ -167,8 +167,9 @@ def _mean(x: np.ndarray) -> float | None:
 def guard_rows(con: duckdb.DuckDBPyConnection, version: str, previous: str,
                since: date, now: datetime) -> list[dict[str, Any]]:
     """The per-device rows of `rollout_guard_devices` over the UTC days from `since` that
-    ended before `now`: a day in progress would count its hours still to come as
-    heartbeats missed (expected heartbeats run to midnight)."""
+    ended before `now`: whole days, so that every look weighs each device-day the same
+    (`now` is the look's time, virtual in simulations, not the clock that bounds a day
+    in progress's expected heartbeats)."""
     from .dataset import query
 
     until = now.astimezone(UTC).date() - timedelta(days=1)
