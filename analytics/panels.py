@@ -103,7 +103,8 @@ def _health_weekly(v: View) -> str:
     # had no crash on it that week (tests/test_dashboard.py checks each week against
     # fleet_health over that week). The crashes of the firmware rollup's rows, as
     # device_health_rows has them, without its heartbeat spans and the join they need
-    # (0.11 -> 0.08 s at full scale: bench/RESULTS.md, "fourth measurement", run I).
+    # (0.11 s in run H, 0.08 s in run I at full scale: bench/RESULTS.md, "fourth
+    # measurement").
     return ("WITH w AS (SELECT date_trunc('week', date)::DATE AS week, fw, "
             "device_id, sum(crashes) AS crashes "
             f"FROM rollup_firmware_days WHERE {v.days_where()} GROUP BY ALL) "
