@@ -864,14 +864,8 @@ feature_days AS (
 )
 SELECT * FROM exposure_uses('exposed', 'feature_days');
 
--- exposure_daily_uses / exposure_guardrails: over the rows of experiment_exposed (or
--- experiment_exposure) already computed, in the table or CTE named `exposure`.
-CREATE OR REPLACE MACRO exposure_daily_uses(exposure, feature_name, until) AS TABLE
-WITH feature_days AS (
-    SELECT * FROM exposure_feature_days(exposure, feature_name, until, pre_days := 0)
-)
-SELECT * FROM daily_uses('feature_days');
-
+-- exposure_guardrails: over the rows of experiment_exposed (or experiment_exposure)
+-- already computed, in the table or CTE named `exposure`.
 CREATE OR REPLACE MACRO exposure_guardrails(exposure, since, until) AS TABLE
 SELECT e.device_id, e.variant, count(h.day) FILTER (WHERE h.day_row) AS device_days,
        coalesce(sum(h.crashes), 0) AS crashes, coalesce(sum(h.reboots), 0) AS reboots,
@@ -887,18 +881,17 @@ GROUP BY ALL;
 CREATE OR REPLACE MACRO experiment_daily_uses(key, feature_name := 'eco_mode', share_b := 0.5,
                                               since := DATE '1970-01-01',
                                               until := DATE '2999-12-31') AS TABLE
-WITH exposure AS (
-    SELECT * FROM experiment_exposure(key, feature_name := feature_name, share_b := share_b,
-                                      since := since, until := until)
+-- the exposure alone: experiment_exposure would count the uses a first time
+WITH exposure AS (SELECT * FROM experiment_exposed(key, share_b, since, until)),
+feature_days AS (
+    SELECT * FROM exposure_feature_days('exposure', feature_name, until, pre_days := 0)
 )
-SELECT * FROM exposure_daily_uses('exposure', feature_name, until);
+SELECT * FROM daily_uses('feature_days');
 
 -- experiment_guardrails: per exposed device, its health from its exposure day on
 CREATE OR REPLACE MACRO experiment_guardrails(key, feature_name := 'eco_mode', share_b := 0.5,
                                               since := DATE '1970-01-01',
                                               until := DATE '2999-12-31') AS TABLE
-WITH exposure AS (
-    SELECT * FROM experiment_exposure(key, feature_name := feature_name, share_b := share_b,
-                                      since := since, until := until)
-)
+-- the exposure alone (the feature does not move it): experiment_exposure would count uses
+WITH exposure AS (SELECT * FROM experiment_exposed(key, share_b, since, until))
 SELECT * FROM exposure_guardrails('exposure', since, until);
