@@ -42,7 +42,7 @@ from fleetpulse.ingest.store import Store
 from . import rollups, view_cache
 from .layout import SOURCES, Layout, list_layout, listed_file_gone
 from .sources import DEDUP, deduplicated, empty_select, files_select, no_rows, parquet_select
-from .sqltext import file_listing, fill_contract, sql_str, statements
+from .sqltext import file_listing, fill_constants, sql_str, statements
 
 log = logging.getLogger("fleetpulse.analytics")
 
@@ -128,7 +128,7 @@ class Metric:
 def _metrics_sql() -> str:
     """metrics.sql and explain.sql with the contract's lists filled in (read once per
     process)."""
-    return fill_contract(METRICS_SQL.read_text() + "\n" + EXPLAIN_SQL.read_text())
+    return fill_constants(METRICS_SQL.read_text() + "\n" + EXPLAIN_SQL.read_text())
 
 
 @cache

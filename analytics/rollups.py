@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from fleetpulse.ingest.store import Store
 
-from .sqltext import file_listing, fill_contract, sql_list, sql_str, without_comments
+from .sqltext import file_listing, fill_constants, sql_list, sql_str, without_comments
 
 if TYPE_CHECKING:
     from .layout import Layout
@@ -47,7 +47,7 @@ _SOURCES = ("readings", "events")
 def rollup_queries() -> dict[str, str]:
     """name -> query over {readings} and {events}, from rollups.sql."""
     out: dict[str, str] = {}
-    for chunk in re.split(r"^-- rollup: ", fill_contract(ROLLUPS_SQL.read_text()),
+    for chunk in re.split(r"^-- rollup: ", fill_constants(ROLLUPS_SQL.read_text()),
                           flags=re.M)[1:]:
         name, body = chunk.split("\n", 1)
         out[name.strip()] = without_comments(body).strip().rstrip(";")

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 
 from fleetpulse.ingest.contract import CRASH_RESET_CAUSES, DEFAULT_HEARTBEAT_S, USAGE_EVENTS
 
+from . import DEFAULT_FUNNEL
+
 
 def sql_str(s: str) -> str:
     """A SQL string literal."""
@@ -19,12 +21,25 @@ def sql_list(items: Iterable[str]) -> str:
     return ", ".join(sql_str(i) for i in items)
 
 
-def fill_contract(text: str) -> str:
+def fill_constants(text: str) -> str:
     """{usage_events}, {crash_reset_causes} and {default_heartbeat_s} in a SQL file, as
-    the contract defines them."""
-    return (text.replace("{usage_events}", sql_list(USAGE_EVENTS))
+    the contract defines them; the dashboard's funnel steps as {funnel_stepN} (a string
+    literal) and {funnel_isN} (the condition an event meets to be that step)."""
+    text = (text.replace("{usage_events}", sql_list(USAGE_EVENTS))
             .replace("{crash_reset_causes}", sql_list(CRASH_RESET_CAUSES))
             .replace("{default_heartbeat_s}", str(DEFAULT_HEARTBEAT_S)))
+    for n, step in enumerate(DEFAULT_FUNNEL, 1):
+        text = (text.replace(f"{{funnel_step{n}}}", sql_str(step))
+                .replace(f"{{funnel_is{n}}}", step_condition(step)))
+    return text
+
+
+def step_condition(step: str) -> str:
+    """What an event row meets to be a funnel step: an event name, or feature_used:<feature>
+    for one feature (as metrics.sql's funnel_step_is)."""
+    if step.startswith("feature_used:"):
+        return f"(event = 'feature_used' AND feature = {sql_str(step[13:])})"
+    return f"(event = {sql_str(step)})"
 
 
 def without_comments(text: str) -> str:

@@ -21,12 +21,14 @@ import time
 from pathlib import Path
 
 from fleetpulse.analytics.dataset import connect
+from fleetpulse.analytics.sqltext import fill_constants
 
 METRICS_SQL = "analytics/metrics.sql"
 
 
 def macro_at(revision: str, name: str) -> str:
-    """The CREATE statement of macro `name` in metrics.sql at `revision`, renamed."""
+    """The CREATE statement of macro `name` in metrics.sql at `revision`, renamed, its
+    {placeholders} filled as the working tree fills them."""
     text = subprocess.run(["git", "show", f"{revision}:{METRICS_SQL}"], check=True,
                           capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent).stdout
@@ -36,7 +38,7 @@ def macro_at(revision: str, name: str) -> str:
     body_end = text.index(";\n", start)
     m = nxt.search(text, body_end)
     end = m.start() if m else len(text)
-    return text[start:end].replace(f"MACRO {name}(", f"MACRO {name}_before(", 1)
+    return fill_constants(text[start:end]).replace(f"MACRO {name}(", f"MACRO {name}_before(", 1)
 
 
 def main() -> None:
