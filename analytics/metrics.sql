@@ -82,11 +82,12 @@ CREATE OR REPLACE MACRO interpolate(lo, hi, h) AS
     lo + (coalesce(hi, lo) - lo) * (h - floor(h));
 
 -- activations: a device is activated on the first day it sent anything; its cohort
--- is that day's week. Read from the rollup device_days is built from (a device-day is
--- there iff it has a row there), not through device_days' own aggregation: half the time.
+-- is that day's week; last_day is the last day it sent anything. Read from the rollup
+-- device_days is built from (a device-day is there iff it has a row there), not through
+-- device_days' own aggregation: half the time.
 CREATE OR REPLACE VIEW activations AS
 SELECT device_id, min(date) AS activation_day,
-       date_trunc('week', min(date))::DATE AS cohort_week
+       date_trunc('week', min(date))::DATE AS cohort_week, max(date) AS last_day
 FROM rollup_firmware_days GROUP BY device_id;
 
 -- active_weeks: the weeks (Monday to Sunday, UTC) in which each device was active; what

@@ -5,7 +5,8 @@ report.py runs them; dashboard.py reads a view from the page's URL."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -171,26 +172,43 @@ PANELS = [
 # "What a PM waits for at full scale, third measurement").
 SHARED_VIEWS = ("activations", "active_weeks")
 
+Timer = Callable[[str, float], None]
 
-def run_groups(con: duckdb.DuckDBPyConnection, view: View | None = None, *,
-               timer: Callable[[str, float], None] | None = None) -> list[Result]:
-    """Every panel's query, in PANELS order, over one snapshot of the shared views;
-    `timer(step, seconds)` is told how long each step took."""
-    def timed(step: str, sql: str) -> Result:
-        t = time.perf_counter()
-        result = query(con, sql)
-        if timer is not None:
-            timer(step, time.perf_counter() - t)
-        return result
 
+def _timed(con: duckdb.DuckDBPyConnection, timer: Timer | None, step: str, sql: str) -> Result:
+    t = time.perf_counter()
+    result = query(con, sql)
+    if timer is not None:
+        timer(step, time.perf_counter() - t)
+    return result
+
+
+@contextmanager
+def shared_views(con: duckdb.DuckDBPyConnection, timer: Timer | None = None
+                 ) -> Iterator[None]:
+    """SHARED_VIEWS snapshotted for what runs inside: one refresh of the page."""
     try:
         for name in SHARED_VIEWS:
-            timed(f"snapshot {name}",
-                  f"CREATE OR REPLACE TEMP TABLE {name} AS FROM {dataset_view(con, name)}")
-        return [timed(p.key, p.sql(view or View())) for p in PANELS]
+            _timed(con, timer, f"snapshot {name}",
+                   f"CREATE OR REPLACE TEMP TABLE {name} AS FROM {dataset_view(con, name)}")
+        yield
     finally:
         for name in SHARED_VIEWS:
             con.execute(f"DROP TABLE IF EXISTS temp.{name}")
+
+
+def run_panels(con: duckdb.DuckDBPyConnection, view: View | None = None, *,
+               timer: Timer | None = None) -> list[Result]:
+    """Every panel's query, in PANELS order; `timer(step, seconds)` is told how long each
+    took. Inside shared_views, they read its snapshot."""
+    return [_timed(con, timer, p.key, p.sql(view or View())) for p in PANELS]
+
+
+def run_groups(con: duckdb.DuckDBPyConnection, view: View | None = None, *,
+               timer: Timer | None = None) -> list[Result]:
+    """Every panel's query, in PANELS order, over one snapshot of the shared views."""
+    with shared_views(con, timer):
+        return run_panels(con, view, timer=timer)
 
 
 @dataclass
@@ -210,8 +228,9 @@ class Coverage:
 
 
 def coverage(con: duckdb.DuckDBPyConnection) -> Coverage:
-    lo, hi, n = query(con, "SELECT min(date), max(date), count(DISTINCT device_id) "
-                           "FROM rollup_firmware_days").rows[0]
+    """What the dataset holds; from the snapshot of `activations` inside shared_views."""
+    lo, hi, n = query(con, "SELECT min(activation_day), max(last_day), count(*) "
+                           "FROM activations").rows[0]
     experiments = [r[0] for r in query(con, "SELECT DISTINCT experiment FROM "
                                             "experiment_reports ORDER BY 1").rows]
     features = [r[0] for r in query(con, "SELECT DISTINCT feature FROM rollup_feature_days "

@@ -19,7 +19,7 @@ from fleetpulse.output import json_value
 
 from . import charts
 from .dataset import Result, connect
-from .panels import PANELS, View, coverage, run_groups
+from .panels import PANELS, View, coverage, run_panels, shared_views
 
 MAX_TABLE_ROWS = 200  # rows shown under a chart; the chart and the CSV have them all
 
@@ -85,9 +85,11 @@ def report_data(data: str | Path, view: View | None = None,
     view = view or View()
     con = connect(data)
     try:
-        cov = coverage(con)
+        with shared_views(con):
+            cov = coverage(con)
+            results = run_panels(con, view)
         panels = []
-        for p, result in zip(PANELS, run_groups(con, view), strict=True):
+        for p, result in zip(PANELS, results, strict=True):
             panels.append({
                 "key": p.key, "title": p.title, "sql": p.sql(view),
                 "subtitle": _breakdown_note(view, p.follows(view)),
