@@ -157,12 +157,12 @@ CREATE OR REPLACE MACRO segment_of(segment_by, fw, hw, device_id, on_day) AS
              device_attribute(split_part(segment_by, ':', 2), device_id, on_day)
          ELSE 'all' END;
 
--- first_in_segment: of a rollup's flags marking one row per device and day (first_all),
--- per device, day and firmware (first_fw) and per device, day and model (first_hw), the
--- one that marks one row per device, day and segment: a variant or attribute is the same
--- on every row of a device-day.
-CREATE OR REPLACE MACRO first_in_segment(segment_by, first_all, first_fw, first_hw) AS
-    CASE segment_by WHEN 'fw' THEN first_fw WHEN 'hw' THEN first_hw ELSE first_all END;
+-- segment_flag: of three flags a rollup computes per device and day for the whole fleet,
+-- per firmware and per model (e.g. first_all / first_fw / first_hw, marking one row per
+-- device, day and segment), the one for segment_by: a variant or attribute is the same
+-- on every row of a device-day, so it takes the whole fleet's.
+CREATE OR REPLACE MACRO segment_flag(segment_by, all_flag, fw_flag, hw_flag) AS
+    CASE segment_by WHEN 'fw' THEN fw_flag WHEN 'hw' THEN hw_flag ELSE all_flag END;
 
 -- metric: active_devices: DAU, WAU and MAU (devices with a usage event that UTC day, in the 7 and 30 days ending on it) and stickiness (DAU/MAU), a row for every day from the first to the last day of data; segments by the day's last firmware
 CREATE OR REPLACE MACRO active_devices(since := DATE '1970-01-01', until := DATE '2999-12-31',
@@ -307,7 +307,7 @@ WITH active AS (
 per_device AS (
     SELECT segment_of(segment_by, fw, hw, device_id, date) AS segment, feature, device_id,
            min(date) AS first_use, sum(uses) AS uses,
-           count(*) FILTER (WHERE first_in_segment(segment_by, first_all, first_fw, first_hw))
+           count(*) FILTER (WHERE segment_flag(segment_by, first_all, first_fw, first_hw))
                AS days_used
     FROM rollup_feature_days WHERE date BETWEEN since AND until GROUP BY ALL
 )
@@ -554,7 +554,7 @@ device_rows AS NOT MATERIALIZED (
     SELECT date AS day, segment_of(segment_by, fw, hw, device_id, date) AS segment, device_id
     FROM rollup_session_parts
     WHERE kind = 'device' AND date BETWEEN since AND until
-        AND first_in_segment(segment_by, first_all, first_fw, first_hw)
+        AND segment_flag(segment_by, first_all, first_fw, first_hw)
 ),
 devices AS (
     SELECT day, segment, count(*) AS devices FROM (
@@ -613,7 +613,7 @@ expected AS (
 SELECT segment, device_id, date AS day, crashes, reboots,
        least(heartbeats, expected) AS heartbeats, expected AS expected_heartbeats,
        records_dropped,
-       first_in_segment(segment_by, first_of_day, first_of_fw_day, first_of_hw_day) AS day_row
+       segment_flag(segment_by, first_of_day, first_of_fw_day, first_of_hw_day) AS day_row
 FROM expected;
 
 -- device_health_days: the same per segment, device and UTC day: what the experiments'
