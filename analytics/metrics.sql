@@ -433,7 +433,8 @@ CREATE OR REPLACE MACRO sessions(since := DATE '1970-01-01', until := DATE '2999
 -- its events.
 WITH open AS (
     SELECT device_id, date, started, ended,
-           segment_of(segment_by, fw, hw, device_id, date) AS segment
+           segment_of(segment_by, fw, hw, device_id, date) AS segment,
+           segment_flag(segment_by, whole_all, whole_fw, whole_hw) AS whole
     FROM rollup_session_parts WHERE kind = 'open'
 ),
 -- A sub-run continues the previous day's last one when it starts 30 minutes or less
@@ -459,10 +460,11 @@ numbered AS (
     LEFT JOIN links l USING (device_id, started)
 ),
 merged AS (
-    SELECT device_id, started, ended, segment FROM open ANTI JOIN in_links
+    SELECT device_id, started, ended, segment, whole FROM open ANTI JOIN in_links
         USING (device_id, started)
     UNION ALL
-    SELECT device_id, min(started), max(ended), arg_min(segment, started)
+    SELECT device_id, min(started), max(ended), arg_min(segment, started),
+           arg_min(whole, started)
     FROM numbered GROUP BY device_id, chain
 ),
 long AS (SELECT * FROM merged WHERE epoch_us(ended) - epoch_us(started) > 86400000000),
@@ -472,9 +474,10 @@ long_days AS (
     FROM long
 ),
 cut AS (
+    -- whole: unknown for a piece (it may start on another day than its chain)
     SELECT l.device_id, min(u.ts) AS started, max(u.ts) AS ended,
            arg_min(segment_of(segment_by, u.fw, u.hw, u.device_id, utc_day(u.ts)), u.ts)
-               AS segment
+               AS segment, NULL::BOOLEAN AS whole
     FROM long l JOIN usage_events u
         ON u.device_id = l.device_id AND u.ts BETWEEN l.started AND l.ended
     WHERE u.date IN (SELECT d FROM long_days)
@@ -482,8 +485,9 @@ cut AS (
              greatest(epoch_us(u.ts) - epoch_us(l.started) - 1, 0) // 86400000000
 ),
 chain_sessions AS (
-    SELECT utc_day(started) AS day, device_id, segment, epoch(ended - started) / 60 AS minutes
-    FROM (SELECT device_id, started, ended, segment FROM merged
+    SELECT utc_day(started) AS day, device_id, segment, whole,
+           epoch(ended - started) / 60 AS minutes
+    FROM (SELECT device_id, started, ended, segment, whole FROM merged
           WHERE epoch_us(ended) - epoch_us(started) <= 86400000000
           UNION ALL SELECT * FROM cut)
     WHERE utc_day(started) BETWEEN since AND until
@@ -543,13 +547,17 @@ medians AS (
                AS median_minutes
     FROM middle_values GROUP BY ALL
 ),
+-- summed before the join: a few hundred rows join the medians instead of every length
 per_day AS (
-    SELECT l.day, l.segment, sum(l.n) AS sessions, sum(l.minutes * l.n) / sum(l.n) AS mean_minutes,
-           any_value(m.median_minutes) AS median_minutes
-    FROM lengths l JOIN medians m USING (day, segment) GROUP BY ALL
+    SELECT day, segment, sessions, mean_minutes, median_minutes
+    FROM (SELECT day, segment, sum(n) AS sessions, sum(minutes * n) / sum(n) AS mean_minutes
+          FROM lengths GROUP BY ALL)
+    JOIN medians USING (day, segment)
 ),
 -- devices with a whole session that day, one flagged row each in the rollup, and the
--- devices whose sessions that day were all chained across midnight
+-- devices whose sessions that day were all chained across midnight: the open sub-run a
+-- chain starts with says whether its device had a whole session that day; a piece of a
+-- chain cut at 24 h is looked up among the device rows of the days long chains cover
 device_rows AS NOT MATERIALIZED (
     SELECT date AS day, segment_of(segment_by, fw, hw, device_id, date) AS segment, device_id
     FROM rollup_session_parts
@@ -560,9 +568,13 @@ devices AS (
     SELECT day, segment, count(*) AS devices FROM (
         SELECT day, segment FROM device_rows
         UNION ALL
+        SELECT day, segment FROM (SELECT DISTINCT day, segment, device_id FROM chain_sessions
+                                  WHERE NOT whole)
+        UNION ALL
         SELECT c.day, c.segment
-        FROM (SELECT DISTINCT day, segment, device_id FROM chain_sessions) c
-        ANTI JOIN device_rows d
+        FROM (SELECT DISTINCT day, segment, device_id FROM chain_sessions
+              WHERE whole IS NULL) c
+        ANTI JOIN (FROM device_rows WHERE day IN (SELECT d FROM long_days)) d
             ON d.day = c.day AND d.segment = c.segment AND d.device_id = c.device_id
     ) GROUP BY ALL
 )

@@ -116,7 +116,10 @@ FROM (
 -- shorter than a day: kind 'length' counts them per length in minutes, and kind
 -- 'device' lists the devices that had one (rows per device would be as many as
 -- sessions); its first_* flags mark one row per device and day (first_fw: and firmware,
--- first_hw: and model), so devices are counted without a DISTINCT over every row.
+-- first_hw: and model), so devices are counted without a DISTINCT over every row. An
+-- 'open' row's whole_* flags say whether its device had a whole session that day (in
+-- the same firmware, model): the sessions metric counts a device whose session that day
+-- was chained only when it did not, without looking it up among the device rows.
 WITH u AS (
     SELECT device_id, date, ts, fw, hw FROM {events} WHERE event IN ({usage_events})
 ),
@@ -139,22 +142,26 @@ marked AS (
               OR (run = max(run) OVER (PARTITION BY device_id, date)
                   AND midnight + 86400000000 - epoch_us(ended) <= 1800000000) AS open
     FROM (SELECT *, (date - DATE '1970-01-01')::BIGINT * 86400000000 AS midnight FROM sub)
-)
+),
+whole AS (SELECT DISTINCT date, device_id, fw, hw FROM marked WHERE NOT open),
+whole_day AS (SELECT date, device_id, list(fw) AS fws, list(hw) AS hws FROM whole GROUP BY ALL)
 SELECT date, 'length' AS kind, NULL::VARCHAR AS device_id, fw, hw,
        NULL::TIMESTAMPTZ AS started, NULL::TIMESTAMPTZ AS ended,
        epoch(ended - started) / 60 AS minutes, count(*) AS n, NULL::BOOLEAN AS first_all,
-       NULL::BOOLEAN AS first_fw, NULL::BOOLEAN AS first_hw
+       NULL::BOOLEAN AS first_fw, NULL::BOOLEAN AS first_hw, NULL::BOOLEAN AS whole_all,
+       NULL::BOOLEAN AS whole_fw, NULL::BOOLEAN AS whole_hw
 FROM marked WHERE NOT open GROUP BY ALL
 UNION ALL
 SELECT date, 'device', device_id, fw, hw, NULL, NULL, NULL, 0,
        row_number() OVER (PARTITION BY date, device_id ORDER BY fw, hw) = 1,
        row_number() OVER (PARTITION BY date, device_id, fw ORDER BY hw) = 1,
-       row_number() OVER (PARTITION BY date, device_id, hw ORDER BY fw) = 1
-FROM (SELECT DISTINCT date, device_id, fw, hw FROM marked WHERE NOT open)
+       row_number() OVER (PARTITION BY date, device_id, hw ORDER BY fw) = 1, NULL, NULL, NULL
+FROM whole
 UNION ALL
-SELECT date, 'open', device_id, fw, hw, started, ended, epoch(ended - started) / 60, 1,
-       NULL, NULL, NULL
-FROM marked WHERE open;
+SELECT m.date, 'open', m.device_id, m.fw, m.hw, started, ended,
+       epoch(ended - started) / 60, 1, NULL, NULL, NULL, w.device_id IS NOT NULL,
+       coalesce(list_contains(w.fws, m.fw), false), coalesce(list_contains(w.hws, m.hw), false)
+FROM marked m LEFT JOIN whole_day w USING (date, device_id) WHERE open;
 
 -- rollup: experiment_reports
 -- the variants devices reported applying (setting_changed "experiment.<key>"), with when

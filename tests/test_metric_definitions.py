@@ -616,3 +616,27 @@ def test_a_run_over_two_midnights_is_cut_every_24_hours(long_run) -> None:
     got = rows(long_run, "SELECT day, devices, sessions, median_minutes FROM sessions()")
     assert got == [(date(2026, 3, 20), 1, 1, 1440.0), (date(2026, 3, 21), 1, 1, 1420.0),
                    (date(2026, 3, 22), 1, 1, 40.0)]
+
+
+# -- a device counted once on a day that holds both a whole session and one chained
+# across midnight, and under each firmware it had a session on (March 2026)
+
+CHAINED_FLEET: dict[str, list[tuple[str, list[dict]]]] = {
+    # c1, on 1.0: a press at 10:00 Mar 10 (a session of 0 minutes), and presses at 23:50
+    # and 00:10 Mar 11 (20 minutes, chained across midnight, counted on Mar 10)
+    "c1": [("1.0", [ev(tm(10, 10), "button_press"), ev(tm(10, 23, 50), "button_press"),
+                    ev(tm(11, 0, 10), "button_press")])],
+    # c2: the same, but updated to 1.1 between the two: its whole session is on 1.0, its
+    # chained one on 1.1, so by firmware it is a device of both that day
+    "c2": [("1.0", [ev(tm(10, 10), "button_press")]),
+           ("1.1", [ev(tm(10, 23, 50), "button_press"), ev(tm(11, 0, 10), "button_press")])],
+}
+chained = fleet_fixture("chained", CHAINED_FLEET, sent_ms=tm(15))
+
+
+def test_a_device_with_a_whole_and_a_chained_session_counts_once(chained) -> None:
+    assert rows(chained, "SELECT day, devices, sessions, median_minutes, mean_minutes "
+                         "FROM sessions()") == [(date(2026, 3, 10), 2, 4, 10.0, 10.0)]
+    assert rows(chained, "SELECT segment, devices, sessions, median_minutes FROM "
+                         "sessions(segment_by := 'fw')") == [("1.0", 2, 3, 0.0),
+                                                              ("1.1", 1, 1, 20.0)]
