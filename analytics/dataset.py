@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
@@ -355,6 +356,29 @@ def dataset_view(con: duckdb.DuckDBPyConnection, name: str) -> str:
     what a TEMP table of the same name, which the unqualified name then finds, was made
     from."""
     return f"{db}.main.{name}" if (db := next(iter(_attached(con)), None)) else f"main.{name}"
+
+
+@contextmanager
+def snapshot_views(con: duckdb.DuckDBPyConnection, names: Sequence[str],
+                   timer: Callable[[str, float], None] | None = None) -> Iterator[None]:
+    """The dataset's views `names` materialised as TEMP tables of the same names for what
+    runs inside, which then reads them in place of the views (DuckDB looks in temp
+    first): a view several queries aggregate the same way, aggregated once.
+    `timer(step, seconds)` is told how long each took. Inside another snapshot of the
+    same view, that one is read and left in place."""
+    taken = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() "
+                                       "WHERE temporary").fetchall()}
+    names = [n for n in names if n not in taken]
+    try:
+        for name in names:
+            t = time.perf_counter()
+            query(con, f"CREATE OR REPLACE TEMP TABLE {name} AS FROM {dataset_view(con, name)}")
+            if timer is not None:
+                timer(f"snapshot {name}", time.perf_counter() - t)
+        yield
+    finally:
+        for name in names:
+            con.execute(f"DROP TABLE IF EXISTS temp.{name}")
 
 
 def _run(con: duckdb.DuckDBPyConnection, stmts: list[str]) -> None:

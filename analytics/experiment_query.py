@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING
 
-from .dataset import query, query_arrow
+from .dataset import query, query_arrow, snapshot_views
 from .exposed import DailyUses, Device
 from .sqltext import sql_str
 
@@ -26,6 +26,14 @@ def experiment_devices(con: duckdb.DuckDBPyConnection, key: str, feature: str,
     rows of experiment_exposure, with the uses counted once per device and day for both
     the totals and the daily looks (the metric macro counts them, and the daily uses
     would count them again)."""
+    # the devices and their first days, which the exposure and the health both read,
+    # aggregated once
+    with snapshot_views(con, ["activations"]):
+        return _devices(con, key, feature, share_b, since, until)
+
+
+def _devices(con: duckdb.DuckDBPyConnection, key: str, feature: str, share_b: float,
+             since: date | None, until: date | None) -> list[Device]:
     since_sql = f"DATE '{since or date(1970, 1, 1)}'"
     until_sql = f"DATE '{until or date(2999, 12, 31)}'"
     query(con, f"CREATE OR REPLACE TEMP TABLE {_EXPOSED} AS SELECT * FROM experiment_exposed("

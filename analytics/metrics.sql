@@ -814,7 +814,7 @@ CREATE OR REPLACE MACRO experiment_assignment(key, share_b := 0.5) AS TABLE
 SELECT d.device_id, experiment_bucket(key, d.device_id) AS bucket,
        coalesce(r.variant, experiment_variant(key, d.device_id, share_b)) AS variant,
        r.variant IS NOT NULL AS reported, r.applied_at
-FROM (SELECT DISTINCT device_id FROM rollup_firmware_days) d
+FROM activations d
 LEFT JOIN experiment_reports r ON r.experiment = key AND r.device_id = d.device_id;
 
 -- exposure_feature_days: per device in `exposure` (a table or CTE with device_id,
@@ -838,15 +838,16 @@ WITH e AS (
 ),
 b AS (SELECT *, DATE '1970-01-01' + (pre_from // 86400000000)::INTEGER AS pre_day FROM e),
 -- The rollup's days and the raw days are disjoint: each (device, day) comes from one.
+-- One row per device and day (first_all) with the day's uses: no GROUP BY over a row
+-- per device-day.
 rolled AS (
     SELECT r.device_id, r.date AS day,
-           coalesce(sum(r.uses) FILTER (WHERE r.date >= b.exposed_day), 0)::BIGINT AS after,
-           coalesce(sum(r.uses) FILTER (WHERE r.date < b.exposed_day), 0)::BIGINT AS pre
+           CASE WHEN r.date >= b.exposed_day THEN r.day_uses ELSE 0 END AS after,
+           CASE WHEN r.date < b.exposed_day THEN r.day_uses ELSE 0 END AS pre
     FROM rollup_feature_days r JOIN b ON r.device_id = b.device_id
-    WHERE r.feature = feature_name AND r.date <= until
+    WHERE r.feature = feature_name AND r.first_all AND r.date <= until
         AND (r.date > b.pre_day OR r.date = b.exposed_day)
         AND (r.date <> b.exposed_day OR b.whole)
-    GROUP BY ALL
 ),
 -- two joins, each on the device and a day: the days the devices need then bound the
 -- scan: days no device needs are not read

@@ -5,8 +5,8 @@ report.py runs them; dashboard.py reads a view from the page's URL."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -16,7 +16,7 @@ import duckdb
 from fleetpulse.gateway.attributes import NAME_CHARS
 
 from . import DEFAULT_FEATURE
-from .dataset import Result, dataset_view, query
+from .dataset import Result, query, snapshot_views
 from .sqltext import sql_str
 
 
@@ -175,7 +175,8 @@ SHARED_VIEWS = ("activations", "active_weeks")
 Timer = Callable[[str, float], None]
 
 
-def _timed(con: duckdb.DuckDBPyConnection, timer: Timer | None, step: str, sql: str) -> Result:
+def _timed(con: duckdb.DuckDBPyConnection, timer: Timer | None, step: str, sql: str
+           ) -> Result:
     t = time.perf_counter()
     result = query(con, sql)
     if timer is not None:
@@ -183,18 +184,10 @@ def _timed(con: duckdb.DuckDBPyConnection, timer: Timer | None, step: str, sql: 
     return result
 
 
-@contextmanager
-def shared_views(con: duckdb.DuckDBPyConnection, timer: Timer | None = None
-                 ) -> Iterator[None]:
+def shared_views(con: duckdb.DuckDBPyConnection,
+                 timer: Timer | None = None) -> AbstractContextManager[None]:
     """SHARED_VIEWS snapshotted for what runs inside: one refresh of the page."""
-    try:
-        for name in SHARED_VIEWS:
-            _timed(con, timer, f"snapshot {name}",
-                   f"CREATE OR REPLACE TEMP TABLE {name} AS FROM {dataset_view(con, name)}")
-        yield
-    finally:
-        for name in SHARED_VIEWS:
-            con.execute(f"DROP TABLE IF EXISTS temp.{name}")
+    return snapshot_views(con, SHARED_VIEWS, timer)
 
 
 def run_panels(con: duckdb.DuckDBPyConnection, view: View | None = None, *,

@@ -88,6 +88,10 @@ def report_data(data: str | Path, view: View | None = None,
         with shared_views(con):
             cov = coverage(con)
             results = run_panels(con, view)
+            wanted = dict.fromkeys([(k, view.feature) for k in cov.experiments]
+                                   + list(experiments))
+            experiment_panels = [experiment_panel(con, key, feature, view)
+                                 for key, feature in wanted]
         panels = []
         for p, result in zip(PANELS, results, strict=True):
             panels.append({
@@ -95,8 +99,7 @@ def report_data(data: str | Path, view: View | None = None,
                 "subtitle": _breakdown_note(view, p.follows(view)),
                 "chart": charts.spec(p.chart, p.follows(view)),
                 "columns": result.columns, "rows": _rows(result)})
-        wanted = dict.fromkeys([(k, view.feature) for k in cov.experiments] + list(experiments))
-        panels += [experiment_panel(con, key, feature, view) for key, feature in wanted]
+        panels += experiment_panels
     finally:
         con.close()
     return {"generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -94,14 +94,17 @@ WINDOW day_rows AS (PARTITION BY date, device_id ORDER BY first_ts, fw, hw),
 -- feature_used events per device, day, firmware, model and feature. A device that
 -- changed firmware that day has two rows for one day; the first_* flags mark one row
 -- per device, feature and day (first_fw: and firmware, first_hw: and model), so days of
--- use are counted without a DISTINCT over every row.
+-- use are counted without a DISTINCT over every row; day_uses, on every row, is the
+-- device's uses of the feature that day, so a per-day count reads the first_all rows
+-- without a GROUP BY.
 SELECT *,
        row_number() OVER (PARTITION BY date, device_id, feature ORDER BY fw, hw) = 1
            AS first_all,
        row_number() OVER (PARTITION BY date, device_id, feature, fw ORDER BY hw) = 1
            AS first_fw,
        row_number() OVER (PARTITION BY date, device_id, feature, hw ORDER BY fw) = 1
-           AS first_hw
+           AS first_hw,
+       sum(uses) OVER (PARTITION BY date, device_id, feature)::BIGINT AS day_uses
 FROM (
     SELECT date, device_id, fw, hw, feature, count(*) AS uses
     FROM {events} WHERE event = 'feature_used' GROUP BY ALL

@@ -418,6 +418,13 @@ EXPOSURE_FLEET: dict[str, list[tuple[str, list[dict]]]] = {
                     ev(tf(16, 11), "feature_used", feature="eco"),
                     ev(tf(16, 11, 30), "feature_used", feature="eco"),
                     ev(tf(18, 9), "feature_used", feature="eco")])],
+    # p3 never reports the experiment either: exposed by its press at Feb 16 10:00; on Feb
+    # 17 it uses eco once on 1.0, updates, and twice on 1.1: three uses that day, counted
+    # from both of the day's firmware rows; its Feb 10 use is in the pre-period
+    "p3": [("1.0", [ev(tf(10, 8), "feature_used", feature="eco"), ev(tf(16, 10), "button_press"),
+                    ev(tf(17, 8), "feature_used", feature="eco")]),
+           ("1.1", [ev(tf(17, 12), "feature_used", feature="eco"),
+                    ev(tf(17, 13), "feature_used", feature="eco")])],
 }
 
 
@@ -428,16 +435,17 @@ def test_uses_around_the_exposure_split_days_exactly(exposure_fleet) -> None:
     got = rows(exposure_fleet, "SELECT device_id, epoch_ms(exposed_at), uses, pre_uses "
                                "FROM experiment_exposure('expx', feature_name := 'eco', "
                                "since := DATE '2026-02-16') ORDER BY device_id")
-    assert got == [("p1", tf(16, 10), 3, 2), ("p2", tf(16, 11), 3, 1)]
+    assert got == [("p1", tf(16, 10), 3, 2), ("p2", tf(16, 11), 3, 1), ("p3", tf(16, 10), 3, 1)]
     got = rows(exposure_fleet, "SELECT device_id, day, uses FROM experiment_daily_uses("
                                "'expx', feature_name := 'eco', since := DATE '2026-02-16') "
                                "ORDER BY 1, 2")
     assert got == [("p1", date(2026, 2, 16), 1), ("p1", date(2026, 2, 17), 2),
-                   ("p2", date(2026, 2, 16), 2), ("p2", date(2026, 2, 18), 1)]
+                   ("p2", date(2026, 2, 16), 2), ("p2", date(2026, 2, 18), 1),
+                   ("p3", date(2026, 2, 17), 3)]
     # the analysis counts the same uses, once per device and day, for totals and looks
     devices = experiment_devices(exposure_fleet, "expx", "eco", since=date(2026, 2, 16))
     assert sorted((d.uses, d.pre_uses, float(d.daily.uses.sum())) for d in devices) == [
-        (3.0, 1.0, 3.0), (3.0, 2.0, 3.0)]
+        (3.0, 1.0, 3.0), (3.0, 1.0, 3.0), (3.0, 2.0, 3.0)]
 
 
 # -- the funnel on days that hold a step's events both before and after the previous
