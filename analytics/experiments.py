@@ -201,11 +201,20 @@ def compare(control: list[Device], treated: list[Device], variant: str, metric: 
                       theta=theta, cs_low=cs_low, cs_high=cs_high, p_sequential=p_seq)
 
 
-def first_detection(control: list[Device], treated: list[Device], metric: str,
-                    tuning_n: int = TUNING_N, use_cuped: bool = True) -> date | None:
-    """The first UTC day on which the confidence sequence, over the devices exposed by
-    then and their uses up to then, excluded 0: a PM looking every day would have
-    stopped there, and the sequence's guarantee covers every such look."""
+@dataclass
+class Looks:
+    """What a PM looking every day saw: per exposed device (a row: the control's, then the
+    treated) its uses up to and including each day with a use or an exposure (a column),
+    the column of its exposure, its arm and its pre-period uses. Built once per variant
+    and read by both metrics' first_detection."""
+    days: np.ndarray
+    upto: np.ndarray
+    exposed_col: np.ndarray
+    is_b: np.ndarray
+    pre_uses: np.ndarray
+
+
+def looks(control: list[Device], treated: list[Device]) -> Looks | None:
     devs = [d for d in control + treated if d.exposed_day is not None]
     if not devs:
         return None
@@ -218,22 +227,30 @@ def first_detection(control: list[Device], treated: list[Device], metric: str,
     per_day = np.zeros((len(devs), len(days)))
     np.add.at(per_day, (rows, np.searchsorted(days, use_days)),
               np.concatenate([d.daily.uses for d in devs]))
-    upto = np.cumsum(per_day, axis=1)  # uses up to and including each day
-    exposed_col = np.searchsorted(days, exposed_days)
     is_b = np.zeros(len(devs), dtype=bool)
-    n_control = sum(1 for d in control if d.exposed_day is not None)
-    is_b[n_control:] = True
-    x_all = np.array([d.pre_uses for d in devs], dtype=float)
-    for j, day in enumerate(days):
-        seen = exposed_col <= j
-        a, b = seen & ~is_b, seen & is_b
+    is_b[sum(1 for d in control if d.exposed_day is not None):] = True
+    return Looks(days, np.cumsum(per_day, axis=1), np.searchsorted(days, exposed_days), is_b,
+                 np.array([d.pre_uses for d in devs], dtype=float))
+
+
+def first_detection(lk: Looks | None, metric: str, tuning_n: int = TUNING_N,
+                    use_cuped: bool = True) -> date | None:
+    """The first UTC day on which the confidence sequence, over the devices exposed by
+    then and their uses up to then, excluded 0: a PM looking every day would have
+    stopped there, and the sequence's guarantee covers every such look."""
+    if lk is None:
+        return None
+    for j, day in enumerate(lk.days):
+        seen = lk.exposed_col <= j
+        a, b = seen & ~lk.is_b, seen & lk.is_b
         if a.sum() < 2 or b.sum() < 2:
             continue
-        y = upto[:, j]
+        y = lk.upto[:, j]
         y = (y > 0).astype(float) if metric == "conversion" else y
         ya, yb = y[a], y[b]
         if use_cuped:
-            adj, _ = cuped(np.concatenate([ya, yb]), np.concatenate([x_all[a], x_all[b]]))
+            adj, _ = cuped(np.concatenate([ya, yb]),
+                           np.concatenate([lk.pre_uses[a], lk.pre_uses[b]]))
             ya, yb = adj[:len(ya)], adj[len(ya):]
         diff, se, _, _ = _welch(ya, yb)
         low, high, _ = confidence_sequence(diff, se, len(ya) + len(yb), tuning_n=tuning_n)
@@ -318,10 +335,10 @@ def analyze(devices: list[Device], share_b: float = 0.5, min_sample: int = MIN_S
     for v in names:
         if v == CONTROL:
             continue
+        daily = looks(control, by[v]) if any(d.daily for d in devices) else None
         for metric in METRICS:
             c = compare(control, by[v], v, metric, tuning_n, use_cuped)
-            if any(d.daily for d in devices):
-                c.detected_on = first_detection(control, by[v], metric, tuning_n, use_cuped)
+            c.detected_on = first_detection(daily, metric, tuning_n, use_cuped)
             comps.append(c)
         rails += guardrails(control, by[v], v)
     for metric in METRICS:  # the variants compared on one metric are one family
