@@ -333,14 +333,20 @@ GROUP BY p.feature, p.segment ORDER BY p.segment, devices DESC, p.feature;
 -- metric: feature_usage_daily: per UTC day and feature, devices that used it, uses, share of that day's active devices
 CREATE OR REPLACE MACRO feature_usage_daily(since := DATE '1970-01-01',
                                             until := DATE '2999-12-31') AS TABLE
-WITH dau AS (SELECT day, count(*) AS active_devices FROM device_days WHERE active GROUP BY day)
-SELECT u.date AS day, u.feature,
-       count(DISTINCT u.device_id) AS devices,
-       count(*) AS uses,
-       round(count(DISTINCT u.device_id) / any_value(d.active_devices), 4) AS share_of_active
-FROM usage_events u JOIN dau d ON d.day = u.date
-WHERE u.event = 'feature_used' AND u.date BETWEEN since AND until
-GROUP BY u.date, u.feature ORDER BY day, u.feature;
+-- from the feature_days rollup: a device's row per day and feature flagged first_all,
+-- where a DISTINCT over the feature_used events read every one of them
+WITH dau AS (
+    SELECT day, count(*) AS active_devices FROM device_days
+    WHERE active AND day BETWEEN since AND until GROUP BY day
+)
+SELECT f.date AS day, f.feature,
+       count(*) FILTER (WHERE f.first_all) AS devices,
+       sum(f.uses)::BIGINT AS uses,
+       round(count(*) FILTER (WHERE f.first_all) / any_value(d.active_devices), 4)
+           AS share_of_active
+FROM rollup_feature_days f JOIN dau d ON d.day = f.date
+WHERE f.date BETWEEN since AND until
+GROUP BY f.date, f.feature ORDER BY day, f.feature;
 
 -- funnel_step_is: whether an event is a funnel step: an event name, or feature_used:<feature>
 -- for one feature. With the step a constant (a macro's argument) this folds to a plain

@@ -696,3 +696,20 @@ def test_active_devices_equal_the_definition(random_activity, segment_by) -> Non
         GROUP BY ALL ORDER BY 1, 2""")
     assert got == want
     assert len({r[2] for r in got}) > 5  # DAU varies: the comparison is not trivial
+
+
+@pytest.mark.parametrize("since", ["1970-01-01", "2026-02-17"])
+def test_feature_usage_daily_equals_the_definition(exposure_fleet, since) -> None:
+    # p3 used eco on two firmware versions on Feb 17: one device (with p1, two), three
+    # uses (with p1's, five)
+    got = rows(exposure_fleet, "SELECT day, feature, devices, uses, share_of_active FROM "
+                               f"feature_usage_daily(since := DATE '{since}')")
+    want = rows(exposure_fleet, f"""
+        WITH dau AS (SELECT day, count(*) AS n FROM device_days WHERE active GROUP BY day)
+        SELECT date, feature, count(DISTINCT device_id), count(*),
+               round(count(DISTINCT device_id) / any_value(n), 4)
+        FROM events JOIN dau ON dau.day = events.date
+        WHERE event = 'feature_used' AND date >= DATE '{since}'
+        GROUP BY ALL ORDER BY 1, 2""")
+    assert got == want
+    assert (date(2026, 2, 17), "eco", 2, 5, 1.0) in got
