@@ -713,3 +713,15 @@ def test_feature_usage_daily_equals_the_definition(exposure_fleet, since) -> Non
         GROUP BY ALL ORDER BY 1, 2""")
     assert got == want
     assert (date(2026, 2, 17), "eco", 2, 5, 1.0) in got
+
+
+@pytest.mark.parametrize("step", ["power_on", "feature_used", "feature_used:eco",
+                                  "feature_used:schedule", "heartbeat"])
+def test_the_rollups_step_condition_is_the_macros(random_funnel_fleet, step) -> None:
+    # funnel_days is written with sqltext.step_condition for the dashboard's steps; the
+    # funnel over other steps matches events with the funnel_step_is macro
+    from fleetpulse.analytics.sqltext import sql_str, step_condition
+    by_python, by_macro = rows(
+        random_funnel_fleet, f"SELECT count(*) FILTER (WHERE {step_condition(step)}), "
+        f"count(*) FILTER (WHERE funnel_step_is({sql_str(step)}, event, feature)) FROM events")[0]
+    assert by_python == by_macro > 0
