@@ -179,23 +179,22 @@ FROM {events} WHERE event = 'setting_changed' AND name LIKE 'experiment.%';
 -- all the funnel needs: a device's step 1 is its first day's f1; its step 2 that day's
 -- f2a1 or a later day's f2; its step 3 on step 2's day f3a2a1 or f3a2, or a later day's
 -- f3. So the funnel reads one row per device-day instead of every step event.
-WITH ev AS (
-    SELECT date, device_id, ts, {funnel_is1} AS is1, {funnel_is2} AS is2,
-           {funnel_is3} AS is3
+-- One GROUP BY: each day's times of steps 2 and 3 gathered into short lists, filtered
+-- against the day's first times, where joining the events back to those took two more
+-- passes (and most of the time of a day computed from raw rows).
+WITH firsts AS (
+    SELECT date, device_id, min(ts) FILTER (WHERE {funnel_is1}) AS f1,
+           min(ts) FILTER (WHERE {funnel_is2}) AS f2, min(ts) FILTER (WHERE {funnel_is3}) AS f3,
+           list(ts) FILTER (WHERE {funnel_is2}) AS t2, list(ts) FILTER (WHERE {funnel_is3}) AS t3
     FROM {events} WHERE {funnel_is1} OR {funnel_is2} OR {funnel_is3}
-),
-firsts AS (
-    SELECT date, device_id, min(ts) FILTER (WHERE is1) AS f1,
-           min(ts) FILTER (WHERE is2) AS f2, min(ts) FILTER (WHERE is3) AS f3
-    FROM ev GROUP BY ALL
+    GROUP BY ALL
 ),
 after AS (
-    SELECT date, device_id, any_value(f1) AS f1, any_value(f2) AS f2, any_value(f3) AS f3,
-           min(ts) FILTER (WHERE is2 AND ts >= f1) AS f2a1,
-           min(ts) FILTER (WHERE is3 AND ts >= f2) AS f3a2
-    FROM firsts JOIN ev USING (date, device_id) GROUP BY ALL
+    SELECT date, device_id, f1, f2, f3, t3,
+           list_min(list_filter(t2, lambda x: x >= f1)) AS f2a1,
+           list_min(list_filter(t3, lambda x: x >= f2)) AS f3a2
+    FROM firsts
 )
-SELECT date, device_id, any_value(f1) AS f1, any_value(f2) AS f2, any_value(f3) AS f3,
-       any_value(f2a1) AS f2a1, any_value(f3a2) AS f3a2,
-       min(ts) FILTER (WHERE is3 AND ts >= f2a1) AS f3a2a1
-FROM after JOIN ev USING (date, device_id) GROUP BY ALL;
+SELECT date, device_id, f1, f2, f3, f2a1, f3a2,
+       list_min(list_filter(t3, lambda x: x >= f2a1)) AS f3a2a1
+FROM after;
