@@ -358,6 +358,16 @@ def dataset_view(con: duckdb.DuckDBPyConnection, name: str) -> str:
     return f"{db}.main.{name}" if (db := next(iter(_attached(con)), None)) else f"main.{name}"
 
 
+def timed_query(con: duckdb.DuckDBPyConnection, sql: str, step: str,
+                timer: Callable[[str, float], None] | None) -> Result:
+    """query(), and `timer(step, seconds)` told how long it took."""
+    t = time.perf_counter()
+    result = query(con, sql)
+    if timer is not None:
+        timer(step, time.perf_counter() - t)
+    return result
+
+
 @contextmanager
 def snapshot_views(con: duckdb.DuckDBPyConnection, names: Sequence[str],
                    timer: Callable[[str, float], None] | None = None) -> Iterator[None]:
@@ -371,10 +381,8 @@ def snapshot_views(con: duckdb.DuckDBPyConnection, names: Sequence[str],
     names = [n for n in names if n not in taken]
     try:
         for name in names:
-            t = time.perf_counter()
-            query(con, f"CREATE OR REPLACE TEMP TABLE {name} AS FROM {dataset_view(con, name)}")
-            if timer is not None:
-                timer(f"snapshot {name}", time.perf_counter() - t)
+            timed_query(con, f"CREATE OR REPLACE TEMP TABLE {name} AS FROM "
+                             f"{dataset_view(con, name)}", f"snapshot {name}", timer)
         yield
     finally:
         for name in names:

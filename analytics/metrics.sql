@@ -357,6 +357,12 @@ CREATE OR REPLACE MACRO funnel_step_is(step, event, feature) AS
          THEN event = 'feature_used' AND feature = step[14:]
          ELSE event = step END;
 
+-- funnel_rolled_up: whether a funnel's steps are the dashboard's, which rollup_funnel_days
+-- holds per device and day (analytics.DEFAULT_FUNNEL); a constant once the funnel macro
+-- is expanded
+CREATE OR REPLACE MACRO funnel_rolled_up(step1, step2, step3) AS
+    step1 = {funnel_step1} AND step2 = {funnel_step2} AND step3 = {funnel_step3};
+
 -- metric: funnel: devices reaching each of three ordered steps within window_days x 86,400 s of their first step 1, and median minutes between steps
 CREATE OR REPLACE MACRO funnel(step1 := {funnel_step1}, step2 := {funnel_step2},
                                step3 := {funnel_step3}, window_days := 14,
@@ -368,7 +374,7 @@ CREATE OR REPLACE MACRO funnel(step1 := {funnel_step1}, step2 := {funnel_step2},
 -- why they suffice), any other steps from the events.
 WITH rolled AS MATERIALIZED (
     SELECT * FROM rollup_funnel_days WHERE date BETWEEN since AND until
-        AND step1 = {funnel_step1} AND step2 = {funnel_step2} AND step3 = {funnel_step3}
+        AND funnel_rolled_up(step1, step2, step3)
 ),
 r1 AS (
     SELECT device_id, min(f1) AS t1, min(date) FILTER (WHERE f1 IS NOT NULL) AS d1
@@ -402,7 +408,7 @@ ev AS (
            funnel_step_is(step2, event, feature) AS is2,
            funnel_step_is(step3, event, feature) AS is3
     FROM events WHERE date BETWEEN since AND until
-        AND NOT (step1 = {funnel_step1} AND step2 = {funnel_step2} AND step3 = {funnel_step3})
+        AND NOT funnel_rolled_up(step1, step2, step3)
         AND event IN (split_part(step1, ':', 1), split_part(step2, ':', 1),
                       split_part(step3, ':', 1))
 ),

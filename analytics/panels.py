@@ -4,7 +4,6 @@ report.py runs them; dashboard.py reads a view from the page's URL."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import duckdb
 from fleetpulse.gateway.attributes import NAME_CHARS
 
 from . import DEFAULT_FEATURE
-from .dataset import Result, query, snapshot_views
+from .dataset import Result, query, snapshot_views, timed_query
 from .sqltext import sql_str
 
 
@@ -175,15 +174,6 @@ SHARED_VIEWS = ("activations", "active_weeks")
 Timer = Callable[[str, float], None]
 
 
-def _timed(con: duckdb.DuckDBPyConnection, timer: Timer | None, step: str, sql: str
-           ) -> Result:
-    t = time.perf_counter()
-    result = query(con, sql)
-    if timer is not None:
-        timer(step, time.perf_counter() - t)
-    return result
-
-
 def shared_views(con: duckdb.DuckDBPyConnection,
                  timer: Timer | None = None) -> AbstractContextManager[None]:
     """SHARED_VIEWS snapshotted for what runs inside: one refresh of the page."""
@@ -194,7 +184,7 @@ def run_panels(con: duckdb.DuckDBPyConnection, view: View | None = None, *,
                timer: Timer | None = None) -> list[Result]:
     """Every panel's query, in PANELS order; `timer(step, seconds)` is told how long each
     took. Inside shared_views, they read its snapshot."""
-    return [_timed(con, timer, p.key, p.sql(view or View())) for p in PANELS]
+    return [timed_query(con, p.sql(view or View()), p.key, timer) for p in PANELS]
 
 
 def run_groups(con: duckdb.DuckDBPyConnection, view: View | None = None, *,

@@ -1,7 +1,7 @@
 """A `fleetpulse` command as the code at a git revision runs it against the working tree's,
 alternated process by process so that both see the same machine.
 
-    .venv/bin/python bench/command_ab.py --against HEAD~1 --runs 9 [--rollups] -- \\
+    .venv/bin/python bench/command_ab.py --against HEAD~1 --runs 9 [--rollups DATA] -- \\
         metrics experiment --key bench --data /work/ab-full/compacted
 
 The revision is checked out into a temporary git worktree and imported in place of the
