@@ -40,7 +40,7 @@ from fleetpulse.gateway.attributes import ATTRIBUTES_FILE
 from fleetpulse.ingest.schema import TABLES
 from fleetpulse.ingest.store import Store
 
-from . import rollups, view_cache
+from . import rollups, states, view_cache
 from .layout import SOURCES, Layout, list_layout, listed_file_gone
 from .sources import DEDUP, deduplicated, empty_select, files_select, no_rows, parquet_select
 from .sqltext import file_listing, fill_constants, sql_str, statements
@@ -108,7 +108,8 @@ def data_view_statements(store: Store, layout: Layout | None,
                  + _attributes_select(store, remote_attributes))
     stmts.append("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM quarantine_raw")
     stmts.append("CREATE OR REPLACE VIEW presence AS SELECT * FROM presence_raw")
-    return stmts + rollups.view_statements(store, layout)
+    found = None if layout is None else states.find_states(store, layout)
+    return stmts + rollups.view_statements(store, layout) + states.view_statements(found)
 
 
 def view_statements(store: Store, layout: Layout | None = None,

@@ -84,18 +84,27 @@ CREATE OR REPLACE MACRO interpolate(lo, hi, h) AS
 -- activations: a device is activated on the first day it sent anything; its cohort
 -- is that day's week; last_day is the last day it sent anything. Read from the rollup
 -- device_days is built from (a device-day is there iff it has a row there), not through
--- device_days' own aggregation: half the time.
+-- device_days' own aggregation: half the time; the covered days from their state
+-- (analytics/states.sql), the later ones from the rollup.
 CREATE OR REPLACE VIEW activations AS
-SELECT device_id, min(date) AS activation_day,
-       date_trunc('week', min(date))::DATE AS cohort_week, max(date) AS last_day
-FROM rollup_firmware_days GROUP BY device_id;
+SELECT device_id, min(activation_day) AS activation_day,
+       date_trunc('week', min(activation_day))::DATE AS cohort_week, max(last_day) AS last_day
+FROM (FROM state_activations
+      UNION ALL
+      SELECT device_id, min(date), max(date) FROM rollup_firmware_days
+      WHERE date > state_through() GROUP BY device_id)
+GROUP BY device_id;
 
 -- active_weeks: the weeks (Monday to Sunday, UTC) in which each device was active; what
 -- lifecycle and retention start from (the dashboard computes it once for both).
 CREATE OR REPLACE VIEW active_weeks AS
 -- a device-day is active iff one of its firmware rows has a usage event
-SELECT DISTINCT device_id, date_trunc('week', date)::DATE AS week
-FROM rollup_firmware_days WHERE usage_events > 0;
+SELECT DISTINCT device_id, week FROM (
+    FROM state_active_weeks
+    UNION ALL
+    SELECT device_id, date_trunc('week', date)::DATE FROM rollup_firmware_days
+    WHERE usage_events > 0 AND date > state_through()
+);
 
 -- experiment_variant: a device's variant in experiment `key`. bucket = the first 8 hex
 -- digits of sha256("<key>:<device_id>") as an integer, mod 10000; variant B when bucket <
@@ -184,10 +193,16 @@ days AS (
     SELECT unnest(range(lo, hi + 1, INTERVAL 1 DAY))::DATE AS day FROM bounds WHERE lo <= hi
 ),
 pairs AS (
-    -- device_days has one row per device and day already: no DISTINCT
-    SELECT segment, list(day ORDER BY day) AS days FROM (
-        SELECT device_id, segment_of(segment_by, fw, hw, device_id, day) AS segment, day
-        FROM device_days WHERE active
+    -- device_days has one row per device and day already: no DISTINCT. The whole fleet's
+    -- lists start from the state's over the covered days (the later days come after).
+    SELECT segment, flatten(list(days ORDER BY days[1])) AS days FROM (
+        SELECT device_id, 'all' AS segment, days FROM state_active_days
+        WHERE segment_by = 'all'
+        UNION ALL
+        SELECT device_id, segment, list(day ORDER BY day) AS days FROM (
+            SELECT device_id, segment_of(segment_by, fw, hw, device_id, day) AS segment, day
+            FROM device_days WHERE active AND (segment_by <> 'all' OR day > state_through())
+        ) GROUP BY device_id, segment
     ) GROUP BY device_id, segment
 ),
 runs AS MATERIALIZED (  -- read four times below
@@ -363,18 +378,18 @@ CREATE OR REPLACE MACRO funnel_step_is(step, event, feature) AS
 CREATE OR REPLACE MACRO funnel_rolled_up(step1, step2, step3) AS
     step1 = {funnel_step1} AND step2 = {funnel_step2} AND step3 = {funnel_step3};
 
--- metric: funnel: devices reaching each of three ordered steps within window_days x 86,400 s of their first step 1, and median minutes between steps
-CREATE OR REPLACE MACRO funnel(step1 := {funnel_step1}, step2 := {funnel_step2},
-                               step3 := {funnel_step3}, window_days := 14,
-                               since := DATE '1970-01-01', until := DATE '2999-12-31') AS TABLE
--- a step is an event name, or feature_used:<feature> for one feature
--- Two ways to the same answer, one per call (the other's condition is a constant false
--- once the macro is expanded, and DuckDB drops its scans): the dashboard's steps (the
--- defaults) from rollup_funnel_days' first times per device and day (rollups.sql says
--- why they suffice), any other steps from the events.
+-- funnel_firsts: per device of the dashboard's funnel (rollup_funnel_days) from since to
+-- until, its first step 1 (t1, on day d1), the first step 2 at or after it (t2, d2) and
+-- the first step 3 at or after that (t3, d3), whatever the window (the funnel applies
+-- it); with use_state the funnel state's rows (analytics/states.sql) stand for the
+-- covered days. No rows unless enabled: a constant the funnel passes, so DuckDB drops
+-- these scans when its steps are others.
+CREATE OR REPLACE MACRO funnel_firsts(since, until, use_state, enabled) AS TABLE
 WITH rolled AS MATERIALIZED (
-    SELECT * FROM rollup_funnel_days WHERE date BETWEEN since AND until
-        AND funnel_rolled_up(step1, step2, step3)
+    SELECT * FROM state_funnel WHERE use_state AND enabled
+    UNION ALL BY NAME
+    SELECT * FROM rollup_funnel_days WHERE enabled AND date BETWEEN since AND until
+        AND (NOT use_state OR date > state_through())
 ),
 r1 AS (
     SELECT device_id, min(f1) AS t1, min(date) FILTER (WHERE f1 IS NOT NULL) AS d1
@@ -387,16 +402,35 @@ r2 AS (
                  CASE WHEN date = d1 THEN f2a1 WHEN date > d1 THEN f2 END AS c
           FROM r1 JOIN rolled USING (device_id))
     GROUP BY device_id
-    HAVING epoch_us(t2) <= epoch_us(t1) + CAST(window_days AS BIGINT) * 86400000000
+)
+SELECT device_id, any_value(t1) AS t1, any_value(d1) AS d1, any_value(t2) AS t2,
+       any_value(d2) AS d2, min(c) AS t3, arg_min(date, c) AS d3
+FROM (SELECT device_id, t1, d1, t2, d2, date,
+             CASE WHEN date = d2 AND d2 = d1 THEN f3a2a1 WHEN date = d2 THEN f3a2
+                  WHEN date > d2 THEN f3 END AS c
+      FROM r2 JOIN rolled USING (device_id))
+GROUP BY device_id;
+
+-- metric: funnel: devices reaching each of three ordered steps within window_days x 86,400 s of their first step 1, and median minutes between steps
+CREATE OR REPLACE MACRO funnel(step1 := {funnel_step1}, step2 := {funnel_step2},
+                               step3 := {funnel_step3}, window_days := 14,
+                               since := DATE '1970-01-01', until := DATE '2999-12-31') AS TABLE
+-- a step is an event name, or feature_used:<feature> for one feature
+-- Two ways to the same answer, one per call (the other's condition is a constant false
+-- once the macro is expanded, and DuckDB drops its scans): the dashboard's steps (the
+-- defaults) from rollup_funnel_days' first times per device and day (rollups.sql says
+-- why they suffice) or, over all the covered days, the funnel state; any other steps
+-- from the events.
+WITH firsts AS (
+    SELECT *, CAST(window_days AS BIGINT) * 86400000000 AS window_us
+    FROM funnel_firsts(since, until, since <= state_first() AND until >= state_through(),
+                       funnel_rolled_up(step1, step2, step3))
 ),
+r1 AS (SELECT t1 FROM firsts),
+r2 AS (SELECT t1, t2 FROM firsts WHERE epoch_us(t2) <= epoch_us(t1) + window_us),
 r3 AS (
-    SELECT device_id, any_value(t2) AS t2, min(c) AS t3
-    FROM (SELECT device_id, t1, t2, CASE WHEN date = d2 AND d2 = d1 THEN f3a2a1
-                                         WHEN date = d2 THEN f3a2
-                                         WHEN date > d2 THEN f3 END AS c
-          FROM r2 JOIN rolled USING (device_id))
-    GROUP BY device_id
-    HAVING epoch_us(t3) <= epoch_us(any_value(t1)) + CAST(window_days AS BIGINT) * 86400000000
+    SELECT t2, t3 FROM firsts WHERE epoch_us(t2) <= epoch_us(t1) + window_us
+        AND epoch_us(t3) <= epoch_us(t1) + window_us
 ),
 -- Only the events of the three steps are read: the event names (a feature step's is
 -- feature_used) are constants once the macro is expanded, so the filter reaches the scan

@@ -76,7 +76,8 @@ def rollup_key(readings: str | None, events: str | None) -> str:
 
 def write_rollups(store: Store) -> list[str]:
     """Roll up every day whose partitions hold one file per table and whose rollups
-    are missing or stale; remove the stale ones. Return the days rolled up."""
+    are missing or stale; remove the stale ones; then the per-device states over the
+    days rolled up (analytics/states.py). Return the days rolled up."""
     if not store.local:
         return []
     parts = {t: store.partitions(t) for t in _SOURCES}
@@ -92,6 +93,9 @@ def write_rollups(store: Store) -> list[str]:
             continue
         _write_day(store, day, key, src)
         done.append(day)
+    # Imported here: states reads through a connection, whose module imports this one.
+    from .states import write_states
+    write_states(store)
     return done
 
 

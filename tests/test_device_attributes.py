@@ -140,7 +140,7 @@ def test_the_dashboard_breaks_down_by_attribute(tmp_path: Path) -> None:
     from fleetpulse.analytics.panels import PANELS, View, run_groups
 
     data = tmp_path / "data"
-    con = _dataset(data, _fleet(), hw=HW, rolled_up=True)  # sessions from their rollup
+    con = _dataset(data, _fleet(), hw=HW, layout="rollups")  # sessions from their rollup
     reg = Registry(tmp_path / "reg")
     for dev in HW:
         reg.add(dev, HW[dev])

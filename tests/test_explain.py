@@ -45,8 +45,7 @@ def _fleet() -> dict[str, list[tuple[str, list[dict]]]]:
 
 @pytest.fixture(scope="module", params=["raw", "rollups"])
 def con(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-    return _dataset(tmp_path_factory.mktemp("explain"), _fleet(), hw=HW,
-                    rolled_up=request.param == "rollups")
+    return _dataset(tmp_path_factory.mktemp("explain"), _fleet(), hw=HW, layout=request.param)
 
 
 def _element(con, metric: str, element: list[str]) -> dict:

@@ -9,6 +9,7 @@ Weeks start on Monday: week 1 = Jan 5-11 2026, week 2 = Jan 12-18, week 3 = Jan 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -70,30 +71,52 @@ FLEET: dict[str, list[tuple[str, list[dict]]]] = {
 }
 
 
+def _record_day(record: dict) -> date:
+    return datetime.fromtimestamp(record["t"] / 1000, UTC).date()
+
+
 def _dataset(data: Path, fleet: dict[str, list[tuple[str, list[dict]]]],
-             hw: dict[str, str] | None = None, rolled_up: bool = False, sent_ms: int = 0):
+             hw: dict[str, str] | None = None, layout: str = "raw", sent_ms: int = 0):
+    """The fleet's dataset and a connection to it, in one of LAYOUTS."""
+    days = sorted(_record_day(r) for envs in fleet.values() for _, recs in envs for r in recs)
+    # "states": the records up to the middle day first, rolled up with the states over
+    # them, then the rest (days after it) from raw rows
+    cut = days[len(days) // 2] if layout == "states" else days[-1]
     pipe = Pipeline(data, "fixture")
-    for device, envelopes in fleet.items():
-        for seq, (fw, records) in enumerate(envelopes):
-            env = {"v": 1, "device_id": device, "boot": 1, "seq": seq, "fw": fw,
-                   "hw": (hw or {}).get(device, "h"), "sent_ms": sent_ms or t(25),
-                   "records": records}
-            pipe.handle(f"devices/{device}/telemetry", json.dumps(env).encode(),
-                        sent_ms or t(25))
-    pipe.flush()
-    assert pipe.stats.records_rejected == 0 and pipe.stats.messages_rejected == 0
-    if rolled_up:
-        # Every definition must give the same rows from compaction's per-day rollups
-        # as from raw rows: each test runs on both.
-        assert write_rollups(Store(data))
-        con = connect(data)
+
+    def send(keep: Callable[[date], bool], first_seq: int) -> None:
+        for device, envelopes in fleet.items():
+            for seq, (fw, records) in enumerate(envelopes, first_seq):
+                records = [r for r in records if keep(_record_day(r))]
+                if not records:
+                    continue
+                env = {"v": 1, "device_id": device, "boot": 1, "seq": seq, "fw": fw,
+                       "hw": (hw or {}).get(device, "h"), "sent_ms": sent_ms or t(25),
+                       "records": records}
+                pipe.handle(f"devices/{device}/telemetry", json.dumps(env).encode(),
+                            sent_ms or t(25))
+        pipe.flush()
+        assert pipe.stats.records_rejected == 0 and pipe.stats.messages_rejected == 0
+
+    send(lambda d: d <= cut, 0)
+    if layout == "raw":
+        return connect(data)
+    # Every definition must give the same rows from compaction's per-day rollups
+    # (and the states over them) as from raw rows: each test runs on every layout.
+    assert write_rollups(Store(data))
+    if layout == "states":
+        send(lambda d: d > cut, 1000)
+    con = connect(data)
+    assert rows(con, "SELECT state_through()") == [(cut,)]
+    if layout == "rollups":
         assert rows(con, "SELECT count(*) FROM rollup_raw_days") == [(0,)]
-        return con
-    return connect(data)
+    return con
 
 
-# "raw": every day computed from raw rows; "rollups": every day from per-day rollups
-LAYOUTS = ["raw", "rollups"]
+# "raw": every day computed from raw rows; "rollups": every day from per-day rollups and
+# the per-device states over all of them; "states": the states over the first half of
+# the days, the rest from raw rows
+LAYOUTS = ["raw", "rollups", "states"]
 
 
 def fleet_fixture(name: str, fleet: dict[str, list[tuple[str, list[dict]]]],
@@ -101,8 +124,8 @@ def fleet_fixture(name: str, fleet: dict[str, list[tuple[str, list[dict]]]],
     """A module-wide connection to `fleet`'s dataset, once per layout."""
     @pytest.fixture(scope="module", params=LAYOUTS)
     def fixture(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-        return _dataset(tmp_path_factory.mktemp(name), fleet, hw,
-                        rolled_up=request.param == "rollups", sent_ms=sent_ms)
+        return _dataset(tmp_path_factory.mktemp(name), fleet, hw, request.param,
+                        sent_ms=sent_ms)
     return fixture
 
 

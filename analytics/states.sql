@@ -1,0 +1,46 @@
+-- Per-device states over the covered days (analytics/states.py): each query runs over a
+-- connection's views with {through} the last covered day (the first covered day is the
+-- first day of data), and returns what a metric reads in place of those days' rollup
+-- rows. A metric adds the days after {through} to it, which is why each state keeps what
+-- a later day can still change: an earliest time stays, a later one can only add.
+-- A state is declared by a line "-- state: NAME", then "-- empty: SELECT ..." giving
+-- its columns with no rows (read while no state file is valid), then its query.
+
+-- state: activations
+-- empty: SELECT NULL::VARCHAR AS device_id, NULL::DATE AS activation_day, NULL::DATE AS last_day WHERE false
+-- each device's first and last day of data (the activations view takes the min and max
+-- of these and the later days')
+SELECT device_id, min(date) AS activation_day, max(date) AS last_day
+FROM rollup_firmware_days WHERE date <= {through} GROUP BY device_id;
+
+-- state: active_weeks
+-- empty: SELECT NULL::VARCHAR AS device_id, NULL::DATE AS week WHERE false
+-- the weeks each device was active in (the view adds the later days' and keeps each
+-- once: the last covered week may go on after {through})
+SELECT DISTINCT device_id, date_trunc('week', date)::DATE AS week
+FROM rollup_firmware_days WHERE usage_events > 0 AND date <= {through};
+
+-- state: active_days
+-- empty: SELECT NULL::VARCHAR AS device_id, NULL::DATE[] AS days WHERE false
+-- each device's active days, sorted (active_devices appends the later days' to the list:
+-- they all come after)
+SELECT device_id, list(day ORDER BY day) AS days
+FROM device_days WHERE active AND day <= {through} GROUP BY device_id;
+
+-- state: funnel
+-- empty: SELECT * FROM rollup_funnel_days WHERE false
+-- funnel_days rows for the dashboard's funnel as if each device's covered days had held
+-- only three step events: its first step 1 (t1), the first step 2 at or after it (t2)
+-- and the first step 3 at or after that (t3), whatever the window. The funnel over
+-- these rows and any later days' is the funnel over all the days: a later day's step 1
+-- comes after t1, its step 2 after t2 (so it counts only where t2 is missing, and is
+-- out of the window whenever t2 is), and its step 3 likewise.
+SELECT device_id, date,
+       CASE WHEN date = d1 THEN t1 END AS f1,
+       CASE WHEN date = d2 THEN t2 END AS f2,
+       CASE WHEN date = d3 THEN t3 END AS f3,
+       CASE WHEN date = d2 AND d2 = d1 THEN t2 END AS f2a1,
+       CASE WHEN date = d3 AND d3 = d2 THEN t3 END AS f3a2,
+       CASE WHEN date = d3 AND d3 = d2 AND d2 = d1 THEN t3 END AS f3a2a1
+FROM (SELECT *, unnest(list_distinct([d1, d2, d3])) AS date
+      FROM funnel_firsts(DATE '1970-01-01', {through}, false, true));
