@@ -90,11 +90,12 @@ def _live_deduplicated(store: Store, table: str) -> str:
 
 
 def data_view_statements(store: Store, layout: Layout | None,
-                         raw_views: bool = True, remote_attributes: bool = False) -> list[str]:
+                         raw_views: bool = True, remote_attributes: bool = False,
+                         use_states: bool = True) -> list[str]:
     """The views over the dataset's files: over the files of `layout` (a connection's
     listing), or, with None, live views that list the files at query time (a catalog
     for BI tools, which keep a connection open while ingest and compaction change the
-    files)."""
+    files). The per-device states only over a listing, and with use_states."""
     stmts = []
     if raw_views:
         for table in TABLES:
@@ -108,7 +109,7 @@ def data_view_statements(store: Store, layout: Layout | None,
                  + _attributes_select(store, remote_attributes))
     stmts.append("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM quarantine_raw")
     stmts.append("CREATE OR REPLACE VIEW presence AS SELECT * FROM presence_raw")
-    found = None if layout is None else states.find_states(store, layout)
+    found = states.find_states(store, layout) if layout is not None and use_states else None
     return stmts + rollups.view_statements(store, layout) + states.view_statements(found)
 
 
@@ -274,9 +275,12 @@ def _register_remote(con: duckdb.DuckDBPyConnection, store: Store) -> bool:
 _DATASET_VARIABLE = "fleetpulse_dataset"
 
 
-def connect(data: str | Path | Store, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+def connect(data: str | Path | Store, database: str = ":memory:", *,
+            use_states: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the dataset's views and metric macros. A local dataset's
-    views read the files listed when the connection opened (refresh lists again)."""
+    views read the files listed when the connection opened (refresh lists again).
+    use_states=False: every metric from the per-day rollups, none from the per-device
+    states (what compaction computes the states with)."""
     store = data if isinstance(data, Store) else Store(data)
     con = duckdb.connect(database)
     if not store.local:
@@ -285,7 +289,7 @@ def connect(data: str | Path | Store, database: str = ":memory:") -> duckdb.Duck
         return con
     con.execute(f"SET VARIABLE {_DATASET_VARIABLE} = ?", [store.root])
     # Binding opens the listed files: one gone by then (compaction) means listing again.
-    _rerun_if_file_vanished(partial(_bind_local, con, store))
+    _rerun_if_file_vanished(partial(_bind_local, con, store, use_states=use_states))
     return con
 
 
@@ -308,9 +312,10 @@ _BOUND = "fleetpulse_views_"
 
 
 def _bind_local(con: duckdb.DuckDBPyConnection, store: Store,
-                rewrite_broken: bool = True) -> None:
+                rewrite_broken: bool = True, use_states: bool = True) -> None:
     layout = list_layout(store)
-    stmts = data_view_statements(store, layout) + statements(_metrics_sql()) + _comments()
+    stmts = (data_view_statements(store, layout, use_states=use_states)
+             + statements(_metrics_sql()) + _comments())
     has_data = any(layout.files[t] for t in TABLES)
     keep = has_data and view_cache.worth_keeping(layout.changed_at)
     path = view_cache.bound_file(store, stmts) if keep else None
@@ -338,7 +343,7 @@ def _bind_local(con: duckdb.DuckDBPyConnection, store: Store,
                 # not a DuckDB file (cut short by a crash): written again
                 log.warning("rewriting %s, which DuckDB cannot open: %s", path, one_line(e))
                 path.unlink(missing_ok=True)
-                _bind_local(con, store, rewrite_broken=False)
+                _bind_local(con, store, rewrite_broken=False, use_states=use_states)
                 return
     con.execute(f"SET search_path = 'main,{alias}.main'")
     for name in attached:

@@ -321,18 +321,34 @@ ORDER BY g.cohort_week, g.weeks_since;
 CREATE OR REPLACE MACRO feature_adoption(since := DATE '1970-01-01',
                                          until := DATE '2999-12-31',
                                          segment_by := 'all') AS TABLE
+-- The whole fleet over all the covered days: from the states (analytics/states.sql) and
+-- the later days' rollup rows.
 WITH active AS (
-    SELECT segment_of(segment_by, fw, hw, device_id, date) AS segment,
-           count(DISTINCT device_id) AS n
-    FROM rollup_firmware_days WHERE usage_events > 0 AND date BETWEEN since AND until
-    GROUP BY ALL
+    SELECT segment, count(DISTINCT device_id) AS n FROM (
+        SELECT 'all' AS segment, device_id FROM state_active_days
+        WHERE segment_by = 'all' AND state_covers(since, until)
+        UNION ALL
+        SELECT segment_of(segment_by, fw, hw, device_id, date), device_id
+        FROM rollup_firmware_days WHERE usage_events > 0 AND date BETWEEN since AND until
+            AND NOT (segment_by = 'all' AND state_covers(since, until)
+                     AND date <= state_through())
+    ) GROUP BY ALL
 ),
 per_device AS (
-    SELECT segment_of(segment_by, fw, hw, device_id, date) AS segment, feature, device_id,
-           min(date) AS first_use, sum(uses) AS uses,
-           count(*) FILTER (WHERE segment_flag(segment_by, first_all, first_fw, first_hw))
-               AS days_used
-    FROM rollup_feature_days WHERE date BETWEEN since AND until GROUP BY ALL
+    SELECT segment, feature, device_id, min(first_use) AS first_use, sum(uses) AS uses,
+           sum(days_used) AS days_used
+    FROM (
+        SELECT 'all' AS segment, feature, device_id, first_use, uses, days_used
+        FROM state_features WHERE segment_by = 'all' AND state_covers(since, until)
+        UNION ALL
+        SELECT segment_of(segment_by, fw, hw, device_id, date), feature, device_id,
+               min(date), sum(uses),
+               count(*) FILTER (WHERE segment_flag(segment_by, first_all, first_fw, first_hw))
+        FROM rollup_feature_days WHERE date BETWEEN since AND until
+            AND NOT (segment_by = 'all' AND state_covers(since, until)
+                     AND date <= state_through())
+        GROUP BY ALL
+    ) GROUP BY ALL
 )
 SELECT p.feature, p.segment,
        count(*) AS devices,
@@ -423,7 +439,7 @@ CREATE OR REPLACE MACRO funnel(step1 := {funnel_step1}, step2 := {funnel_step2},
 -- from the events.
 WITH firsts AS (
     SELECT *, CAST(window_days AS BIGINT) * 86400000000 AS window_us
-    FROM funnel_firsts(since, until, since <= state_first() AND until >= state_through(),
+    FROM funnel_firsts(since, until, state_covers(since, until),
                        funnel_rolled_up(step1, step2, step3))
 ),
 r1 AS (SELECT t1 FROM firsts),

@@ -152,6 +152,10 @@ def view_statements(states: States | None) -> list[str]:
     first, through = (states.first, states.through) if states else (NO_STATE, NO_STATE)
     stmts.append(f"CREATE OR REPLACE MACRO state_first() AS DATE {sql_str(first)}")
     stmts.append(f"CREATE OR REPLACE MACRO state_through() AS DATE {sql_str(through)}")
+    # whether since..until takes in every covered day: then an all-time state stands
+    # for them (with no state, never: NO_STATE is before any since)
+    stmts.append("CREATE OR REPLACE MACRO state_covers(since, until) AS "
+                 "since <= state_first() AND until >= state_through()")
     return stmts
 
 
@@ -178,7 +182,7 @@ def write_states(store: Store) -> bool:
     through = max(covered)
     tag = hashlib.sha256(json.dumps(sorted(covered.items())).encode()).hexdigest()[:12]
     meta = {_COVERED_KEY: json.dumps(covered).encode()}
-    con = connect(store)
+    con = connect(store, use_states=False)
     try:
         for name, q in state_queries().items():
             sql = q.query.replace("{through}", f"DATE {sql_str(through)}")

@@ -1,5 +1,6 @@
 -- Per-device states over the covered days (analytics/states.py): each query runs over a
--- connection's views with {through} the last covered day (the first covered day is the
+-- connection's views (with no states of its own: connect(use_states=False), so the
+-- metric macros read every day's rollup rows) with {through} the last covered day (the first covered day is the
 -- first day of data), and returns what a metric reads in place of those days' rollup
 -- rows. A metric adds the days after {through} to it, which is why each state keeps what
 -- a later day can still change: an earliest time stays, a later one can only add.
@@ -44,3 +45,11 @@ SELECT device_id, date,
        CASE WHEN date = d3 AND d3 = d2 AND d2 = d1 THEN t3 END AS f3a2a1
 FROM (SELECT *, unnest(list_distinct([d1, d2, d3])) AS date
       FROM funnel_firsts(DATE '1970-01-01', {through}, false, true));
+
+-- state: features
+-- empty: SELECT NULL::VARCHAR AS device_id, NULL::VARCHAR AS feature, NULL::DATE AS first_use, NULL::BIGINT AS uses, NULL::BIGINT AS days_used WHERE false
+-- per device and feature: the first day of use, uses and days used (feature_adoption
+-- takes the min and the sums of these and the later days')
+SELECT device_id, feature, min(date) AS first_use, sum(uses)::BIGINT AS uses,
+       count(*) FILTER (WHERE first_all) AS days_used
+FROM rollup_feature_days WHERE date <= {through} GROUP BY ALL;

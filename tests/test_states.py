@@ -1,0 +1,95 @@
+"""The per-device states (analytics/states.py) change no number: every metric over a
+seeded random fleet gives the same rows from raw rows as from states over the first days
+plus the later days, whichever day the states stop at, and a state whose days changed
+since (late data) is not read.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import duckdb
+import pytest
+from test_metric_definitions import _dataset, ev, reading, rows, t
+
+from fleetpulse.analytics.dataset import connect, metric_catalog
+from fleetpulse.analytics.states import NO_STATE
+
+DAYS = 21  # Jan 1 .. Jan 21 2026
+
+
+def _random_fleet() -> dict[str, list[tuple[str, list[dict]]]]:
+    # Usage, funnel steps, features, crashes, heartbeats and readings on random days, a
+    # firmware update mid-way for some, and sessions across midnight for others (so
+    # chains and per-day counts straddle every cut below).
+    rnd = random.Random(7)
+    fleet = {}
+    for i in range(36):
+        envelopes = []
+        for day in sorted(rnd.sample(range(1, DAYS + 1), rnd.randint(1, 12))):
+            fw = "1.1" if day > 8 + i % 7 else "1.0"
+            recs = [reading(t(day, rnd.randint(0, 23), rnd.randint(0, 59)))]
+            for _ in range(rnd.randint(0, 6)):
+                hh, mm = rnd.randint(0, 23), rnd.randint(0, 59)
+                kind = rnd.choice(["button_press", "power_on", "session_start", "feature_used",
+                                   "feature_used", "error", "heartbeat", "power_on_crash"])
+                if kind == "feature_used":
+                    recs.append(ev(t(day, hh, mm), kind, feature=rnd.choice(["eco", "schedule"])))
+                elif kind == "power_on_crash":
+                    recs.append(ev(t(day, hh, mm), "power_on", reset_cause="exception"))
+                elif kind == "heartbeat":
+                    recs.append(ev(t(day, hh, mm), kind, uptime_s=1, reconnects=0, free_mem=1))
+                elif kind == "error":
+                    recs.append(ev(t(day, hh, mm), kind, code="E_X"))
+                else:
+                    recs.append(ev(t(day, hh, mm), kind))
+            if i % 4 == 0 and day < DAYS:  # a session over midnight into the next day
+                recs += [ev(t(day, 23, 45), "button_press"), ev(t(day + 1, 0, 5), "button_press")]
+            envelopes.append((fw, sorted(recs, key=lambda r: r["t"])))
+        fleet[f"s{i:02d}"] = envelopes
+    return fleet
+
+
+FLEET = _random_fleet()
+SENT = t(DAYS) + 86_400_000
+
+
+def _queries() -> list[str]:
+    out = []
+    for m in metric_catalog():
+        if m.name.startswith("experiment"):
+            continue  # needs a key; reads activations, which the other metrics cover
+        args = ["", "since := DATE '2026-01-04', until := DATE '2026-01-17'"]
+        if "segment_by" in m.parameters:
+            args += ["segment_by := 'fw'", "segment_by := 'hw'"]
+        if m.name == "funnel":
+            args += ["window_days := 3", "step3 := 'feature_used:schedule'"]
+        out += [f"SELECT * FROM {m.name}({a}) ORDER BY ALL" for a in args]
+    return out
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
+    return _dataset(tmp_path_factory.mktemp("states_raw"), FLEET, sent_ms=SENT)
+
+
+@pytest.mark.parametrize("cut", [3, 11, 19])
+def test_states_change_no_number(raw, tmp_path: Path, cut: int) -> None:
+    con = _dataset(tmp_path / "data", FLEET, layout="states", sent_ms=SENT, cut_day=cut)
+    assert rows(con, "SELECT day(state_through())") == [(cut,)]
+    for q in _queries():
+        assert rows(con, q) == rows(raw, q), q
+
+
+def test_a_state_whose_days_changed_is_not_read(raw, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    con = _dataset(data, FLEET, layout="states", sent_ms=SENT, cut_day=11)
+    assert rows(con, "SELECT day(state_through())") == [(11,)]
+    late = {"late": [("1.0", [ev(t(5, 12), "button_press"), ev(t(15, 12), "button_press")])]}
+    _dataset(data, late, sent_ms=SENT)  # a second file on Jan 5, a covered day
+    con = connect(data)
+    assert rows(con, "SELECT state_through()::VARCHAR") == [(NO_STATE,)]
+    assert rows(con, "SELECT count(*) FROM activations WHERE device_id = 'late'") == [(1,)]
+    assert rows(con, "SELECT dau FROM active_devices() WHERE day = DATE '2026-01-05'") == \
+        rows(raw, "SELECT dau + 1 FROM active_devices() WHERE day = DATE '2026-01-05'")
