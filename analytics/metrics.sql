@@ -493,25 +493,23 @@ UNION ALL
 SELECT 3, step3, count(*), median(epoch(t3 - t2) / 60) FROM reached3
 ORDER BY step;
 
--- metric: sessions: usage sessions (a gap over 30 minutes ends one; one over 24 h is cut at each 24 h from its start) per UTC day they started on; per device = per device that had a session that day; median and mean minutes
-CREATE OR REPLACE MACRO sessions(since := DATE '1970-01-01', until := DATE '2999-12-31',
-                                 segment_by := 'all') AS TABLE
--- A session belongs to the UTC day it started on. Whole sessions come counted per length
--- from rollup_session_parts; the "open" sub-runs at day edges are chained here (a gap of
--- 30 minutes or less joins them), and a chain longer than 24 h is cut into sessions of
--- at most 24 h from its start (an event at exactly 24 h ends the first), which needs
--- its events.
+-- session_chains: the open sub-runs of rollup_session_parts (sub-runs at day edges) dated
+-- lo..until, chained: a sub-run continues the previous day's last one when it starts 30
+-- minutes or less after that one ended (only a day's last sub-run can end that close to
+-- midnight). A chain's fw, hw and whole_* flags are its first sub-run's; last_date is its
+-- last sub-run's day. With use_state, the sessions state's chains that reach the end of
+-- the day before its last covered day (analytics/states.sql) stand for the days before.
+CREATE OR REPLACE MACRO session_chains(lo, until, use_state) AS TABLE
 WITH open AS (
-    SELECT device_id, date, started, ended,
-           segment_of(segment_by, fw, hw, device_id, date) AS segment,
-           segment_flag(segment_by, whole_all, whole_fw, whole_hw) AS whole
-    FROM rollup_session_parts WHERE kind = 'open'
+    SELECT device_id, date, started, ended, fw, hw, whole_all, whole_fw, whole_hw
+    FROM rollup_session_parts WHERE kind = 'open' AND date BETWEEN lo AND until
+    UNION ALL BY NAME
+    SELECT device_id, date, started, ended, fw, hw, whole_all, whole_fw, whole_hw
+    FROM state_session_chains WHERE use_state
 ),
--- A sub-run continues the previous day's last one when it starts 30 minutes or less
--- after that one ended (only a day's last sub-run can end that close to midnight). Few
--- do, so the chains are numbered among the linked sub-runs alone, where two windows
--- sorted every open sub-run per device (bench/RESULTS.md, "What a PM waits for at full
--- scale, fourth measurement").
+-- Few sub-runs link, so the chains are numbered among the linked sub-runs alone, where
+-- two windows sorted every open sub-run per device (bench/RESULTS.md, "What a PM waits
+-- for at full scale, fourth measurement").
 links AS (
     -- microsecond arithmetic: cheaper than intervals
     SELECT p.device_id, p.started, q.started AS previous_started
@@ -528,14 +526,37 @@ numbered AS (
                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS chain
     FROM open o SEMI JOIN in_links USING (device_id, started)
     LEFT JOIN links l USING (device_id, started)
-),
-merged AS (
-    SELECT device_id, started, ended, segment, whole FROM open ANTI JOIN in_links
-        USING (device_id, started)
-    UNION ALL
-    SELECT device_id, min(started), max(ended), arg_min(segment, started),
-           arg_min(whole, started)
-    FROM numbered GROUP BY device_id, chain
+)
+SELECT device_id, started, ended, fw, hw, whole_all, whole_fw, whole_hw, date AS last_date
+FROM open ANTI JOIN in_links USING (device_id, started)
+UNION ALL
+SELECT device_id, min(started), max(ended), arg_min(fw, started), arg_min(hw, started),
+       arg_min(whole_all, started), arg_min(whole_fw, started), arg_min(whole_hw, started),
+       max(date)
+FROM numbered GROUP BY device_id, chain;
+
+-- sessions_from: the first day the sessions metric computes from the rollups: with a state,
+-- its last covered day (the days before come from the state) for the breakdowns it holds
+CREATE OR REPLACE MACRO sessions_from(since, segment_by) AS
+    CASE WHEN segment_by IN ('all', 'fw', 'hw') THEN greatest(since, state_through())
+         ELSE since END;
+
+-- metric: sessions: usage sessions (a gap over 30 minutes ends one; one over 24 h is cut at each 24 h from its start) per UTC day they started on; per device = per device that had a session that day; median and mean minutes
+CREATE OR REPLACE MACRO sessions(since := DATE '1970-01-01', until := DATE '2999-12-31',
+                                 segment_by := 'all') AS TABLE
+-- A session belongs to the UTC day it started on. Whole sessions come counted per length
+-- from rollup_session_parts; the "open" sub-runs at day edges are chained
+-- (session_chains), and a chain longer than 24 h is cut into sessions of at most 24 h
+-- from its start (an event at exactly 24 h ends the first), which needs its events.
+-- For the whole fleet, per firmware or per model, the days before the last covered one
+-- come from the sessions state (a session lasts 24 h at most, so their rows are final),
+-- and the chains reaching into that day from its chains.
+WITH merged AS (
+    SELECT device_id, started, ended,
+           segment_of(segment_by, fw, hw, device_id, utc_day(started)) AS segment,
+           segment_flag(segment_by, whole_all, whole_fw, whole_hw) AS whole
+    FROM session_chains(sessions_from(DATE '1970-01-01', segment_by), DATE '2999-12-31',
+                        sessions_from(DATE '1970-01-01', segment_by) > DATE '1970-01-01')
 ),
 long AS (SELECT * FROM merged WHERE epoch_us(ended) - epoch_us(started) > 86400000000),
 long_days AS (
@@ -560,13 +581,14 @@ chain_sessions AS (
     FROM (SELECT device_id, started, ended, segment, whole FROM merged
           WHERE epoch_us(ended) - epoch_us(started) <= 86400000000
           UNION ALL SELECT * FROM cut)
-    WHERE utc_day(started) BETWEEN since AND until
+    WHERE utc_day(started) BETWEEN sessions_from(since, segment_by) AND until
 ),
 -- sessions counted per length (the same length may come in several rows); materialized,
 -- since three steps below read it (bench/macro_ab.py: 0.87-0.92 of re-reading the rollup)
 lengths AS MATERIALIZED (
     SELECT date AS day, segment_of(segment_by, fw, hw, NULL, date) AS segment, minutes, n
-    FROM rollup_session_parts WHERE kind = 'length' AND date BETWEEN since AND until
+    FROM rollup_session_parts WHERE kind = 'length'
+        AND date BETWEEN sessions_from(since, segment_by) AND until
     UNION ALL SELECT day, segment, minutes, count(*) FROM chain_sessions GROUP BY ALL
 ),
 -- The median without sorting every length: running counts over whole-minute buckets
@@ -631,7 +653,7 @@ per_day AS (
 device_rows AS NOT MATERIALIZED (
     SELECT date AS day, segment_of(segment_by, fw, hw, device_id, date) AS segment, device_id
     FROM rollup_session_parts
-    WHERE kind = 'device' AND date BETWEEN since AND until
+    WHERE kind = 'device' AND date BETWEEN sessions_from(since, segment_by) AND until
         AND segment_flag(segment_by, first_all, first_fw, first_hw)
 ),
 devices AS (
@@ -651,7 +673,11 @@ devices AS (
 SELECT day, segment, devices, sessions,
        round(sessions / devices, 3) AS sessions_per_device_day,
        round(median_minutes, 2) AS median_minutes, round(mean_minutes, 2) AS mean_minutes
-FROM per_day JOIN devices USING (day, segment) ORDER BY day, segment;
+FROM per_day JOIN devices USING (day, segment)
+UNION ALL
+SELECT day, segment, devices, sessions, sessions_per_device_day, median_minutes, mean_minutes
+FROM state_sessions WHERE segment_by = segment_by_of AND day BETWEEN since AND until
+ORDER BY day, segment;
 
 -- metric: firmware_rollout: per UTC day, active devices on each firmware version (their last that day) and their share
 CREATE OR REPLACE MACRO firmware_rollout(since := DATE '1970-01-01',

@@ -119,7 +119,7 @@ def _write_day(store: Store, day: str, key: str, src: dict[str, str | None]) -> 
             d.mkdir(parents=True, exist_ok=True)
             stale = [p for p in d.glob("*.parquet") if p.stem != key]
             store.write_table(f"{ROLLUP_DIR}/{rollup_dir(name)}/{day}/{key}.parquet",
-                              _plain(result))
+                              plain_ints(result))
             # Readers only ever read the file matching the day's data files, so a stale
             # one can go at once.
             store.delete([str(p) for p in stale])
@@ -128,7 +128,7 @@ def _write_day(store: Store, day: str, key: str, src: dict[str, str | None]) -> 
     log.info("rolled up %s (%s)", day, key)
 
 
-def _plain(t: pa.Table) -> pa.Table:
+def plain_ints(t: pa.Table) -> pa.Table:
     """DuckDB hands back HUGEINT sums as decimals; rollup counts fit in int64."""
     fields = [pa.field(f.name, pa.int64()) if pa.types.is_decimal(f.type) else f
               for f in t.schema]

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from fleetpulse.ingest.store import Store
 
+from .rollups import plain_ints
 from .sqltext import fill_constants, sql_str, without_comments
 
 if TYPE_CHECKING:
@@ -186,7 +187,7 @@ def write_states(store: Store) -> bool:
     try:
         for name, q in state_queries().items():
             sql = q.query.replace("{through}", f"DATE {sql_str(through)}")
-            table = con.sql(sql).to_arrow_table().replace_schema_metadata(meta)
+            table = plain_ints(con.sql(sql).to_arrow_table()).replace_schema_metadata(meta)
             d = Path(store.path(STATE_DIR, state_dir(name)))
             stale = list(d.glob("*.parquet")) if d.is_dir() else []
             written = store.write_table(f"{STATE_DIR}/{state_dir(name)}/{through}-{tag}.parquet",

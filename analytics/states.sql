@@ -53,3 +53,21 @@ FROM (SELECT *, unnest(list_distinct([d1, d2, d3])) AS date
 SELECT device_id, feature, min(date) AS first_use, sum(uses)::BIGINT AS uses,
        count(*) FILTER (WHERE first_all) AS days_used
 FROM rollup_feature_days WHERE date <= {through} GROUP BY ALL;
+
+-- state: sessions
+-- empty: SELECT NULL::VARCHAR AS segment_by_of, NULL::DATE AS day, NULL::VARCHAR AS segment, NULL::BIGINT AS devices, NULL::HUGEINT AS sessions, NULL::DOUBLE AS sessions_per_device_day, NULL::DOUBLE AS median_minutes, NULL::DOUBLE AS mean_minutes WHERE false
+-- the sessions metric's rows for the days before the last covered one, for the whole
+-- fleet, per firmware and per model: a session lasts 24 h at most, so one starting then
+-- ends by the last covered day, and later days change none of these rows
+SELECT 'all' AS segment_by_of, * FROM sessions(until := {through} - 1)
+UNION ALL SELECT 'fw', * FROM sessions(until := {through} - 1, segment_by := 'fw')
+UNION ALL SELECT 'hw', * FROM sessions(until := {through} - 1, segment_by := 'hw');
+
+-- state: session_chains
+-- empty: SELECT NULL::VARCHAR AS device_id, NULL::DATE AS date, NULL::TIMESTAMPTZ AS started, NULL::TIMESTAMPTZ AS ended, NULL::VARCHAR AS fw, NULL::VARCHAR AS hw, NULL::BOOLEAN AS whole_all, NULL::BOOLEAN AS whole_fw, NULL::BOOLEAN AS whole_hw WHERE false
+-- the chains of open sub-runs up to the day before the last covered one that reach its
+-- end, each as one open sub-run of that day starting when the chain starts: what the
+-- sessions starting on the last covered day or later may continue (or be cut from)
+SELECT device_id, last_date AS date, started, ended, fw, hw, whole_all, whole_fw, whole_hw
+FROM session_chains(DATE '1970-01-01', {through} - 1, false)
+WHERE last_date = {through} - 1;
