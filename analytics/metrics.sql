@@ -736,17 +736,39 @@ FROM device_health_rows(since := since, until := until, segment_by := segment_by
                         as_of := as_of)
 GROUP BY ALL;
 
+-- health_from_state: whether fleet_health reads the health state (analytics/states.sql)
+-- for the days before the last covered one: over all the covered days, per firmware,
+-- model or the whole fleet, with as_of (default now) at or past the last covered day
+CREATE OR REPLACE MACRO health_from_state(since, until, segment_by, as_of) AS
+    state_covers(since, until) AND segment_by IN ('all', 'fw', 'hw')
+    AND epoch_us(coalesce(as_of::TIMESTAMPTZ, current_timestamp))
+        >= (state_through() - DATE '1970-01-01')::BIGINT * 86400000000;
+
 -- metric: fleet_health: per firmware (default): devices, crash-free devices and share (no error event, no power_on with a crash reset cause), reboots per device-day, connectivity (heartbeats received / expected at the reported interval, default 3600 s, up to as_of, default now), records dropped; each record counts under the firmware that sent it
 CREATE OR REPLACE MACRO fleet_health(since := DATE '1970-01-01', until := DATE '2999-12-31',
                                      segment_by := 'fw', as_of := NULL) AS TABLE
+-- Over all the covered days, for the whole fleet, per firmware or per model, the days
+-- before the last covered one from the health state, once as_of has reached that day
+-- (their expected heartbeats are then complete); the rest from the rollup.
 WITH per_device AS (
-    SELECT segment, device_id, count(*) FILTER (WHERE day_row) AS device_days,
-           sum(crashes) AS crashes, sum(reboots) AS reboots, sum(heartbeats) AS heartbeats,
+    SELECT segment, device_id, sum(device_days) AS device_days, sum(crashes) AS crashes,
+           sum(reboots) AS reboots, sum(heartbeats) AS heartbeats,
            sum(expected_heartbeats) AS expected_heartbeats,
            sum(records_dropped) AS records_dropped
-    FROM device_health_rows(since := since, until := until, segment_by := segment_by,
-                            as_of := as_of)
-    GROUP BY ALL
+    FROM (
+        SELECT segment, device_id, device_days, crashes, reboots, heartbeats,
+               expected_heartbeats, records_dropped
+        FROM state_health
+        WHERE health_from_state(since, until, segment_by, as_of) AND segment_by_of = segment_by
+        UNION ALL
+        SELECT segment, device_id, count(*) FILTER (WHERE day_row), sum(crashes),
+               sum(reboots), sum(heartbeats), sum(expected_heartbeats), sum(records_dropped)
+        FROM device_health_rows(
+            since := CASE WHEN health_from_state(since, until, segment_by, as_of)
+                          THEN state_through() ELSE since END,
+            until := until, segment_by := segment_by, as_of := as_of)
+        GROUP BY ALL
+    ) GROUP BY ALL
 )
 SELECT segment,
        count(*) AS devices,

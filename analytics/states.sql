@@ -71,3 +71,24 @@ UNION ALL SELECT 'hw', * FROM sessions(until := {through} - 1, segment_by := 'hw
 SELECT device_id, last_date AS date, started, ended, fw, hw, whole_all, whole_fw, whole_hw
 FROM session_chains(DATE '1970-01-01', {through} - 1, false)
 WHERE last_date = {through} - 1;
+
+-- state: health
+-- empty: SELECT NULL::VARCHAR AS segment_by_of, NULL::VARCHAR AS segment, NULL::VARCHAR AS device_id, NULL::BIGINT AS device_days, NULL::BIGINT AS crashes, NULL::BIGINT AS reboots, NULL::DOUBLE AS heartbeats, NULL::DOUBLE AS expected_heartbeats, NULL::BIGINT AS records_dropped WHERE false
+-- fleet_health's per-device sums over the days before the last covered one, per
+-- firmware, per model and for the whole fleet, with every heartbeat expected up to the
+-- last covered day's midnight: complete for those days (fleet_health reads them only
+-- once as_of is past it, and sums the rest of the days onto them)
+SELECT segment_by AS segment_by_of, segment, device_id,
+       count(*) FILTER (WHERE day_row) AS device_days, sum(crashes) AS crashes,
+       sum(reboots) AS reboots, sum(heartbeats) AS heartbeats,
+       sum(expected_heartbeats) AS expected_heartbeats, sum(records_dropped) AS records_dropped
+FROM (SELECT 'fw' AS segment_by, * FROM device_health_rows(
+          until := {through} - 1, segment_by := 'fw',
+          as_of := to_timestamp(({through} - DATE '1970-01-01')::BIGINT * 86400))
+      UNION ALL SELECT 'hw', * FROM device_health_rows(
+          until := {through} - 1, segment_by := 'hw',
+          as_of := to_timestamp(({through} - DATE '1970-01-01')::BIGINT * 86400))
+      UNION ALL SELECT 'all', * FROM device_health_rows(
+          until := {through} - 1, segment_by := 'all',
+          as_of := to_timestamp(({through} - DATE '1970-01-01')::BIGINT * 86400)))
+GROUP BY ALL;

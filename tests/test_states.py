@@ -38,12 +38,16 @@ def _random_fleet() -> dict[str, list[tuple[str, list[dict]]]]:
                     recs.append(ev(t(day, hh, mm), kind, feature=rnd.choice(["eco", "schedule"])))
                 elif kind == "power_on_crash":
                     recs.append(ev(t(day, hh, mm), "power_on", reset_cause="exception"))
-                elif kind == "heartbeat":
-                    recs.append(ev(t(day, hh, mm), kind, uptime_s=1, reconnects=0, free_mem=1))
+                elif kind == "heartbeat":  # at a 4 h interval: a few make a share
+                    recs.append(ev(t(day, hh, mm), kind, uptime_s=1, reconnects=0, free_mem=1,
+                                   interval_s=14_400))
                 elif kind == "error":
                     recs.append(ev(t(day, hh, mm), kind, code="E_X"))
                 else:
                     recs.append(ev(t(day, hh, mm), kind))
+            if i % 3 == 1:  # hourly heartbeats: connectivity far from 0
+                recs += [ev(t(day, hh, 30), "heartbeat", uptime_s=1, reconnects=0, free_mem=1)
+                         for hh in range(rnd.randint(0, 12), 24)]
             if i % 4 == 0 and day < DAYS:  # a session over midnight into the next day
                 recs += [ev(t(day, 23, 45), "button_press"), ev(t(day + 1, 0, 5), "button_press")]
             envelopes.append((fw, sorted(recs, key=lambda r: r["t"])))
@@ -62,7 +66,9 @@ def _queries() -> list[str]:
             continue  # needs a key; reads activations, which the other metrics cover
         args = ["", "since := DATE '2026-01-04', until := DATE '2026-01-17'"]
         if "segment_by" in m.parameters:
-            args += ["segment_by := 'fw'", "segment_by := 'hw'"]
+            args += ["segment_by := 'all'", "segment_by := 'fw'", "segment_by := 'hw'"]
+        if m.name == "fleet_health":  # as_of on a day some states cover, others do not
+            args += ["as_of := TIMESTAMPTZ '2026-01-12 12:00:00+00'"]
         if m.name == "funnel":
             args += ["window_days := 3", "step3 := 'feature_used:schedule'"]
         out += [f"SELECT * FROM {m.name}({a}) ORDER BY ALL" for a in args]
