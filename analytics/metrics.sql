@@ -682,10 +682,43 @@ ORDER BY day, segment;
 -- metric: firmware_rollout: per UTC day, active devices on each firmware version (their last that day) and their share
 CREATE OR REPLACE MACRO firmware_rollout(since := DATE '1970-01-01',
                                          until := DATE '2999-12-31') AS TABLE
+-- a day's rows depend on that day alone: the covered days' from their state
+SELECT day, fw, devices, share FROM state_firmware_rollout WHERE day BETWEEN since AND until
+UNION ALL
 SELECT day, fw, count(*) AS devices,
        round(count(*) / sum(count(*)) OVER (PARTITION BY day), 4) AS share
-FROM device_days WHERE active AND day BETWEEN since AND until
+FROM device_days WHERE active AND day BETWEEN greatest(since, state_through() + 1) AND until
 GROUP BY day, fw ORDER BY day, fw;
+
+-- weeks_held_from / weeks_held_through: the first Monday from `since`, and the last
+-- Sunday up to `until` and the state's last covered day: the days of the weeks
+-- crash_free_weeks reads from its state
+CREATE OR REPLACE MACRO weeks_held_from(since) AS date_trunc('week', since + 6)::DATE;
+CREATE OR REPLACE MACRO weeks_held_through(until) AS
+    date_trunc('week', least(until, state_through()) + 1)::DATE - 1;
+
+-- crash_free_weeks: fleet_health's crash-free devices per firmware and week (Monday to
+-- Sunday, UTC) from since to until (a week the range cuts counts its days in it): a
+-- device counts in a week under each firmware it ran that week, crash-free if it had no
+-- crash on it that week. The crashes of the firmware rollup's rows, as
+-- device_health_rows has them, without its heartbeat spans and the join they need. Weeks
+-- whose days the state covers and the range holds whole come from the state; the days
+-- of other weeks from the rollup (what weeks_held gives is a constant: the scans skip
+-- the state's days).
+CREATE OR REPLACE MACRO crash_free_weeks(since := DATE '1970-01-01',
+                                         until := DATE '2999-12-31') AS TABLE
+WITH w AS (
+    SELECT date_trunc('week', date)::DATE AS week, fw, device_id, sum(crashes) AS crashes
+    FROM rollup_firmware_days WHERE date BETWEEN since AND until
+        AND NOT date BETWEEN weeks_held_from(since) AND weeks_held_through(until)
+    GROUP BY ALL
+)
+SELECT week, fw, count(*) AS devices, count(*) FILTER (WHERE crashes = 0) AS crash_free_devices
+FROM w GROUP BY ALL
+UNION ALL
+SELECT week, fw, devices, crash_free_devices FROM state_crash_free_weeks
+WHERE week BETWEEN weeks_held_from(since) AND weeks_held_through(until) - 6;
+
 
 -- device_health_rows: per rollup row (device, UTC day, firmware, model) its segment,
 -- crashes, reboots, heartbeats received and expected, records dropped, and day_row: one
@@ -892,9 +925,16 @@ FROM quantiles GROUP BY date, hw;
 -- metric: readings_by_model: reading distributions (temperature, humidity) per hardware model
 CREATE OR REPLACE MACRO readings_by_model(since := DATE '1970-01-01',
                                           until := DATE '2999-12-31') AS TABLE
+-- over all the covered days, their per-device counts from the reading_devices state
 WITH models AS (
-    SELECT hw, count(DISTINCT device_id) AS devices, sum(readings) AS readings
-    FROM rollup_reading_devices WHERE date BETWEEN since AND until GROUP BY hw
+    SELECT hw, count(DISTINCT device_id) AS devices, sum(readings) AS readings FROM (
+        SELECT hw, device_id, readings FROM state_reading_devices
+        WHERE state_covers(since, until)
+        UNION ALL
+        SELECT hw, device_id, readings FROM rollup_reading_devices
+        WHERE date BETWEEN since AND until
+            AND NOT (state_covers(since, until) AND date <= state_through())
+    ) GROUP BY hw
 )
 SELECT m.hw, m.devices, m.readings,
        round(q.p10_temperature_c, 2) AS p10_temperature_c,

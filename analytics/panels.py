@@ -60,13 +60,6 @@ class View:
         return ([f"since := DATE '{self.since}'"] if self.since else []) + \
                ([f"until := DATE '{self.until}'"] if self.until else [])
 
-    def days_where(self, column: str = "date") -> str:
-        """This view's date range as a WHERE condition on `column`, for a panel that
-        reads a rollup itself rather than through a metric macro."""
-        return " AND ".join(([f"{column} >= DATE '{self.since}'"] if self.since else [])
-                            + ([f"{column} <= DATE '{self.until}'"] if self.until else [])
-                            ) or "true"
-
     def args(self, segment: bool = False, by: str | None = None) -> str:
         """The macro arguments of this view; the breakdown too when `segment`."""
         seg = [f"segment_by := {sql_str(by or self.by)}"] if segment else []
@@ -98,19 +91,11 @@ class Panel:
 
 
 def _health_weekly(v: View) -> str:
-    # fleet_health's crash-free share, per firmware and week (Monday to Sunday, UTC): a
-    # device counts in a week under each firmware it ran that week, crash-free if it
-    # had no crash on it that week (tests/test_dashboard.py checks each week against
-    # fleet_health over that week). The crashes of the firmware rollup's rows, as
-    # device_health_rows has them, without its heartbeat spans and the join they need
-    # (0.11 s in run H, 0.08 s in run I at full scale: bench/RESULTS.md, "fourth
-    # measurement").
-    return ("WITH w AS (SELECT date_trunc('week', date)::DATE AS week, fw, "
-            "device_id, sum(crashes) AS crashes "
-            f"FROM rollup_firmware_days WHERE {v.days_where()} GROUP BY ALL) "
-            "SELECT week, fw, count(*) AS devices, count(*) FILTER (WHERE crashes = 0) AS "
-            "crash_free_devices, round(count(*) FILTER (WHERE crashes = 0) / count(*), 4) AS "
-            "crash_free_share FROM w GROUP BY ALL ORDER BY week, fw")
+    # fleet_health's crash-free share, per firmware and week (tests/test_dashboard.py
+    # checks each week against fleet_health over that week)
+    return ("SELECT week, fw, devices, crash_free_devices, "
+            "round(crash_free_devices / devices, 4) AS crash_free_share "
+            f"FROM crash_free_weeks({v.args()}) ORDER BY week, fw")
 
 
 def _seg(v: View, follows: bool | None = None) -> str:

@@ -92,3 +92,20 @@ FROM (SELECT 'fw' AS segment_by, * FROM device_health_rows(
           until := {through} - 1, segment_by := 'all',
           as_of := to_timestamp(({through} - DATE '1970-01-01')::BIGINT * 86400)))
 GROUP BY ALL;
+
+-- state: reading_devices
+-- empty: SELECT NULL::VARCHAR AS hw, NULL::VARCHAR AS device_id, NULL::BIGINT AS readings WHERE false
+-- readings per model and device (readings_by_model counts the devices and sums these
+-- and the later days')
+SELECT hw, device_id, sum(readings)::BIGINT AS readings
+FROM rollup_reading_devices WHERE date <= {through} GROUP BY ALL;
+
+-- state: firmware_rollout
+-- empty: SELECT NULL::DATE AS day, NULL::VARCHAR AS fw, NULL::BIGINT AS devices, NULL::DOUBLE AS share WHERE false
+-- the metric's rows of the covered days (each day's depend on that day alone)
+SELECT * FROM firmware_rollout(until := {through});
+
+-- state: crash_free_weeks
+-- empty: SELECT NULL::DATE AS week, NULL::VARCHAR AS fw, NULL::BIGINT AS devices, NULL::BIGINT AS crash_free_devices WHERE false
+-- crash_free_weeks' rows of the weeks whose days the state covers, whole
+SELECT * FROM crash_free_weeks(until := {through}) WHERE week + 6 <= {through};

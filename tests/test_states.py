@@ -72,7 +72,10 @@ def _queries() -> list[str]:
         if m.name == "funnel":
             args += ["window_days := 3", "step3 := 'feature_used:schedule'"]
         out += [f"SELECT * FROM {m.name}({a}) ORDER BY ALL" for a in args]
-    return out
+    # the dashboard's weekly health: ranges that cut weeks at either end
+    return out + [f"SELECT * FROM crash_free_weeks({a}) ORDER BY ALL" for a in (
+        "", "since := DATE '2026-01-04', until := DATE '2026-01-17'",
+        "since := DATE '2026-01-06'", "until := DATE '2026-01-18'")]
 
 
 @pytest.fixture(scope="module")
