@@ -201,8 +201,11 @@ def coverage(con: duckdb.DuckDBPyConnection) -> Coverage:
                            "FROM activations").rows[0]
     experiments = [r[0] for r in query(con, "SELECT DISTINCT experiment FROM "
                                             "experiment_reports ORDER BY 1").rows]
-    features = [r[0] for r in query(con, "SELECT DISTINCT feature FROM rollup_feature_days "
-                                         "ORDER BY 1").rows]
+    # the covered days' features from their state (analytics/states.sql)
+    features = [r[0] for r in query(con, "SELECT DISTINCT feature FROM ("
+                                         "SELECT feature FROM state_features UNION ALL "
+                                         "SELECT feature FROM rollup_feature_days "
+                                         "WHERE date > state_through()) ORDER BY 1").rows]
     attributes = [r[0] for r in query(con, "SELECT DISTINCT name FROM device_attributes "
                                            "ORDER BY 1").rows]
     return Coverage(lo, hi, n, experiments, features, attributes)

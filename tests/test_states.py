@@ -14,6 +14,7 @@ import pytest
 from test_metric_definitions import _dataset, ev, reading, rows, t
 
 from fleetpulse.analytics.dataset import connect, metric_catalog
+from fleetpulse.analytics.panels import coverage
 from fleetpulse.analytics.states import NO_STATE
 
 DAYS = 21  # Jan 1 .. Jan 21 2026
@@ -89,6 +90,7 @@ def test_states_change_no_number(raw, tmp_path: Path, cut: int) -> None:
     assert rows(con, "SELECT day(state_through())") == [(cut,)]
     for q in _queries():
         assert rows(con, q) == rows(raw, q), q
+    assert coverage(con) == coverage(raw)  # the dashboard's header and choices
 
 
 def test_a_state_whose_days_changed_is_not_read(raw, tmp_path: Path) -> None:
