@@ -173,36 +173,43 @@ CREATE OR REPLACE MACRO segment_of(segment_by, fw, hw, device_id, on_day) AS
 CREATE OR REPLACE MACRO segment_flag(segment_by, all_flag, fw_flag, hw_flag) AS
     CASE segment_by WHEN 'fw' THEN fw_flag WHEN 'hw' THEN hw_flag ELSE all_flag END;
 
+-- activity_from: the first day active_devices computes: with a state, for the whole
+-- fleet or per firmware or model, the day after its last covered one (the days before
+-- come from the state: a day's counts depend on that day and the 29 before it), else
+-- every day
+CREATE OR REPLACE MACRO activity_from(segment_by) AS
+    CASE WHEN has_state() AND segment_by IN ('all', 'fw', 'hw') THEN state_through() + 1
+         ELSE DATE '1970-01-01' END;
+
 -- metric: active_devices: DAU, WAU and MAU (devices with a usage event that UTC day, in the 7 and 30 days ending on it) and stickiness (DAU/MAU), a row for every day from the first to the last day of data; segments by the day's last firmware
 CREATE OR REPLACE MACRO active_devices(since := DATE '1970-01-01', until := DATE '2999-12-31',
                                        segment_by := 'all') AS TABLE
--- Counted from where each count changes, per run of consecutive active days: a (device,
--- segment) pair active on days a..b, next active on day n, counts in DAU on [a, b+1), in
--- WAU on [a, min(n, b+7)) and in MAU on [a, min(n, b+30)); a running sum of those +1/-1
--- over the days gives the counts. Each pair's days are gathered into a sorted list (a
--- few dozen dates per pair: lead() over a window partitioned by the pair sorted every
--- active device-day by device name, most of this macro's time at full scale) and cut
--- into runs there: a device active most days has a few runs, where a change per active
--- day made four rows per device-day to sum (bench/macro_ab.py at full scale: 0.135 ->
--- 0.119 s; the runs not materialised, 0.189 -> 0.225 s).
+-- Two ways, one per call (the other's condition is a constant false, and DuckDB drops
+-- its scans). With a state: the covered days' rows from it, and each later day counted
+-- from each (device, segment) pair's last active day up to it, the state's or a later
+-- one (few days, so a join of days and pairs). Otherwise over every day, from where
+-- each count changes, per run of consecutive active days: a pair active on days a..b,
+-- next active on day n, counts in DAU on [a, b+1), in WAU on [a, min(n, b+7)) and in
+-- MAU on [a, min(n, b+30)); a running sum of those +1/-1 over the days gives the counts.
+-- Each pair's days are gathered into a sorted list (a few dozen dates per pair: lead()
+-- over a window partitioned by the pair sorted every active device-day by device name,
+-- most of this macro's time at full scale) and cut into runs there: a device active
+-- most days has a few runs, where a change per active day made four rows per device-day
+-- to sum (bench/macro_ab.py at full scale: 0.135 -> 0.119 s; the runs not
+-- materialised, 0.189 -> 0.225 s).
 WITH bounds AS (
     SELECT greatest(min(date), since) AS lo, least(max(date), until) AS hi
     FROM rollup_firmware_days
 ),
-days AS (
+all_days AS (
     SELECT unnest(range(lo, hi + 1, INTERVAL 1 DAY))::DATE AS day FROM bounds WHERE lo <= hi
 ),
+days AS (SELECT day FROM all_days WHERE day >= activity_from(segment_by)),
 pairs AS (
-    -- device_days has one row per device and day already: no DISTINCT. The whole fleet's
-    -- lists start from the state's over the covered days (the later days come after).
-    SELECT segment, flatten(list(days ORDER BY days[1])) AS days FROM (
-        SELECT device_id, 'all' AS segment, days FROM state_active_days
-        WHERE segment_by = 'all'
-        UNION ALL
-        SELECT device_id, segment, list(day ORDER BY day) AS days FROM (
-            SELECT device_id, segment_of(segment_by, fw, hw, device_id, day) AS segment, day
-            FROM device_days WHERE active AND (segment_by <> 'all' OR day > state_through())
-        ) GROUP BY device_id, segment
+    -- device_days has one row per device and day already: no DISTINCT
+    SELECT segment, list(day ORDER BY day) AS days FROM (
+        SELECT device_id, segment_of(segment_by, fw, hw, device_id, day) AS segment, day
+        FROM device_days WHERE active AND activity_from(segment_by) = DATE '1970-01-01'
     ) GROUP BY device_id, segment
 ),
 runs AS MATERIALIZED (  -- read four times below
@@ -228,12 +235,48 @@ running AS (
            sum(dau) OVER w AS dau, sum(wau) OVER w AS wau, sum(mau) OVER w AS mau
     FROM changes
     WINDOW w AS (PARTITION BY segment ORDER BY day ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+),
+latest AS (
+    SELECT segment, device_id, day FROM state_last_active
+    WHERE segment_by_of = segment_by AND activity_from(segment_by) > DATE '1970-01-01'
+    UNION ALL
+    SELECT segment_of(segment_by, fw, hw, device_id, day), device_id, day FROM device_days
+    WHERE active AND day >= activity_from(segment_by)
+        AND activity_from(segment_by) > DATE '1970-01-01'
+),
+later_segments AS (
+    SELECT segment FROM latest
+    UNION SELECT segment FROM state_activity WHERE segment_by_of = segment_by
+),
+later AS (
+    SELECT d.day, l.segment,
+           count(DISTINCT l.device_id) FILTER (WHERE l.day = d.day) AS dau,
+           count(DISTINCT l.device_id) FILTER (WHERE l.day > d.day - 7) AS wau,
+           count(DISTINCT l.device_id) AS mau
+    FROM days d JOIN latest l ON l.day <= d.day AND l.day > d.day - 30
+    GROUP BY ALL
 )
 SELECT r.day, r.segment, r.dau::BIGINT AS dau, r.wau::BIGINT AS wau, r.mau::BIGINT AS mau,
        round(r.dau / nullif(r.mau, 0), 4) AS stickiness
 FROM running r
 WHERE r.day BETWEEN since AND until AND r.day IN (SELECT day FROM days)
-ORDER BY r.day, r.segment;
+UNION ALL
+SELECT day, segment, dau, wau, mau, stickiness FROM state_activity
+WHERE segment_by_of = segment_by AND day BETWEEN since AND until
+UNION ALL
+SELECT d.day, s.segment, coalesce(l.dau, 0), coalesce(l.wau, 0), coalesce(l.mau, 0),
+       round(l.dau / nullif(l.mau, 0), 4)
+FROM later_segments s CROSS JOIN days d
+LEFT JOIN later l ON l.day = d.day AND l.segment = s.segment
+WHERE d.day BETWEEN since AND until
+UNION ALL
+-- a segment first active after the covered days has a row of zeros on each of them
+SELECT d.day, p.segment, 0, 0, 0, NULL
+FROM (SELECT segment FROM latest
+      EXCEPT SELECT segment FROM state_activity WHERE segment_by_of = segment_by) p,
+     all_days d
+WHERE d.day < activity_from(segment_by)
+ORDER BY day, segment;
 
 -- metric: active_days_per_week: how many devices were active on 1, 2, ... 7 days of each week (Monday to Sunday, UTC), in the segment of their last active day
 CREATE OR REPLACE MACRO active_days_per_week(since := DATE '1970-01-01',

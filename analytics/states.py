@@ -151,6 +151,7 @@ def view_statements(states: States | None) -> list[str]:
                 else q.empty)
         stmts.append(f"CREATE OR REPLACE VIEW state_{name} AS {body}")
     first, through = (states.first, states.through) if states else (NO_STATE, NO_STATE)
+    stmts.append(f"CREATE OR REPLACE MACRO has_state() AS {'true' if states else 'false'}")
     stmts.append(f"CREATE OR REPLACE MACRO state_first() AS DATE {sql_str(first)}")
     stmts.append(f"CREATE OR REPLACE MACRO state_through() AS DATE {sql_str(through)}")
     # whether since..until takes in every covered day: then an all-time state stands

@@ -23,10 +23,30 @@ FROM rollup_firmware_days WHERE usage_events > 0 AND date <= {through};
 
 -- state: active_days
 -- empty: SELECT NULL::VARCHAR AS device_id, NULL::DATE[] AS days WHERE false
--- each device's active days, sorted (active_devices appends the later days' to the list:
--- they all come after)
+-- each device's active days (feature_adoption counts the devices active in the period
+-- from these and the later days')
 SELECT device_id, list(day ORDER BY day) AS days
 FROM device_days WHERE active AND day <= {through} GROUP BY device_id;
+
+-- state: activity
+-- empty: SELECT NULL::VARCHAR AS segment_by_of, NULL::DATE AS day, NULL::VARCHAR AS segment, NULL::BIGINT AS dau, NULL::BIGINT AS wau, NULL::BIGINT AS mau, NULL::DOUBLE AS stickiness WHERE false
+-- active_devices' rows of the covered days, whole fleet, per firmware and per model: a
+-- day's counts depend on that day and the 29 before it, so later days change none
+SELECT 'all' AS segment_by_of, * FROM active_devices(until := {through})
+UNION ALL SELECT 'fw', * FROM active_devices(until := {through}, segment_by := 'fw')
+UNION ALL SELECT 'hw', * FROM active_devices(until := {through}, segment_by := 'hw');
+
+-- state: last_active
+-- empty: SELECT NULL::VARCHAR AS segment_by_of, NULL::VARCHAR AS segment, NULL::VARCHAR AS device_id, NULL::DATE AS day WHERE false
+-- each (device, segment) pair's last active day, where a later day's WAU or MAU can
+-- still count it (the 29 days before the day after the last covered one); whole fleet,
+-- per firmware and per model
+SELECT segment_by AS segment_by_of, segment, device_id, max(day) AS day FROM (
+    SELECT 'all' AS segment_by, 'all' AS segment, device_id, day FROM device_days
+    WHERE active AND day <= {through}
+    UNION ALL SELECT 'fw', fw, device_id, day FROM device_days WHERE active AND day <= {through}
+    UNION ALL SELECT 'hw', hw, device_id, day FROM device_days WHERE active AND day <= {through}
+) GROUP BY ALL HAVING max(day) > {through} - 29;
 
 -- state: funnel
 -- empty: SELECT * FROM rollup_funnel_days WHERE false

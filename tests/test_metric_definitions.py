@@ -77,13 +77,15 @@ def _record_day(record: dict) -> date:
 
 def _dataset(data: Path, fleet: dict[str, list[tuple[str, list[dict]]]],
              hw: dict[str, str] | None = None, layout: str = "raw", sent_ms: int = 0,
-             cut_day: int | None = None):
+             cut: date | None = None):
     """The fleet's dataset and a connection to it, in one of LAYOUTS."""
     days = sorted(_record_day(r) for envs in fleet.values() for _, recs in envs for r in recs)
-    # "states": the records up to the middle day (or January cut_day) first, rolled up
-    # with the states over them, then the rest (days after it) from raw rows
-    cut = days[-1] if layout != "states" else (
-        days[len(days) // 2] if cut_day is None else date(2026, 1, cut_day))
+    # "states": the records up to the middle day (or `cut`) first, rolled up with the
+    # states over them, then the rest (days after it) from raw rows
+    if layout != "states":
+        cut = days[-1]
+    elif cut is None:
+        cut = days[len(days) // 2]
     pipe = Pipeline(data, "fixture")
 
     def send(keep: Callable[[date], bool], first_seq: int) -> None:

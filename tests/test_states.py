@@ -7,11 +7,12 @@ since (late data) is not read.
 from __future__ import annotations
 
 import random
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
-from test_metric_definitions import _dataset, ev, reading, rows, t
+from test_metric_definitions import _dataset, _random_activity_fleet, ev, reading, rows, t
 
 from fleetpulse.analytics.dataset import connect, metric_catalog
 from fleetpulse.analytics.panels import coverage
@@ -86,7 +87,8 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
 
 @pytest.mark.parametrize("cut", [3, 11, 19])
 def test_states_change_no_number(raw, tmp_path: Path, cut: int) -> None:
-    con = _dataset(tmp_path / "data", FLEET, layout="states", sent_ms=SENT, cut_day=cut)
+    con = _dataset(tmp_path / "data", FLEET, layout="states", sent_ms=SENT,
+                   cut=date(2026, 1, cut))
     assert rows(con, "SELECT day(state_through())") == [(cut,)]
     for q in _queries():
         assert rows(con, q) == rows(raw, q), q
@@ -95,7 +97,7 @@ def test_states_change_no_number(raw, tmp_path: Path, cut: int) -> None:
 
 def test_a_state_whose_days_changed_is_not_read(raw, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    con = _dataset(data, FLEET, layout="states", sent_ms=SENT, cut_day=11)
+    con = _dataset(data, FLEET, layout="states", sent_ms=SENT, cut=date(2026, 1, 11))
     assert rows(con, "SELECT day(state_through())") == [(11,)]
     late = {"late": [("1.0", [ev(t(5, 12), "button_press"), ev(t(15, 12), "button_press")])]}
     _dataset(data, late, sent_ms=SENT)  # a second file on Jan 5, a covered day
@@ -104,3 +106,24 @@ def test_a_state_whose_days_changed_is_not_read(raw, tmp_path: Path) -> None:
     assert rows(con, "SELECT count(*) FROM activations WHERE device_id = 'late'") == [(1,)]
     assert rows(con, "SELECT dau FROM active_devices() WHERE day = DATE '2026-01-05'") == \
         rows(raw, "SELECT dau + 1 FROM active_devices() WHERE day = DATE '2026-01-05'")
+
+
+ACTIVITY = _random_activity_fleet()  # 80 days, gaps either side of 7 and 30 days
+
+
+@pytest.fixture(scope="module")
+def raw_activity(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
+    return _dataset(tmp_path_factory.mktemp("activity_raw"), ACTIVITY,
+                    sent_ms=t(1) + 90 * 86_400_000)
+
+
+@pytest.mark.parametrize("days", [35, 47, 58, 66])
+def test_activity_after_the_states_counts_every_earlier_active_day(raw_activity, tmp_path: Path,
+                                                                  days: int) -> None:
+    # WAU and MAU of the days after a state's last day count the devices last active up
+    # to 29 days before
+    con = _dataset(tmp_path / "data", ACTIVITY, layout="states",
+                   cut=date(2026, 1, 1) + timedelta(days=days), sent_ms=t(1) + 90 * 86_400_000)
+    for by in ("all", "fw", "hw"):
+        q = f"SELECT * FROM active_devices(segment_by := '{by}') ORDER BY ALL"
+        assert rows(con, q) == rows(raw_activity, q), q
