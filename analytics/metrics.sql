@@ -368,7 +368,7 @@ CREATE OR REPLACE MACRO feature_adoption(since := DATE '1970-01-01',
 -- the later days' rollup rows.
 WITH active AS (
     SELECT segment, count(DISTINCT device_id) AS n FROM (
-        SELECT 'all' AS segment, device_id FROM state_active_days
+        SELECT 'all' AS segment, device_id FROM state_ever_active
         WHERE segment_by = 'all' AND state_covers(since, until)
         UNION ALL
         SELECT segment_of(segment_by, fw, hw, device_id, date), device_id

@@ -21,12 +21,11 @@ FROM rollup_firmware_days WHERE date <= {through} GROUP BY device_id;
 SELECT DISTINCT device_id, date_trunc('week', date)::DATE AS week
 FROM rollup_firmware_days WHERE usage_events > 0 AND date <= {through};
 
--- state: active_days
--- empty: SELECT NULL::VARCHAR AS device_id, NULL::DATE[] AS days WHERE false
--- each device's active days (feature_adoption counts the devices active in the period
--- from these and the later days')
-SELECT device_id, list(day ORDER BY day) AS days
-FROM device_days WHERE active AND day <= {through} GROUP BY device_id;
+-- state: ever_active
+-- empty: SELECT NULL::VARCHAR AS device_id WHERE false
+-- the devices active on any covered day (feature_adoption counts the devices active in
+-- the period from these and the later days')
+SELECT DISTINCT device_id FROM device_days WHERE active AND day <= {through};
 
 -- state: activity
 -- empty: SELECT NULL::VARCHAR AS segment_by_of, NULL::DATE AS day, NULL::VARCHAR AS segment, NULL::BIGINT AS dau, NULL::BIGINT AS wau, NULL::BIGINT AS mau, NULL::DOUBLE AS stickiness WHERE false
