@@ -292,12 +292,27 @@ WITH per_device AS (
 SELECT week, segment, active_days, count(*) AS devices
 FROM per_device GROUP BY ALL ORDER BY week, segment, active_days;
 
+-- weeks_held_from / weeks_held_through: the first Monday from `since`, and the last
+-- Sunday up to `until` and the state's last covered day: the days of the weeks
+-- lifecycle and crash_free_weeks read from their states
+CREATE OR REPLACE MACRO weeks_held_from(since) AS date_trunc('week', since + 6)::DATE;
+CREATE OR REPLACE MACRO weeks_held_through(until) AS
+    date_trunc('week', least(until, state_through()) + 1)::DATE - 1;
+
 -- metric: lifecycle: per week, new (activated that week: the retention cohort), returning (active that week and the one before), resurrecting (active, not the week before, activated earlier) and dormant (active the week before, not this one) devices
 CREATE OR REPLACE MACRO lifecycle(since := DATE '1970-01-01', until := DATE '2999-12-31')
     AS TABLE
-WITH active AS MATERIALIZED (FROM active_weeks),  -- joined twice below
+-- A week's row depends on that week and the one before: the weeks a state covers whole
+-- come from it, the later ones are computed (weeks_held_through is before every week
+-- without a state)
+WITH active AS MATERIALIZED (  -- joined twice below
+    FROM active_weeks WHERE week >= weeks_held_through(DATE '2999-12-31') - 6
+),
 first_week AS (SELECT device_id, cohort_week AS first_week FROM activations),
-weeks AS (SELECT DISTINCT date_trunc('week', date)::DATE AS week FROM rollup_firmware_days),
+weeks AS (
+    SELECT DISTINCT date_trunc('week', date)::DATE AS week FROM rollup_firmware_days
+    WHERE date > weeks_held_through(DATE '2999-12-31')
+),
 -- two equi-joins of the (week, device) grid where two correlated EXISTS took longer
 grid AS (
     SELECT w.week, f.device_id, f.first_week,
@@ -313,7 +328,10 @@ SELECT week,
            AS resurrecting_devices,
        count(*) FILTER (WHERE NOT now_active AND before_active) AS dormant_devices
 FROM grid WHERE week BETWEEN date_trunc('week', since) AND until
-GROUP BY week ORDER BY week;
+GROUP BY week
+UNION ALL
+SELECT * FROM state_lifecycle WHERE week BETWEEN date_trunc('week', since) AND until
+ORDER BY week;
 
 -- metric: retention: cohorts by activation week (the week of a device's first record) x weeks since, the share active in week N and in week N or later
 CREATE OR REPLACE MACRO retention(since := DATE '1970-01-01', until := DATE '2999-12-31')
@@ -732,13 +750,6 @@ SELECT day, fw, count(*) AS devices,
        round(count(*) / sum(count(*)) OVER (PARTITION BY day), 4) AS share
 FROM device_days WHERE active AND day BETWEEN greatest(since, state_through() + 1) AND until
 GROUP BY day, fw ORDER BY day, fw;
-
--- weeks_held_from / weeks_held_through: the first Monday from `since`, and the last
--- Sunday up to `until` and the state's last covered day: the days of the weeks
--- crash_free_weeks reads from its state
-CREATE OR REPLACE MACRO weeks_held_from(since) AS date_trunc('week', since + 6)::DATE;
-CREATE OR REPLACE MACRO weeks_held_through(until) AS
-    date_trunc('week', least(until, state_through()) + 1)::DATE - 1;
 
 -- crash_free_weeks: fleet_health's crash-free devices per firmware and week (Monday to
 -- Sunday, UTC) from since to until (a week the range cuts counts its days in it): a

@@ -128,3 +128,9 @@ SELECT * FROM firmware_rollout(until := {through});
 -- empty: SELECT NULL::DATE AS week, NULL::VARCHAR AS fw, NULL::BIGINT AS devices, NULL::BIGINT AS crash_free_devices WHERE false
 -- crash_free_weeks' rows of the weeks whose days the state covers, whole
 SELECT * FROM crash_free_weeks(until := {through}) WHERE week + 6 <= {through};
+
+-- state: lifecycle
+-- empty: SELECT NULL::DATE AS week, NULL::BIGINT AS new_devices, NULL::BIGINT AS returning_devices, NULL::BIGINT AS resurrecting_devices, NULL::BIGINT AS dormant_devices WHERE false
+-- lifecycle's rows of the weeks the covered days hold whole (a week's row depends on
+-- it and the week before)
+SELECT * FROM lifecycle() WHERE week + 6 <= {through};
