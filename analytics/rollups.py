@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import shutil
 from functools import cache
 from pathlib import Path
@@ -31,7 +30,7 @@ import pyarrow as pa
 
 from fleetpulse.ingest.store import Store
 
-from .sqltext import file_listing, fill_constants, sql_list, sql_str, without_comments
+from .sqltext import declared, file_listing, query_text, sql_list, sql_str
 
 if TYPE_CHECKING:
     from .layout import Layout
@@ -46,12 +45,7 @@ _SOURCES = ("readings", "events")
 @cache
 def rollup_queries() -> dict[str, str]:
     """name -> query over {readings} and {events}, from rollups.sql."""
-    out: dict[str, str] = {}
-    for chunk in re.split(r"^-- rollup: ", fill_constants(ROLLUPS_SQL.read_text()),
-                          flags=re.M)[1:]:
-        name, body = chunk.split("\n", 1)
-        out[name.strip()] = without_comments(body).strip().rstrip(";")
-    return out
+    return {name: query_text(body) for name, body in declared(ROLLUPS_SQL, "rollup").items()}
 
 
 def rollup_dir(name: str) -> str:

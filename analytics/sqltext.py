@@ -4,7 +4,9 @@ a table's data files that views consult at query time."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from pathlib import Path
 
 from fleetpulse.ingest.contract import CRASH_RESET_CAUSES, DEFAULT_HEARTBEAT_S, USAGE_EVENTS
 
@@ -40,6 +42,22 @@ def step_condition(step: str) -> str:
     if step.startswith("feature_used:"):
         return f"(event = 'feature_used' AND feature = {sql_str(step[13:])})"
     return f"(event = {sql_str(step)})"
+
+
+def declared(path: Path, kind: str) -> dict[str, str]:
+    """The sections of a SQL file that each start with a line "-- <kind>: NAME": name ->
+    the text up to the next one (its comment lines included), the contract's lists and
+    the dashboard's funnel steps filled in."""
+    out: dict[str, str] = {}
+    for chunk in re.split(rf"^-- {kind}: ", fill_constants(path.read_text()), flags=re.M)[1:]:
+        name, body = chunk.split("\n", 1)
+        out[name.strip()] = body
+    return out
+
+
+def query_text(body: str) -> str:
+    """A section's one statement, without its comment lines and final ';'."""
+    return without_comments(body).strip().rstrip(";")
 
 
 def without_comments(text: str) -> str:

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from fleetpulse.ingest.store import Store
 
 from .rollups import plain_ints
-from .sqltext import fill_constants, sql_str, without_comments
+from .sqltext import declared, query_text, sql_str
 
 if TYPE_CHECKING:
     from .layout import Layout
@@ -61,14 +61,11 @@ class StateQuery:
 def state_queries() -> dict[str, StateQuery]:
     """name -> its query and its empty form, from states.sql."""
     out: dict[str, StateQuery] = {}
-    for chunk in re.split(r"^-- state: ", fill_constants(STATES_SQL.read_text()),
-                          flags=re.M)[1:]:
-        name, body = chunk.split("\n", 1)
+    for name, body in declared(STATES_SQL, "state").items():
         empty = re.search(r"^-- empty: (.*)$", body, flags=re.M)
         if empty is None:
             raise ValueError(f"states.sql: state {name} has no '-- empty:' line")
-        out[name.strip()] = StateQuery(without_comments(body).strip().rstrip(";"),
-                                       empty.group(1).strip())
+        out[name] = StateQuery(query_text(body), empty.group(1).strip())
     return out
 
 
