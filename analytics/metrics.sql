@@ -743,13 +743,18 @@ ORDER BY day, segment;
 -- metric: firmware_rollout: per UTC day, active devices on each firmware version (their last that day) and their share
 CREATE OR REPLACE MACRO firmware_rollout(since := DATE '1970-01-01',
                                          until := DATE '2999-12-31') AS TABLE
--- a day's rows depend on that day alone: the covered days' from their state
+-- a day's rows depend on that day alone: the covered days' from their state. The later
+-- days' counts materialized: with the window in the same query, DuckDB (2.0.1) did not
+-- push the date range into the scan and read every device-day
+WITH later AS MATERIALIZED (
+    SELECT day, fw, count(*) AS devices FROM device_days
+    WHERE active AND day BETWEEN greatest(since, state_through() + 1) AND until
+    GROUP BY day, fw
+)
 SELECT day, fw, devices, share FROM state_firmware_rollout WHERE day BETWEEN since AND until
 UNION ALL
-SELECT day, fw, count(*) AS devices,
-       round(count(*) / sum(count(*)) OVER (PARTITION BY day), 4) AS share
-FROM device_days WHERE active AND day BETWEEN greatest(since, state_through() + 1) AND until
-GROUP BY day, fw ORDER BY day, fw;
+SELECT day, fw, devices, round(devices / sum(devices) OVER (PARTITION BY day), 4) AS share
+FROM later ORDER BY day, fw;
 
 -- crash_free_weeks: fleet_health's crash-free devices per firmware and week (Monday to
 -- Sunday, UTC) from since to until (a week the range cuts counts its days in it): a
