@@ -2,10 +2,12 @@
 questions written by hand in plain DuckDB and in chdb over the same files.
 
     .venv/bin/python bench/analytics_bench.py [--scale 1.0] [--dir DIR] [--small-runs 0]
+                                              [--keep DIR] [--page-only]
 
 Writes, directly as Parquet in the dataset layout, scale x (100M readings, 10M events)
 for scale x 10K devices over 90 days: once as one file per day and table (what
-`fleetpulse compact` leaves) with the per-day rollups compaction writes, and (unless
+`fleetpulse compact` leaves) with the per-day rollups and per-device states compaction
+writes, and (unless
 --small-runs 0) once as 40 small files per day and table (what ingest writes between
 compactions), with no rollups. Then, medians of --runs (5):
 - a full page refresh: an HTTP GET of `fleetpulse dashboard`'s page, served by its own
@@ -15,6 +17,7 @@ compactions), with no rollups. Then, medians of --runs (5):
 - DAU, adoption, retention and the funnel: through our macros on a fresh connect(), as
   hand-written plain DuckDB on a fresh connection over the raw files, and in chdb
   (bench/analytics_peers.py), their answers checked equal.
+--page-only stops after the first two.
 """
 
 from __future__ import annotations
@@ -250,6 +253,9 @@ def main() -> None:
                     help="an interpreter with chdb installed, to run the chdb peer in")
     ap.add_argument("--keep", type=Path, default=None,
                     help="generate into (or reuse) this directory and keep it")
+    ap.add_argument("--page-only", action="store_true",
+                    help="time the page and its steps only, not each metric's process "
+                         "and the peers (how the page grows with scale)")
     args = ap.parse_args()
     print(machine())
     root = args.keep or Path(tempfile.mkdtemp(prefix="fleetpulse-analytics-", dir=args.dir))
@@ -288,6 +294,8 @@ def main() -> None:
         report("step,compacted s,small files s",
                [[k, *(q.get(k, "-") for q in (q_big, q_small))]
                 for k in dict.fromkeys([*q_big, *q_small])])
+        if args.page_only:
+            return
         report(f"fleetpulse metrics (compacted),wall s (median of {args.runs})",
                [[k, v] for k, v in time_commands(big, args.runs).items()])
         version, peers = time_peers(big, args.runs, args.chdb_python)
