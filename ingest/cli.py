@@ -161,7 +161,9 @@ def register_compact(sub: argparse._SubParsersAction) -> None:
 def _compact(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from fleetpulse.analytics.layout import list_layout
     from fleetpulse.analytics.rollups import write_rollups
+    from fleetpulse.analytics.states import find_states
     from fleetpulse.output import print_table
 
     from .compact import compact
@@ -183,4 +185,6 @@ def _compact(args: argparse.Namespace) -> int:
         first, last = (d.removeprefix("date=") for d in (days[0], days[-1]))
         span = first if first == last else f"{first} .. {last}"
         notes.print(f"rolled up {len(days)} day(s): {span}")
+    if store.local and (states := find_states(store, list_layout(store))) is not None:
+        notes.print(f"per-device states over {states.first} .. {states.through}")
     return 0

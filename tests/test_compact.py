@@ -120,6 +120,7 @@ def test_compact_command(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert re.search(r"readings .*date=2026-01-01 .* 3 .* 8 .* 8", r.stdout), r.stdout
     assert "rolled up 2 day(s): 2026-01-01 .. 2026-01-02" in r.stderr
+    assert "per-device states over 2026-01-01 .. 2026-01-02" in r.stderr
     r = subprocess.run([sys.executable, "-m", "fleetpulse", "compact", "--data",
                         str(data), "--grace", "0", "--format", "json"],
                        capture_output=True, text=True)
