@@ -135,7 +135,8 @@ def view_statements(store: Store, layout: Layout | None = None) -> list[str]:
     listing), or with None at query time from the files then. Run after the `readings`
     and `events` views exist."""
     if layout is not None:
-        return _snapshot_view_statements(layout)
+        stored = {n for n, days in layout.rollups.items() if days}
+        return [*_snapshot_view_statements(layout), _stored_macro(stored)]
     def raw_days_of(table: str, name: str) -> str:
         return (f"(SELECT * FROM {table} WHERE date IN "
                 f"(SELECT d FROM rollup_raw_days WHERE name = '{name}'))")
@@ -157,7 +158,14 @@ def view_statements(store: Store, layout: Layout | None = None) -> list[str]:
             f"hive_types = {{'date': DATE}}, filename = true) "
             f"WHERE filename IN (SELECT file FROM rollup_valid WHERE name = '{name}') "
             f"UNION ALL BY NAME (SELECT * FROM ({computed}))")
-    return stmts
+    return [*stmts, _stored_macro(have)]
+
+
+def _stored_macro(names: set[str]) -> str:
+    """rollup_stored(name): whether any day of rollup `name` is stored (a constant), for a
+    metric with a faster way than computing the rollup from raw rows on every day."""
+    return ("CREATE OR REPLACE MACRO rollup_stored(name) AS "
+            f"list_contains([{sql_list(sorted(names))}]::VARCHAR[], name)")
 
 
 def _snapshot_view_statements(layout: Layout) -> list[str]:
