@@ -178,7 +178,7 @@ CREATE OR REPLACE MACRO segment_flag(segment_by, all_flag, fw_flag, hw_flag) AS
 -- come from the state: a day's counts depend on that day and the 29 before it), else
 -- every day
 CREATE OR REPLACE MACRO activity_from(segment_by) AS
-    CASE WHEN has_state() AND segment_by IN ('all', 'fw', 'hw') THEN state_through() + 1
+    CASE WHEN has_state() AND state_breakdown(segment_by) THEN state_through() + 1
          ELSE DATE '1970-01-01' END;
 
 -- metric: active_devices: DAU, WAU and MAU (devices with a usage event that UTC day, in the 7 and 30 days ending on it) and stickiness (DAU/MAU), a row for every day from the first to the last day of data; segments by the day's last firmware
@@ -602,7 +602,7 @@ FROM numbered GROUP BY device_id, chain;
 -- sessions_from: the first day the sessions metric computes from the rollups: with a state,
 -- its last covered day (the days before come from the state) for the breakdowns it holds
 CREATE OR REPLACE MACRO sessions_from(since, segment_by) AS
-    CASE WHEN segment_by IN ('all', 'fw', 'hw') THEN greatest(since, state_through())
+    CASE WHEN state_breakdown(segment_by) THEN greatest(since, state_through())
          ELSE since END;
 
 -- metric: sessions: usage sessions (a gap over 30 minutes ends one; one over 24 h is cut at each 24 h from its start) per UTC day they started on; per device = per device that had a session that day; median and mean minutes
@@ -835,7 +835,7 @@ GROUP BY ALL;
 -- for the days before the last covered one: over all the covered days, per firmware,
 -- model or the whole fleet, with as_of (default now) at or past the last covered day
 CREATE OR REPLACE MACRO health_from_state(since, until, segment_by, as_of) AS
-    state_covers(since, until) AND segment_by IN ('all', 'fw', 'hw')
+    state_covers(since, until) AND state_breakdown(segment_by)
     AND epoch_us(coalesce(as_of::TIMESTAMPTZ, current_timestamp))
         >= (state_through() - DATE '1970-01-01')::BIGINT * 86400000000;
 

@@ -155,6 +155,11 @@ def view_statements(states: States | None) -> list[str]:
     # for them (with no state, never: NO_STATE is before any since)
     stmts.append("CREATE OR REPLACE MACRO state_covers(since, until) AS "
                  "since <= state_first() AND until >= state_through()")
+    # the breakdowns the states are kept for: not per experiment variant or device
+    # attribute, which the metrics look up per query (an attribute changes with the
+    # registry, not with the data)
+    stmts.append("CREATE OR REPLACE MACRO state_breakdown(segment_by) AS "
+                 "segment_by IN ('all', 'fw', 'hw')")
     return stmts
 
 
