@@ -47,7 +47,9 @@ def test_firmware_config_takes_the_password_from_a_file_or_the_environment(tmp_p
 
 def test_a_password_on_argv_works_but_warns(tmp_path) -> None:
     flags, password = registered(tmp_path)
-    r = cli("firmware", "config", "d1", "--password", password, *flags)
+    # --password=VALUE: a generated password may start with "-" (1 in 64), which
+    # argparse would take for an option after a bare --password
+    r = cli("firmware", "config", "d1", f"--password={password}", *flags)
     assert r.returncode == 0 and json.loads(r.stdout)["mqtt"]["password"] == password
     [warning] = r.stderr.splitlines()
     assert "visible to every user" in warning and "--password-file" in warning
