@@ -74,7 +74,7 @@ SELECT device_id, feature, min(date) AS first_use, sum(uses)::BIGINT AS uses,
 FROM rollup_feature_days WHERE date <= {through} GROUP BY ALL;
 
 -- state: sessions
--- empty: SELECT NULL::VARCHAR AS segment_by_of, NULL::DATE AS day, NULL::VARCHAR AS segment, NULL::BIGINT AS devices, NULL::HUGEINT AS sessions, NULL::DOUBLE AS sessions_per_device_day, NULL::DOUBLE AS median_minutes, NULL::DOUBLE AS mean_minutes WHERE false
+-- empty: SELECT NULL::VARCHAR AS segment_by_of, NULL::DATE AS day, NULL::VARCHAR AS segment, NULL::BIGINT AS devices, NULL::BIGINT AS sessions, NULL::DOUBLE AS sessions_per_device_day, NULL::DOUBLE AS median_minutes, NULL::DOUBLE AS mean_minutes WHERE false
 -- the sessions metric's rows for the days before the last covered one, for the whole
 -- fleet, per firmware and per model: a session lasts 24 h at most, so one starting then
 -- ends by the last covered day, and later days change none of these rows

@@ -16,7 +16,7 @@ from test_metric_definitions import _dataset, _random_activity_fleet, ev, readin
 
 from fleetpulse.analytics.dataset import connect, metric_catalog
 from fleetpulse.analytics.panels import coverage
-from fleetpulse.analytics.states import NO_STATE
+from fleetpulse.analytics.states import NO_STATE, state_queries
 
 DAYS = 21  # Jan 1 .. Jan 21 2026
 
@@ -93,6 +93,18 @@ def test_states_change_no_number(raw, tmp_path: Path, cut: int) -> None:
     for q in _queries():
         assert rows(con, q) == rows(raw, q), q
     assert coverage(con) == coverage(raw)  # the dashboard's header and choices
+
+
+def test_each_states_empty_form_has_its_columns(raw, tmp_path: Path) -> None:
+    # what a connection reads while no state is valid is written by hand in states.sql
+    # (the queries read macros that read the states): it must not drift from the query
+    con = _dataset(tmp_path / "data", FLEET, layout="states", sent_ms=SENT,
+                   cut=date(2026, 1, 11))
+    for name, q in state_queries().items():
+        written = sorted(rows(con, f"SELECT column_name, column_type FROM "
+                                   f"(DESCRIBE SELECT * FROM state_{name})"))
+        empty = sorted(rows(con, f"SELECT column_name, column_type FROM (DESCRIBE {q.empty})"))
+        assert written == empty, name
 
 
 def test_a_state_whose_days_changed_is_not_read(raw, tmp_path: Path) -> None:
