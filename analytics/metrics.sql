@@ -391,8 +391,7 @@ WITH active AS (
         UNION ALL
         SELECT segment_of(segment_by, fw, hw, device_id, date), device_id
         FROM rollup_firmware_days WHERE usage_events > 0 AND date BETWEEN since AND until
-            AND NOT (segment_by = 'all' AND state_covers(since, until)
-                     AND date <= state_through())
+            AND uncovered(date, segment_by = 'all' AND state_covers(since, until))
     ) GROUP BY ALL
 ),
 per_device AS (
@@ -406,8 +405,7 @@ per_device AS (
                min(date), sum(uses),
                count(*) FILTER (WHERE segment_flag(segment_by, first_all, first_fw, first_hw))
         FROM rollup_feature_days WHERE date BETWEEN since AND until
-            AND NOT (segment_by = 'all' AND state_covers(since, until)
-                     AND date <= state_through())
+            AND uncovered(date, segment_by = 'all' AND state_covers(since, until))
         GROUP BY ALL
     ) GROUP BY ALL
 )
@@ -469,7 +467,7 @@ WITH rolled AS MATERIALIZED (
     SELECT * FROM state_funnel WHERE use_state AND enabled
     UNION ALL BY NAME
     SELECT * FROM rollup_funnel_days WHERE enabled AND date BETWEEN since AND until
-        AND (NOT use_state OR date > state_through())
+        AND uncovered(date, use_state)
 ),
 r1 AS (
     SELECT device_id, min(f1) AS t1, min(date) FILTER (WHERE f1 IS NOT NULL) AS d1
@@ -995,7 +993,7 @@ WITH models AS (
         UNION ALL
         SELECT hw, device_id, readings FROM rollup_reading_devices
         WHERE date BETWEEN since AND until
-            AND NOT (state_covers(since, until) AND date <= state_through())
+            AND uncovered(date, state_covers(since, until))
     ) GROUP BY hw
 )
 SELECT m.hw, m.devices, m.readings,

@@ -155,6 +155,10 @@ def view_statements(states: States | None) -> list[str]:
     # for them (with no state, never: NO_STATE is before any since)
     stmts.append("CREATE OR REPLACE MACRO state_covers(since, until) AS "
                  "since <= state_first() AND until >= state_through()")
+    # whether a rollup row of day `day` is one the states do not stand for, when a
+    # metric reads them (use_state): the rows it adds to the state's
+    stmts.append("CREATE OR REPLACE MACRO uncovered(day, use_state) AS "
+                 "NOT use_state OR day > state_through()")
     # the breakdowns the states are kept for: not per experiment variant or device
     # attribute, which the metrics look up per query (an attribute changes with the
     # registry, not with the data)
