@@ -42,9 +42,15 @@ $(STUBS): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade --target $(VENV)/stubs/rp2 micropython-rp2-rpi-pico-w-stubs~=1.29.0
 	@touch $@
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml ingest/native_v1.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "fleetpulse needs Python 3.11 or newer as $(PYTHON) (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+	@# ingest's C decoder is compiled at install: a C compiler and Python's headers
+	@{ command -v cc >/dev/null 2>&1 && $(PYTHON) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; } || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing a C compiler and Python's headers with apt-get (ingest's decoder is C)"; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc python3-dev >/dev/null; \
+	  else echo "fleetpulse compiles a C module at install: install a C compiler and the headers of $(PYTHON)" >&2; exit 1; fi; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  if command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing python3-venv with apt-get"; \

@@ -5,7 +5,9 @@
 For contract-v1 envelopes of K readings (four values each, as the shared peers harness
 sends), the CPU time per record of: msgspec decode into the fast path's typed structs;
 Arrow columns from those structs (ingest/accepted_columns.py); the zstd Parquet encode
-of the resulting table (to memory, as ingest's writer does before its fsync). Best of 3.
+of the resulting table (to memory, as ingest's writer does before its fsync); and the
+C path that ingest tries first, decode and columns in one (ingest/native_v1.c, with
+native_columns.py's Arrow arrays at the end). Best of 3.
 The floor a live run cannot go under: what one core spends per record before MQTT, the
 write-ahead log and the event loop. Also what a buffered message holds until its flush:
 Python's allocations (tracemalloc) plus Arrow's after every message was decoded and
@@ -34,6 +36,7 @@ import pyarrow.parquet as pq
 
 from fleetpulse.ingest.accepted_columns import CHUNK_ENVELOPES, AcceptedColumns
 from fleetpulse.ingest.envelope_decoder import decode
+from fleetpulse.ingest.native_columns import NativeColumns
 
 T0 = 1767268800000
 
@@ -74,32 +77,42 @@ def main() -> None:
         native_readers(args.per, args.records)
         return
     print("| records/msg | decode us/record | columns us/record | Parquet encode us/row "
-          "| sum us/record | sum us/message | buffered bytes/message |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "| sum us/record | sum us/message | buffered bytes/message "
+          "| C path: decode + columns us/record | C path bytes/message |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for per in map(int, args.per.split(",")):
-        d, c, e = measure(per, args.records)
-        held = buffered_bytes(per, args.records)
+        d, c, e, native = measure(per, args.records)
+        held = buffered_bytes(per, args.records, AcceptedColumns)
+        native_held = buffered_bytes(per, args.records, NativeColumns)
         print(f"| {per} | {d:.2f} | {c:.2f} | {e:.2f} | {d + c + e:.2f} | "
-              f"{(d + c + e) * per:.1f} | {held:.0f} |")
+              f"{(d + c + e) * per:.1f} | {held:.0f} | {native:.2f} | {native_held:.0f} |")
 
 
-def buffered_bytes(per: int, records: int) -> float:
+def buffered_bytes(per: int, records: int,
+                   kind: type[AcceptedColumns] | type[NativeColumns]) -> float:
     """Bytes a message holds while buffered: decoded one at a time, as ingest does, so
-    only what the buffer keeps is still allocated when counted."""
+    only what the buffer keeps is still allocated when counted (the C path's buffers
+    are PyMem allocations, which tracemalloc sees)."""
     received = T0 + 10**9
     msgs = envelopes(records // per, per)
     arrow = pa.total_allocated_bytes()  # Arrow's buffers are not Python allocations
     tracemalloc.start()
-    cols = AcceptedColumns()
-    for t, p in msgs:
-        cols.add(decode(t, p, received), received)  # type: ignore[arg-type]
+    if kind is NativeColumns:
+        native = NativeColumns()
+        for t, p in msgs:
+            native.add(t.split("/")[1], p, received)
+    else:
+        cols = AcceptedColumns()
+        for t, p in msgs:
+            cols.add(decode(t, p, received), received)  # type: ignore[arg-type]
     held, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return (held + pa.total_allocated_bytes() - arrow) / len(msgs)
 
 
-def measure(per: int, records: int) -> tuple[float, float, float]:
-    """Microseconds per record to decode, to build columns, to encode Parquet."""
+def measure(per: int, records: int) -> tuple[float, float, float, float]:
+    """Microseconds per record to decode, to build columns, to encode Parquet, and the C
+    path's decode and columns."""
     received = T0 + 10**9
     msgs = envelopes(records // per, per)
     n = len(msgs) * per
@@ -121,8 +134,18 @@ def measure(per: int, records: int) -> tuple[float, float, float]:
     def encode() -> None:
         pq.write_table(table, io.BytesIO(), compression="zstd")
 
-    d, c, e = (best(f) / n * 1e6 for f in (decode_all, lambda: columns().tables(), encode))
-    return d, c, e
+    devices = [t.split("/")[1] for t, _ in msgs]
+
+    def native() -> dict[str, pa.Table]:
+        cols = NativeColumns()
+        for device, (_, p) in zip(devices, msgs, strict=True):
+            cols.add(device, p, received)
+        return cols.tables()
+
+    assert native()["readings"].equals(table), "the C path's table differs"
+    d, c, e, x = (best(f) / n * 1e6
+                  for f in (decode_all, lambda: columns().tables(), encode, native))
+    return d, c, e, x
 
 _RECORD = {"t": "i", "type": "s", **{k: "f" for k in (
     "temperature_c", "humidity_pct", "pressure_hpa", "light_lux", "battery_pct", "rssi_dbm")}}

@@ -63,23 +63,11 @@ class AcceptedColumns:
         self._build_chunk()
         env = {k: pa.concat_arrays(v) if v else pa.array([], _ENVELOPE_COLUMNS.get(k, pa.int64()))
                for k, v in self._env.items()}
-        out = {}
-        for name, parts in self._parts.items():
-            if not parts:
-                continue
-            schema = TABLES[name]
-            ts = schema.field("ts").type
-            # an envelope's identity repeated to its records' rows, in native code
-            take = pa.array(np.concatenate([owner for owner, _ in parts]))
-            cols = {k: env[k].take(take) for k in _ENVELOPE_COLUMNS}
-            cols["received_at"] = env["received"].take(take).cast(ts)
-            for k in parts[0][1]:
-                cols[k] = pa.concat_arrays([c[k] for _, c in parts])
-            cols["ts"] = cols["ts"].cast(ts)
-            cols["extra"] = pa.nulls(len(take), pa.string())
-            out[name] = pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
+        parts = {name: (np.concatenate([owner for owner, _ in ps]),
+                        {k: pa.concat_arrays([c[k] for _, c in ps]) for k in ps[0][1]})
+                 for name, ps in self._parts.items() if ps}
         self._reset()
-        return out
+        return assemble(env, parts)
 
     def _build_chunk(self) -> None:
         envs = self._envelopes
@@ -115,6 +103,26 @@ class AcceptedColumns:
                 (owner[is_reading], _reading_columns(readings, idx[is_reading])))  # type: ignore[arg-type]
         self._parts["events"].append(
             (owner[~is_reading], _event_columns(events, idx[~is_reading])))  # type: ignore[arg-type]
+
+
+def assemble(env: dict[str, pa.Array],
+             parts: dict[str, tuple[np.ndarray, dict[str, pa.Array]]]) -> dict[str, pa.Table]:
+    """The tables of a table's record columns (idx, ts, its fields) and, per row, the
+    envelope it came in (`owner`, a row of `env`: device_id, iid, boot, seq, fw, hw,
+    received)."""
+    out = {}
+    for name, (owner, rec) in parts.items():
+        schema = TABLES[name]
+        ts = schema.field("ts").type
+        # an envelope's identity repeated to its records' rows, in native code
+        take = pa.array(owner)
+        cols = {k: env[k].take(take) for k in _ENVELOPE_COLUMNS}
+        cols["received_at"] = env["received"].take(take).cast(ts)
+        cols.update(rec)
+        cols["ts"] = cols["ts"].cast(ts)
+        cols["extra"] = pa.nulls(len(take), pa.string())
+        out[name] = pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
+    return out
 
 
 # One list comprehension per column, attribute named in the code: about 40 ns a value,

@@ -104,7 +104,7 @@ _decoder = msgspec.json.Decoder(Envelope)
 
 # The same fleet publishes on the same topics all day: each is checked once.
 @functools.lru_cache(maxsize=1 << 16)
-def _topic_device(topic: str) -> str | None:
+def topic_device(topic: str) -> str | None:
     """The device id a telemetry topic names, or None when it is not one."""
     try:
         return device_from_topic(topic)
@@ -120,7 +120,7 @@ def decode(topic: str, payload: bytes, received_ms: int) -> Envelope | None:
         env = _decoder.decode(payload)
     except msgspec.MsgspecError:
         return None
-    if _topic_device(topic) != env.device_id:  # the topic's id is valid, so is this one
+    if topic_device(topic) != env.device_id:  # the topic's id is valid, so is this one
         return None
     recs = env.records
     if recs and max(map(_time, recs)) > received_ms + MAX_CLOCK_AHEAD_MS:

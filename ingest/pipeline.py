@@ -30,8 +30,9 @@ from fleetpulse.errors import one_line
 
 from . import envelope_decoder
 from .accepted_columns import AcceptedColumns
-from .contract import TELEMETRY_TOPIC, Rejected, parse_message
+from .contract import MAX_PAYLOAD_BYTES, TELEMETRY_TOPIC, Rejected, parse_message
 from .learned_columns import LearnedColumns, merge_extra
+from .native_columns import NativeColumns
 from .schema import TABLES
 from .stats import Stats
 from .store import Store
@@ -53,7 +54,9 @@ class Pipeline:
         self.columns = LearnedColumns(state_dir)
         self._rows: dict[str, list[dict[str, Any]]] = {
             t: [] for t in ("readings", "events", "quarantine")}
-        # what the fast path took, and tables a failed write handed back
+        # what the two fast paths took (C, then msgspec), and tables a failed write handed
+        # back
+        self._native = NativeColumns()
         self._accepted = AcceptedColumns()
         self._tables: dict[str, list[pa.Table]] = {t: [] for t in ("readings", "events")}
         self._oldest: float | None = None
@@ -69,7 +72,7 @@ class Pipeline:
     def buffered(self) -> int:
         rows = self._rows
         return (len(rows["readings"]) + len(rows["events"]) + len(rows["quarantine"])
-                + len(self._accepted)
+                + len(self._native) + len(self._accepted)
                 + sum(t.num_rows for ts in self._tables.values() for t in ts))
 
     def buffer_age(self) -> float:
@@ -81,6 +84,19 @@ class Pipeline:
         st = self.stats
         st.messages += 1
         try:
+            device = envelope_decoder.topic_device(topic)  # interned: one string per topic
+            if device is not None and len(payload) <= MAX_PAYLOAD_BYTES:
+                native = self._native
+                before = len(native)
+                rest = native.add(device, payload, received_ms)
+                if rest is not None:
+                    key = (device, *rest)
+                    if self._duplicate(key):
+                        native.undo()
+                    else:
+                        self._remember(key)
+                        st.buffered_rows += len(native) - before
+                    return
             env = envelope_decoder.decode(topic, payload, received_ms)
             if env is not None:
                 # interned: the window's keys share one string per device, not one each
@@ -162,11 +178,13 @@ class Pipeline:
         messages can go on being taken while the batch is written elsewhere."""
         batch = Batch(name or f"{self.writer_id}-{uuid.uuid4().hex[:12]}")
         self.columns.save()
-        accepted, self._accepted = self._accepted, AcceptedColumns()
-        # Its Arrow tables are assembled by write(), in the writer's thread: on the event
+        accepted: list[NativeColumns | AcceptedColumns] = [self._native, self._accepted]
+        self._native, self._accepted = NativeColumns(), AcceptedColumns()
+        # Their Arrow tables are assembled by write(), in the writer's thread: on the event
         # loop that took 5% of its busy time (profile in bench/RESULTS.md).
-        with_accepted = accepted.seal()
-        batch.accepted = accepted if with_accepted else None
+        sealed = [(a, a.seal()) for a in accepted]
+        batch.accepted = [a for a, tables in sealed if tables]
+        with_accepted = set().union(*(tables for _, tables in sealed))
         for table, rows in self._rows.items():
             tables = self._tables.get(table)
             if rows or tables or table in with_accepted:
@@ -283,14 +301,15 @@ class Batch:
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
     set_aside: int = 0  # rows moved to quarantine by write()
-    accepted: AcceptedColumns | None = None  # fast-path rows not yet in `tables`
+    # the fast paths' rows not yet in `tables`
+    accepted: list[NativeColumns | AcceptedColumns] = field(default_factory=list)
 
     def materialize(self) -> None:
-        """Move the fast path's columns into `tables` (after what was there already)."""
-        if self.accepted is not None:
-            for table, t in self.accepted.tables().items():
+        """Move the fast paths' columns into `tables` (after what was there already)."""
+        for accepted in self.accepted:
+            for table, t in accepted.tables().items():
                 self.tables[table].append(t)
-            self.accepted = None
+        self.accepted = []
 
     def row_count(self, table: str) -> int:
         self.materialize()

@@ -1,10 +1,12 @@
-"""The fast path (ingest/envelope_decoder.py + accepted_columns.py) takes only what the
-slow path (contract.parse_message) takes, into the same rows; everything else it
-declines, and the slow path names the reason."""
+"""The fast paths (C: ingest/native_v1.c + native_columns.py; msgspec:
+envelope_decoder.py + accepted_columns.py) take only what the slow path
+(contract.parse_message) takes, into the same rows; everything else they decline, and
+the slow path names the reason."""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pyarrow as pa
@@ -13,36 +15,58 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vectorlib import load_vectors, payload_bytes
 
-from fleetpulse.ingest import envelope_decoder
+from fleetpulse.ingest import contract, envelope_decoder, native_v1
 from fleetpulse.ingest.accepted_columns import AcceptedColumns
-from fleetpulse.ingest.contract import Rejected, parse_message
+from fleetpulse.ingest.contract import MAX_PAYLOAD_BYTES, Rejected, parse_message
+from fleetpulse.ingest.native_columns import NativeColumns
 from fleetpulse.ingest.schema import TABLES
 
 T = 1767268800000
 TOPIC = "devices/dev-1/telemetry"
 
 
-def same_as_slow_path(topic: str, payload: bytes, received_ms: int) -> bool:
-    """Check the fast path against the slow one; True when the fast path took it."""
+Taken = dict[str, tuple[tuple[Any, ...], dict[str, pa.Table]]]
+
+
+def fast_paths(topic: str, payload: bytes, received_ms: int) -> Taken:
+    """What each fast path took of the message: its identity and its tables."""
+    out: Taken = {}
+    device = envelope_decoder.topic_device(topic)
+    if device is not None and len(payload) <= MAX_PAYLOAD_BYTES:
+        native = NativeColumns()
+        rest = native.add(device, payload, received_ms)
+        if rest is None:
+            assert len(native) == 0 and native.seal() == set(), "declined, yet kept rows"
+        else:
+            out["native"] = ((device, *rest), native.tables())
     env = envelope_decoder.decode(topic, payload, received_ms)
-    if env is None:
-        return False
+    if env is not None:
+        cols = AcceptedColumns()
+        cols.add(env, received_ms)
+        out["msgspec"] = ((env.device_id, env.iid, env.boot, env.seq, env.sent_ms),
+                          cols.tables())
+    return out
+
+
+def same_as_slow_path(topic: str, payload: bytes, received_ms: int) -> set[str]:
+    """Check the fast paths against the slow one; the names of those that took it."""
+    taken = fast_paths(topic, payload, received_ms)
+    if not taken:
+        return set()
     try:
         parsed = parse_message(topic, payload, received_ms)
     except Rejected as e:
-        raise AssertionError(f"the fast path took what the slow path refuses: {e}") from None
+        raise AssertionError(f"{set(taken)} took what the slow path refuses: {e}") from None
     assert not parsed.rejects, parsed.rejects
-    assert (env.device_id, env.iid, env.boot, env.seq, env.sent_ms) == (
-        parsed.device_id, parsed.iid, parsed.boot, parsed.seq, parsed.sent_ms)
-    cols = AcceptedColumns()
-    cols.add(env, received_ms)
-    got = cols.tables()
-    for table, rows in (("readings", parsed.readings), ("events", parsed.events)):
-        assert all("_new" not in r for r in rows), "a learned column on the fast path"
-        want = pa.Table.from_pylist(rows, schema=TABLES[table]).to_pylist()
-        have = got[table].to_pylist() if table in got else []
-        assert have == want, table
-    return True
+    for path, (key, got) in taken.items():
+        assert key == (parsed.device_id, parsed.iid, parsed.boot, parsed.seq, parsed.sent_ms)
+        for table, rows in (("readings", parsed.readings), ("events", parsed.events)):
+            assert all("_new" not in r for r in rows), "a learned column on a fast path"
+            want = pa.Table.from_pylist(rows, schema=TABLES[table]).to_pylist()
+            have = got[table].to_pylist() if table in got else []
+            # repr: -0.0 is not 0.0, and every bit of a float counts
+            assert repr(have) == repr(want), (path, table)
+    return set(taken)
 
 
 @pytest.mark.parametrize("vector", load_vectors(), ids=lambda v: v["name"])
@@ -53,7 +77,7 @@ def test_every_vector(vector: dict[str, Any]) -> None:
         assert not took
     plain = ("reading_minimal", "reading_all_fields", "every_event_kind", "max_records")
     if vector["name"] in plain:
-        assert took, "the fast path declined a plain envelope"
+        assert took == {"native", "msgspec"}, "a fast path declined a plain envelope"
 
 
 def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any], one_in: int = 30
@@ -132,6 +156,9 @@ envelopes = st.fixed_dictionaries(
                                                          "devices/x/y", "devices/dev-1"])))
 def test_random_envelopes_fast_equals_slow(doc: dict[str, Any], topic: str) -> None:
     same_as_slow_path(topic, json.dumps(doc).encode(), T)
+    # as firmware writes it: no spaces, UTF-8 as is
+    same_as_slow_path(topic, json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(),
+                      T)
 
 
 def test_duplicate_keys_and_odd_json_decline_or_agree() -> None:
@@ -144,4 +171,91 @@ def test_duplicate_keys_and_odd_json_decline_or_agree() -> None:
            "\ufeff" + env, env + " x", env.replace('"fw": "1"', '"fw": "\\u0000"')]
     for text in odd:
         same_as_slow_path(TOPIC, text.encode(), T)
-    assert same_as_slow_path(TOPIC, env.encode(), T)
+    assert same_as_slow_path(TOPIC, env.encode(), T) == {"native", "msgspec"}
+
+
+def envelope_text(*records: str, iid: str = "") -> bytes:
+    """An envelope spelt exactly as given; @T in it is the time T."""
+    return ('{"v":1,"device_id":"dev-1",' + iid + '"boot":0,"seq":0,"fw":"1","hw":"h",'
+            '"sent_ms":@T,"records":[' + ",".join(records) + "]}").replace("@T", str(T)).encode()
+
+
+@pytest.mark.parametrize("number", [
+    "0.1", "0.30000000000000004", "1e-7", "1E5", "1e+5", "-0.0", "-0", "0", "21.37",
+    "123456789012345678901234567890", "1.7976931348623157e308", "5e-324",
+    "2.2250738585072014e-308", "9007199254740993.0", "9007199254740992", "-9007199254740992",
+    "4.35", "1234567.8901234567", "0.000000000000000000000000001", "1e22", "1e23",
+    "8.98846567431158e307", "1e400", "-1e400", "1.", ".5", "01", "1e", "+1", "0x10",
+    "9007199254740993", "NaN", "Infinity", "true", "\"1\"", "[1]", "1 2"])
+def test_numbers_read_as_the_slow_path_reads_them(number: str) -> None:
+    """Every spelling of a reading's number: the C path's own float reading (exact for
+    short decimals, Python's otherwise) agrees with float() to the last bit, or declines."""
+    rec = '{"t":@T,"type":"reading","temperature_c":' + number + ',"humidity_pct":null}'
+    same_as_slow_path(TOPIC, envelope_text(rec), T)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.from_regex(r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][+-]?[0-9]{1,3})?",
+                     fullmatch=True) | st.floats(allow_nan=False, allow_infinity=False).map(repr))
+def test_random_number_spellings(number: str) -> None:
+    rec = '{"t":@T,"type":"reading","temperature_c":' + number + ',"humidity_pct":null}'
+    took = same_as_slow_path(TOPIC, envelope_text(rec), T)
+    exact_int = "." not in number and "e" not in number.lower() and abs(int(number)) <= 2**53
+    if exact_int or (("." in number or "e" in number.lower()) and math.isfinite(float(number))):
+        assert "native" in took, number
+
+
+@pytest.mark.parametrize("value", ['"on"', "7", "-3", "2.5", "1e16", "-0.0", "true", "false",
+                                   "9223372036854775807", "9223372036854775808", "0.1", "1e300"])
+def test_event_values_keep_their_json_spelling(value: str) -> None:
+    rec = '{"t":@T,"type":"event","event":"setting_changed","name":"m","value":' + value + "}"
+    same_as_slow_path(TOPIC, envelope_text(rec), T)
+
+
+def test_the_c_path_takes_the_plain_forms() -> None:
+    """Not declining everything: spaces and newlines anywhere JSON allows them, keys in
+    any order, an install id, nulls, every event kind's fields."""
+    reading = '{"t":@T,"type":"reading","temperature_c":21.5,"humidity_pct":40}'
+    shuffled = ('{ "humidity_pct" : null ,\n "type" : "reading", "t" : @T,'
+                ' "rssi_dbm": -61, "temperature_c": 3 }')
+    heartbeat = ('{"type":"event","t":@T,"event":"heartbeat","uptime_s":5,"reconnects":0,'
+                 '"free_mem":1000,"records_dropped":null,"interval_s":-1,"reset_cause":"x"}')
+    error = '{"t":@T,"type":"event","event":"error","code":7,"last_error":"OSError: 5"}'
+    for payload in (envelope_text(reading), envelope_text(reading, shuffled, heartbeat, error),
+                    envelope_text(reading, iid='"iid":"abcdef12",'),
+                    envelope_text(iid='"iid":null,'), b" \n" + envelope_text(reading) + b"\r\n"):
+        assert "native" in same_as_slow_path(TOPIC, payload, T), payload
+
+
+def test_the_c_path_declines_what_it_does_not_read() -> None:
+    """Escapes, non-ASCII text and unknown envelope keys are valid, and left to msgspec;
+    a required event field that is null, to the slow path."""
+    reading = '{"t":@T,"type":"reading","temperature_c":1,"humidity_pct":2}'
+    for payload, others in (
+            (envelope_text(reading).replace(b'"fw":"1"', b'"fw":"1\\u0031"'), {"msgspec"}),
+            (envelope_text(reading).replace(b'"fw":"1"', '"fw":"ü"'.encode()), {"msgspec"}),
+            (envelope_text(reading, iid='"note":{"a":[1]},'), {"msgspec"}),
+            (envelope_text('{"t":@T,"type":"event","event":"error","code":null}'), set())):
+        assert same_as_slow_path(TOPIC, payload, T) == others, payload
+
+
+def test_undo_and_take_leave_exactly_the_rest() -> None:
+    cols = NativeColumns()
+    reading = '{"t":@T,"type":"reading","temperature_c":@V,"humidity_pct":null}'
+    first = envelope_text(reading.replace("@V", "1"), reading.replace("@V", "2"))
+    second = envelope_text(reading.replace("@V", "3")).replace(b'"seq":0', b'"seq":1')
+    assert cols.add("dev-1", first, T) == (None, 0, 0, T)
+    assert cols.add("dev-1", second, T) == (None, 0, 1, T)
+    cols.undo()
+    assert len(cols) == 2
+    assert cols.add("dev-1", b'{"v":1,"device_id":"dev-1","records":[' + reading.encode()
+                    + b']', T) is None
+    assert len(cols) == 2
+    got = cols.tables()["readings"].to_pylist()
+    assert [(r["seq"], r["idx"], r["temperature_c"]) for r in got] == [(0, 0, 1.0), (0, 1, 2.0)]
+    assert len(cols) == 0 and cols.tables() == {}
+
+
+def test_the_c_path_bounds_are_the_contract_s() -> None:
+    assert (native_v1.MAX_RECORDS, native_v1.MIN_TIME_MS, native_v1.MAX_CLOCK_AHEAD_MS) == (
+        contract.MAX_RECORDS, contract.MIN_TIME_MS, contract.MAX_CLOCK_AHEAD_MS)

@@ -12,6 +12,7 @@ import pytest
 from fleetpulse.ingest import envelope_decoder
 from fleetpulse.ingest import pipeline as pipeline_module
 from fleetpulse.ingest.contract import parse_message
+from fleetpulse.ingest.native_columns import NativeColumns
 from fleetpulse.ingest.pipeline import Pipeline
 
 T = 1767268800000
@@ -33,13 +34,20 @@ def stored(data: Path, table: str, cols: str) -> list[tuple]:
 @pytest.fixture
 def slow_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every message through contract.parse_message, where these faults are planted."""
+    monkeypatch.setattr(NativeColumns, "add", lambda *_: None)
     monkeypatch.setattr(envelope_decoder, "decode", lambda *_: None)
 
 
-@pytest.mark.parametrize("path", ["fast", "slow"])
+@pytest.mark.parametrize("path", ["c", "msgspec", "slow"])
 def test_an_exception_while_handling_quarantines_only_that_message(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     fast_decode = envelope_decoder.decode
+    native_add = NativeColumns.add
+
+    def flaky_native(self: NativeColumns, device: str, payload: bytes, received_ms: int):
+        if b'"seq":2' in payload.replace(b" ", b""):
+            raise KeyError("a bug of ours\nwith a second line")
+        return native_add(self, device, payload, received_ms)
 
     def flaky_fast(topic: str, payload: bytes, received_ms: int):
         if b'"seq":2' in payload.replace(b" ", b""):
@@ -51,9 +59,13 @@ def test_an_exception_while_handling_quarantines_only_that_message(
             raise KeyError("a bug of ours\nwith a second line")
         return parse_message(topic, payload, received_ms)
 
-    if path == "fast":
+    if path == "c":
+        monkeypatch.setattr(NativeColumns, "add", flaky_native)
+    elif path == "msgspec":
+        monkeypatch.setattr(NativeColumns, "add", lambda *_: None)
         monkeypatch.setattr(envelope_decoder, "decode", flaky_fast)
     else:
+        monkeypatch.setattr(NativeColumns, "add", lambda *_: None)
         monkeypatch.setattr(envelope_decoder, "decode", lambda *_: None)
         monkeypatch.setattr(pipeline_module, "parse_message", flaky)
     pipe = Pipeline(tmp_path, "t")
