@@ -635,29 +635,49 @@ PyDoc_STRVAR(add_doc,
 "return the rest of its identity; None (nothing taken) when it is not the plain\n"
 "form of a valid envelope.");
 
+/* Room for one more message in every string column (int32 offsets)? A message adds at
+ * most its own length, the topic's device id and a number's spelling per record. */
+static int room_for(Columns *self, Py_ssize_t payload_n) {
+    Table *tables[3] = {&self->env, &self->readings, &self->events};
+    Py_ssize_t most = payload_n + 64 + 32 * (MAX_RECORDS + 1);
+    for (int t = 0; t < 3; t++)
+        for (int i = 0; i < tables[t]->ncols; i++)
+            if (tables[t]->spec[i].kind == STR && tables[t]->cols[i].data.len > INT32_MAX - most)
+                return 0;
+    return 1;
+}
+
 static PyObject *Columns_add(Columns *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyUnicode_Check(args[0]) || !PyBytes_Check(args[1])) {
+    if (nargs != 3 || !PyUnicode_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "add(device_id: str, payload: bytes, received_ms: int)");
         return NULL;
     }
     Py_ssize_t device_n;
     const char *device = PyUnicode_AsUTF8AndSize(args[0], &device_n);
     int64_t received_ms = PyLong_AsLongLong(args[2]);
-    if (device == NULL || (received_ms == -1 && PyErr_Occurred())) return NULL;
-    Scan s = {PyBytes_AS_STRING(args[1]), PyBytes_AS_STRING(args[1]) + PyBytes_GET_SIZE(args[1])};
+    Py_buffer view;
+    if (device == NULL || (received_ms == -1 && PyErr_Occurred()) ||
+        PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
     self->mark_env = self->env.rows;
     self->mark_readings = self->readings.rows;
     self->mark_events = self->events.rows;
     self->mark_records = self->records;
     int64_t nums[3];
-    const char *iid;
-    Py_ssize_t iid_n;
-    int got = envelope(self, &s, device, device_n, received_ms, nums, &iid, &iid_n);
+    const char *iid = NULL;
+    Py_ssize_t iid_n = 0;
+    Scan s = {view.buf, (const char *)view.buf + view.len};
+    int got = room_for(self, view.len) ? envelope(self, &s, device, device_n, received_ms, nums,
+                                                  &iid, &iid_n)
+                                       : 0;
+    PyObject *iid_obj = NULL;
+    if (got == 1)
+        iid_obj = iid ? PyUnicode_FromStringAndSize(iid, iid_n) : Py_NewRef(Py_None);
+    PyBuffer_Release(&view); /* iid pointed into it: copied above */
     if (got != 1) {
         if (cut_back(self) < 0 || got < 0) return PyErr_NoMemory();
         Py_RETURN_NONE;
     }
-    PyObject *iid_obj = iid ? PyUnicode_FromStringAndSize(iid, iid_n) : Py_NewRef(Py_None);
     if (iid_obj == NULL) return NULL;
     return Py_BuildValue("(NLLL)", iid_obj, (long long)nums[0], (long long)nums[1],
                          (long long)nums[2]);
