@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="flush when the oldest buffered row is this old (env "
                         "FLEETPULSE_FLUSH_SECONDS, default %(default)s)")
     p.add_argument("--flush-idle", type=float,
-                   default=float(config.env("FLUSH_IDLE", "0.2") or 0),
+                   default=float(config.env("FLUSH_IDLE", "0.05") or 0),
                    help="flush once no message came for this long, when at least 1000 rows "
                         "are buffered: the end of a burst reaches Parquet at once (env "
                         "FLEETPULSE_FLUSH_IDLE, default %(default)s; 0 turns it off)")

@@ -60,9 +60,11 @@ class IngestConfig:
     state_dir: Path | None = None
     flush_rows: int = 50_000
     flush_seconds: float = 5.0
-    # 0.2 s: a gap a steady stream of a hundred messages a second never shows, while
-    # the end of a burst reaches Parquet 0.3 s sooner than with 0.5 (0 turns it off)
-    flush_idle_s: float = 0.2
+    # 0.05 s: ten times the gap between the socket's batches in a burst (~5 ms), so the
+    # end of a burst reaches Parquet soon: with 0.2, a 1M-record burst of 1.2 s waited
+    # out the gap for 15% of its time to the last row (bench/RESULTS.md). Firing early
+    # costs only a smaller file, never under IDLE_FLUSH_MIN rows (0 turns it off).
+    flush_idle_s: float = 0.05
     session_expiry_s: int = 7 * 24 * 3600
     shared_group: str | None = None
     username: str | None = None
