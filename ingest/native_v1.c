@@ -169,7 +169,7 @@ static int put_str(Col *c, const char *s, Py_ssize_t n, int valid, int nullable)
     if (buf_grow(&c->val, 4) < 0 || buf_grow(&c->data, n) < 0 ||
         (nullable && buf_grow(&c->mask, 1) < 0))
         return -1;
-    memcpy(c->data.p + c->data.len, s, (size_t)n);
+    if (n) memcpy(c->data.p + c->data.len, s, (size_t)n); /* data.p is NULL until a byte comes */
     c->data.len += n;
     int32_t end = (int32_t)c->data.len;
     memcpy(c->val.p + c->val.len, &end, 4);
@@ -184,12 +184,12 @@ typedef struct {
     const char *p, *end;
 } Scan;
 
-static void ws(Scan *s) {
+static inline void ws(Scan *s) {
     while (s->p < s->end && (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t'))
         s->p++;
 }
 
-static int lit(Scan *s, char c) {
+static inline int lit(Scan *s, char c) {
     ws(s);
     if (s->p < s->end && *s->p == c) {
         s->p++;
@@ -206,24 +206,22 @@ static int word(Scan *s, const char *w, size_t n) {
     return 0;
 }
 
+/* bytes a plain string holds: printable ASCII but the quote and the backslash */
+static unsigned char PLAIN[256];
+
 /* A string of printable ASCII without escapes (anything else is declined, and the
  * other paths decode it); on success *out / *n point into the payload. */
-static int str(Scan *s, const char **out, Py_ssize_t *n) {
+static inline int str(Scan *s, const char **out, Py_ssize_t *n) {
     ws(s);
     if (s->p >= s->end || *s->p != '"') return 0;
-    const char *a = ++s->p;
-    while (s->p < s->end) {
-        unsigned char c = (unsigned char)*s->p;
-        if (c == '"') {
-            *out = a;
-            *n = s->p - a;
-            s->p++;
-            return 1;
-        }
-        if (c < 0x20 || c >= 0x80 || c == '\\') return 0;
-        s->p++;
-    }
-    return 0;
+    const unsigned char *a = (const unsigned char *)++s->p, *p = a,
+                        *e = (const unsigned char *)s->end;
+    while (p < e && PLAIN[*p]) p++;
+    if (p >= e || *p != '"') return 0;
+    *out = (const char *)a;
+    *n = p - a;
+    s->p = (const char *)p + 1;
+    return 1;
 }
 
 enum num { NOT_NUM, INT, FLOAT };
@@ -332,11 +330,17 @@ typedef struct {
     Text cause, error;
 } Record;
 
-/* which of `keys` (n of them, lengths in `lens`) k is, or -1 */
-static int find_key(const char *const *keys, const Py_ssize_t *lens, int n, const char *k,
-                    Py_ssize_t kn) {
-    for (int i = 0; i < n; i++)
-        if (lens[i] == kn && memcmp(keys[i], k, (size_t)kn) == 0) return i;
+/* which of `keys` (n of them, lengths in `lens`) k is, or -1; `hint` is tried first
+ * (records of one envelope mostly repeat their keys' order) */
+static inline int find_key(const char *const *keys, const Py_ssize_t *lens, int n,
+                           const char *k, Py_ssize_t kn, int hint) {
+    for (int j = 0; j < n; j++) {
+        int i = (hint + j) % n;
+        if (lens[i] != kn || keys[i][0] != k[0]) continue;
+        Py_ssize_t c = 1;
+        while (c < kn && keys[i][c] == k[c]) c++;
+        if (c == kn) return i;
+    }
     return -1;
 }
 static Py_ssize_t KEY_LEN[K_N];
@@ -408,17 +412,23 @@ static unsigned event_required(const Text *name) {
     return 0;
 }
 
-static int record(Scan *s, Record *r) {
+/* `order[i]`: the key that followed key i-1 (order[0]: the first key) in the last
+ * record read, tried first */
+static int record(Scan *s, Record *r, unsigned char order[K_N + 1]) {
     r->seen = r->given = 0;
     r->kind = 0;
+    int prev = 0;
     if (!lit(s, '{')) return 0;
     if (lit(s, '}')) return 0;
     do {
         const char *k;
         Py_ssize_t kn;
         if (!str(s, &k, &kn) || !lit(s, ':')) return 0;
-        int key = find_key(KEYS, KEY_LEN, K_N, k, kn);
-        if (key < 0 || (r->seen & BIT(key))) return 0; /* unknown or repeated: declined */
+        int key = find_key(KEYS, KEY_LEN, K_N, k, kn, order[prev]);
+        if (key < 0) return 0;
+        order[prev] = (unsigned char)key;
+        prev = key + 1;
+        if (r->seen & BIT(key)) return 0; /* repeated: declined (unknown ones above) */
         r->seen |= BIT(key);
         if (key != K_T && key != K_TYPE && key != K_EVENT && is_null(s)) continue;
         r->given |= BIT(key);
@@ -492,6 +502,7 @@ typedef struct {
     PyObject_HEAD
     Table env, readings, events;
     Py_ssize_t records;
+    unsigned char key_order[K_N + 1]; /* see record() */
     /* the rows before the last message taken, for undo() */
     Py_ssize_t mark_env, mark_readings, mark_events, mark_records;
 } Columns;
@@ -566,7 +577,7 @@ static int envelope(Columns *self, Scan *s, const char *device, Py_ssize_t devic
         int64_t i;
         double d;
         if (!str(s, &k, &kn) || !lit(s, ':')) return 0;
-        int key = find_key(ENV_KEYS, ENV_KEY_LEN, V_N, k, kn);
+        int key = find_key(ENV_KEYS, ENV_KEY_LEN, V_N, k, kn, 0);
         if (key < 0 || (seen & (1u << key))) return 0;
         seen |= 1u << key;
         switch (key) {
@@ -597,7 +608,7 @@ static int envelope(Columns *self, Scan *s, const char *device, Py_ssize_t devic
             if (lit(s, ']')) break;
             do {
                 Record r;
-                if (nrec >= MAX_RECORDS || !record(s, &r)) return 0;
+                if (nrec >= MAX_RECORDS || !record(s, &r, self->key_order)) return 0;
                 if (r.t > t_max) t_max = r.t;
                 if (commit(self, &r, owner, (int32_t)nrec) < 0) return -1;
                 nrec++;
@@ -784,6 +795,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit_native_v1(void) {
     for (int i = 0; i < K_N; i++) KEY_LEN[i] = (Py_ssize_t)strlen(KEYS[i]);
+    for (int c = 0x20; c < 0x80; c++) PLAIN[c] = c != '"' && c != '\\';
     for (int i = 0; i < V_N; i++) ENV_KEY_LEN[i] = (Py_ssize_t)strlen(ENV_KEYS[i]);
     if (PyType_Ready(&ColumnsType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
