@@ -114,7 +114,7 @@ def topic_device(topic: str) -> str | None:
 
 def decode(topic: str, payload: bytes, received_ms: int) -> Envelope | None:
     """The envelope, when the fast path takes the whole message; else None."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
+    if len(payload) > MAX_PAYLOAD_BYTES or not _utf8(payload):
         return None
     try:
         env = _decoder.decode(payload)
@@ -129,3 +129,15 @@ def decode(topic: str, payload: bytes, received_ms: int) -> Envelope | None:
 
 
 _time = attrgetter("t")
+
+
+def _utf8(payload: bytes) -> bool:
+    # msgspec skips the keys a struct does not name without checking their bytes, so a
+    # payload that is not UTF-8 there was taken where the slow path refuses it
+    if payload.isascii():
+        return True
+    try:
+        payload.decode()
+    except UnicodeDecodeError:
+        return False
+    return True

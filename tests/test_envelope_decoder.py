@@ -259,3 +259,30 @@ def test_undo_and_take_leave_exactly_the_rest() -> None:
 def test_the_c_path_bounds_are_the_contract_s() -> None:
     assert (native_v1.MAX_RECORDS, native_v1.MIN_TIME_MS, native_v1.MAX_CLOCK_AHEAD_MS) == (
         contract.MAX_RECORDS, contract.MIN_TIME_MS, contract.MAX_CLOCK_AHEAD_MS)
+
+
+PLAIN = envelope_text(
+    '{"t":@T,"type":"reading","temperature_c":21.5,"humidity_pct":40,"rssi_dbm":-61}',
+    '{"t":@T,"type":"event","event":"setting_changed","name":"mode","value":2.5,"code":7}',
+    iid='"iid":"abcdef12",')
+
+
+def test_every_cut_of_a_plain_envelope() -> None:
+    """A message cut short anywhere (or cut from the front): the C path must neither read
+    past the end nor take a part as a whole."""
+    assert "native" in same_as_slow_path(TOPIC, PLAIN, T)
+    for n in range(len(PLAIN)):
+        assert "native" not in same_as_slow_path(TOPIC, PLAIN[:n], T), n
+        same_as_slow_path(TOPIC, PLAIN[n + 1:], T)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(PLAIN) - 1), st.integers(0, 255)), min_size=1,
+                max_size=4))
+def test_bytes_of_a_plain_envelope_changed(changes: list[tuple[int, int]]) -> None:
+    """Any byte changed to any other (a quote, a digit, a brace, a control byte, UTF-8
+    halves): whatever the C path takes, the slow path takes into the same rows."""
+    payload = bytearray(PLAIN)
+    for at, byte in changes:
+        payload[at] = byte
+    same_as_slow_path(TOPIC, bytes(payload), T)
