@@ -4,7 +4,7 @@ neither read past a message nor lean on undefined behaviour, whatever bytes come
 The module is compiled again with the sanitizers and loaded in a child process (their
 runtime has to be preloaded) in place of the installed one; the byte-level tests of
 test_envelope_decoder.py then run against it: every vector, every cut of a plain
-envelope, random bytes changed in it, random number spellings.
+envelope and random bytes changed in it.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def test_the_c_decoder_under_sanitizers(tmp_path: Path) -> None:
            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(built), str(ROOT / "tests" / "test_envelope_decoder.py"),
-         "vector or cut or changed or number or undo"],
+         "vector or cut or changed"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     report = proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, report
