@@ -1,7 +1,10 @@
-"""The fast path of contract v1: well-formed envelopes decoded in native code.
+"""The second fast path of contract v1: any valid spelling of an envelope.
 
-msgspec decodes an envelope straight into typed structs, checking on the way every
-type and bound the contract sets, so what stays in Python per record is the check
+Ingest tries the C path first (native_v1.c), which takes only the plain spelling; this
+one takes what that declines but is still well formed (escapes, non-ASCII text, an
+envelope key the contract does not name). msgspec decodes an envelope straight into
+typed structs, checking on the way every type and bound the contract sets, so what
+stays in Python per record is the check
 against the receive time and, for events, the name and the fields its kind requires.
 The fast path never refuses anything: it declines (returns None) whatever it does not
 take whole, a field the contract does not name, a wrong type, a bad value, a record

@@ -84,7 +84,7 @@ class Pipeline:
         st = self.stats
         st.messages += 1
         try:
-            device = envelope_decoder.topic_device(topic)  # interned: one string per topic
+            device = envelope_decoder.topic_device(topic)  # cached: one string per topic
             if device is not None and len(payload) <= MAX_PAYLOAD_BYTES:
                 native = self._native
                 before = len(native)
