@@ -4,13 +4,13 @@ Ingest tries the C path first (native_v1.c), which takes only the plain spelling
 one takes what that declines but is still well formed (escapes, non-ASCII text, an
 envelope key the contract does not name). msgspec decodes an envelope straight into
 typed structs, checking on the way every type and bound the contract sets, so what
-stays in Python per record is the check
-against the receive time and, for events, the name and the fields its kind requires.
-The fast path never refuses anything: it declines (returns None) whatever it does not
-take whole, a field the contract does not name, a wrong type, a bad value, a record
-out of time, and contract.parse_message then takes that message the slow way, which
-names each refusal's reason. Everything the fast path takes, the slow path would take
-into the same rows (tests/test_envelope_decoder.py holds the two to that).
+stays in Python per record is the check against the receive time and, for events, the
+name and the fields its kind requires. The fast path never refuses anything: it
+declines (returns None) whatever it does not take whole, a field the contract does not
+name, a wrong type, a bad value, a record out of time, and contract.parse_message then
+takes that message the slow way, which names each refusal's reason. Everything the
+fast path takes, the slow path would take into the same rows
+(tests/test_envelope_decoder.py holds the two to that).
 """
 
 from __future__ import annotations
