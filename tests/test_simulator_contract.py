@@ -6,6 +6,7 @@ import json
 from datetime import date
 
 from fleetpulse.ingest.contract import MAX_PAYLOAD_BYTES, TELEMETRY_TOPIC, parse_message
+from fleetpulse.ingest.native_columns import NativeColumns
 from fleetpulse.simulators.fleet import Fleet
 
 
@@ -23,6 +24,8 @@ def test_every_simulated_envelope_is_accepted_whole() -> None:
                                env["sent_ms"] + 1000)
         assert parsed.rejects == []
         assert len(parsed.readings) + len(parsed.events) == len(env["records"])
+        # and through ingest's first path: a simulated fleet is timed on the path a real one takes
+        assert NativeColumns().add(device_id, payload, env["sent_ms"] + 1000) is not None
 
 
 def test_identity_is_unique_and_seq_restarts_per_boot() -> None:
