@@ -12,7 +12,9 @@
  * the contract passed) and declines everything else untouched: then the msgspec path
  * (envelope_decoder.py) and the slow path (contract.py), which names the reason of a
  * refusal, take the message as before. tests/test_envelope_decoder.py holds what this
- * takes to the slow path's rows, on every vector and on random envelopes.
+ * takes to the slow path's rows (every vector, random envelopes, every cut of one,
+ * random bytes changed in one, random number spellings, each event kind's required
+ * fields); tests/test_native_sanitized.py runs the byte-level ones under ASan/UBSan.
  *
  * Columns: a growable buffer per column (values, a byte per row saying "not null" for
  * nullable ones, and for strings int32 end offsets plus the bytes). A message is parsed

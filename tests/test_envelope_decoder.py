@@ -240,6 +240,27 @@ def test_the_c_path_declines_what_it_does_not_read() -> None:
         assert same_as_slow_path(TOPIC, payload, T) == others, payload
 
 
+VALUES = {"feature": '"eco"', "name": '"mode"', "value": '"on"', "code": '"E1"', "uptime_s": "5",
+          "reconnects": "0", "free_mem": "1000"}
+
+
+@pytest.mark.parametrize("kind", sorted(contract._EVENT_REQUIRED))
+def test_each_event_kind_needs_what_the_contract_requires(kind: str) -> None:
+    """The C path's table of required fields is the contract's: with every one it takes
+    the event; without any one of them, or with it null, it leaves it to the slow path."""
+    required = contract._EVENT_REQUIRED[kind]
+
+    def event(fields: dict[str, str]) -> bytes:
+        body = "".join(f',"{k}":{v}' for k, v in fields.items())
+        return envelope_text('{"t":@T,"type":"event","event":"' + kind + '"' + body + "}")
+    whole = {k: VALUES[k] for k in required}
+    assert "native" in same_as_slow_path(TOPIC, event(whole), T)
+    for k in required:
+        assert "native" not in same_as_slow_path(TOPIC, event(
+            {f: v for f, v in whole.items() if f != k}), T), k
+        assert "native" not in same_as_slow_path(TOPIC, event({**whole, k: "null"}), T), k
+
+
 def test_undo_and_take_leave_exactly_the_rest() -> None:
     cols = NativeColumns()
     reading = '{"t":@T,"type":"reading","temperature_c":@V,"humidity_pct":null}'
