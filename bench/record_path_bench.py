@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fleetpulse.ingest.accepted_columns import CHUNK_ENVELOPES, AcceptedColumns
-from fleetpulse.ingest.envelope_decoder import decode
+from fleetpulse.ingest.envelope_decoder import decode, topic_device
 from fleetpulse.ingest.native_columns import NativeColumns
 
 T0 = 1767268800000
@@ -100,7 +100,7 @@ def buffered_bytes(per: int, records: int,
     if kind is NativeColumns:
         native = NativeColumns()
         for t, p in msgs:
-            native.add(t.split("/")[1], p, received)
+            native.add(topic_device(t), p, received)
     else:
         cols = AcceptedColumns()
         for t, p in msgs:
@@ -134,7 +134,7 @@ def measure(per: int, records: int) -> tuple[float, float, float, float]:
     def encode() -> None:
         pq.write_table(table, io.BytesIO(), compression="zstd")
 
-    devices = [t.split("/")[1] for t, _ in msgs]
+    devices = [topic_device(t) for t, _ in msgs]
 
     def native() -> dict[str, pa.Table]:
         cols = NativeColumns()

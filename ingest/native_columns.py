@@ -17,35 +17,18 @@ _TYPES = {"int64": pa.int64(), "int32": pa.int32(), "float64": pa.float64(),
           "string": pa.string()}
 
 
-class NativeColumns:
-    def __init__(self) -> None:
-        self._cols = native_v1.Columns()
-        self._sealed: dict[str, tuple[int, dict[str, native_v1._Column]]] | None = None
-
-    def __len__(self) -> int:
-        return len(self._cols)
-
-    def add(self, device_id: str, payload: bytes, received_ms: int
-            ) -> tuple[str | None, int, int, int] | None:
-        """Take a message from device_id's telemetry topic; its (iid, boot, seq, sent_ms),
-        or None when it is not the plain form of a valid envelope (nothing taken)."""
-        return self._cols.add(device_id, payload, received_ms)
-
-    def undo(self) -> None:
-        """Drop the message the last add() took."""
-        self._cols.undo()
+class NativeColumns(native_v1.Columns):
+    """add(device_id, payload, received_ms), undo() and len() are the C type's own, called
+    per message with no Python frame in between; the Arrow tables are built from its
+    buffers by tables(), in the writer's thread."""
 
     def seal(self) -> set[str]:
         """Take no more messages; return the tables that will have rows."""
-        if self._sealed is None:
-            self._sealed = self._cols.take()
-        return {name for name in ("readings", "events") if self._sealed[name][0]}
+        return {name for name, n in self.rows().items() if n}
 
     def tables(self) -> dict[str, pa.Table]:
         """readings and events as Arrow tables (only those with rows); starts afresh."""
-        self.seal()
-        assert self._sealed is not None
-        taken, self._sealed = self._sealed, None
+        taken = self.take()
         n_env, env_cols = taken["envelopes"]
         env = {k: _array(n_env, *c) for k, c in env_cols.items()}
         parts = {}

@@ -744,6 +744,10 @@ static PyObject *Columns_take(Columns *self, PyObject *Py_UNUSED(ignored)) {
 
 static Py_ssize_t Columns_len(Columns *self) { return self->records; }
 
+static PyObject *Columns_rows(Columns *self, PyObject *Py_UNUSED(ignored)) {
+    return Py_BuildValue("{snsn}", "readings", self->readings.rows, "events", self->events.rows);
+}
+
 static int Columns_init(Columns *self, PyObject *args, PyObject *kwds) {
     if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
         PyErr_SetString(PyExc_TypeError, "Columns() takes no arguments");
@@ -774,6 +778,8 @@ static PyMethodDef Columns_methods[] = {
     {"undo", (PyCFunction)Columns_undo, METH_NOARGS,
      "undo()\n\nDrop the message the last add() took (a duplicate, say)."},
     {"take", (PyCFunction)Columns_take, METH_NOARGS, take_doc},
+    {"rows", (PyCFunction)Columns_rows, METH_NOARGS,
+     "rows() -> {table: rows}\n\nThe rows taken so far into readings and events."},
     {NULL, NULL, 0, NULL}};
 
 static PySequenceMethods Columns_seq = {.sq_length = (lenfunc)Columns_len};
@@ -781,7 +787,7 @@ static PySequenceMethods Columns_seq = {.sq_length = (lenfunc)Columns_len};
 static PyTypeObject ColumnsType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "fleetpulse.ingest.native_v1.Columns",
     .tp_basicsize = sizeof(Columns),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, /* native_columns.NativeColumns */
     .tp_doc = "Contract v1 envelopes taken into column buffers (len: records taken).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Columns_init,

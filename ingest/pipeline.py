@@ -54,8 +54,7 @@ class Pipeline:
         self.columns = LearnedColumns(state_dir)
         self._rows: dict[str, list[dict[str, Any]]] = {
             t: [] for t in ("readings", "events", "quarantine")}
-        # what the two fast paths took (C, then msgspec), and tables a failed write handed
-        # back
+        # what the two fast paths took (C, then msgspec); tables a failed write handed back
         self._native = NativeColumns()
         self._accepted = AcceptedColumns()
         self._tables: dict[str, list[pa.Table]] = {t: [] for t in ("readings", "events")}
