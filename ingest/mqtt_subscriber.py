@@ -16,11 +16,16 @@ import asyncio
 import contextlib
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
 SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 12, 13, 14
 
-READ_SIZE = 1 << 20
+# The read buffer: reading pauses while HIGH_WATER unparsed bytes wait, and a socket
+# read is offered at least MIN_READ bytes of room.
+BUFFER_SIZE = 4 << 20
+HIGH_WATER = 2 << 20
+MIN_READ = 256 << 10
 # Most bytes of PUBLISH packets handed over as one batch. After a resumed session the
 # broker sends its whole backlog at once; batches stay bounded, so memory does too.
 MAX_BATCH_BYTES = 1 << 20
@@ -219,12 +224,14 @@ def puback_packets(packet_ids: list[int]) -> bytes:
     return b"".join([pack(0x40, 2, pid) for pid in packet_ids])
 
 
-def parse_packets(buf: bytearray, max_bytes: int = MAX_BATCH_BYTES
+def parse_packets(buf: bytes | bytearray | memoryview, max_bytes: int = MAX_BATCH_BYTES,
+                  start: int = 0, end: int | None = None
                   ) -> tuple[list[Publish], list[tuple[int, bytes]], int]:
-    """Parse complete packets at the start of buf, stopping after about max_bytes.
+    """Parse complete packets in buf[start:end] from its start, stopping after about
+    max_bytes.
 
     Returns (publishes, other packets as (type, body), bytes consumed); a packet cut off
-    by the end of buf stays for the next call. A whole packet whose contents are invalid
+    by the end stays for the next call. A whole packet whose contents are invalid
     raises MalformedPacket, carrying the good packets before it: every read inside a
     packet is checked against the packet's own end, never the buffer's, so a bad length
     can neither wait forever for bytes that are already there nor read into the next
@@ -232,9 +239,10 @@ def parse_packets(buf: bytearray, max_bytes: int = MAX_BATCH_BYTES
     """
     publishes: list[Publish] = []
     others: list[tuple[int, bytes]] = []
-    pos = 0
-    end = len(buf)
-    limit = min(end, max_bytes)
+    pos = start
+    if end is None:
+        end = len(buf)
+    limit = min(end, start + max_bytes)
     mv = memoryview(buf)
     try:
         while pos < limit:
@@ -283,11 +291,134 @@ def parse_packets(buf: bytearray, max_bytes: int = MAX_BATCH_BYTES
                 others.append((kind, bytes(mv[body:stop])))
             pos = stop
     except MalformedPacket as e:
-        e.publishes, e.others, e.consumed = publishes, others, pos
+        e.publishes, e.others, e.consumed = publishes, others, pos - start
         raise
     finally:
         mv.release()
-    return publishes, others, pos
+    return publishes, others, pos - start
+
+
+class Received(NamedTuple):
+    """One batch: its PUBLISH packets parsed, and the bytes they came in (a run of whole
+    packets, possibly with control packets between them) for the write-ahead log."""
+    publishes: list[Publish]
+    packets: bytes
+
+
+class _Link(asyncio.BufferedProtocol):
+    """The connection's socket reads land straight in one buffer that the parser walks.
+    Written here because asyncio's StreamReader copies every byte three times on its way
+    to a parser (into its buffer, out as a bytes object, into the caller's buffer): at 32
+    records a message those copies were a tenth of the event loop's time (bench/RESULTS.md).
+
+    The unparsed bytes are buf[start:end]. Reading pauses while HIGH_WATER of them wait,
+    and resumes once they are taken, or whenever the parser waits for more (a packet
+    larger than HIGH_WATER can only be finished by reading on)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.buf = bytearray(BUFFER_SIZE)
+        self.start = self.end = 0
+        self.transport: asyncio.Transport | None = None
+        self.error: Exception | None = None  # why the connection ended, if it did
+        self.eof = False
+        self._data: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._read_paused = False
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    # -- asyncio's side -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if len(self.buf) - self.end < MIN_READ:
+            self._make_room()
+        return memoryview(self.buf)[self.end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.end += nbytes
+        if self.end - self.start >= HIGH_WATER and not self._read_paused:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self._read_paused = True
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)  # drain() then sees the connection is gone
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._drained is None or self._drained.done():
+            self._drained = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    # -- the subscriber's side ------------------------------------------------------
+
+    def consumed(self, n: int) -> None:
+        """The parser is done with the first n unparsed bytes."""
+        self.start += n
+        if self.start == self.end:
+            self.start = self.end = 0
+        if self._read_paused and self.end - self.start < HIGH_WATER:
+            self._resume_reading()
+
+    async def more(self) -> None:
+        """Wait for bytes beyond what is buffered."""
+        if self._read_paused:
+            self._resume_reading()
+        if self.eof:
+            raise ConnectionLost("broker closed the connection"
+                                 + (f" ({self.error})" if self.error else ""))
+        self._data = self.loop.create_future()
+        try:
+            await self._data
+        finally:
+            self._data = None
+
+    async def drain(self) -> None:
+        if self.eof:
+            raise ConnectionLost("broker closed the connection")
+        if self._drained is not None and not self._drained.done():
+            await self._drained
+            if self.eof:
+                raise ConnectionLost("broker closed the connection")
+
+    def _wake(self) -> None:
+        if self._data is not None and not self._data.done():
+            self._data.set_result(None)
+
+    def _resume_reading(self) -> None:
+        self._read_paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _make_room(self) -> None:
+        """Move the unparsed bytes to the front, into a larger buffer if they need it.
+        Safe here: the parser hands out copies only, never views of the buffer."""
+        n = self.end - self.start
+        if n + MIN_READ > len(self.buf):
+            grown = bytearray(max(2 * len(self.buf), n + MIN_READ))
+            grown[:n] = memoryview(self.buf)[self.start:self.end]
+            self.buf = grown
+        elif n:
+            self.buf[:n] = self.buf[self.start:self.end]
+        self.start, self.end = 0, n
 
 
 class Subscriber:
@@ -310,9 +441,7 @@ class Subscriber:
         self.receive_maximum = receive_maximum
         self._connect = connect_packet(client_id, keepalive, clean_start, session_expiry,
                                        receive_maximum, username, password)
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._buf = bytearray()
+        self._link: _Link | None = None
         self._next_id = 1
         self._last_sent = 0.0
         self._ping_sent: float | None = None
@@ -322,8 +451,11 @@ class Subscriber:
         self.connack_properties: dict[int, int | bytes] = {}
 
     async def connect(self, timeout: float = 10.0) -> None:
-        self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, limit=READ_SIZE), timeout)
+        loop = asyncio.get_running_loop()
+        link = _Link(loop)
+        await asyncio.wait_for(loop.create_connection(lambda: link, self.host, self.port),
+                               timeout)
+        self._link = link
         self._send(self._connect)
         kind, body = await asyncio.wait_for(self._control_packet(), timeout)
         if kind != CONNACK:
@@ -361,60 +493,69 @@ class Subscriber:
 
     async def _control_packet(self) -> tuple[int, bytes]:
         """Read until a non-PUBLISH packet arrives; PUBLISHes stay buffered for read_batch."""
-        assert self._reader is not None
-        scan = 0
+        link = self._link
+        assert link is not None
+        scan = 0  # how far from link.start the buffered packets are all PUBLISHes
         while True:
-            pubs_end, kind_body = self._find_control(scan)
+            scan, kind_body = self._find_control(scan)
             if kind_body is not None:
                 return kind_body
-            scan = pubs_end
-            data = await self._reader.read(READ_SIZE)
-            if not data:
-                raise ConnectionLost("broker closed the connection")
-            self._buf += data
+            await link.more()
 
-    def _find_control(self, start: int) -> tuple[int, tuple[int, bytes] | None]:
-        pos = start
-        buf = self._buf
-        while pos < len(buf):
+    def _find_control(self, scan: int) -> tuple[int, tuple[int, bytes] | None]:
+        link = self._link
+        assert link is not None
+        buf, first, end = link.buf, link.start, link.end
+        pos = first + scan
+        while pos < end:
             try:
-                length, body = _read_varint(buf, pos + 1, len(buf))
+                length, body = _read_varint(buf, pos + 1, end)
             except _Incomplete:
-                return pos, None
+                break
             stop = body + length
-            if stop > len(buf):
-                return pos, None
+            if stop > end:
+                break
             kind = buf[pos] >> 4
             if kind != PUBLISH:
                 packet = (kind, bytes(buf[body:stop]))
-                del buf[pos:stop]
-                return pos, packet
+                # take it out: the PUBLISHes before it move up to close the gap
+                buf[first + stop - pos:stop] = buf[first:pos]
+                link.consumed(stop - pos)
+                return pos - first, packet
             pos = stop
-        return pos, None
+        return pos - first, None
 
     async def read_batch(self) -> list[Publish]:
         """The messages of the next socket read(s): at least one, as many as arrived."""
-        assert self._reader is not None
+        return (await self.read_packets()).publishes
+
+    async def read_packets(self) -> Received:
+        """The next batch, with the bytes it came in."""
+        link = self._link
+        assert link is not None
         if self._pending_error is not None:
             raise self._fail(self._pending_error)
-        loop = asyncio.get_running_loop()
+        loop = link.loop
         while True:
-            if self._buf:
+            if link.end > link.start:
+                first = link.start
                 try:
-                    pubs, others, used = parse_packets(self._buf)
+                    pubs, others, used = parse_packets(link.buf, MAX_BATCH_BYTES, first, link.end)
                 except MalformedPacket as e:
                     # Hand over the good messages before it first; the error ends the
                     # connection at the next call, after the caller acked them.
-                    del self._buf[:e.consumed]
+                    packets = bytes(memoryview(link.buf)[first:first + e.consumed])
+                    link.consumed(e.consumed)
                     self._control(e.others)
                     if not e.publishes:
                         raise self._fail(e) from None
                     self._pending_error = e
-                    return self._count(e.publishes)
-                del self._buf[:used]
+                    return Received(self._count(e.publishes), packets)
+                packets = bytes(memoryview(link.buf)[first:first + used]) if pubs else b""
+                link.consumed(used)
                 self._control(others)
                 if pubs:
-                    return self._count(pubs)
+                    return Received(self._count(pubs), packets)
             now = loop.time()
             ping_timeout = self.ping_timeout or max(1.0, self.keepalive / 2)
             if self._ping_sent is not None:
@@ -425,15 +566,12 @@ class Subscriber:
             else:
                 timeout = max(0.05, self._last_sent + self.keepalive / 2 - now)
             try:
-                data = await asyncio.wait_for(self._reader.read(READ_SIZE), timeout)
+                async with asyncio.timeout(timeout):
+                    await link.more()
             except TimeoutError:
                 if self._ping_sent is None and self.keepalive:
                     self._send(b"\xc0\x00")  # PINGREQ keeps an idle connection alive
                     self._ping_sent = loop.time()
-                continue
-            if not data:
-                raise ConnectionLost("broker closed the connection")
-            self._buf += data
 
     def _control(self, others: list[tuple[int, bytes]]) -> None:
         for kind, body in others:
@@ -453,9 +591,10 @@ class Subscriber:
     def _fail(self, error: MqttError) -> MqttError:
         """Tell the broker why we leave (MQTT 5 DISCONNECT reason), then let it raise."""
         code = getattr(error, "code", None)
-        if self._writer is not None and isinstance(code, int):
+        transport = self._link.transport if self._link is not None else None
+        if transport is not None and isinstance(code, int):
             with contextlib.suppress(OSError, RuntimeError):
-                self._writer.write(disconnect_packet(code))
+                transport.write(disconnect_packet(code))
         self._pending_error = None
         return error
 
@@ -465,12 +604,12 @@ class Subscriber:
             self._send(puback_packets(packet_ids))
 
     async def drain(self) -> None:
-        if self._writer is not None:
-            await self._writer.drain()
+        if self._link is not None:
+            await self._link.drain()
 
     def _send(self, data: bytes) -> None:
-        assert self._writer is not None
-        self._writer.write(data)
+        assert self._link is not None and self._link.transport is not None
+        self._link.transport.write(data)
         self._last_sent = asyncio.get_running_loop().time()
 
     def _packet_id(self) -> int:
@@ -481,11 +620,17 @@ class Subscriber:
     async def close(self, graceful: bool = True, end_session: bool = False) -> None:
         """Disconnect; `end_session` asks the broker to forget the session (nothing is
         queued for this client any more)."""
-        if self._writer is None:
+        link, self._link = self._link, None
+        if link is None or link.transport is None:
             return
-        writer, self._writer = self._writer, None
-        await close_connection(
-            writer, disconnect_packet(end_session=end_session) if graceful else None)
+        try:
+            if graceful and not link.eof:
+                link.transport.write(disconnect_packet(end_session=end_session))
+                await link.drain()
+        except (OSError, MqttError):
+            pass
+        link.transport.close()
+        await link.closed
 
 
 async def close_connection(writer: asyncio.StreamWriter, farewell: bytes | None) -> None:

@@ -167,3 +167,44 @@ async def test_broker_disconnect_reason_is_reported(scripted) -> None:
 def test_every_error_is_an_mqtt_error() -> None:
     for cls in (ConnectionLost, MalformedPacket, PingTimeout, ProtocolViolation):
         assert issubclass(cls, MqttError)
+
+
+async def test_a_backlog_past_the_high_water_mark_and_a_packet_larger_than_the_buffer(
+        scripted) -> None:
+    """Reading pauses while a backlog waits unparsed (the buffer does not grow for it) and
+    resumes as it is taken; the buffer grows for one packet larger than itself; each
+    batch's bytes are exactly its packets, in order (what the write-ahead log keeps)."""
+    from fleetpulse.ingest import mqtt_subscriber as m
+
+    small = [publish(b"s%06d" % i + b"." * 900, 1 + i % 60000)
+             for i in range(3 * m.HIGH_WATER // 900)]
+    huge = publish(b"h" * (m.BUFFER_SIZE + 12345), 7)
+    sent = b"".join(small) + huge
+    go_on = asyncio.Event()
+
+    async def script(writer, _read):
+        writer.write(b"".join(small))  # a backlog, sent before the client reads
+        await go_on.wait()
+        for i in range(0, len(huge), 100_000):  # in pieces, as a slow network would
+            writer.write(huge[i:i + 100_000])
+            await writer.drain()
+
+    _, sub = await scripted(script)
+    link = sub._link
+    deadline = asyncio.get_running_loop().time() + 10
+    while link.transport.is_reading():  # until the unread backlog pauses reading
+        assert asyncio.get_running_loop().time() < deadline, "reading never paused"
+        await asyncio.sleep(0.01)
+    assert len(link.buf) == m.BUFFER_SIZE and link.end - link.start >= m.HIGH_WATER
+    got, raw = [], b""
+    while len(got) < len(small) + 1:
+        received = await asyncio.wait_for(sub.read_packets(), 10)
+        got += received.publishes
+        raw += received.packets
+        sub.ack([p.packet_id for p in received.publishes])
+        go_on.set()
+    assert raw == sent
+    assert [p.payload[:7] for p in got[:-1]] == [b"s%06d" % i for i in range(len(small))]
+    assert got[-1].payload == b"h" * (m.BUFFER_SIZE + 12345)
+    assert len(link.buf) > m.BUFFER_SIZE
+    await sub.close(graceful=False)
