@@ -33,7 +33,7 @@ from fleetpulse.mqtt import REFUSED_LOGIN, refused_login, say_up
 
 from . import parquet_writer, stats
 from .contract import TELEMETRY_FILTER
-from .mqtt_subscriber import MqttConnectError, MqttError, Subscriber
+from .mqtt_subscriber import MqttConnectError, MqttError, Received, Subscriber
 from .pipeline import Pipeline
 from .store import Store
 from .wal import WriteAheadLog, Written, read_segment
@@ -189,9 +189,9 @@ class IngestService:
                 break
         return ok
 
-    def _log_batch(self, frames: list[tuple[int, str, bytes]]) -> Written:
+    def _log_batch(self, received_ms: int, packets: bytes) -> Written:
         try:
-            return self.wal.write(frames)
+            return self.wal.write(received_ms, packets)
         except OSError as e:
             raise self._wal_failed(e) from None
 
@@ -255,8 +255,7 @@ class IngestService:
                            f" into {cfg.data}; Ctrl-C stops")
                 backoff = 0.2
                 while self._store_ok.is_set():  # a failing store: stop taking messages
-                    batch = await sub.read_batch()
-                    await self._take(sub, batch)
+                    await self._take(sub, await sub.read_packets())
                     await sub.drain()
                     if self.pipeline.buffered >= cfg.flush_rows:
                         self._big_burst = True
@@ -294,7 +293,7 @@ class IngestService:
             self._session_marker.parent.mkdir(parents=True, exist_ok=True)
             self._session_marker.touch()
 
-    async def _take(self, sub: Subscriber, batch: list) -> None:
+    async def _take(self, sub: Subscriber, received: Received) -> None:
         """Log the batch, validate it while another thread waits for the disk (waiting
         was 9% of the event loop's busy time: profile in bench/RESULTS.md), and ack it
         once both are done.
@@ -302,7 +301,8 @@ class IngestService:
         messages again and the pipeline drops the copies as duplicates."""
         self._batch_started = time.monotonic()
         now = time.time_ns() // 1_000_000
-        written = self._log_batch([(now, p.topic, p.payload) for p in batch])
+        batch = received.publishes
+        written = self._log_batch(now, received.packets)
         self._syncing = syncing = asyncio.get_running_loop().run_in_executor(
             self._wal_sync, self.wal.sync, written)
         handle = self.pipeline.handle

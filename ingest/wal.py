@@ -10,9 +10,17 @@ random token of each process run keeps a name from ever being used twice, even a
 every segment was deleted and numbering started again (a reused name would let a new
 flush overwrite an older flush's Parquet file).
 
-Frame: crc32 (of everything after it), payload length, receive time (ms), topic
-length, topic, payload. A frame cut short by a crash ends the segment; a frame whose
-CRC does not match is reported and the rest of the segment is skipped.
+A segment starts with MAGIC, then holds chunks: crc32 (of everything after it), length,
+receive time (ms), then the MQTT packets of one socket read exactly as the broker sent
+them. Logging the bytes as they came costs one checksum and one write per batch, where
+framing each message cost a Python loop, three checksums and a copy per message (the
+log was a fifth of the event loop's time at 32 records a message: bench/RESULTS.md).
+A replay parses the packets again, with the subscriber's own parser. A chunk cut short
+by a crash ends the segment; a chunk whose CRC does not match is reported and the rest
+of the segment is skipped.
+
+Segments without MAGIC were written by versions before it, one frame per message: crc32,
+payload length, receive time (ms), topic length, topic, payload. They still replay.
 """
 
 from __future__ import annotations
@@ -29,11 +37,17 @@ from typing import NamedTuple
 
 from fleetpulse.files import fsync_dir as _fsync_dir
 
+from .mqtt_subscriber import MalformedPacket, parse_packets
+
 log = logging.getLogger("fleetpulse.ingest.wal")
 
 SUFFIX = ".wal"
-_HEAD = struct.Struct("!IIQH")
-_BODY_HEAD = struct.Struct("!IQH")  # what the CRC covers starts with this
+# An old segment's first four bytes after its CRC are a payload length, which MQTT caps
+# at 256 MB: 0xFFFFFFFF there can only be this marker.
+MAGIC = b"FPW2\xff\xff\xff\xff"
+_CHUNK = struct.Struct("!IIQ")  # crc32, length, received_ms
+_CHUNK_BODY = struct.Struct("!IQ")  # what the CRC covers starts with this
+_OLD_HEAD = struct.Struct("!IIQH")  # crc32, payload length, received_ms, topic length
 
 
 class Written(NamedTuple):
@@ -58,44 +72,40 @@ class WriteAheadLog:
     def segments(self) -> list[Path]:
         return sorted(self.directory.glob(f"*{SUFFIX}"), key=segment_number)
 
-    def append(self, frames: list[tuple[int, str, bytes]]) -> None:
-        """Append (received_ms, topic, payload) frames; durable when this returns."""
-        self.sync(self.write(frames))
+    def append(self, received_ms: int, packets: bytes) -> None:
+        """Append one socket read's packets; durable when this returns."""
+        self.sync(self.write(received_ms, packets))
 
-    def write(self, frames: list[tuple[int, str, bytes]]) -> Written:
-        """Write frames to the current segment without waiting for the disk: durable
-        only once sync() of what this returns has returned. The service validates the
-        batch while another thread waits for the fdatasync."""
+    def write(self, received_ms: int, packets: bytes) -> Written:
+        """Write the MQTT packets of one read (received at `received_ms`) to the current
+        segment without waiting for the disk: durable only once sync() of what this
+        returns has returned. The service validates the batch while another thread waits
+        for the fdatasync."""
         if self._file is None:
-            self.current = self.directory / f"{self._next:012d}-{self._token}{SUFFIX}"
-            self._next += 1
-            self._file = os.open(self.current, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            _fsync_dir(self.directory)
-            self._pending = self.current
-        # Header, topic and payload are joined once: building each frame as bytes first
-        # copied every payload three times (building and writing frames was 10% of the
-        # event loop's busy time at 32 records per message: profile in bench/RESULTS.md).
-        parts: list[bytes] = []
-        add = parts.append
-        pack, body_head = _HEAD.pack, _BODY_HEAD.pack
-        crc32 = zlib.crc32
-        for received_ms, topic, payload in frames:
-            t = topic.encode()
-            crc = crc32(payload, crc32(t, crc32(body_head(len(payload), received_ms, len(t)))))
-            add(pack(crc, len(payload), received_ms, len(t)))
-            add(t)
-            add(payload)
-        data = b"".join(parts)
+            self._open()
+        assert self._file is not None
         fd = self._file
+        head = _CHUNK_BODY.pack(len(packets), received_ms)
+        crc = zlib.crc32(packets, zlib.crc32(head))
         start = os.lseek(fd, 0, os.SEEK_END)
         try:
-            written = os.write(fd, data)
-            while written < len(data):  # os.write may write less than asked (disk nearly full)
-                written += os.write(fd, data[written:])
+            _write_all(fd, [struct.pack("!I", crc) + head, packets])
         except OSError:
             self._cut(fd, start)
             raise
         return Written(fd, start)
+
+    def _open(self) -> None:
+        self.current = self.directory / f"{self._next:012d}-{self._token}{SUFFIX}"
+        self._next += 1
+        self._file = fd = os.open(self.current, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._pending = self.current
+        try:
+            _write_all(fd, [MAGIC])
+            _fsync_dir(self.directory)
+        except OSError:
+            self._cut(fd, 0)
+            raise
 
     def sync(self, written: Written) -> None:
         """Wait until a write() is on disk. May run in another thread than write(): the
@@ -146,21 +156,56 @@ def segment_number(path: Path) -> int:
     return int(path.stem.split("-", 1)[0])
 
 
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """os.writev until everything is written (it may write less: a disk nearly full)."""
+    written, total = os.writev(fd, parts), sum(len(p) for p in parts)
+    if written < total:
+        rest = b"".join(parts)[written:]
+        while rest:
+            rest = rest[os.write(fd, rest):]
+
+
 def read_segment(path: Path) -> Iterator[tuple[int, str, bytes]]:
+    """(received_ms, topic, payload) of every message a segment holds, in order."""
     data = path.read_bytes()
-    pos, size = 0, _HEAD.size
+    if data.startswith(MAGIC):
+        yield from _read_chunks(path, data)
+    elif not MAGIC.startswith(data):  # not a segment cut short while it was created
+        yield from _read_frames(path, data)
+
+
+def _read_chunks(path: Path, data: bytes) -> Iterator[tuple[int, str, bytes]]:
+    pos, size = len(MAGIC), _CHUNK.size
     while pos + size <= len(data):
-        crc, plen, received_ms, tlen = _HEAD.unpack_from(data, pos)
-        end = pos + size + tlen + plen
+        crc, length, received_ms = _CHUNK.unpack_from(data, pos)
+        end = pos + size + length
         if end > len(data):
             break  # the tail of a write cut short by a crash: never acknowledged
-        body = data[pos + 4:end]
-        if zlib.crc32(body) != crc:
+        if zlib.crc32(memoryview(data)[pos + 4:end]) != crc:
+            log.error("corrupt chunk in %s at byte %d; skipping the rest of the segment",
+                      path, pos)
+            return
+        try:
+            publishes, _, _ = parse_packets(memoryview(data)[pos + size:end], max_bytes=length)
+        except MalformedPacket as e:  # cannot be: the subscriber parsed these bytes first
+            log.error("%s in %s at byte %d; skipping the rest of the chunk", e, path, pos)
+            publishes = e.publishes
+        for p in publishes:
+            yield received_ms, p.topic, p.payload
+        pos = end
+
+
+def _read_frames(path: Path, data: bytes) -> Iterator[tuple[int, str, bytes]]:
+    pos, size = 0, _OLD_HEAD.size
+    while pos + size <= len(data):
+        crc, plen, received_ms, tlen = _OLD_HEAD.unpack_from(data, pos)
+        end = pos + size + tlen + plen
+        if end > len(data):
+            break
+        if zlib.crc32(data[pos + 4:end]) != crc:
             log.error("corrupt frame in %s at byte %d; skipping the rest of the segment",
                       path, pos)
             return
         topic = data[pos + size:pos + size + tlen].decode()
         yield received_ms, topic, data[pos + size + tlen:end]
         pos = end
-
-

@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+from mqttpackets import publish_packet
+
 from fleetpulse.analytics.dataset import connect
 
 T = 1767268800000
@@ -90,7 +92,7 @@ def test_sigterm_while_starting_is_a_clean_stop(start_ingest, tmp_path):
     log = WriteAheadLog(wal)  # a log left by a crash, to replay at start
     env = {"v": 1, "device_id": "a", "boot": 1, "seq": 0, "fw": "1", "hw": "h", "sent_ms": T,
            "records": [{"t": T, "type": "reading", "temperature_c": 1, "humidity_pct": 2}]}
-    log.append([(T, "devices/a/telemetry", json.dumps(env).encode())])
+    log.append(T, publish_packet("devices/a/telemetry", json.dumps(env).encode(), 1, pid=1))
     log.close()
     ingest = start_ingest(data=data, client_id="ingest-early")
     ingest.wait_for("started", lambda s: s.get("state"), timeout=20)
