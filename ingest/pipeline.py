@@ -19,6 +19,7 @@ import json
 import time
 import uuid
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from sys import intern
@@ -78,39 +79,53 @@ class Pipeline:
         return 0.0 if self._oldest is None else time.monotonic() - self._oldest
 
     def handle(self, topic: str, payload: bytes, received_ms: int) -> None:
+        self.handle_batch(((topic, payload),), received_ms)
+
+    def handle_batch(self, messages: Collection[tuple[str, bytes]], received_ms: int) -> None:
+        """Take (topic, payload) messages received at `received_ms`. The C path's common
+        case, with its dedup window, runs inline: this loop runs once per message."""
         if self._oldest is None:
             self._oldest = time.monotonic()
         st = self.stats
-        st.messages += 1
-        try:
-            device = envelope_decoder.topic_device(topic)  # cached: one string per topic
-            if device is not None and len(payload) <= MAX_PAYLOAD_BYTES:
-                native = self._native
-                before = len(native)
-                rest = native.add(device, payload, received_ms)
-                if rest is not None:
-                    key = (device, *rest)
-                    if self._duplicate(key):
-                        native.undo()
-                    else:
-                        self._remember(key)
-                        st.buffered_rows += len(native) - before
-                    return
-            env = envelope_decoder.decode(topic, payload, received_ms)
-            if env is not None:
-                # interned: the window's keys share one string per device, not one each
-                key = (intern(env.device_id), env.iid, env.boot, env.seq, env.sent_ms)
-                if not self._duplicate(key):
-                    self._accepted.add(env, received_ms)
-                    self._remember(key)
-                    st.buffered_rows += len(env.records)
-                return
-            self._take(topic, payload, received_ms)
-        except Rejected as e:
-            self._reject_message(topic, payload, received_ms, e.reason, e.detail)
-        except Exception as e:  # one message must never stop ingest
-            self._reject_message(topic, payload, received_ms, "internal", one_line(e))
+        st.messages += len(messages)
+        native = self._native
+        add, undo = native.add, native.undo
+        seen, order, window = self._seen, self._seen_order, self._window
+        topic_device = envelope_decoder.topic_device  # cached: one string per topic
+        for topic, payload in messages:
+            try:
+                device = topic_device(topic)
+                if device is not None and len(payload) <= MAX_PAYLOAD_BYTES:
+                    rest = add(device, payload, received_ms)
+                    if rest is not None:
+                        key = (device, *rest)
+                        if key in seen:
+                            st.duplicates += 1
+                            undo()
+                        else:
+                            seen.add(key)
+                            order.append(key)
+                            if len(order) > window:
+                                seen.discard(order.popleft())
+                        continue
+                self._take_declined(topic, payload, received_ms)
+            except Rejected as e:
+                self._reject_message(topic, payload, received_ms, e.reason, e.detail)
+            except Exception as e:  # one message must never stop ingest
+                self._reject_message(topic, payload, received_ms, "internal", one_line(e))
         st.buffered_rows = self.buffered
+
+    def _take_declined(self, topic: str, payload: bytes, received_ms: int) -> None:
+        """A message the C path declined: the msgspec path, else the validator."""
+        env = envelope_decoder.decode(topic, payload, received_ms)
+        if env is not None:
+            # interned: the window's keys share one string per device, not one each
+            key = (intern(env.device_id), env.iid, env.boot, env.seq, env.sent_ms)
+            if not self._duplicate(key):
+                self._accepted.add(env, received_ms)
+                self._remember(key)
+            return
+        self._take(topic, payload, received_ms)
 
     def _reject_message(self, topic: str, payload: bytes, received_ms: int, reason: str,
                         detail: str) -> None:
