@@ -187,7 +187,9 @@ typedef struct {
 } Scan;
 
 static inline void ws(Scan *s) {
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t'))
+    /* the common case first: no whitespace, one compare */
+    while (s->p < s->end && (unsigned char)*s->p <= ' ' &&
+           (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t'))
         s->p++;
 }
 
@@ -423,12 +425,23 @@ static int record(Scan *s, Record *r, unsigned char order[K_N + 1]) {
     if (!lit(s, '{')) return 0;
     if (lit(s, '}')) return 0;
     do {
-        const char *k;
-        Py_ssize_t kn;
-        if (!str(s, &k, &kn) || !lit(s, ':')) return 0;
-        int key = find_key(KEYS, KEY_LEN, K_N, k, kn, order[prev]);
-        if (key < 0) return 0;
-        order[prev] = (unsigned char)key;
+        int key = order[prev];
+        Py_ssize_t kn = KEY_LEN[key];
+        ws(s);
+        /* The key the last record had here, quotes included, compared whole: the scan of
+         * a key's bytes and the search of the key table were half of this function's
+         * time (perf profile in bench/RESULTS.md). */
+        if (s->end - s->p >= kn + 2 && s->p[0] == '"' && s->p[kn + 1] == '"' &&
+            memcmp(s->p + 1, KEYS[key], (size_t)kn) == 0) {
+            s->p += kn + 2;
+        } else {
+            const char *k;
+            if (!str(s, &k, &kn)) return 0;
+            key = find_key(KEYS, KEY_LEN, K_N, k, kn, order[prev]);
+            if (key < 0) return 0;
+            order[prev] = (unsigned char)key;
+        }
+        if (!lit(s, ':')) return 0;
         prev = key + 1;
         if (r->seen & BIT(key)) return 0; /* repeated: declined (unknown ones above) */
         r->seen |= BIT(key);
