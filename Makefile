@@ -42,10 +42,10 @@ $(STUBS): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade --target $(VENV)/stubs/rp2 micropython-rp2-rpi-pico-w-stubs~=1.29.0
 	@touch $@
 
-$(STAMP): pyproject.toml ingest/native_v1.c
+$(STAMP): pyproject.toml ingest/native_v1.c ingest/native_mqtt.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "fleetpulse needs Python 3.11 or newer as $(PYTHON) (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
-	@# ingest's C decoder is compiled at install: a C compiler and Python's headers
+	@# ingest's C modules are compiled at install: a C compiler and Python's headers
 	@{ command -v cc >/dev/null 2>&1 && $(PYTHON) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; } || { \
 	  if command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing a C compiler and Python's headers with apt-get (ingest's decoder is C)"; \

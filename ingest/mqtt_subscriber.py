@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from dataclasses import dataclass
 from typing import NamedTuple
+
+from .native_mqtt import Publish
+from .native_mqtt import publishes as take_publishes
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
 SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 12, 13, 14
@@ -84,15 +86,6 @@ class PingTimeout(MqttError):
     """No PINGRESP in time: the connection is half-open."""
 
 
-@dataclass(slots=True)
-class Publish:
-    topic: str
-    payload: bytes
-    packet_id: int  # 0 for QoS 0
-    dup: bool
-    qos: int = 0
-    retain: bool = False
-    properties: bytes = b""  # the PUBLISH's MQTT 5 properties as sent, undecoded
 
 
 def encode_varint(n: int) -> bytes:
@@ -235,7 +228,8 @@ def parse_packets(buf: bytes | bytearray | memoryview, max_bytes: int = MAX_BATC
     raises MalformedPacket, carrying the good packets before it: every read inside a
     packet is checked against the packet's own end, never the buffer's, so a bad length
     can neither wait forever for bytes that are already there nor read into the next
-    packet. The hot path is PUBLISH, so it is parsed inline.
+    packet. The run of valid PUBLISH packets, the hot path, is parsed in C
+    (native_mqtt.c), which stops at anything else; this loop takes it from there.
     """
     publishes: list[Publish] = []
     others: list[tuple[int, bytes]] = []
@@ -246,6 +240,11 @@ def parse_packets(buf: bytes | bytearray | memoryview, max_bytes: int = MAX_BATC
     mv = memoryview(buf)
     try:
         while pos < limit:
+            pos = take_publishes(buf, pos, end, limit, publishes)  # the common case, in C
+            if pos >= limit:
+                break
+            # Here when C stopped at a packet: another type, one cut off, or one that
+            # breaks a rule (then raised with its reason below).
             header = buf[pos]
             # remaining length: its one- and two-byte forms inline (every packet has one)
             if pos + 1 < end and buf[pos + 1] < 0x80:
@@ -292,9 +291,8 @@ def parse_packets(buf: bytes | bytearray | memoryview, max_bytes: int = MAX_BATC
                     plen, p = read_body_varint(buf, p, stop)
                 if p + plen > stop:
                     raise MalformedPacket("PUBLISH properties run past the packet")
-                publishes.append(Publish(topic, bytes(mv[p + plen:stop]), pid, bool(header & 8),
-                                         qos, bool(header & 1),
-                                         bytes(mv[p:p + plen]) if plen else b""))
+                publishes.append(Publish((topic, bytes(mv[p + plen:stop]), pid, bool(header & 8),
+                                          qos, bool(header & 1), bytes(mv[p:p + plen]))))
             elif kind == 0:
                 raise MalformedPacket("reserved packet type 0")
             else:

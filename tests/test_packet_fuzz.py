@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mqttpackets import publish_packet
 
-from fleetpulse.ingest.mqtt_subscriber import MalformedPacket, parse_packets
+from fleetpulse.ingest import mqtt_subscriber
+from fleetpulse.ingest.mqtt_subscriber import MalformedPacket, encode_varint, parse_packets
 
 packets = st.one_of(
     st.builds(publish_packet, st.text(min_size=1, max_size=30), st.binary(max_size=300),
@@ -113,3 +114,69 @@ def test_bad_utf8_topic_is_malformed() -> None:
         assert "UTF-8" in str(e)
     else:
         raise AssertionError("bad UTF-8 topic accepted")
+
+
+def outcome(buf: bytearray) -> tuple:
+    """What parse_packets makes of buf: what it returns, or what it raises."""
+    try:
+        pubs, others, used = parse_packets(buf)
+        return "ok", [tuple(p) for p in pubs], others, used
+    except MalformedPacket as e:
+        return str(e), [tuple(p) for p in e.publishes], e.others, e.consumed
+
+
+def python_only(buf: bytearray) -> tuple:
+    """The same with the C run turned off: every packet through the Python loop."""
+    real = mqtt_subscriber.take_publishes
+    mqtt_subscriber.take_publishes = lambda _buf, pos, _end, _limit, _out: pos
+    try:
+        return outcome(buf)
+    finally:
+        mqtt_subscriber.take_publishes = real
+
+
+@st.composite
+def near_publish(draw: st.DrawFn) -> bytes:
+    """A PUBLISH with each field drawn near its edges: any flags (QoS 3 too), an empty or
+    bad UTF-8 topic, a topic length that is wrong, packet id 0, properties whose length
+    runs past the packet or is too long a varint, a remaining length that is wrong."""
+    flags = draw(st.integers(0, 15))
+    qos = (flags >> 1) & 3
+    topic = draw(st.sampled_from([b"", b"a", b"devices/a/telemetry", b"\xff\xfe",
+                                  b"\xed\xa0\x80", b"d\x00"]))
+    tlen = draw(st.one_of(st.just(len(topic)), st.integers(0, 40)))
+    pid = draw(st.sampled_from([0, 1, 65535])).to_bytes(2, "big") if qos else b""
+    props = draw(st.sampled_from([b"\x00", b"\x02\x01\x01", b"\x05\x01", b"\x80",
+                                  b"\xff\xff\xff\xff\x01", b""]))
+    body = tlen.to_bytes(2, "big") + topic + pid + props + draw(st.binary(max_size=20))
+    length = draw(st.one_of(st.just(len(body)), st.integers(0, len(body) + 5)))
+    return bytes([0x30 | flags]) + encode_varint(length) + body
+
+
+@settings(max_examples=1500)
+@given(st.lists(st.one_of(packets, near_publish()), min_size=1, max_size=6))
+def test_the_c_run_parses_edge_publishes_as_the_python_loop_does(stream: list[bytes]) -> None:
+    buf = bytearray(b"".join(stream))
+    assert outcome(buf) == python_only(buf)
+
+
+@settings(max_examples=600)
+@given(st.lists(packets, min_size=1, max_size=8), st.data())
+def test_the_c_run_parses_as_the_python_loop_does(stream: list[bytes],
+                                                  data: st.DataObject) -> None:
+    """native_mqtt.c against the Python parser alone, on valid streams cut anywhere and
+    with random bytes changed: the same packets, reasons and positions."""
+    whole = bytearray(b"".join(stream))
+    for _ in range(data.draw(st.integers(0, 3))):
+        at = data.draw(st.integers(0, len(whole) - 1))
+        whole[at] = data.draw(st.integers(0, 255))
+    cut = bytearray(whole[:data.draw(st.integers(0, len(whole)))])
+    for buf in (whole, cut):
+        assert outcome(buf) == python_only(buf)
+
+
+@settings(max_examples=600)
+@given(st.binary(max_size=200))
+def test_the_c_run_parses_random_bytes_as_the_python_loop_does(raw: bytes) -> None:
+    buf = bytearray(raw)
+    assert outcome(buf) == python_only(buf)
