@@ -1,8 +1,8 @@
 """The ingest service: MQTT telemetry -> write-ahead log -> acknowledgement -> Parquet.
 
 Order of events for every batch the socket delivers:
-  1. write the raw messages to the write-ahead log; a thread fdatasyncs it (group
-     commit) while
+  1. a thread appends the raw messages to the write-ahead log and fdatasyncs it
+     (group commit) while
   2. they are validated into buffered rows;
   3. once both are done, PUBACK them: only now may the broker forget them.
 Buffered rows become Parquet when there are `flush_rows` of them, when the oldest is
@@ -36,7 +36,7 @@ from .contract import TELEMETRY_FILTER
 from .mqtt_subscriber import MqttConnectError, MqttError, Received, Subscriber
 from .pipeline import Batch, Pipeline
 from .store import Store
-from .wal import WriteAheadLog, Written, read_segment
+from .wal import WriteAheadLog, read_segment
 
 log = logging.getLogger("fleetpulse.ingest")
 OUTAGE_MERGE_S = 30.0
@@ -212,12 +212,6 @@ class IngestService:
         finally:
             self._flush_lock.release()
 
-    def _log_batch(self, received_ms: int, packets: bytes) -> Written:
-        try:
-            return self.wal.write(received_ms, packets)
-        except OSError as e:
-            raise self._wal_failed(e) from None
-
     def _wal_failed(self, e: OSError) -> StoreError:
         self._store_failed(f"cannot write the write-ahead log under {self.state_dir} "
                            f"({e.strerror})")
@@ -314,17 +308,16 @@ class IngestService:
             self._session_marker.touch()
 
     async def _take(self, sub: Subscriber, received: Received) -> None:
-        """Log the batch, validate it while another thread waits for the disk (waiting
-        was 9% of the event loop's busy time: profile in bench/RESULTS.md), and ack it
-        once both are done.
-        Rows of a batch whose sync fails stay buffered unacked: the broker sends those
-        messages again and the pipeline drops the copies as duplicates."""
+        """Validate the batch while another thread logs it (writes it and waits for the
+        disk: both were on the event loop once, bench/RESULTS.md), and ack it once both
+        are done.
+        Rows of a batch whose log write or sync fails stay buffered unacked: the broker
+        sends those messages again and the pipeline drops the copies as duplicates."""
         self._batch_started = time.monotonic()
         now = time.time_ns() // 1_000_000
         batch = received.publishes
-        written = self._log_batch(now, received.packets)
         self._syncing = syncing = asyncio.get_running_loop().run_in_executor(
-            self._wal_sync, self.wal.sync, written)
+            self._wal_sync, self.wal.append, now, received.packets)
         self.pipeline.handle_batch([(p.topic, p.payload) for p in batch], now)
         cancelled = False
         while True:

@@ -77,27 +77,31 @@ class WriteAheadLog:
         return sorted(self.directory.glob(f"*{SUFFIX}"), key=segment_number)
 
     def append(self, received_ms: int, packets: bytes) -> None:
-        """Append one socket read's packets; durable when this returns."""
-        self.sync(self.write(received_ms, packets))
+        """Append one socket read's packets; durable when this returns. The service calls
+        it in its log thread, validating the batch meanwhile: the write into the page
+        cache was the event loop's largest cost once it ran there (perf profile in
+        bench/RESULTS.md)."""
+        with self._lock:
+            self.sync(self.write(received_ms, packets))
 
     def write(self, received_ms: int, packets: bytes) -> Written:
         """Write the MQTT packets of one read (received at `received_ms`) to the current
         segment without waiting for the disk: durable only once sync() of what this
-        returns has returned. The service validates the batch while another thread waits
-        for the fdatasync."""
-        if self._file is None:
-            self._open()
-        assert self._file is not None
-        fd = self._file
-        head = _CHUNK_BODY.pack(len(packets), received_ms)
-        crc = crc32c.extend(crc32c.value(head), packets)
-        start = os.lseek(fd, 0, os.SEEK_END)
-        try:
-            _write_all(fd, [struct.pack("!I", crc) + head, packets])
-        except OSError:
-            self._cut(fd, start)
-            raise
-        return Written(fd, start)
+        returns has returned."""
+        with self._lock:
+            if self._file is None:
+                self._open()
+            assert self._file is not None
+            fd = self._file
+            head = _CHUNK_BODY.pack(len(packets), received_ms)
+            crc = crc32c.extend(crc32c.value(head), packets)
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                _write_all(fd, [struct.pack("!I", crc) + head, packets])
+            except OSError:
+                self._cut(fd, start)
+                raise
+            return Written(fd, start)
 
     def _open(self) -> None:
         self.current = self.directory / f"{self._next:012d}-{self._token}{SUFFIX}"
@@ -112,8 +116,8 @@ class WriteAheadLog:
             raise
 
     def sync(self, written: Written) -> None:
-        """Wait until a write() is on disk. May run in another thread than write(): the
-        lock keeps rotate() from closing the file under it."""
+        """Wait until a write() is on disk. The lock keeps rotate(), called from another
+        thread, from closing the file under it."""
         with self._lock:
             if written.fd != self._file:  # the caller must not rotate() in between
                 raise RuntimeError("a write-ahead log segment was closed before its write "
