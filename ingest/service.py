@@ -382,7 +382,9 @@ class IngestService:
                 due = quiet  # the burst is over
             elif quiet and not self.pipeline.buffered:
                 self._big_burst = False
-            if (due or failing) and now >= retry_at:
+            # not while a write holds the flush lock: waiting for it here would stop the
+            # counters for the whole write (a slow store takes seconds a file)
+            if (due or failing) and now >= retry_at and not self._flush_lock.locked():
                 if await self.flush() and (not failing or self._probe_store()):
                     self._store_recovered()
                 else:
