@@ -5,7 +5,8 @@ Each module is compiled again with the sanitizers and loaded in a child process 
 runtime has to be preloaded) in place of the installed one; the byte-level tests then
 run against it: for native_v1.c (envelopes), test_envelope_decoder.py's vectors, every
 cut of a plain envelope and random bytes changed in it; for native_mqtt.c (packets),
-test_packet_fuzz.py's random streams, cuts, near-valid packets and random bytes.
+test_packet_fuzz.py's comparisons with the Python loop: random streams, cuts, near-valid
+packets and random bytes.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ sys.exit(code)
 
 @pytest.mark.parametrize("module, tests, selected", [
     ("native_v1", "test_envelope_decoder.py", "vector or cut or changed"),
-    ("native_mqtt", "test_packet_fuzz.py", "c_run or random"),
+    ("native_mqtt", "test_packet_fuzz.py", "c_run or random_bytes"),
 ])
 def test_the_c_module_under_sanitizers(tmp_path: Path, module: str, tests: str,
                                         selected: str) -> None:
