@@ -317,7 +317,8 @@ class _Link(asyncio.BufferedProtocol):
     """The connection's socket reads land straight in one buffer that the parser walks.
     Written here because asyncio's StreamReader copies every byte three times on its way
     to a parser (into its buffer, out as a bytes object, into the caller's buffer): at 32
-    records a message those copies were a tenth of the event loop's time (bench/RESULTS.md).
+    records a message `memmove`, mostly those copies, was 11% of the event loop's time
+    (bench/RESULTS.md, issue 17's third pass).
 
     The unparsed bytes are buf[start:end]. Reading pauses while HIGH_WATER of them wait,
     and resumes once they are taken, or whenever the parser waits for more (a packet
