@@ -246,16 +246,10 @@ def parse_packets(buf: bytes | bytearray | memoryview, max_bytes: int = MAX_BATC
             # Here when C stopped at a packet: another type, one cut off, or one that
             # breaks a rule (then raised with its reason below).
             header = buf[pos]
-            # remaining length: its one- and two-byte forms inline (every packet has one)
-            if pos + 1 < end and buf[pos + 1] < 0x80:
-                length, body = buf[pos + 1], pos + 2
-            elif pos + 2 < end and buf[pos + 2] < 0x80:  # and buf[pos + 1] >= 0x80
-                length, body = (buf[pos + 1] & 0x7F) | buf[pos + 2] << 7, pos + 3
-            else:
-                try:
-                    length, body = _read_varint(buf, pos + 1, end)
-                except _Incomplete:
-                    break
+            try:
+                length, body = _read_varint(buf, pos + 1, end)
+            except _Incomplete:
+                break
             stop = body + length
             if stop > end:
                 break
@@ -284,11 +278,7 @@ def parse_packets(buf: bytes | bytearray | memoryview, max_bytes: int = MAX_BATC
                         raise MalformedPacket("QoS 1 PUBLISH with packet id 0")
                 else:
                     pid = 0
-                # MQTT 5 properties, kept raw; their length is almost always one byte
-                if p < stop and buf[p] < 0x80:
-                    plen, p = buf[p], p + 1
-                else:
-                    plen, p = read_body_varint(buf, p, stop)
+                plen, p = read_body_varint(buf, p, stop)  # MQTT 5 properties: kept raw
                 if p + plen > stop:
                     raise MalformedPacket("PUBLISH properties run past the packet")
                 publishes.append(Publish((topic, bytes(mv[p + plen:stop]), pid, bool(header & 8),
